@@ -1,0 +1,141 @@
+"""The result channel between a trial process and the runner.
+
+Auptimizer parsed ``#Auptimizer:<value>`` lines out of the trial's merged stdout/stderr, which is
+fragile (any line containing the marker counts, the marker must be at column 0, the exit code is
+ignored). aup keeps that legacy protocol for old scripts but adds a structured channel: the runner
+sets the environment variable ``AUP_CHANNEL`` to a file path, and the trial appends one JSON object
+per line to it. The runner tails the file while the trial runs (intermediate results drive early
+stopping) and reads it completely when the trial exits.
+
+Records (every record has ``"kind"`` and ``"time"``):
+
+``{"kind": "result", "value": 0.93}``
+    One call of ``aup.print_result``. ``value`` is a float or a list of floats (main value first,
+    then the values named by ``multi_res_labels``). Every result is an intermediate result; the
+    last one is the trial's final result (Auptimizer semantics).
+``{"kind": "metrics", "metrics": {"accuracy": 0.93, "param_count": 1234}}``
+    Named metrics (``aup.log_metrics`` and the compressors' own size report). Later values of the
+    same name overwrite earlier ones.
+
+This module is imported by trial scripts, so it must stay free of heavy imports.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+CHANNEL_ENV = "AUP_CHANNEL"
+LEGACY_MARKER = "#Auptimizer:"
+
+
+@dataclass
+class ChannelContent:
+    """Everything a trial reported, in order."""
+
+    results: list[float | list[float]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final(self) -> float | list[float] | None:
+        return self.results[-1] if self.results else None
+
+
+def channel_path() -> str | None:
+    """The channel file of the current trial, or None when the script runs by hand."""
+    return os.environ.get(CHANNEL_ENV) or None
+
+
+def emit(record: dict[str, Any]) -> bool:
+    """Append one record to the channel; returns False when there is no channel.
+
+    Each record is written with a single ``write`` call on a file opened in append mode, so
+    concurrent writers (a script and a compressor in the same process, or child processes) never
+    interleave within a line.
+    """
+    path = channel_path()
+    if path is None:
+        return False
+    record = {**record, "time": time.time()}
+    line = json.dumps(record, default=_jsonable) + "\n"
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(line)
+        handle.flush()
+    return True
+
+
+def _jsonable(value: Any) -> Any:
+    """Turn numpy / torch scalars and other number-likes into plain Python numbers."""
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def parse_records(lines: Iterable[str]) -> ChannelContent:
+    """Fold channel lines into a ChannelContent; a torn last line (trial killed mid-write) is skipped."""
+    content = ChannelContent()
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        apply_record(content, record)
+    return content
+
+
+def apply_record(content: ChannelContent, record: dict[str, Any]) -> None:
+    kind = record.get("kind")
+    if kind == "result":
+        content.results.append(record["value"])
+    elif kind == "metrics":
+        content.metrics.update(record.get("metrics", {}))
+
+
+def read_channel(path: str | os.PathLike[str]) -> ChannelContent:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return parse_records(handle)
+    except FileNotFoundError:
+        return ChannelContent()
+
+
+def parse_legacy_line(line: str) -> float | list[float] | None:
+    """Parse one output line of Auptimizer's protocol; None if the line carries no result.
+
+    Unlike Auptimizer, the marker may appear anywhere in the line (e.g. after a logging prefix),
+    and a malformed value is ignored instead of crashing the runner.
+    """
+    index = line.find(LEGACY_MARKER)
+    if index < 0:
+        return None
+    payload = line[index + len(LEGACY_MARKER):].strip()
+    try:
+        values = [float(part) for part in payload.split(",")]
+    except ValueError:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def parse_legacy_output(text: str) -> list[float | list[float]]:
+    """All results printed with Auptimizer's ``#Auptimizer:`` lines, in order."""
+    results = []
+    for line in text.splitlines():
+        value = parse_legacy_line(line)
+        if value is not None:
+            results.append(value)
+    return results
+
+
+def is_finite_result(value: float | list[float] | None) -> bool:
+    if value is None:
+        return False
+    values = value if isinstance(value, list) else [value]
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
