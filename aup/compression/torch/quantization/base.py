@@ -1,0 +1,264 @@
+"""``Quantizer``: the shared machinery of aup's four quantizers.
+
+A subclass says which quant types it implements and how one tensor is fake-quantized
+(:meth:`Quantizer.quantize_weight`, :meth:`Quantizer.quantize_activation`); this base selects the
+layers from ``config_list`` (NNI 2.0 semantics), attaches the quantization without renaming anything
+(:mod:`.hooks`), counts optimizer steps, and exports the weights in their real integer width.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..config_list import validate_against_model
+from .config import default_entries, quant_types_of, resolve_bits, validate_quant_config_list
+from .hooks import WeightOverride
+from .primitives import QuantSpec
+
+__all__ = ["QuantLayer", "Quantizer"]
+
+logger = logging.getLogger(__name__)
+
+try:  # the compression core's Compressor (public methods of DESIGN.md)
+    from ..base import Compressor as _CompressorBase
+except ImportError:  # pragma: no cover - only while the core is not there
+    _CompressorBase = object  # type: ignore[misc,assignment]
+
+
+@dataclass
+class QuantLayer:
+    """One selected module, the config entry that won for it, and its bit width per quant type."""
+
+    name: str
+    module: nn.Module
+    config: dict[str, Any]
+    quant_types: tuple[str, ...]
+    bits: dict[str, int] = field(default_factory=dict)
+
+
+class Quantizer(_CompressorBase):
+    """Fake quantization during training, integer storage on export.
+
+    Lifecycle (NNI's): ``q = XQuantizer(model, config_list, optimizer=None)``; ``q.compress()``
+    attaches the quantization; train (call ``q.step()`` after each optimizer step unless the
+    optimizer was passed); ``q.export_model(path)``; ``q.remove()`` restores the plain model.
+    """
+
+    compressor_name: ClassVar[str] = ""
+    allowed_quant_types: ClassVar[tuple[str, ...]] = ()
+    default_bits: ClassVar[int | None] = None
+
+    def __init__(self, model: nn.Module, config_list: list[dict[str, Any]],
+                 optimizer: torch.optim.Optimizer | None = None, **kwargs: Any) -> None:
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unexpected arguments: {sorted(kwargs)}")
+        validate_quant_config_list(self.compressor_name, config_list)
+        self.model = model
+        self.config_list = config_list
+        self.optimizer = optimizer
+        self.steps_done = 0
+        self.layers = self._select_layers(default_entries(self.compressor_name, config_list))
+        self._handles: list[Any] = []
+        self._step_hook = optimizer.register_step_post_hook(self._on_optimizer_step) if optimizer else None
+
+    # ------------------------------------------------------------------ selection
+    def _select_layers(self, entries: list[dict[str, Any]]) -> list[QuantLayer]:
+        layers = []
+        selected = validate_against_model(self.model, entries, compressor=self.compressor_name)
+        for sel in selected:
+            name, module, entry, where = sel.name, sel.module, sel.config, f"config_list[{sel.entry_index}]"
+            types = tuple(quant_types_of(self.compressor_name, entry, where))
+            if "weight" in types and not isinstance(getattr(module, "weight", None), nn.Parameter):
+                raise ValueError(f"{where}.quant_types: {self.compressor_name!r} cannot quantize the weight of "
+                                 f"{name!r} ({type(module).__name__}): it has no weight parameter")
+            bits = {t: resolve_bits(self.compressor_name, entry, t, where) for t in types}
+            layers.append(QuantLayer(name, module, entry, types, bits))
+        return layers
+
+    # ------------------------------------------------------------------ subclass API
+    def quantize_weight(self, layer: QuantLayer, weight: torch.Tensor, *, export: bool = False
+                        ) -> tuple[torch.Tensor, QuantSpec]:
+        """Fake-quantized weight and its integer grid; ``export`` means "final value, no state change"."""
+        raise NotImplementedError
+
+    def quantize_activation(self, layer: QuantLayer, kind: str, x: torch.Tensor) -> torch.Tensor:
+        """Fake-quantized input (``kind="input"``) or output (``"output"``) of ``layer``."""
+        raise NotImplementedError(f"{self.compressor_name} does not quantize {kind}s")
+
+    def activation_spec(self, layer: QuantLayer, kind: str) -> dict[str, Any] | None:
+        """Frozen spec of an activation quantization for export (see ``attach_activation_quant``)."""
+        return None
+
+    def after_optimizer_step(self) -> None:
+        """Hook run after each counted optimizer step (BNN clips its weights here)."""
+
+    # ------------------------------------------------------------------ attach / detach
+    def compress(self) -> nn.Module:
+        """Attach fake quantization to the selected layers (idempotent); returns the model."""
+        if self._handles:
+            return self.model
+        for layer in self.layers:
+            if "weight" in layer.quant_types:
+                self._handles.append(WeightOverride(
+                    layer.module, lambda w, layer=layer: self.quantize_weight(layer, w)[0]))
+            if "input" in layer.quant_types:
+                self._handles.append(layer.module.register_forward_pre_hook(
+                    lambda _m, args, layer=layer: self._quantize_input(layer, args)))
+            if "output" in layer.quant_types:
+                self._handles.append(layer.module.register_forward_hook(
+                    lambda _m, _args, out, layer=layer: self.quantize_activation(layer, "output", out)))
+        return self.model
+
+    def _quantize_input(self, layer: QuantLayer, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        for i, arg in enumerate(args):
+            if isinstance(arg, torch.Tensor):
+                return args[:i] + (self.quantize_activation(layer, "input", arg),) + args[i + 1:]
+        return None
+
+    def remove(self) -> nn.Module:
+        """Detach every override and hook: the model is exactly the plain one again."""
+        for handle in reversed(self._handles):
+            handle.remove()
+        self._handles.clear()
+        return self.model
+
+    unwrap_model = remove
+
+    # ------------------------------------------------------------------ steps
+    def _on_optimizer_step(self, *_: Any) -> None:
+        self.steps_done += 1
+        self.after_optimizer_step()
+
+    def step(self) -> None:
+        """Count one optimizer step (``quant_start_step``, BNN clipping) when no optimizer was passed.
+
+        With an ``optimizer`` the count follows ``optimizer.step()`` by itself and this is a no-op,
+        so calling both never counts twice.
+        """
+        if self._step_hook is None:
+            self._on_optimizer_step()
+
+    # ------------------------------------------------------------------ export
+    def weight_specs(self) -> dict[str, QuantSpec]:
+        """``{"<module>.weight": QuantSpec}`` of every quantized weight, as it would be exported."""
+        return {f"{layer.name}.weight": self.quantize_weight(layer, layer.module.weight.detach(), export=True)[1]
+                for layer in self.layers if "weight" in layer.quant_types}
+
+    def quantized_weights(self) -> tuple[dict[str, dict[str, Any]], dict[str, torch.Tensor]]:
+        """``(quant, values)``: the artifact's ``quant`` mapping and the fake-quantized weight tensors.
+
+        Each value is exactly ``(q - zero_point) * scale`` for integer ``q`` in ``[0, 2**bits)``,
+        recomputed from the stored codes so the file round-trips bit for bit.
+        """
+        quant: dict[str, dict[str, Any]] = {}
+        values: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for layer in self.layers:
+                if "weight" not in layer.quant_types:
+                    continue
+                fake, spec = self.quantize_weight(layer, layer.module.weight.detach(), export=True)
+                key = f"{layer.name}.weight"
+                quant[key] = spec.as_dict()
+                values[key] = spec.dequantize(spec.codes(fake)).to(fake.dtype)
+        return quant, values
+
+    def activation_specs(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{module: {"input"|"output": spec}}`` for ``meta["activation_quant"]``."""
+        specs: dict[str, dict[str, dict[str, Any]]] = {}
+        for layer in self.layers:
+            for kind in ("input", "output"):
+                if kind in layer.quant_types:
+                    spec = self.activation_spec(layer, kind)
+                    if spec is None:
+                        logger.warning("%s: %s of %r never observed; exported unquantized",
+                                       self.compressor_name, kind, layer.name)
+                    else:
+                        specs.setdefault(layer.name, {})[kind] = spec
+        return specs
+
+    def weight_bits(self) -> float:
+        """Average stored bits per model parameter: quantized weights at their width, the rest at
+        their dtype's width (32 for float32 biases, BatchNorm, unquantized layers)."""
+        quant = {key: spec.bits for key, spec in self.weight_specs().items()}
+        total_bits = 0
+        total = 0
+        for key, param in self.model.named_parameters():
+            bits = quant.get(key, torch.finfo(param.dtype).bits if param.is_floating_point() else 32)
+            total_bits += bits * param.numel()
+            total += param.numel()
+        return total_bits / total if total else 0.0
+
+    def layer_bits(self) -> dict[str, dict[str, int]]:
+        """``{module: {quant_type: bits}}`` for the ``layer_bits`` metric."""
+        return {layer.name: dict(layer.bits) for layer in self.layers}
+
+    def export_model(self, model_path: str, mask_path: str | None = None, folder_name: str = ".",
+                     speedup: bool = False, dummy_input: torch.Tensor | None = None, **ignored: Any) -> str:
+        """Save the model with its quantized weights stored as ``bits``-wide integers plus scales.
+
+        Writes ``folder_name/model_path`` through ``aup.compression.torch.artifact.save_artifact``
+        (``quant`` = per-weight ``{bits, scale, zero_point}``, activation specs in
+        ``meta["activation_quant"]``); ``load_compressed`` restores weights and activation hooks.
+        The live model is left exactly as it was (same weights, hooks still attached).
+        ``mask_path`` and ``speedup`` do not apply to quantization and are ignored.
+        """
+        from ..artifact import save_artifact
+
+        os.makedirs(folder_name, exist_ok=True)
+        path = os.path.join(folder_name, model_path)
+        if dummy_input is None:
+            dummy_input = getattr(self, "dummy_input", None)
+        with self.exported_view() as (quant, specs):
+            save_artifact(path, self.model, example_input=dummy_input, quant=quant,
+                          meta={"activation_quant": specs, "compressor": self.compressor_name,
+                                "weight_bits": self.weight_bits_from(quant)})
+        return path
+
+    def weight_bits_from(self, quant: dict[str, dict[str, Any]]) -> float:
+        """:meth:`weight_bits` for an already computed ``quant`` mapping."""
+        total_bits = total = 0
+        for key, param in self.model.named_parameters():
+            bits = quant[key]["bits"] if key in quant else torch.finfo(param.dtype).bits
+            total_bits += bits * param.numel()
+            total += param.numel()
+        return total_bits / total if total else 0.0
+
+    def exported_view(self) -> "_ExportedView":
+        """Context manager: the plain model holding the fake-quantized weights, restored on exit."""
+        return _ExportedView(self)
+
+
+class _ExportedView:
+    """Temporarily detach the hooks and write the fake-quantized weights into the parameters."""
+
+    def __init__(self, quantizer: Quantizer) -> None:
+        self.quantizer = quantizer
+        self.saved: dict[str, torch.Tensor] = {}
+        self.was_attached = False
+
+    def __enter__(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, Any]]]]:
+        q = self.quantizer
+        quant, values = q.quantized_weights()
+        specs = q.activation_specs()
+        self.was_attached = bool(q._handles)
+        q.remove()
+        params = dict(q.model.named_parameters())
+        with torch.no_grad():
+            for key, value in values.items():
+                self.saved[key] = params[key].detach().clone()
+                params[key].copy_(value)
+        return quant, specs
+
+    def __exit__(self, *exc: Any) -> None:
+        q = self.quantizer
+        params = dict(q.model.named_parameters())
+        with torch.no_grad():
+            for key, value in self.saved.items():
+                params[key].copy_(value)
+        if self.was_attached:
+            q.compress()

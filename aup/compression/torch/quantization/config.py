@@ -1,0 +1,73 @@
+"""Quantizer ``config_list`` rules on top of the shared schema (torch-free).
+
+``aup.compression.schemas`` checks keys and value types for every compressor (NNI 2.0's schema with
+clear one-line errors).  This module adds what only the quantizers know: the bit widths each one can
+actually produce (naive is int8 only, BNN is binary), which bit width applies to which quant type,
+and the defaults.  Errors name the entry and key, e.g. ``config_list[0].quant_bits: ...``.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from aup.compression.schemas import validate_config_list
+
+__all__ = ["QUANTIZER_RULES", "validate_quant_config_list", "quant_types_of", "resolve_bits", "default_entries"]
+
+# Per quantizer: the quant types it implements, the bit widths it accepts, and the default width.
+QUANTIZER_RULES: dict[str, dict[str, Any]] = {
+    "naive": {"types": ("weight",), "bits": (8,), "default_bits": 8},
+    "qat": {"types": ("weight", "input", "output"), "bits": tuple(range(1, 32)), "default_bits": None},
+    "dorefa": {"types": ("weight",), "bits": tuple(range(1, 32)), "default_bits": None},
+    "bnn": {"types": ("weight", "output"), "bits": (1,), "default_bits": 1},
+}
+
+_WHY = {"naive": "naive is symmetric int8", "bnn": "bnn binarises to +-1"}
+
+
+def validate_quant_config_list(name: str, config_list: Any) -> None:
+    """Raise ValueError (entry index and key in the message) for a config_list ``name`` cannot run."""
+    validate_config_list("torch", "quantization", name, config_list)
+    rule = QUANTIZER_RULES[name]
+    for index, entry in enumerate(config_list):
+        where = f"config_list[{index}]"
+        if entry.get("exclude") is True:
+            continue
+        for quant_type in quant_types_of(name, entry, where):
+            bits = resolve_bits(name, entry, quant_type, where)
+            if bits not in rule["bits"]:
+                raise ValueError(f"{where}.quant_bits: expected {rule['bits'][0]} for {quant_type!r} "
+                                 f"({_WHY[name]}), got {entry['quant_bits']!r}")
+
+
+def quant_types_of(name: str, entry: Mapping[str, Any], where: str = "") -> list[str]:
+    """The entry's quant types; a weight-only quantizer defaults to ``["weight"]``."""
+    if "quant_types" in entry:
+        return list(entry["quant_types"])
+    types = QUANTIZER_RULES[name]["types"]
+    if len(types) == 1:
+        return list(types)
+    raise ValueError(f"{where or name}.quant_types: required by {name!r} (a list from {list(types)})")
+
+
+def resolve_bits(name: str, entry: Mapping[str, Any], quant_type: str, where: str = "") -> int:
+    """Bit width of ``quant_type`` in ``entry``: the int, the per-type dict value, or the default."""
+    bits: Any = entry.get("quant_bits")
+    if isinstance(bits, Mapping):
+        bits = bits.get(quant_type)
+    if bits is None:
+        bits = QUANTIZER_RULES[name]["default_bits"]
+    if bits is None:
+        raise ValueError(f"{where or name}.quant_bits: no bit width for {quant_type!r}; give an integer "
+                         f"in [1, 31] or {{\"{quant_type}\": integer}}")
+    return int(bits)
+
+
+def default_entries(name: str, config_list: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Entries actually applied: the naive quantizer's empty list means "all weighted layers, 8 bit".
+
+    The seed documents ``"compressor": "naive", "config_list": []``; in NNI that quantized nothing,
+    which no user intends.
+    """
+    if not config_list and name == "naive":
+        return [{"quant_types": ["weight"], "quant_bits": 8, "op_types": ["default"]}]
+    return [dict(entry) for entry in config_list]

@@ -1,0 +1,115 @@
+"""Attach fake quantization to a module without renaming anything.
+
+NNI 2.0 wrapped every quantized layer in a ``QuantizerModuleWrapper`` and moved ``conv.weight`` to
+``conv.module.old_weight``, so a saved ``state_dict`` no longer loaded into the plain model.  Here:
+
+* weights: the module *instance* gets its own ``forward`` that, for the duration of one call, puts
+  the fake-quantized tensor in the module's parameter slot and then runs the original forward.  The
+  trainable full-precision ``Parameter`` stays registered under its name; the conv/linear computes
+  with the quantized tensor in forward *and* backward (so the input gradient uses the quantized
+  weight), and the STE carries the weight gradient back to the ``Parameter``.
+  (``torch.func.functional_call`` would do the same swap but calls ``module(...)`` again, which
+  runs the module's hooks a second time, double-quantizing outputs and double-counting EMA
+  updates; swapping the slot around the original ``forward`` avoids that.)
+* outputs: a forward hook; inputs: a forward pre-hook (first positional tensor argument).
+
+``type(module)`` and ``model.state_dict().keys()`` never change, and every attachment returns a
+handle whose ``remove()`` restores the module exactly.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from .primitives import binarize, fake_quant_affine
+
+__all__ = ["WeightOverride", "attach_activation_quant", "ActivationQuantHandle"]
+
+_MISSING = object()
+
+
+class WeightOverride:
+    """Make ``module`` compute with ``quant_fn(module.<param>)`` instead of the raw parameter."""
+
+    def __init__(self, module: nn.Module, quant_fn: Callable[[torch.Tensor], torch.Tensor],
+                 param: str = "weight") -> None:
+        if not isinstance(module._parameters.get(param), nn.Parameter):
+            raise ValueError(f"module {type(module).__name__} has no parameter {param!r} to quantize")
+        self.module = module
+        self.param = param
+        self.quant_fn = quant_fn
+        self._previous = module.__dict__.get("forward", _MISSING)
+        inner = module.forward  # bound class method, or an earlier instance override
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            weight = module._parameters[param]
+            module._parameters[param] = quant_fn(weight)
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                module._parameters[param] = weight
+
+        module.forward = forward  # instance attribute: the class is untouched
+
+    def remove(self) -> None:
+        """Restore the module's previous ``forward`` (class method or earlier override)."""
+        if self._previous is _MISSING:
+            self.module.__dict__.pop("forward", None)
+        else:
+            self.module.forward = self._previous
+
+
+class ActivationQuantHandle:
+    """Hook handles of :func:`attach_activation_quant`; ``remove()`` detaches them all."""
+
+    def __init__(self, handles: list[torch.utils.hooks.RemovableHandle]) -> None:
+        self.handles = handles
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+def _spec_fn(spec: Mapping[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Frozen fake-quant function of one exported activation spec."""
+    if spec.get("mode", "affine") == "sign":
+        return lambda x: binarize(x, clip=True)[0]
+    scale, zero_point, bits = float(spec["scale"]), float(spec["zero_point"]), int(spec["bits"])
+    return lambda x: fake_quant_affine(x, scale, zero_point, bits)
+
+
+def attach_activation_quant(model: nn.Module, specs: Mapping[str, Mapping[str, Mapping[str, Any]]]
+                            ) -> ActivationQuantHandle:
+    """Re-attach exported activation quantization to a loaded model.
+
+    ``specs`` is what a quantizer's export put in ``meta["activation_quant"]``:
+    ``{module_name: {"input" | "output": {"bits", "scale", "zero_point", "mode"}}}`` where ``mode``
+    is ``"affine"`` (QAT: frozen EMA range) or ``"sign"`` (BNN).  The loaded model then computes
+    exactly what the quantized model computed at export time, with its ranges frozen.
+    """
+    modules = dict(model.named_modules())
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    for name, per_type in specs.items():
+        if name not in modules:
+            raise ValueError(f"activation_quant: module {name!r} not found in the loaded model")
+        module = modules[name]
+        if "input" in per_type:
+            fn_in = _spec_fn(per_type["input"])
+            handles.append(module.register_forward_pre_hook(
+                lambda _m, args, fn=fn_in: _quantize_first_tensor(args, fn)))
+        if "output" in per_type:
+            fn_out = _spec_fn(per_type["output"])
+            handles.append(module.register_forward_hook(lambda _m, _args, out, fn=fn_out: fn(out)))
+    return ActivationQuantHandle(handles)
+
+
+def _quantize_first_tensor(args: tuple[Any, ...], fn: Callable[[torch.Tensor], torch.Tensor]
+                           ) -> tuple[Any, ...] | None:
+    """Apply ``fn`` to the first positional tensor argument (the layer's input)."""
+    for i, arg in enumerate(args):
+        if isinstance(arg, torch.Tensor):
+            return args[:i] + (fn(arg),) + args[i + 1:]
+    return None
