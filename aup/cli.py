@@ -1,0 +1,122 @@
+"""The ``aup`` command line: ``run`` and ``resume`` here, the views' subcommands from ``aup.views.cli``.
+
+``python -m aup EXPERIMENT.json [--resume]`` is Auptimizer's spelling and means ``aup run``.
+A user error (bad JSON, unknown experiment...) is one line ``aup: error: ...`` on stderr and exit
+status 2; a traceback only with ``--debug``. Nothing heavy is imported before a command needs it
+(``python -m aup`` never imports torch).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from aup.errors import UserError
+
+COMMANDS = ("run", "resume", "list", "show", "compare", "pareto", "export", "plot", "dashboard")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", metavar="URL",
+                        help="SQLAlchemy URL of the results database (default: $AUP_STORAGE, else .aup/aup.db)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aup", description="Hyperparameter search with model compression as a first-class dimension.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = subparsers.add_parser("run", help="run an experiment JSON")
+    run.add_argument("experiment", metavar="EXPERIMENT.json")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the latest unfinished run of this experiment instead of starting a new one")
+    run.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live display")
+    _common(run)
+    run.set_defaults(func=cmd_run)
+    resume = subparsers.add_parser("resume", help="continue an interrupted experiment")
+    resume.add_argument("name", help="experiment (study) name, e.g. 'digits' or 'digits (2)'")
+    resume.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live display")
+    _common(resume)
+    resume.set_defaults(func=cmd_resume)
+    try:
+        from aup.views.cli import register
+    except ImportError:
+        register = None
+    if register is not None:
+        register(subparsers)
+        for name, sub in subparsers.choices.items():
+            if name not in ("run", "resume") and not any(a.dest == "debug" for a in sub._actions):
+                _add_missing_common(sub)
+    return parser
+
+
+def _add_missing_common(parser: argparse.ArgumentParser) -> None:
+    if not any(a.dest == "storage" for a in parser._actions):
+        parser.add_argument("--storage", metavar="URL", help="SQLAlchemy URL of the results database")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _normalise(argv: list[str]) -> list[str]:
+    """``aup EXP.json ...`` (Auptimizer's ``python -m aup EXP.json``) means ``aup run EXP.json ...``."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in COMMANDS:
+        index = argv.index(first)
+        return [*argv[:index], "run", *argv[index:]]
+    return argv
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from aup import store
+    from aup.runner.experiment import resume_experiment, run_experiment
+
+    url = store.resolve_storage_url(args.storage)
+    live = False if args.no_live else None
+    if args.resume:
+        from aup.config import load_experiment
+
+        loaded = load_experiment(args.experiment)
+        storage = store.open_storage(url)
+        name = _resumable(storage, loaded.experiment.name)
+        return resume_experiment(name, url, live=live).exit_code
+    return run_experiment(args.experiment, url, live=live).exit_code
+
+
+def _resumable(storage: object, name: str) -> str:
+    """The latest study of experiment ``name`` (``name`` or ``name (n)``)."""
+    from aup import store
+
+    latest = store.latest_study_for(storage, name)  # type: ignore[arg-type]
+    if latest is None:
+        raise UserError(f"--resume: no earlier run of the experiment {name!r} in the storage")
+    return latest
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from aup import store
+    from aup.runner.experiment import resume_experiment
+
+    url = store.resolve_storage_url(args.storage)
+    return resume_experiment(args.name, url, live=False if args.no_live else None).exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``aup`` and ``python -m aup``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(_normalise(argv))
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        if getattr(args, "debug", False):
+            raise
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"aup: error: {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if getattr(args, "debug", False):
+            raise
+        print("aup: interrupted", file=sys.stderr)
+        return 130

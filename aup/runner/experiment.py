@@ -1,0 +1,675 @@
+"""The experiment loop: proposer -> trial processes -> store, on Optuna's ask/tell.
+
+One thread does everything: it asks the proposer for trials while slots are free, starts each trial
+as a process (``launcher.TrialProcess``), polls them with a short adaptive sleep, reports
+intermediate results (``trial.report``) and asks the pruner, and tells the study how each trial
+ended. No worker threads means no shared-state races (Auptimizer ran callbacks on executor
+threads and mutated ``os.environ`` from them), and signals only set flags.
+
+Record of a trial (DESIGN.md "Per-trial record"): optuna params = the proposal's params; user
+attrs ``job_config``, ``job_config_path``, ``log_path``, ``attempts``, ``status_reason``, ``budget``,
+``score``, one attr per ``multi_res_labels`` label and per reported metric; intermediate values via
+``trial.report``.
+
+Failure policy (``job_failure``): an unusable attempt is re-run with the same job config up to
+``job_retries`` times; then the trial FAILs with its reason. ``ignore_fail: false`` stops the
+experiment at the first failed trial (status failed), ``true`` continues.
+
+Interruption: SIGINT/SIGTERM stop every running trial, record it FAIL "interrupted" and enqueue its
+params again, so ``aup resume`` re-runs exactly the unfinished work. A runner killed with SIGKILL
+leaves RUNNING trials behind; resume treats them the same way.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aup import store
+from aup.config import LoadedExperiment, validate_experiment
+from aup.errors import ConfigError, UserError
+from aup.runner.jobconfig import JobConfigBuilder, job_config_builder
+from aup.runner.launcher import AttemptOutcome, TrialProcess
+from aup.runner.progress import Progress, print_summary
+
+if TYPE_CHECKING:
+    import optuna
+    from rich.console import Console
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+POLL_MIN_S, POLL_MAX_S = 0.002, 0.025
+STOP_GRACE_S = 3.0
+INTERRUPTED = "interrupted"
+
+
+@dataclass
+class Prepared:
+    """Everything built from the experiment before the database is touched."""
+
+    loaded: LoadedExperiment
+    builder: JobConfigBuilder
+    pruner: Any
+    sampler_factory: Any  # () -> sampler; a fresh sampler for the probe and for the real study
+
+
+@dataclass
+class RunResult:
+    study_name: str
+    status: str
+    exit_code: int
+    reason: str | None = None
+    best_model_path: str | None = None
+
+
+@dataclass
+class _Active:
+    """A trial whose process is running (possibly on a retry)."""
+
+    trial: Any  # optuna.Trial
+    params: dict[str, Any]
+    trial_id: str
+    job_config: dict[str, Any]
+    job_path: Path
+    process: TrialProcess
+    device: str | None
+    attempt: int = 0
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    steps_reported: int = 0
+    intermediate: list[float] = field(default_factory=list)
+
+
+def prepare(loaded: LoadedExperiment, builder: JobConfigBuilder | None = None) -> Prepared:
+    """Build search space, pruner and sampler, and dry-run the proposer on an in-memory study.
+
+    Every problem is a ConfigError raised here, before the first trial and before anything is
+    written to the database.
+    """
+    import optuna
+
+    import aup.proposer_ext as ext
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress display reports trials
+    exp = loaded.experiment
+    source = loaded.path
+    builder = builder or _wrap(source, lambda: job_config_builder(exp))
+    early_stop = exp.resource_args.early_stop
+    if early_stop is not None and len(exp.objectives) > 1:
+        raise ConfigError(f"{source}: resource_args.early_stop: early stopping needs a single objective "
+                          f"(target has {len(exp.objectives)})")
+    pruner = _wrap(source, lambda: ext.build_pruner(early_stop), "resource_args.early_stop")
+    build_sampler = getattr(ext, "build_sampler", None)
+    proposer = exp.proposer.lower()
+    options = exp.proposer_options
+
+    def sampler_factory() -> Any:
+        if build_sampler is None:
+            return None
+        return build_sampler(proposer, options, exp.random_seed, len(exp.objectives))
+
+    sampler_factory = _checked(source, sampler_factory)
+    probe = optuna.create_study(directions=exp.directions, sampler=sampler_factory(), pruner=pruner)
+    _wrap(source, lambda: ext.build_proposer(proposer, options, builder.space, probe, exp.n_samples,
+                                             exp.random_seed), "proposer")
+    return Prepared(loaded, builder, pruner, sampler_factory)
+
+
+def _wrap(source: str, make: Any, key: str | None = None) -> Any:
+    """Call ``make``; a ValueError/TypeError from user input becomes a one-line ConfigError."""
+    try:
+        return make()
+    except (ValueError, TypeError, KeyError) as exc:  # ConfigError included (a ValueError or UserError)
+        text = str(exc).strip() or type(exc).__name__
+        lines = [line if line.startswith(f"{source}: ") else f"{source}: {_with_key(line, key)}"
+                 for line in text.splitlines() if line.strip()]
+        raise ConfigError("\n".join(lines)) from None
+    except ConfigError as exc:
+        lines = [line if line.startswith(f"{source}: ") else f"{source}: {line}" for line in str(exc).splitlines()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _with_key(message: str, key: str | None) -> str:
+    """Prefix ``key`` unless the message already names a key path."""
+    head = message.partition(": ")[0]
+    if key is None or message.startswith(key) or (head and " " not in head):
+        return message
+    return f"{key}: {message}"
+
+
+def _checked(source: str, factory: Any) -> Any:
+    _wrap(source, factory, "proposer")  # fail early on bad sampler options
+    return factory
+
+
+class ExperimentRunner:
+    """Runs (or resumes) one experiment to the end; ``run()`` returns a RunResult with the exit code."""
+
+    def __init__(self, prepared: Prepared, storage_url: str, *, resume_study: str | None = None,
+                 console: "Console | None" = None, live: bool | None = None) -> None:
+        from rich.console import Console
+
+        self.prepared = prepared
+        self.loaded = prepared.loaded
+        self.exp = prepared.loaded.experiment
+        self.storage_url = storage_url
+        self.resume_study = resume_study
+        self.console = console or Console()
+        self.live = live
+        self.workingdir = prepared.loaded.workingdir
+        self.jobs_dir = self.workingdir / "jobs"
+        self.active: list[_Active] = []
+        self._interrupt = 0
+        self._stop_reason: str | None = None
+        self._devices: list[str] = self._device_pool()
+        self._labels = list(self.exp.resource_args.multi_res_labels or [])
+        self._retries = self.exp.job_failure.job_retries
+        self._single = len(self.exp.objectives) == 1
+        self._early_stop = self.exp.resource_args.early_stop is not None
+        self._base_env = self._make_base_env()
+
+    # ---- set-up ----------------------------------------------------------------------------
+    def _device_pool(self) -> list[str]:
+        """GPU ids to hand out, one per running trial (an id listed twice runs two trials on it)."""
+        if self.exp.resource != "gpu":
+            return []
+        gpus = self.exp.resource_args.gpus
+        if gpus is None:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+            gpus = [g for g in visible.split(",") if g.strip()] or ["0"]
+        return [str(g) for g in gpus]
+
+    def _make_base_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.exp.runtime_args.env)
+        if self.exp.resource == "cpu":
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        return env
+
+    def _open(self) -> tuple["optuna.Study", Any]:
+        import aup.proposer_ext as ext
+
+        storage = store.open_storage(self.storage_url)
+        sampler = self.prepared.sampler_factory()
+        if self.resume_study is None:
+            name = store.unique_study_name(storage, self.exp.name)
+            study = store.create_experiment_study(storage, name, self.exp.directions, sampler=sampler,
+                                                  pruner=self.prepared.pruner)
+            study.set_user_attr(store.ATTR_EXPERIMENT, self.loaded.raw)
+            study.set_user_attr(store.ATTR_EXPERIMENT_PATH, os.path.abspath(self.loaded.path))
+            study.set_user_attr(store.ATTR_WORKINGDIR, str(self.workingdir))
+            study.set_user_attr(store.ATTR_STARTED, store.now_iso())
+        else:
+            study = store.load_experiment_study(storage, self.resume_study, sampler=sampler,
+                                                pruner=self.prepared.pruner)
+            self._recover_interrupted(study)
+            study.set_user_attr("resumed", [*study.user_attrs.get("resumed", []), store.now_iso()])
+        study.set_user_attr(store.ATTR_STATUS, "running")
+        study.set_user_attr(store.ATTR_ENDED, None)
+        study.set_user_attr("runner", {"pid": os.getpid(), "host": socket.gethostname()})
+        proposer = ext.build_proposer(self.exp.proposer.lower(), self.exp.proposer_options,
+                                      self.prepared.builder.space, study, self.exp.n_samples,
+                                      self.exp.random_seed)
+        return study, proposer
+
+    def _recover_interrupted(self, study: "optuna.Study") -> None:
+        """Trials left RUNNING by a killed runner: stop leftovers, mark FAIL "interrupted", re-queue."""
+        from optuna.trial import TrialState
+
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            _kill_orphan(trial.user_attrs.get("attempts", []), trial.user_attrs.get("job_config_path"))
+            storage = study._storage
+            storage.set_trial_user_attr(trial._trial_id, "status_reason", INTERRUPTED)
+            storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
+            study.tell(trial.number, state=TrialState.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+
+    # ---- main loop -------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        study, proposer = self._open()
+        self.study, self.proposer = study, proposer
+        self.slug = store.slug(study.study_name)
+        maximize = self.exp.directions[0] == "maximize"
+        progress = Progress(study.study_name, console=self.console, live=self.live, total=self.exp.n_samples,
+                            maximize=maximize, multi_objective=not self._single)
+        self.progress = progress
+        self._seed_progress(study)
+        previous = self._install_signals()
+        status, reason = "finished", None
+        try:
+            with progress:
+                self._loop()
+            if self._interrupt:
+                status, reason = INTERRUPTED, INTERRUPTED
+            elif self._stop_reason:
+                status, reason = "failed", self._stop_reason
+        except BaseException as exc:
+            self._stop_all(f"{INTERRUPTED}: the runner stopped ({type(exc).__name__})")
+            study.set_user_attr(store.ATTR_STATUS, "failed")
+            study.set_user_attr(store.ATTR_ENDED, store.now_iso())
+            raise
+        finally:
+            self._restore_signals(previous)
+        return self._finish(status, reason)
+
+    def _seed_progress(self, study: "optuna.Study") -> None:
+        """On resume, the counters start from what the study already holds."""
+        from optuna.trial import TrialState
+
+        counts = self.progress.counts
+        for trial in study.get_trials(deepcopy=False):
+            if trial.state == TrialState.COMPLETE:
+                counts.done += 1
+                if self._single and trial.value is not None:
+                    self.progress.note_best(trial.number, trial.value)
+            elif trial.state == TrialState.PRUNED:
+                counts.pruned += 1
+            elif trial.state == TrialState.FAIL and not trial.user_attrs.get(INTERRUPTED):
+                counts.failed += 1
+
+    def _loop(self) -> None:
+        exhausted = False
+        delay = POLL_MIN_S
+        while True:
+            busy = self._poll_active()
+            if self._interrupt or self._stop_reason:
+                reason = INTERRUPTED if self._interrupt else f"{INTERRUPTED}: {self._stop_reason}"
+                self._stop_all(reason)
+                return
+            waiting = False
+            while not exhausted and len(self.active) < self.exp.n_parallel and self._device_free():
+                proposal = self.proposer.propose()
+                if proposal is None:
+                    exhausted = True
+                elif _is_wait(proposal):
+                    waiting = True
+                    break
+                else:
+                    self._launch(proposal)
+                    busy = True
+            if not self.active:
+                if exhausted:
+                    return
+                if waiting:
+                    raise RuntimeError("the proposer is waiting for results but no trial is running")
+            delay = POLL_MIN_S if busy else min(POLL_MAX_S, delay * 1.5)
+            time.sleep(delay)
+
+    def _device_free(self) -> bool:
+        return not self._devices or len(self.active) < len(self._devices)
+
+    def _take_device(self) -> str | None:
+        if not self._devices:
+            return None
+        used = [a.device for a in self.active]
+        for device in dict.fromkeys(self._devices):
+            if used.count(device) < self._devices.count(device):
+                return device
+        raise RuntimeError("no free GPU")  # guarded by _device_free
+
+    # ---- launching ---------------------------------------------------------------------------
+    def _launch(self, proposal: Any) -> None:
+        trial = proposal.trial
+        trial_id = f"{self.slug}-{trial.number}"
+        params = dict(proposal.params)
+        job = self.prepared.builder.build(params)
+        job.update(getattr(proposal, "extras", None) or {})
+        budget = getattr(proposal, "budget", None)
+        if budget is not None:
+            job["n_iterations"] = budget
+        if self.exp.resource_args.save_model:
+            job["save_model"] = True
+            job["folder_name"] = trial_id
+        job = json.loads(json.dumps(job, default=_jsonable))  # exactly what the file will hold
+        job_path = self.jobs_dir / f"{trial_id}.json"
+        with open(job_path, "w", encoding="utf-8") as handle:
+            json.dump(job, handle, indent=2)
+        trial.set_user_attr("job_config", job)
+        trial.set_user_attr("job_config_path", str(job_path))
+        if budget is not None:
+            trial.set_user_attr("budget", budget)
+        device = self._take_device()
+        active = _Active(trial, params, trial_id, job, job_path, process=None, device=device)  # type: ignore[arg-type]
+        self._start_attempt(active)
+        self.active.append(active)
+        self.progress.started(trial.number)
+
+    def _start_attempt(self, active: _Active) -> None:
+        suffix = "" if active.attempt == 0 else f".{active.attempt}"
+        log_path = self.jobs_dir / f"{active.trial_id}{suffix}.out"
+        env = dict(self._base_env)
+        env["AUP_TRIAL"] = str(active.trial.number)
+        env["AUP_EXPERIMENT"] = self.study.study_name
+        if active.device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = active.device
+        process = TrialProcess(
+            command=[*self.loaded.command, str(active.job_path)], workingdir=self.workingdir, env=env,
+            log_path=log_path, channel_path=self.jobs_dir / f"{active.trial_id}{suffix}.channel.jsonl",
+            timeout=self.exp.runtime_args.timeout,
+        )
+        active.process = process
+        active.trial.set_user_attr("log_path", str(log_path))
+        process.start()
+        active.attempts.append({"number": active.attempt, "start": _iso(process.started), "end": None,
+                                "exit_code": None, "reason": None, "pid": process.pid, "log": str(log_path)})
+        active.trial.set_user_attr("attempts", active.attempts)
+
+    # ---- polling -----------------------------------------------------------------------------
+    def _poll_active(self) -> bool:
+        """Advance every running trial; True if anything happened (keeps polling fast)."""
+        busy = False
+        for active in list(self.active):
+            fresh = active.process.new_results()
+            if fresh:
+                busy = True
+                if self._report(active, fresh):
+                    self._prune(active)
+                    continue
+            if active.process.poll() is not None:
+                busy = True
+                self._attempt_ended(active)
+        return busy
+
+    def _report(self, active: _Active, results: list[Any]) -> bool:
+        """Record intermediate results; True if the pruner says to stop the trial."""
+        values = [r[0] if isinstance(r, list) else r for r in results]
+        values = [float(v) for v in values if isinstance(v, (int, float))]
+        active.intermediate.extend(values)
+        if not self._single:
+            return False
+        step_base = len(active.intermediate) - len(values)
+        reported = False
+        for offset, value in enumerate(values):
+            step = step_base + offset
+            if step < active.steps_reported or not _finite(value):
+                continue
+            active.trial.report(value, step)
+            active.steps_reported = step + 1
+            reported = True
+        return reported and self._early_stop and active.trial.should_prune()
+
+    def _prune(self, active: _Active) -> None:
+        from optuna.trial import TrialState
+
+        step = active.steps_reported - 1
+        reason = f"pruned at step {step} by early stopping"
+        active.process.stop(reason, grace=STOP_GRACE_S)
+        outcome = active.process.outcome()
+        self._record_attempt(active, outcome, reason)
+        self._set_metrics(active, outcome)
+        trial = active.trial
+        trial.set_user_attr("status_reason", reason)
+        last = active.intermediate[-1] if active.intermediate else None
+        if last is not None:
+            trial.set_user_attr("score", last)
+        self._tell(active, TrialState.PRUNED, None, last, reason)
+
+    def _attempt_ended(self, active: _Active) -> None:
+        from optuna.trial import TrialState
+
+        outcome = active.process.outcome()
+        leftover = active.process.unreported()
+        if leftover:
+            self._report(active, leftover)
+        values, reason = self._objective_values(outcome)
+        self._record_attempt(active, outcome, reason)
+        if reason is None:
+            self._set_metrics(active, outcome)
+            self._tell(active, TrialState.COMPLETE, values, values[0] if self._single else values, None)
+            return
+        if active.attempt < self._retries and not self._interrupt:
+            self.progress.retrying(active.trial.number, active.attempt, reason)
+            active.attempt += 1
+            active.intermediate = []
+            self._start_attempt(active)
+            return
+        self._set_metrics(active, outcome)
+        active.trial.set_user_attr("status_reason", reason)
+        self._tell(active, TrialState.FAIL, None, None, reason)
+        if not self.exp.job_failure.ignore_fail and self._stop_reason is None:
+            self._stop_reason = f"trial {active.trial.number} failed: {reason}"
+
+    def _objective_values(self, outcome: AttemptOutcome) -> tuple[list[float], str | None]:
+        """The values to tell (one per objective) or the reason the attempt is unusable."""
+        if outcome.reason is not None:
+            return [], outcome.reason
+        final = outcome.final
+        numbers = final if isinstance(final, list) else [final]
+        if self._labels and len(numbers) != 1 + len(self._labels):
+            return [], (f"expected {1 + len(self._labels)} values (score, {', '.join(self._labels)}), "
+                        f"got {len(numbers)}")
+        named = {"score": float(numbers[0]), **dict(zip(self._labels, map(float, numbers[1:])))}
+        values = []
+        for objective in self.exp.objectives:
+            value = named.get(objective, outcome.metrics.get(objective))
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                return [], f"no value for the objective {objective!r} (report it with aup.log_metrics)"
+            if not _finite(float(value)):
+                return [], f"{objective} is {value}"
+            values.append(float(value))
+        return values, None
+
+    def _set_metrics(self, active: _Active, outcome: AttemptOutcome) -> None:
+        trial = active.trial
+        for name, value in outcome.metrics.items():
+            trial.set_user_attr(name, value)
+        final = outcome.final
+        if final is not None:
+            numbers = final if isinstance(final, list) else [final]
+            trial.set_user_attr("score", numbers[0])
+            for label, value in zip(self._labels, numbers[1:]):
+                trial.set_user_attr(label, value)
+        if not self._single and active.intermediate:
+            trial.set_user_attr("intermediate_results", active.intermediate)
+
+    def _record_attempt(self, active: _Active, outcome: AttemptOutcome, reason: str | None) -> None:
+        record = active.attempts[-1]
+        record.update(end=_iso(active.process.ended or time.time()), exit_code=outcome.exit_code, reason=reason)
+        active.trial.set_user_attr("attempts", active.attempts)
+
+    def _tell(self, active: _Active, state: Any, values: list[float] | None, value: Any, reason: str | None) -> None:
+        self.study.tell(active.trial, values=values if values else None, state=state)
+        self.active.remove(active)
+        self.proposer.complete(active.trial.number, state, value)
+        self.progress.finished(active.trial.number, state.name, value, active.params, reason)
+
+    # ---- stopping ----------------------------------------------------------------------------
+    def _stop_all(self, reason: str) -> None:
+        """Stop every running trial, record it FAIL "interrupted" and queue its params again."""
+        from optuna.trial import TrialState
+
+        for active in self.active:
+            active.process.terminate()
+        deadline = time.time() + (0 if self._interrupt > 1 else STOP_GRACE_S)
+        for active in list(self.active):
+            while active.process.poll() is None and time.time() < deadline:
+                time.sleep(0.01)
+            code = active.process.stop(reason, grace=0)
+            active.attempts[-1].update(end=_iso(time.time()), exit_code=code, reason=reason)
+            trial = active.trial
+            trial.set_user_attr("attempts", active.attempts)
+            trial.set_user_attr("status_reason", reason)
+            trial.set_user_attr(INTERRUPTED, True)
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.study.enqueue_trial(active.params, user_attrs={"requeued_from": trial.number})
+            self.active.remove(active)
+            self.progress.counts.running = max(0, self.progress.counts.running - 1)
+
+    def _install_signals(self) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+
+        def handler(signum: int, _frame: Any) -> None:
+            self._interrupt += 1
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread (embedded use): no signal handling
+                pass
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    # ---- the end -----------------------------------------------------------------------------
+    def _finish(self, status: str, reason: str | None) -> RunResult:
+        study = self.study
+        study.set_user_attr(store.ATTR_STATUS, status)
+        study.set_user_attr(store.ATTR_ENDED, store.now_iso())
+        if reason:
+            study.set_user_attr("status_reason", reason)
+        extra: list[str] = []
+        best_model = None
+        best = _best_trials(study, self._single)
+        if status == "finished" and self.exp.resource_args.save_model:
+            best_model, note = self._keep_best_model(best[0] if best else None)
+            extra.append(note)
+        if status == INTERRUPTED:
+            extra.append(f"interrupted; continue with: aup resume {_quote(study.study_name)}")
+        elif status == "failed":
+            extra.append(f"experiment failed: {reason}")
+        print_summary(self.console, study_name=study.study_name, status=status, trials=study.get_trials(deepcopy=False),
+                      objectives=self.exp.objectives, storage_url=self.storage_url, best=best, extra=extra)
+        code = {"finished": EXIT_OK, "failed": EXIT_FAILED, INTERRUPTED: EXIT_INTERRUPTED}[status]
+        return RunResult(study.study_name, status, code, reason, best_model)
+
+    def _keep_best_model(self, best: Any) -> tuple[str | None, str]:
+        """Move the best trial's saved model to ``aup_models/<experiment>/``; delete the others'."""
+        models = self.workingdir / "aup_models"
+        folders = [models / t.user_attrs["job_config"]["folder_name"]
+                   for t in self.study.get_trials(deepcopy=False)
+                   if isinstance(t.user_attrs.get("job_config"), dict) and "folder_name" in t.user_attrs["job_config"]]
+        target = models / self.study.study_name
+        kept = None
+        if best is not None:
+            source = models / best.user_attrs.get("job_config", {}).get("folder_name", "")
+            if source.is_dir() and source != models:
+                if target.exists():
+                    shutil.rmtree(target)
+                shutil.move(str(source), str(target))
+                kept = str(target)
+        for folder in folders:
+            if folder.is_dir() and folder != target:
+                shutil.rmtree(folder, ignore_errors=True)
+        if kept:
+            self.study.set_user_attr("best_model_path", kept)
+            return kept, f"best model (trial {best.number}): {kept}"
+        return None, "save_model: the best trial saved no model (nothing under aup_models/<folder_name>)"
+
+
+def _best_trials(study: "optuna.Study", single: bool) -> list[Any]:
+    from optuna.trial import TrialState
+
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not complete:
+        return []
+    if single:
+        reverse = study.direction.name == "MAXIMIZE"
+        return sorted(complete, key=lambda t: t.value, reverse=reverse)
+    return list(study.best_trials)
+
+
+def _is_wait(proposal: Any) -> bool:
+    from aup.proposer_ext import WAIT
+
+    return proposal is WAIT
+
+
+def _finite(value: float) -> bool:
+    return value == value and value not in (float("inf"), float("-inf"))
+
+
+def _iso(timestamp: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="milliseconds")
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _quote(name: str) -> str:
+    return name if all(c.isalnum() or c in "_-." for c in name) else repr(name)
+
+
+def _kill_orphan(attempts: list[dict[str, Any]], job_config_path: str | None) -> None:
+    """Stop a trial process left running by a killed runner, if it is verifiably that trial."""
+    if not attempts or not job_config_path:
+        return
+    pid = attempts[-1].get("pid")
+    if not isinstance(pid, int):
+        return
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read().decode(errors="replace")
+    except OSError:
+        return
+    if job_config_path in cmdline:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# ---- entry points used by the CLI ----------------------------------------------------------------
+def run_experiment(path: str, storage_url: str, *, console: "Console | None" = None,
+                   live: bool | None = None, builder: JobConfigBuilder | None = None) -> RunResult:
+    """Validate ``path`` completely, then run it as a new study."""
+    from aup.config import load_experiment
+
+    loaded = load_experiment(path)
+    prepared = prepare(loaded, builder)
+    return ExperimentRunner(prepared, storage_url, console=console, live=live).run()
+
+
+def resume_experiment(name: str, storage_url: str, *, console: "Console | None" = None,
+                      live: bool | None = None) -> RunResult:
+    """Continue the study ``name`` with the experiment JSON stored in it."""
+    storage = store.open_storage(storage_url)
+    study = store.load_experiment_study(storage, name)
+    attrs = study.user_attrs
+    status = attrs.get(store.ATTR_STATUS)
+    if status == "finished":
+        raise UserError(f"experiment {name!r} already finished; nothing to resume")
+    runner_info = attrs.get("runner") or {}
+    if status == "running" and _alive_here(runner_info):
+        raise UserError(f"experiment {name!r} is still running (pid {runner_info.get('pid')})")
+    raw = attrs.get(store.ATTR_EXPERIMENT)
+    if not isinstance(raw, dict):
+        raise UserError(f"experiment {name!r} has no stored experiment JSON; it was not created by aup")
+    source = attrs.get(store.ATTR_EXPERIMENT_PATH) or name
+    workingdir = attrs.get(store.ATTR_WORKINGDIR)
+    loaded = validate_experiment({**raw, "workingdir": workingdir or raw.get("workingdir")}, source)
+    loaded.raw = raw
+    prepared = prepare(loaded)
+    return ExperimentRunner(prepared, storage_url, resume_study=name, console=console, live=live).run()
+
+
+def _alive_here(runner_info: dict[str, Any]) -> bool:
+    pid = runner_info.get("pid")
+    if runner_info.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a reused pid that is not a Python process is not our runner
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"aup" in handle.read()
+    except OSError:
+        return True

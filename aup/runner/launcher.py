@@ -1,0 +1,247 @@
+"""One attempt of one trial: a child process, its output file, its result channel, its clock.
+
+The process runs in its own process group (``start_new_session``), so terminating a trial also ends
+whatever it spawned (data-loader workers, shell pipelines) and a Ctrl-C in the terminal reaches the
+runner only: the runner decides how trials end and records it. Output (stdout and stderr merged, as
+in Auptimizer) goes straight to a file; nothing is piped through the runner, so there are no reader
+threads and a silent trial can still be stopped at any time (Auptimizer checked early stopping only
+between output lines).
+
+Results come from the structured channel (``AUP_CHANNEL``) when the trial wrote any, else from
+Auptimizer's ``#Auptimizer:`` lines in the output. Both files are tailed incrementally so that
+intermediate results can drive early stopping while the trial runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aup import channel
+
+Result = float | list[float]
+TAIL_BYTES = 8192
+
+
+@dataclass
+class AttemptOutcome:
+    """How an attempt ended. ``reason`` is None for a usable result, else one line saying why not."""
+
+    exit_code: int | None
+    results: list[Result]
+    metrics: dict[str, Any]
+    reason: str | None
+
+    @property
+    def final(self) -> Result | None:
+        return self.results[-1] if self.results else None
+
+
+class _Tail:
+    """Incremental reader of a growing text file; only complete lines are returned."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: Any = None
+        self._partial = ""
+
+    def read_lines(self) -> list[str]:
+        if self._handle is None:
+            try:
+                self._handle = open(self.path, encoding="utf-8", errors="replace")
+            except FileNotFoundError:
+                return []
+        data = self._handle.read()
+        if not data:
+            return []
+        data = self._partial + data
+        lines = data.split("\n")
+        self._partial = lines.pop()
+        return lines
+
+    def close(self) -> list[str]:
+        """Read what is left, including a last line without newline, and close."""
+        lines = self.read_lines()
+        if self._partial:
+            lines.append(self._partial)
+            self._partial = ""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        return lines
+
+
+@dataclass
+class TrialProcess:
+    """A running attempt. Call ``start``, then ``poll``/``new_results`` until ``poll`` returns a code."""
+
+    command: list[str]
+    workingdir: Path
+    env: dict[str, str]
+    log_path: Path
+    channel_path: Path
+    timeout: float | None = None
+    started: float = 0.0
+    ended: float | None = None
+    killed_reason: str | None = None
+    _process: subprocess.Popen | None = None
+    _results: list[Result] = field(default_factory=list)
+    _metrics: dict[str, Any] = field(default_factory=dict)
+    _legacy: list[Result] = field(default_factory=list)
+    _from_channel: bool = False
+    _reported: int = 0
+
+    def start(self) -> None:
+        for stale in (self.channel_path, self.log_path):
+            stale.unlink(missing_ok=True)  # a retry or a resumed run must not read an old result
+        env = {**self.env, channel.CHANNEL_ENV: str(self.channel_path)}
+        with open(self.log_path, "wb") as log:
+            self._process = subprocess.Popen(
+                self.command, cwd=self.workingdir, env=env, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.started = time.time()
+        self._channel_tail = _Tail(self.channel_path)
+        self._log_tail = _Tail(self.log_path)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def poll(self) -> int | None:
+        """The exit code once the process has ended (the group is then cleaned up), else None."""
+        assert self._process is not None
+        code = self._process.poll()
+        if code is None and self.timeout is not None and time.time() - self.started > self.timeout:
+            self.kill(f"timed out after {self.timeout:g}s")
+            code = self._process.wait()
+        if code is not None and self.ended is None:
+            self.ended = time.time()
+            self._signal_group(signal.SIGKILL)  # leftovers of the trial (its own children)
+        return code
+
+    def new_results(self) -> list[Result]:
+        """Results reported since the last call (channel first, legacy lines if the channel is silent)."""
+        self._absorb(self._channel_tail.read_lines(), self._log_tail.read_lines())
+        return self.unreported()
+
+    def unreported(self) -> list[Result]:
+        """Results not yet handed out by ``new_results`` (after ``outcome``: the last ones)."""
+        results = self._current_results()
+        fresh = results[self._reported:]
+        self._reported = len(results)
+        return fresh
+
+    def _absorb(self, channel_lines: list[str], log_lines: list[str]) -> None:
+        for line in channel_lines:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # torn write of a killed trial
+            if record.get("kind") == "result":
+                if not self._from_channel:
+                    self._from_channel = True
+                    self._reported = 0 if not self._legacy else self._reported
+                self._results.append(record["value"])
+            elif record.get("kind") == "metrics":
+                self._metrics.update(record.get("metrics", {}))
+        for line in log_lines:
+            value = channel.parse_legacy_line(line)
+            if value is not None:
+                self._legacy.append(value)
+
+    def _current_results(self) -> list[Result]:
+        return self._results if self._from_channel else self._legacy
+
+    def terminate(self) -> None:
+        """Ask the whole process group to stop (SIGTERM); ``kill`` follows if it does not."""
+        self._signal_group(signal.SIGTERM)
+
+    def kill(self, reason: str | None = None) -> None:
+        if reason and self.killed_reason is None:
+            self.killed_reason = reason
+        self._signal_group(signal.SIGKILL)
+
+    def stop(self, reason: str, grace: float = 3.0) -> int:
+        """Terminate, wait up to ``grace`` seconds, then kill; returns the exit code."""
+        assert self._process is not None
+        if self.killed_reason is None:
+            self.killed_reason = reason
+        if self._process.poll() is None:
+            self.terminate()
+            try:
+                self._process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                self._process.wait()
+        code = self.poll()
+        assert code is not None
+        return code
+
+    def _signal_group(self, sig: int) -> None:
+        if self._process is None:
+            return
+        try:
+            os.killpg(self._process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def outcome(self) -> AttemptOutcome:
+        """Everything the finished attempt reported and, if unusable, the one-line reason."""
+        assert self._process is not None and self._process.returncode is not None
+        self._absorb(self._channel_tail.close(), self._log_tail.close())
+        code = self._process.returncode
+        results = list(self._current_results())
+        return AttemptOutcome(code, results, dict(self._metrics), self._reason(code, results))
+
+    def _reason(self, code: int, results: list[Result]) -> str | None:
+        if self.killed_reason:
+            return self.killed_reason
+        if code < 0:
+            return f"killed by signal {_signal_name(-code)}"
+        if code != 0:
+            last = last_output_line(self.log_path)
+            return f"exit code {code}: {last}" if last else f"exit code {code}"
+        if not results:
+            return "no result reported"
+        if not channel.is_finite_result(results[-1]):
+            bad = results[-1] if not isinstance(results[-1], list) else next(
+                (v for v in results[-1] if not _finite(v)), results[-1])
+            return f"result is {bad}"
+        return None
+
+
+def _finite(value: Any) -> bool:
+    return channel.is_finite_result(value)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def last_output_line(path: Path) -> str:
+    """The last meaningful line of a trial's output (e.g. ``ZeroDivisionError: division by zero``)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - TAIL_BYTES))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line and channel.LEGACY_MARKER not in line:
+            return line if len(line) <= 300 else line[:297] + "..."
+    return ""

@@ -1,0 +1,142 @@
+"""What the user sees while an experiment runs and when it ends.
+
+On a terminal: a rich ``Live`` panel (trials done / running / failed / pruned, the best value so
+far, the last event). Elsewhere (CI logs, pipes): one plain line per finished trial, because a live
+display would fill a log with redraws. At the end: a table of the best trials and where the
+results are.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+
+@dataclass
+class Counts:
+    done: int = 0
+    running: int = 0
+    failed: int = 0
+    pruned: int = 0
+    total: int | None = None
+    best: float | None = None
+    best_trial: int | None = None
+    last_event: str = ""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isfinite(value) and value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.4e}"
+        return f"{value:.6g}"
+    return str(value)
+
+
+def format_params(params: dict[str, Any], limit: int = 80) -> str:
+    text = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Progress:
+    """Live display on a TTY, plain lines otherwise; ``live=False`` forces plain lines."""
+
+    def __init__(self, name: str, *, console: Console | None = None, live: bool | None = None,
+                 total: int | None = None, maximize: bool = True, multi_objective: bool = False) -> None:
+        self.console = console or Console()
+        self.name = name
+        self.maximize = maximize
+        self.multi_objective = multi_objective
+        self.counts = Counts(total=total)
+        use_live = self.console.is_terminal if live is None else live
+        self._live = Live(self, console=self.console, refresh_per_second=4, transient=False) if use_live else None
+
+    def __enter__(self) -> "Progress":
+        if self._live is not None:
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def note_best(self, number: int, value: float) -> None:
+        best = self.counts.best
+        if best is None or (value > best if self.maximize else value < best):
+            self.counts.best, self.counts.best_trial = value, number
+
+    def started(self, number: int) -> None:
+        self.counts.running += 1
+
+    def retrying(self, number: int, attempt: int, reason: str) -> None:
+        self._event(f"trial {number} attempt {attempt} failed ({reason}); retrying")
+
+    def finished(self, number: int, state: str, value: Any, params: dict[str, Any], reason: str | None) -> None:
+        counts = self.counts
+        counts.running = max(0, counts.running - 1)
+        if state == "COMPLETE":
+            counts.done += 1
+            if not self.multi_objective and isinstance(value, (int, float)):
+                self.note_best(number, float(value))
+            shown = _fmt(value) if not isinstance(value, list) else ", ".join(_fmt(v) for v in value)
+            self._event(f"trial {number} done: {shown}  ({format_params(params)})")
+        elif state == "PRUNED":
+            counts.pruned += 1
+            self._event(f"trial {number} pruned: {reason}")
+        else:
+            counts.failed += 1
+            self._event(f"trial {number} failed: {reason}")
+
+    def message(self, text: str) -> None:
+        if self._live is not None:
+            self._live.console.print(text, markup=False, highlight=False)
+        else:
+            self.console.print(text, markup=False, highlight=False)
+
+    def _event(self, text: str) -> None:
+        self.counts.last_event = text
+        if self._live is None:
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def __rich__(self) -> Any:
+        c = self.counts
+        table = Table.grid(padding=(0, 2))
+        total = f"/{c.total}" if c.total else ""
+        table.add_row(
+            Text(self.name, style="bold"),
+            Text(f"done {c.done}{total}", style="green"),
+            Text(f"running {c.running}", style="cyan"),
+            Text(f"failed {c.failed}", style="red" if c.failed else "dim"),
+            Text(f"pruned {c.pruned}", style="yellow" if c.pruned else "dim"),
+            Text(f"best {_fmt(c.best)} (trial {c.best_trial})" if c.best is not None else "best -"),
+        )
+        return Group(table, Text(c.last_event, style="dim", overflow="ellipsis", no_wrap=True))
+
+
+def print_summary(console: Console, *, study_name: str, status: str, trials: Sequence[Any],
+                  objectives: Sequence[str], storage_url: str, best: Sequence[Any], extra: Sequence[str] = (),
+                  limit: int = 5) -> None:
+    """The end-of-run table of the best trials (by objective), counts, and where the results are."""
+    states = {}
+    for trial in trials:
+        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "no trials"
+    console.print(f"[bold]{study_name}[/bold]: {status} ({counts})", highlight=False)
+    if best:
+        table = Table(title="best trials" if len(best) > 1 else "best trial", title_justify="left")
+        table.add_column("trial", justify="right")
+        for name in objectives:
+            table.add_column(name, justify="right")
+        table.add_column("hyperparameters")
+        for trial in list(best)[:limit]:
+            values = trial.values or []
+            table.add_row(str(trial.number), *[_fmt(v) for v in values], format_params(trial.params, 100))
+        console.print(table)
+    for line in extra:
+        console.print(line, highlight=False, markup=False)
+    quoted = study_name if study_name.replace("_", "").replace("-", "").isalnum() else repr(study_name)
+    console.print(f"results: {storage_url}  (see: aup show {quoted})", highlight=False, markup=False)
