@@ -152,8 +152,8 @@ class Quantizer(_CompressorBase):
     def quantized_weights(self) -> tuple[dict[str, dict[str, Any]], dict[str, torch.Tensor]]:
         """``(quant, values)``: the artifact's ``quant`` mapping and the fake-quantized weight tensors.
 
-        Each value is exactly ``(q - zero_point) * scale`` for integer ``q`` in ``[0, 2**bits)``,
-        recomputed from the stored codes so the file round-trips bit for bit.
+        Each value is ``(q - zero_point) * scale`` for integer ``q`` in ``[0, 2**bits)``, recomputed
+        from the codes (in float64, then cast) so what is saved is what a loader reconstructs.
         """
         quant: dict[str, dict[str, Any]] = {}
         values: dict[str, torch.Tensor] = {}
