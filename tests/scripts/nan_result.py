@@ -1,0 +1,4 @@
+"""Test trial that reports NaN."""
+import aup
+
+aup.print_result(float("nan"))
