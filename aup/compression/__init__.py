@@ -1,0 +1,34 @@
+"""Model compression for aup trials: ``create_compressor`` and friends.
+
+This package is imported by the experiment validator (for ``registry`` and ``schemas``) and by
+``import aup; aup.compression...`` in trial scripts, so importing it must stay free of torch and
+tensorflow: the torch-backed names below load on first access.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from aup.compression.factory import create_compressor, normalize_config
+from aup.compression.registry import COMPRESSORS
+
+# public name -> "module:attribute", imported on first access
+_LAZY = {
+    "load_compressed": "aup.compression.torch.artifact:load_compressed",
+    "count_flops_params": "aup.compression.torch.base:count_flops_params",
+    "SensitivityAnalysis": "aup.compression.torch.sensitivity_analysis:SensitivityAnalysis",
+    "ChannelDependency": "aup.compression.torch.pruners.dependency:ChannelDependency",
+    "Compressor": "aup.compression.torch.base:Compressor",
+}
+
+__all__ = ["COMPRESSORS", "create_compressor", "normalize_config", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'aup.compression' has no attribute {name!r}")
+    module_name, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module_name), attr)
+    globals()[name] = value
+    return value

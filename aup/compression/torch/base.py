@@ -1,0 +1,255 @@
+"""``Compressor``: the public face every torch compressor shares (DESIGN.md "Compressor API").
+
+Pruners (``pruners/base.py``) and quantizers (``quantization/base.py``) subclass it. This class
+knows nothing about pruning or quantization: it keeps the model, the validated config_list and the
+optional optimizer / example input, and implements the lifecycle methods with neutral defaults plus
+the measuring and reporting that every compressor needs (FLOPs, size metrics to the trial channel).
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Compressor", "count_flops_params", "as_example_input"]
+
+
+class Compressor:
+    """Base of every torch compressor.
+
+    ``Compressor(model, config_list, optimizer=None, dummy_input=None)``. ``compress()`` attaches
+    the compression and returns the same model object; ``export_model`` writes the artifact.
+    Subclasses set ``compressor_name`` (the registry key) and ``compression_type``.
+    """
+
+    framework: ClassVar[str] = "torch"
+    compression_type: ClassVar[str] = ""
+    compressor_name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config_list: list[dict[str, Any]],
+        optimizer: torch.optim.Optimizer | None = None,
+        dummy_input: Any = None,
+    ) -> None:
+        self.model = model
+        self.config_list = config_list
+        self.optimizer = optimizer
+        self.dummy_input = dummy_input
+        self.epoch = 0
+        self.speedup_applied = False
+
+    @property
+    def bound_model(self) -> nn.Module:
+        """NNI's name for the compressed model."""
+        return self.model
+
+    # ------------------------------------------------------------------ lifecycle
+    def compress(self) -> nn.Module:
+        """Attach the compression; returns the (same) model."""
+        return self.model
+
+    def update_epoch(self, epoch: int) -> None:
+        """Tell epoch-scheduled compressors (AGP) that ``epoch`` has started."""
+        self.epoch = int(epoch)
+
+    def step(self) -> None:
+        """Call after each optimizer step when no ``optimizer`` was given to the compressor."""
+
+    def get_prune_iterations(self) -> Sequence[int]:
+        """Rounds of iterative pruning (lottery ticket); one-shot compressors have exactly one."""
+        return [0]
+
+    def prune_iteration_start(self) -> None:
+        """Start the next pruning round (lottery ticket); nothing to do for one-shot compressors."""
+
+    def get_masks(self) -> dict[str, dict[str, torch.Tensor | None]]:
+        """Pruning masks in NNI's format; compressors without masks have none."""
+        return {}
+
+    def apply_speedup(self, dummy_input: Any) -> nn.Module:
+        """Physically shrink a structurally pruned model; only pruners can."""
+        raise ValueError(
+            f"apply_speedup shrinks pruned models; {self.compressor_name!r} is a "
+            f"{self.compression_type or 'non-pruning'} compressor"
+        )
+
+    # ------------------------------------------------------------------ measuring
+    def count_flops_params(self, x: Any, verbose: bool = True) -> tuple[float, float, list[dict[str, Any]]]:
+        """``(flops, params, per_layer)`` of the model as compressed now (mask-aware).
+
+        ``x`` is an input tensor, a tuple of tensors, or an input shape such as ``(1, 1, 8, 8)``.
+        """
+        return count_flops_params(self.model, x, masks=self.get_masks(), verbose=verbose)
+
+    def example_input(self, dummy_input: Any = None) -> Any:
+        """The input used for measuring: the argument, else the one given earlier or seen in training."""
+        if dummy_input is not None:
+            return dummy_input
+        return getattr(self, "dummy_input", None)
+
+    def measure(self, artifact_path: str | None = None, example_input: Any = None,
+                quant_bits: dict[str, Any] | None = None) -> dict[str, float]:
+        """Measured size metrics (DESIGN names) of the model as it is now, via ``measure.py``."""
+        from aup.compression.torch.measure import measure_model
+
+        masks = None if getattr(self, "speedup_applied", False) else (self.get_masks() or None)
+        return measure_model(
+            self.model,
+            self.example_input(example_input),
+            masks=masks,
+            artifact_path=artifact_path,
+            compressed_modules=self.compressed_module_names(),
+            quant_bits=quant_bits,
+        )
+
+    def compressed_module_names(self) -> list[str]:
+        """Names of the modules this compressor acts on (for the achieved-sparsity metric)."""
+        layers = getattr(self, "layers", None)
+        if isinstance(layers, dict):
+            return list(layers)
+        if isinstance(layers, (list, tuple)):
+            return [getattr(layer, "name", str(layer)) for layer in layers]
+        return []
+
+    def report_metrics(self, artifact_path: str | None = None, example_input: Any = None,
+                       quant_bits: dict[str, Any] | None = None) -> dict[str, float] | None:
+        """Inside an aup trial, send the measured metrics to the runner (trial attributes in the DB).
+
+        Outside a trial (no ``AUP_CHANNEL``) nothing is measured. A failure to measure is logged as
+        a warning and never breaks the user's script.
+        """
+        from aup import channel, client
+
+        if channel.channel_path() is None:
+            return None
+        try:
+            metrics = self.measure(artifact_path, example_input, quant_bits)
+        except Exception as exc:  # noqa: BLE001 - metrics must never kill a finished trial
+            warnings.warn(f"aup: could not measure the compressed model: {type(exc).__name__}: {exc}", stacklevel=2)
+            return None
+        client.log_metrics(**metrics)
+        return metrics
+
+
+# ---------------------------------------------------------------------- FLOPs counter
+def as_example_input(x: Any, model: nn.Module | None = None) -> Any:
+    """A shape tuple becomes a zeros tensor on the model's device; tensors pass through."""
+    if isinstance(x, (tuple, list)) and x and all(isinstance(v, int) for v in x):
+        device = next((p.device for p in model.parameters()), torch.device("cpu")) if model is not None else None
+        return torch.zeros(tuple(x), device=device)
+    return x
+
+
+def _density(mask: torch.Tensor | None) -> float:
+    return 1.0 if mask is None else float((mask != 0).sum()) / max(mask.numel(), 1)
+
+
+def _layer_macs(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int:
+    """Dense multiply-accumulates of one call, for one sample of the batch."""
+    out = output[0] if isinstance(output, (tuple, list)) else output
+    if not isinstance(out, torch.Tensor) or out.dim() == 0:
+        return 0
+    batch = out.shape[0] if out.dim() > 1 else 1
+    if isinstance(module, nn.modules.conv._ConvNd):
+        per_output = module.weight[0].numel()  # (in / groups) * prod(kernel)
+        if isinstance(module, nn.modules.conv._ConvTransposeMixin):
+            inp = inputs[0]
+            return int(inp.numel() // max(inp.shape[0], 1) * module.out_channels // module.groups
+                       * int(torch.tensor(module.kernel_size).prod()))
+        return int(out.numel() // batch * per_output)
+    if isinstance(module, nn.Linear):
+        return int(out.numel() // batch * module.in_features)
+    if isinstance(module, nn.Bilinear):
+        return int(out.numel() // batch * module.in1_features * module.in2_features)
+    return 0
+
+
+def count_flops_params(
+    model: nn.Module,
+    x: Any,
+    masks: dict[str, dict[str, torch.Tensor | None]] | None = None,
+    verbose: bool = True,
+) -> tuple[float, float, list[dict[str, Any]]]:
+    """Mask-aware ``(flops, params, per_layer)``, NNI's ``count_flops_params`` convention.
+
+    As in NNI, "flops" counts multiply-accumulates of conv / linear layers for one sample. A masked
+    layer counts its dense MACs times the fraction of weights its mask keeps (whole filters for
+    structured pruning, single elements for fine-grained); params count only unmasked elements.
+    """
+    masks = masks or {}
+    example = as_example_input(x, model)
+    per_layer: dict[str, dict[str, Any]] = {}
+    handles = []
+
+    def hook(name: str):
+        def record(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            macs = _layer_macs(module, inputs, output)
+            if not macs:
+                return
+            entry = per_layer.setdefault(name, {
+                "name": name, "module_type": type(module).__name__,
+                "weight_shape": tuple(module.weight.shape), "flops": 0.0, "params": 0.0,
+                "input_shape": tuple(inputs[0].shape) if inputs and isinstance(inputs[0], torch.Tensor) else None,
+                "output_shape": tuple(output.shape) if isinstance(output, torch.Tensor) else None,
+            })
+            entry["flops"] += macs * _density(masks.get(name, {}).get("weight"))
+        return record
+
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear)):
+            handles.append(module.register_forward_hook(hook(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if isinstance(example, tuple):
+                model(*example)
+            elif isinstance(example, dict):
+                model(**example)
+            else:
+                model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    params = _masked_param_counts(model, masks)
+    for name, entry in per_layer.items():
+        entry["params"] = params.get(name, 0.0)
+    total_params = float(sum(params.values()))
+    rows = list(per_layer.values())
+    total_flops = float(sum(row["flops"] for row in rows))
+    if verbose:
+        _print_table(rows, total_flops, total_params)
+    return total_flops, total_params, rows
+
+
+def _masked_param_counts(model: nn.Module, masks: dict[str, dict[str, torch.Tensor | None]]) -> dict[str, float]:
+    """Parameters per module (its own, not its children's), masked elements excluded."""
+    counts: dict[str, float] = {}
+    for name, module in model.named_modules():
+        total = 0.0
+        for key, param in module.named_parameters(recurse=False):
+            mask = masks.get(name, {}).get(key)
+            total += param.numel() if mask is None else float((mask != 0).sum())
+        if total:
+            counts[name] = total
+    return counts
+
+
+def _print_table(rows: list[dict[str, Any]], flops: float, params: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"FLOPs (MACs) {flops:,.0f}   params {params:,.0f}")
+    for column in ("layer", "type", "weight shape", "MACs", "params"):
+        table.add_column(column, justify="right" if column in ("MACs", "params") else "left")
+    for row in rows:
+        table.add_row(row["name"], row["module_type"], str(row["weight_shape"]), f"{row['flops']:,.0f}", f"{row['params']:,.0f}")
+    Console().print(table)

@@ -1,0 +1,138 @@
+"""NNI 2.0 ``config_list`` matching on a torch model, and the model-dependent checks.
+
+For every module of ``model.named_modules()`` the *last* entry whose ``op_types`` and ``op_names``
+both match wins (a missing key matches everything); if that entry has ``exclude: true`` the module is
+left alone. ``"default"`` in ``op_types`` stands for NNI's weighted layer types. Type names compare
+case-insensitively. Parameter-less modules (ReLU, pooling) are legal ``op_names``: output
+quantization needs them, and Auptimizer wrongly rejected them by looking at ``state_dict`` keys.
+"""
+from __future__ import annotations
+
+import difflib
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from torch import nn
+
+DEFAULT_OP_TYPES: tuple[str, ...] = (
+    "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+    "Linear", "Bilinear", "PReLU", "Embedding", "EmbeddingBag",
+)
+
+# (name, module) -> None when the compressor can handle it, else the reason it cannot
+ModuleCheck = Callable[[str, nn.Module], "str | None"]
+
+
+@dataclass
+class LayerConfig:
+    """One module picked by the config_list, with the entry that won and its index."""
+
+    name: str
+    module: nn.Module
+    entry_index: int
+    config: dict[str, Any]
+
+    @property
+    def type_name(self) -> str:
+        return type(self.module).__name__
+
+
+def expand_op_types(op_types: Iterable[str]) -> set[str]:
+    """Lower-cased op type names with ``"default"`` expanded to the weighted layer types."""
+    expanded: set[str] = set()
+    for op_type in op_types:
+        if op_type == "default":
+            expanded.update(t.lower() for t in DEFAULT_OP_TYPES)
+        else:
+            expanded.add(op_type.lower())
+    return expanded
+
+
+def _matches(name: str, module: nn.Module, entry: Mapping[str, Any]) -> bool:
+    if "op_types" in entry and type(module).__name__.lower() not in expand_op_types(entry["op_types"]):
+        return False
+    if "op_names" in entry and name not in entry["op_names"]:
+        return False
+    return True
+
+
+def match_module(name: str, module: nn.Module, config_list: Sequence[Mapping[str, Any]]) -> tuple[int, dict] | None:
+    """The winning ``(entry index, entry)`` for a module, or None (no match or excluded)."""
+    winner: tuple[int, dict] | None = None
+    for index, entry in enumerate(config_list):
+        if _matches(name, module, entry):
+            winner = (index, dict(entry))
+    if winner is None or winner[1].get("exclude") is True:
+        return None
+    return winner
+
+
+def select_modules(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -> list[LayerConfig]:
+    """All modules the config_list picks, in ``named_modules()`` order (no validation)."""
+    selected = []
+    for name, module in model.named_modules():
+        match = match_module(name, module, config_list)
+        if match is not None:
+            selected.append(LayerConfig(name, module, match[0], match[1]))
+    return selected
+
+
+def check_op_names(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -> None:
+    """Every ``op_names`` entry must be a module of the model (ValueError with a suggestion)."""
+    names = [name for name, _ in model.named_modules() if name]
+    known = set(names)
+    for index, entry in enumerate(config_list):
+        for op_name in entry.get("op_names", ()):
+            if op_name not in known:
+                close = difflib.get_close_matches(op_name, names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
+                raise ValueError(
+                    f"config_list[{index}].op_names: no module named {op_name!r} in the model{hint}; "
+                    f"modules: {shown}"
+                )
+
+
+def _warn_unmatched_types(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -> None:
+    present = {type(m).__name__.lower() for m in model.modules()}
+    for index, entry in enumerate(config_list):
+        for op_type in entry.get("op_types", ()):
+            if op_type != "default" and op_type.lower() not in present:
+                warnings.warn(
+                    f"config_list[{index}].op_types: the model has no {op_type!r} layer", stacklevel=3
+                )
+
+
+def validate_against_model(
+    model: nn.Module,
+    config_list: Sequence[Mapping[str, Any]],
+    *,
+    compressor: str,
+    check: ModuleCheck | None = None,
+    require_any: bool = True,
+) -> list[LayerConfig]:
+    """Check op names and layer types against ``model`` and return the selected layers.
+
+    ``check(name, module)`` returns why the compressor cannot handle a selected module (e.g. fpgm
+    on a Linear); the error names the winning entry. ``require_any``: a config_list that picks no
+    layer at all is an error (compressing nothing would still be reported as a compressed trial).
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    check_op_names(model, config_list)
+    _warn_unmatched_types(model, config_list)
+    selected = select_modules(model, config_list)
+    for layer in selected:
+        reason = check(layer.name, layer.module) if check is not None else None
+        if reason:
+            raise ValueError(
+                f"config_list[{layer.entry_index}]: {compressor!r} cannot compress {layer.name!r} "
+                f"({layer.type_name}): {reason}"
+            )
+    if require_any and not selected and config_list:
+        raise ValueError(
+            f"config_list: no layer of the model matches any entry for {compressor!r}; "
+            f"layer types present: {', '.join(sorted({type(m).__name__ for m in model.modules()}))}"
+        )
+    return selected

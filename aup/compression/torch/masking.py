@@ -1,0 +1,151 @@
+"""Masks on a model's own parameters, without renaming or wrapping anything.
+
+NNI 2.0 replaced every compressed module by a wrapper (``conv1.module.weight``, ``conv1.weight_mask``),
+which changed the state_dict keys and broke saving. Here each ``weight``/``bias`` Parameter stays in
+place; the masks live in a :class:`MaskStore` and are enforced three ways:
+
+- a forward pre-hook zeroes the masked elements in place (on ``.data``, as NNI 2.0 did), so the
+  forward pass always sees pruned weights even if something wrote into them;
+- a tensor hook on each masked Parameter zeroes its gradient, so optimizers (momentum, Adam
+  moments) never accumulate updates for pruned elements;
+- :meth:`MaskStore.apply_all` re-zeroes after every optimizer step (weight decay) when an optimizer
+  is attached, and whenever the compressor's ``step()`` is called.
+
+Hooks are small picklable objects, so ``torch.save(model)`` and ``copy.deepcopy(model)`` still work.
+Masks are float tensors of the parameter's shape (1 = keep, 0 = pruned), NNI's mask format.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+Masks = dict[str, dict[str, "torch.Tensor | None"]]
+MASKABLE = ("weight", "bias")
+
+
+class _ForwardMask:
+    """Forward pre-hook: zero the module's masked parameters before it runs."""
+
+    def __init__(self, store: "MaskStore", name: str) -> None:
+        self.store = store
+        self.name = name
+
+    def __call__(self, module: nn.Module, inputs: Any) -> None:
+        self.store.apply(self.name)
+
+
+class _GradMask:
+    """Tensor hook: zero the gradient of masked elements."""
+
+    def __init__(self, store: "MaskStore", name: str, key: str) -> None:
+        self.store = store
+        self.name = name
+        self.key = key
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        mask = self.store.masks[self.name][self.key]
+        if mask is None:
+            return grad
+        return grad * mask.to(device=grad.device, dtype=grad.dtype)
+
+
+class MaskStore:
+    """Masks of the compressed modules (by their ``named_modules()`` name) and the hooks enforcing them."""
+
+    def __init__(self) -> None:
+        self.masks: Masks = {}
+        self.modules: dict[str, nn.Module] = {}
+        self._handles: list[Any] = []
+        self._optimizer_handles: list[Any] = []
+
+    # -------------------------------------------------------------- attach / detach
+    def attach(self, name: str, module: nn.Module, keys: Iterable[str] = MASKABLE) -> None:
+        """Start masking ``module`` (all-ones masks until :meth:`set` is called)."""
+        if name in self.modules:
+            return
+        self.modules[name] = module
+        self.masks[name] = {}
+        for key in MASKABLE:
+            param = getattr(module, key, None)
+            if key in keys and isinstance(param, nn.Parameter):
+                self.masks[name][key] = torch.ones_like(param, memory_format=torch.contiguous_format).detach()
+                self._handles.append(param.register_hook(_GradMask(self, name, key)))
+            else:
+                self.masks[name][key] = None
+        self._handles.append(module.register_forward_pre_hook(_ForwardMask(self, name)))
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Re-apply all masks after each ``optimizer.step()`` (weight decay moves zeros)."""
+        self._optimizer_handles.append(optimizer.register_step_post_hook(lambda *_: self.apply_all()))
+
+    def detach(self) -> None:
+        """Remove every hook (masks are kept, parameters keep their masked values)."""
+        for handle in self._handles + self._optimizer_handles:
+            handle.remove()
+        self._handles.clear()
+        self._optimizer_handles.clear()
+        self.modules.clear()
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    # -------------------------------------------------------------- masks
+    def set(self, name: str, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> None:
+        """Replace the masks of one module (None keeps the current mask) and apply them."""
+        module = self.modules[name]
+        for key, mask in (("weight", weight), ("bias", bias)):
+            if mask is None:
+                continue
+            param = getattr(module, key, None)
+            if self.masks[name].get(key) is None or param is None:
+                raise ValueError(f"cannot mask {name}.{key}: it is not a masked parameter")
+            if mask.shape != param.shape:
+                raise ValueError(f"mask for {name}.{key} has shape {tuple(mask.shape)}, expected {tuple(param.shape)}")
+            self.masks[name][key] = mask.detach().to(device=param.device, dtype=param.dtype).clone()
+        self.apply(name)
+
+    def reset(self) -> None:
+        """All masks back to ones (weights already zeroed stay zero until retrained or restored)."""
+        for entry in self.masks.values():
+            for key, mask in entry.items():
+                if mask is not None:
+                    entry[key] = torch.ones_like(mask)
+
+    @torch.no_grad()
+    def apply(self, name: str) -> None:
+        """Zero the masked elements of one module in place."""
+        module = self.modules.get(name)
+        if module is None:
+            return
+        entry = self.masks[name]
+        for key, mask in entry.items():
+            param = getattr(module, key, None)
+            if mask is None or param is None:
+                continue
+            if mask.device != param.device or mask.dtype != param.dtype:
+                mask = entry[key] = mask.to(device=param.device, dtype=param.dtype)
+            param.data.mul_(mask)
+
+    def apply_all(self) -> None:
+        for name in self.modules:
+            self.apply(name)
+
+    def to_nni(self) -> Masks:
+        """``{module: {"weight": mask, "bias": mask or None}}`` (copies, on CPU), NNI's mask-file format."""
+        return {
+            name: {key: (mask.detach().cpu().clone() if mask is not None else None) for key, mask in entry.items()}
+            for name, entry in self.masks.items()
+        }
+
+    def sparsity(self, names: Iterable[str] | None = None) -> float:
+        """Fraction of masked weight elements over ``names`` (default: all masked modules)."""
+        total = pruned = 0
+        for name in names if names is not None else self.masks:
+            mask = self.masks[name].get("weight")
+            if mask is not None:
+                total += mask.numel()
+                pruned += int((mask == 0).sum())
+        return pruned / total if total else 0.0

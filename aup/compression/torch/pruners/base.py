@@ -1,0 +1,234 @@
+"""``Pruner``: a criterion plus the shared mask machinery.
+
+A pruner says which elements, filters or channels matter least (:meth:`Pruner.calc_mask`); this
+base selects the layers from ``config_list``, attaches masks without renaming anything
+(:mod:`..masking`), keeps them enforced during training, and implements speedup and export.
+
+Schedules and searches (AGP, lottery ticket, simulated annealing, NetAdapt, ...) reuse a criterion by
+calling :meth:`Pruner.compute_masks` with their own per-layer sparsities, e.g.
+``L1FilterPruner(model, cfg).compute_masks({"conv1": 0.3, "conv2": 0.6})``.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..base import Compressor
+from ..config_list import LayerConfig, validate_against_model
+from ..masking import Masks, MaskStore
+
+__all__ = ["Pruner"]
+
+
+class Pruner(Compressor):
+    """Base of every pruner.
+
+    Subclasses set ``compressor_name``, optionally ``supported_op_types`` (layer class names it can
+    prune; None: any module with a ``weight`` Parameter) and implement :meth:`calc_mask`.
+    Statistics-driven pruners override :meth:`statistics_ready` and the step hooks.
+    """
+
+    compression_type: ClassVar[str] = "pruning"
+    supported_op_types: ClassVar[tuple[str, ...] | None] = None
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config_list: list[dict[str, Any]],
+        optimizer: torch.optim.Optimizer | None = None,
+        dummy_input: Any = None,
+    ) -> None:
+        super().__init__(model, config_list, optimizer=optimizer, dummy_input=dummy_input)
+        selected = validate_against_model(model, config_list, compressor=self.compressor_name, check=self.check_module)
+        self.layers: dict[str, LayerConfig] = {layer.name: layer for layer in selected}
+        self.masks = MaskStore()
+        self.masks_calculated = False
+        self.speedup_masks: Masks | None = None
+        self.shrink_report: Any = None
+        self._input_hook: Any = None
+
+    # ------------------------------------------------------------------ criterion API
+    def check_module(self, name: str, module: nn.Module) -> str | None:
+        """Why this pruner cannot prune ``module`` (None when it can)."""
+        if self.supported_op_types is not None and type(module).__name__ not in self.supported_op_types:
+            return f"it prunes only {', '.join(self.supported_op_types)} layers"
+        if not isinstance(getattr(module, "weight", None), nn.Parameter):
+            return "it has no weight parameter to prune"
+        return None
+
+    def calc_mask(self, name: str, module: nn.Module, sparsity: float, **context: Any) -> dict[str, torch.Tensor | None]:
+        """``{"weight": mask, "bias": mask or None}`` pruning ``sparsity`` of ``module`` (criterion)."""
+        raise NotImplementedError
+
+    def layer_sparsities(self) -> dict[str, float]:
+        """Target sparsity per layer from the config_list (schedules override or pass their own)."""
+        return {name: float(layer.config["sparsity"]) for name, layer in self.layers.items()}
+
+    def calc_masks(self, sparsities: dict[str, float]) -> dict[str, dict[str, torch.Tensor | None]]:
+        """Masks of several layers at once; per layer by default (dependency-aware pruners group them)."""
+        return {
+            name: self.calc_mask(name, self.layers[name].module, sparsity)
+            for name, sparsity in sparsities.items()
+        }
+
+    def compute_masks(self, sparsities: dict[str, float] | None = None) -> Masks:
+        """(Re)compute and apply the masks at the given per-layer sparsities (default: the config's).
+
+        Criteria see the current (already masked) weights, so a schedule raising the sparsity
+        keeps what it pruned before. Returns the masks in NNI's format.
+        """
+        self._attach_masks()
+        sparsities = self.layer_sparsities() if sparsities is None else sparsities
+        unknown = sorted(set(sparsities) - set(self.layers))
+        if unknown:
+            raise ValueError(f"compute_masks: {unknown} are not layers of this pruner; layers: {sorted(self.layers)}")
+        for name, mask in self.calc_masks(sparsities).items():
+            self.masks.set(name, weight=mask.get("weight"), bias=mask.get("bias"))
+        self.masks_calculated = True
+        return self.get_masks()
+
+    def statistics_ready(self) -> bool:
+        """Whether the criterion has what it needs (weight criteria: always)."""
+        return True
+
+    # ------------------------------------------------------------------ lifecycle
+    def compress(self) -> nn.Module:
+        """Attach masks; compute them now, or once the statistics are gathered. Returns the model."""
+        self._attach_masks()
+        self._attach_training_hooks()
+        if self.statistics_ready():
+            self.compute_masks()
+        return self.model
+
+    def _attach_masks(self) -> None:
+        if self.masks.attached or self.speedup_applied:
+            return
+        for name, layer in self.layers.items():
+            self.masks.attach(name, layer.module)
+        if self.optimizer is not None:
+            self.masks.attach_optimizer(self.optimizer)
+            self.optimizer.register_step_pre_hook(lambda *_: self.before_optimizer_step())
+            self.optimizer.register_step_post_hook(lambda *_: self.after_optimizer_step())
+        if self.dummy_input is None:
+            self._input_hook = self.model.register_forward_pre_hook(self._remember_input)
+
+    def _attach_training_hooks(self) -> None:
+        """Statistics pruners register their forward hooks here."""
+
+    def _remember_input(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        """Keep one sample of the first real input, so export can measure without a dummy input."""
+        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() > 0:
+            self.dummy_input = inputs[0][:1].detach().clone()
+        if self._input_hook is not None:
+            self._input_hook.remove()
+            self._input_hook = None
+
+    def before_optimizer_step(self) -> None:
+        """Runs before each step of the given optimizer (gradients are there)."""
+
+    def after_optimizer_step(self) -> None:
+        """Runs after each step of the given optimizer: compute masks once statistics are ready."""
+        if not self.masks_calculated and self.speedup_applied is False and self.statistics_ready():
+            self.compute_masks()
+
+    def step(self) -> None:
+        """Without an ``optimizer``: call after each optimizer step (re-applies the masks and
+        computes them when the statistics are complete). Harmless to call with one too."""
+        if self.speedup_applied:
+            return
+        if not self.masks_calculated and self.masks.attached and self.statistics_ready():
+            self.compute_masks()
+        self.masks.apply_all()
+
+    def get_masks(self) -> Masks:
+        """Current masks ``{module: {"weight": mask, "bias": mask or None}}`` (empty after speedup)."""
+        if self.speedup_applied:
+            return {}
+        return self.masks.to_nni()
+
+    def sparsity(self) -> float:
+        """Achieved fraction of pruned weights over the configured layers."""
+        return self.masks.sparsity(self.layers)
+
+    # ------------------------------------------------------------------ speedup / export
+    def apply_speedup(self, dummy_input: Any) -> nn.Module:
+        """Remove the pruned channels physically (torch-pruning); returns the same, smaller model.
+
+        Masks are applied and their hooks removed first; afterwards the model is a plain dense
+        model with fewer channels (re-create your optimizer, its parameters were replaced).
+        """
+        if self.speedup_applied:
+            return self.model
+        from aup.compression.torch.shrink import shrink_model
+
+        masks = self.get_masks()
+        self.masks.apply_all()
+        self.masks.detach()
+        try:
+            self.shrink_report = shrink_model(self.model, masks, dummy_input)
+        except Exception as exc:
+            raise ValueError(f"apply_speedup failed: {type(exc).__name__}: {exc}") from exc
+        self.speedup_applied = True
+        self.speedup_masks = masks
+        self.dummy_input = dummy_input
+        self.report_metrics(example_input=dummy_input)
+        return self.model
+
+    def export_model(
+        self,
+        model_path: str,
+        mask_path: str | None = None,
+        folder_name: str = ".",
+        speedup: bool = False,
+        dummy_input: Any = None,
+        **ignored: Any,
+    ) -> str:
+        """Write the compressed model (artifact) and, with ``mask_path``, the NNI-format mask file.
+
+        Paths are relative to ``folder_name``. With ``speedup`` and a dummy input the model is
+        shrunk first; after :meth:`apply_speedup` the shrunk model is what gets saved. The saved
+        weights have the masks applied and carry no hook state. Inside an aup trial the measured
+        size metrics are reported to the runner. Unknown keyword arguments (Auptimizer's examples
+        pass ``**config``) are ignored with a warning. Returns the model file path.
+        """
+        if ignored:
+            warnings.warn(f"export_model: ignoring unknown arguments {sorted(ignored)}", stacklevel=2)
+        os.makedirs(folder_name, exist_ok=True)
+        model_file = os.path.join(folder_name, model_path)
+        example = self.example_input(dummy_input)
+        if not self.speedup_applied:
+            self.masks.apply_all()
+        if speedup and not self.speedup_applied:
+            if example is None:
+                warnings.warn("export_model(speedup=True) needs dummy_input; exporting the masked model", stacklevel=2)
+            else:
+                try:
+                    self.apply_speedup(example)
+                except ValueError as exc:
+                    warnings.warn(f"export_model: {exc}; exporting the masked model instead", stacklevel=2)
+        masks = self.speedup_masks if self.speedup_applied else self.get_masks()
+        if mask_path is not None:
+            torch.save(masks, os.path.join(folder_name, mask_path))
+        self._save_model(model_file, example, masks)
+        self.report_metrics(artifact_path=model_file, example_input=example)
+        return model_file
+
+    def _save_model(self, path: str, example: Any, masks: Masks) -> None:
+        meta = {
+            "compressor": self.compressor_name,
+            "framework": self.framework,
+            "compression_type": self.compression_type,
+            "config_list": self.config_list,
+            "speedup_applied": self.speedup_applied,
+        }
+        try:
+            from aup.compression.torch.artifact import save_artifact
+        except ImportError:  # artifact module not in this build: plain state_dict
+            torch.save(self.model.state_dict(), path)
+            return
+        save_artifact(path, self.model, example_input=example,
+                      masks=None if self.speedup_applied else masks, meta=meta)
