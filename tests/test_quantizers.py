@@ -336,3 +336,112 @@ def test_export_codes_and_frozen_activations_reproduce_model(cls: type, bits: in
 def test_attach_activation_quant_rejects_unknown_module() -> None:
     with pytest.raises(ValueError, match="nope"):
         attach_activation_quant(TorchModel(), {"nope": {"output": {"bits": 8, "scale": 1.0, "zero_point": 0}}})
+
+
+def test_create_compressor_builds_quantizers_by_name() -> None:
+    from aup.compression import create_compressor
+
+    model = TorchModel()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    config = {"compression_framework": "torch", "compression_type": "quantization", "compressor": "qat",
+              "config_list": [{"quant_types": ["weight"], "quant_bits": {"weight": 8}, "op_types": ["Conv2d", "Linear"]},
+                              {"quant_types": ["output"], "quant_bits": 8, "quant_start_step": 7000,
+                               "op_types": ["ReLU"]}]}
+    quantizer = create_compressor(model, config, optimizer)  # optimizer by position
+    assert isinstance(quantizer, QATQuantizer) and quantizer.optimizer is optimizer
+    assert quantizer.compress() is model
+    with pytest.raises(ValueError, match=r"config_list\[0\]"):
+        create_compressor(model, {**config, "compressor": "dorefa",
+                                  "config_list": [{"quant_types": ["weight"], "quant_bits": 34,
+                                                   "op_types": ["default"]}]})
+
+
+# --------------------------------------------------------------------------- end to end on digits
+
+
+class DigitsCNN(nn.Module):
+    """A small CNN for scikit-learn's 8x8 digits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.fc1 = nn.Linear(32 * 2 * 2, 64)
+        self.relu3 = nn.ReLU()
+        self.fc2 = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(self.relu1(self.conv1(x)), 2)
+        x = F.max_pool2d(self.relu2(self.conv2(x)), 2)
+        return self.fc2(self.relu3(self.fc1(x.flatten(1))))
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[torch.Tensor, ...]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(data.target)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
+    return x_train, y_train, x_test, y_test
+
+
+def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int,
+           optimizer: torch.optim.Optimizer) -> None:
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=generator).split(64):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            optimizer.step()
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+@pytest.fixture(scope="module")
+def pretrained(digits: tuple[torch.Tensor, ...]) -> tuple[dict[str, torch.Tensor], float]:
+    torch.manual_seed(0)
+    model = DigitsCNN()
+    _train(model, digits[0], digits[1], epochs=8, optimizer=torch.optim.Adam(model.parameters(), lr=3e-3))
+    return model.state_dict(), _accuracy(model, digits[2], digits[3])
+
+
+E2E = {
+    "naive": (NaiveQuantizer, [], 0.02),
+    "qat4": (QATQuantizer, [{"quant_types": ["weight"], "quant_bits": 4, "op_types": ["Conv2d", "Linear"]},
+                            {"quant_types": ["output"], "quant_bits": 8, "op_types": ["ReLU"]}], 0.03),
+    "dorefa2": (DoReFaQuantizer, [{"quant_types": ["weight"], "quant_bits": 2, "op_types": ["default"]}], 0.05),
+    "bnn": (BNNQuantizer, [{"quant_types": ["weight"], "quant_bits": 1, "op_types": ["Conv2d", "Linear"]}], 0.10),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", list(E2E))
+def test_digits_quantize_finetune_accuracy(key: str, digits: tuple[torch.Tensor, ...],
+                                           pretrained: tuple[dict[str, torch.Tensor], float],
+                                           tmp_path: object) -> None:
+    """Quantize a trained digits CNN, fine-tune briefly, and check accuracy stays near full precision."""
+    cls, config, allowed_drop = E2E[key]
+    state, fp_accuracy = pretrained
+    torch.manual_seed(0)
+    model = DigitsCNN()
+    model.load_state_dict(state)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    quantizer = cls(model, config, optimizer)  # counts its steps; BNN clips weights after each
+    quantizer.compress()
+    before = _accuracy(model, digits[2], digits[3])
+    _train(model, digits[0], digits[1], epochs=3, optimizer=optimizer)
+    after = _accuracy(model, digits[2], digits[3])
+    bits = quantizer.weight_bits()
+    print(f"\n{key}: fp32 {fp_accuracy:.3f}, quantized {before:.3f}, fine-tuned {after:.3f}, weight_bits {bits:.2f}")
+    assert fp_accuracy > 0.93
+    assert after >= fp_accuracy - allowed_drop

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from ..base import Compressor
 from ..config_list import validate_against_model
 from .config import default_entries, quant_types_of, resolve_bits, validate_quant_config_list
 from .hooks import WeightOverride
@@ -24,10 +26,6 @@ __all__ = ["QuantLayer", "Quantizer"]
 
 logger = logging.getLogger(__name__)
 
-try:  # the compression core's Compressor (public methods of DESIGN.md)
-    from ..base import Compressor as _CompressorBase
-except ImportError:  # pragma: no cover - only while the core is not there
-    _CompressorBase = object  # type: ignore[misc,assignment]
 
 
 @dataclass
@@ -41,7 +39,7 @@ class QuantLayer:
     bits: dict[str, int] = field(default_factory=dict)
 
 
-class Quantizer(_CompressorBase):
+class Quantizer(Compressor):
     """Fake quantization during training, integer storage on export.
 
     Lifecycle (NNI's): ``q = XQuantizer(model, config_list, optimizer=None)``; ``q.compress()``
@@ -49,18 +47,15 @@ class Quantizer(_CompressorBase):
     optimizer was passed); ``q.export_model(path)``; ``q.remove()`` restores the plain model.
     """
 
+    compression_type: ClassVar[str] = "quantization"
     compressor_name: ClassVar[str] = ""
     allowed_quant_types: ClassVar[tuple[str, ...]] = ()
     default_bits: ClassVar[int | None] = None
 
     def __init__(self, model: nn.Module, config_list: list[dict[str, Any]],
-                 optimizer: torch.optim.Optimizer | None = None, **kwargs: Any) -> None:
-        if kwargs:
-            raise TypeError(f"{type(self).__name__} got unexpected arguments: {sorted(kwargs)}")
+                 optimizer: torch.optim.Optimizer | None = None, dummy_input: Any = None) -> None:
         validate_quant_config_list(self.compressor_name, config_list)
-        self.model = model
-        self.config_list = config_list
-        self.optimizer = optimizer
+        super().__init__(model, config_list, optimizer, dummy_input)
         self.steps_done = 0
         self.layers = self._select_layers(default_entries(self.compressor_name, config_list))
         self._handles: list[Any] = []
@@ -184,12 +179,13 @@ class Quantizer(_CompressorBase):
     def weight_bits(self) -> float:
         """Average stored bits per model parameter: quantized weights at their width, the rest at
         their dtype's width (32 for float32 biases, BatchNorm, unquantized layers)."""
-        quant = {key: spec.bits for key, spec in self.weight_specs().items()}
-        total_bits = 0
-        total = 0
+        return self._weight_bits({key: spec.bits for key, spec in self.weight_specs().items()})
+
+    def _weight_bits(self, bits_by_param: dict[str, int]) -> float:
+        total_bits = total = 0
         for key, param in self.model.named_parameters():
-            bits = quant.get(key, torch.finfo(param.dtype).bits if param.is_floating_point() else 32)
-            total_bits += bits * param.numel()
+            default = torch.finfo(param.dtype).bits if param.is_floating_point() else torch.iinfo(param.dtype).bits
+            total_bits += bits_by_param.get(key, default) * param.numel()
             total += param.numel()
         return total_bits / total if total else 0.0
 
@@ -198,35 +194,33 @@ class Quantizer(_CompressorBase):
         return {layer.name: dict(layer.bits) for layer in self.layers}
 
     def export_model(self, model_path: str, mask_path: str | None = None, folder_name: str = ".",
-                     speedup: bool = False, dummy_input: torch.Tensor | None = None, **ignored: Any) -> str:
+                     speedup: bool = False, dummy_input: Any = None, **ignored: Any) -> str:
         """Save the model with its quantized weights stored as ``bits``-wide integers plus scales.
 
         Writes ``folder_name/model_path`` through ``aup.compression.torch.artifact.save_artifact``
         (``quant`` = per-weight ``{bits, scale, zero_point}``, activation specs in
         ``meta["activation_quant"]``); ``load_compressed`` restores weights and activation hooks.
-        The live model is left exactly as it was (same weights, hooks still attached).
-        ``mask_path`` and ``speedup`` do not apply to quantization and are ignored.
+        The live model is left exactly as it was (full-precision weights, quantization attached).
+        ``mask_path`` and ``speedup`` apply to pruning only and are ignored.  Inside an aup trial the
+        measured size metrics (``weight_bits`` among them) are reported.  Returns the file path.
         """
-        from ..artifact import save_artifact
-
+        if ignored:
+            warnings.warn(f"export_model: ignoring unknown arguments {sorted(ignored)}", stacklevel=2)
+        if speedup or mask_path:
+            warnings.warn("export_model: mask_path/speedup apply to pruning; ignored for quantization", stacklevel=2)
         os.makedirs(folder_name, exist_ok=True)
         path = os.path.join(folder_name, model_path)
-        if dummy_input is None:
-            dummy_input = getattr(self, "dummy_input", None)
+        example = self.example_input(dummy_input)
         with self.exported_view() as (quant, specs):
-            save_artifact(path, self.model, example_input=dummy_input, quant=quant,
-                          meta={"activation_quant": specs, "compressor": self.compressor_name,
-                                "weight_bits": self.weight_bits_from(quant)})
-        return path
+            bits = {key: spec["bits"] for key, spec in quant.items()}
+            meta = {"compressor": self.compressor_name, "framework": self.framework,
+                    "compression_type": self.compression_type, "config_list": self.config_list,
+                    "activation_quant": specs, "weight_bits": self._weight_bits(bits)}
+            from ..artifact import save_artifact
 
-    def weight_bits_from(self, quant: dict[str, dict[str, Any]]) -> float:
-        """:meth:`weight_bits` for an already computed ``quant`` mapping."""
-        total_bits = total = 0
-        for key, param in self.model.named_parameters():
-            bits = quant[key]["bits"] if key in quant else torch.finfo(param.dtype).bits
-            total_bits += bits * param.numel()
-            total += param.numel()
-        return total_bits / total if total else 0.0
+            save_artifact(path, self.model, example_input=example, quant=quant, meta=meta)
+        self.report_metrics(artifact_path=path, example_input=example, quant_bits=bits)
+        return path
 
     def exported_view(self) -> "_ExportedView":
         """Context manager: the plain model holding the fake-quantized weights, restored on exit."""

@@ -24,9 +24,9 @@ class NaiveQuantizer(Quantizer):
     default_bits: ClassVar[int | None] = 8
 
     def __init__(self, model: torch.nn.Module, config_list: list[dict], optimizer: torch.optim.Optimizer | None = None,
-                 **kwargs: object) -> None:
+                 dummy_input: object = None) -> None:
         self.layer_scale: dict[str, float] = {}
-        super().__init__(model, config_list, optimizer, **kwargs)
+        super().__init__(model, config_list, optimizer, dummy_input)
 
     def quantize_weight(self, layer: QuantLayer, weight: torch.Tensor, *, export: bool = False
                         ) -> tuple[torch.Tensor, QuantSpec]:

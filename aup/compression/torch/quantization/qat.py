@@ -36,9 +36,9 @@ class QATQuantizer(Quantizer):
     allowed_quant_types: ClassVar[tuple[str, ...]] = ("weight", "input", "output")
 
     def __init__(self, model: torch.nn.Module, config_list: list[dict], optimizer: torch.optim.Optimizer | None = None,
-                 **kwargs: object) -> None:
+                 dummy_input: object = None) -> None:
         self.observers: dict[str, dict[str, EMAObserver]] = {}
-        super().__init__(model, config_list, optimizer, **kwargs)
+        super().__init__(model, config_list, optimizer, dummy_input)
         for layer in self.layers:
             self.observers[layer.name] = {kind: EMAObserver(EMA_DECAY)
                                           for kind in ("input", "output") if kind in layer.quant_types}
