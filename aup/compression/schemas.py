@@ -307,3 +307,25 @@ def _validate_cross_entry(schema: Schema, name: str, config_list: Sequence[Mappi
                 f"the same value; config_list[{i0}] has {first!r}, got {second!r} "
                 f"(for automatic search set \"expand_op_names\": false)"
             )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Quantizer bit widths (section maintained by the quantizer engineer; see aup/compression/torch/
+# quantization/config.py). NNI 2.0's NaiveQuantizer only produces int8 (its schema was
+# Or(8, {"weight": 8})) and BNN only produces +-1, so any other width is refused before a trial runs
+# rather than silently ignored.
+def _fixed_bits(types: Sequence[str], bits: int, why: str) -> KeySpec:
+    names = " or ".join(f'"{t}"' for t in types)
+    return KeySpec("quant_bits", f"{bits} or a dict {{quant type: {bits}}} over {names} ({why})",
+                   float(bits), float(bits), choices=tuple(types))
+
+
+SCHEMAS[("torch", "quantization", "naive")] = Schema(
+    {**_quant_keys(("weight",)), "quant_bits": _fixed_bits(("weight",), 8, "naive is symmetric int8"), **COMMON},
+    required=(), allow_empty=True,
+)
+SCHEMAS[("torch", "quantization", "bnn")] = Schema(
+    {**_quant_keys(("weight", "output")), "quant_bits": _fixed_bits(("weight", "output"), 1, "bnn binarises to +-1"),
+     **COMMON},
+    required=("quant_types", "quant_bits"),
+)
