@@ -21,6 +21,7 @@ leaves RUNNING trials behind; resume treats them the same way.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -108,10 +109,13 @@ def prepare(loaded: LoadedExperiment, builder: JobConfigBuilder | None = None) -
     proposer = exp.proposer.lower()
     options = exp.proposer_options
 
+    takes_space = build_sampler is not None and "space" in inspect.signature(build_sampler).parameters
+
     def sampler_factory() -> Any:
         if build_sampler is None:
             return None
-        return build_sampler(proposer, options, exp.random_seed, len(exp.objectives))
+        extra = {"space": builder.space} if takes_space else {}
+        return build_sampler(proposer, options, exp.random_seed, len(exp.objectives), **extra)
 
     sampler_factory = _checked(source, sampler_factory)
     probe = optuna.create_study(directions=exp.directions, sampler=sampler_factory(), pruner=pruner)
@@ -135,9 +139,14 @@ def _wrap(source: str, make: Any, key: str | None = None) -> Any:
 
 
 def _with_key(message: str, key: str | None) -> str:
-    """Prefix ``key`` unless the message already names a key path."""
+    """Prefix ``key`` unless the message already names a key path (``early_stop.warmup`` gets its parent)."""
     head = message.partition(": ")[0]
-    if key is None or message.startswith(key) or (head and " " not in head):
+    if key is None or message.startswith(key):
+        return message
+    parent, _, last = key.rpartition(".")
+    if parent and (head == last or head.startswith(last + ".")):
+        return f"{parent}.{message}"
+    if head and " " not in head:
         return message
     return f"{key}: {message}"
 
@@ -236,7 +245,8 @@ class ExperimentRunner:
         self.study, self.proposer = study, proposer
         self.slug = store.slug(study.study_name)
         maximize = self.exp.directions[0] == "maximize"
-        progress = Progress(study.study_name, console=self.console, live=self.live, total=self.exp.n_samples,
+        total = getattr(proposer, "total", self.exp.n_samples)
+        progress = Progress(study.study_name, console=self.console, live=self.live, total=total,
                             maximize=maximize, multi_objective=not self._single)
         self.progress = progress
         self._seed_progress(study)
