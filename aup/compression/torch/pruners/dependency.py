@@ -1,0 +1,100 @@
+"""Which conv layers must lose the same output channels (residual adds, depthwise convs, ...).
+
+Built on torch-pruning's ``DependencyGraph``: the graph traces one forward pass, then for every conv
+we ask which other convs' output channels fall in the same pruning group with an identical index
+mapping (channel k of one is channel k of the other). Such convs form one dependency set; NNI's
+dependency-aware mode prunes one shared channel set per set. Concatenation along the channel axis
+does not tie the producers (each keeps its own slice), just as in NNI's ``ChannelDependency``.
+The model is traced in eval mode (BatchNorm running statistics untouched) and left as it was.
+"""
+from __future__ import annotations
+
+import csv
+from typing import Any, Iterable
+
+import torch_pruning as tp
+from torch import nn
+
+
+def build_graph(model: nn.Module, dummy_input: Any) -> tp.DependencyGraph:
+    """A torch-pruning dependency graph of ``model``; training mode and parameters are restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs=dummy_input, verbose=False)
+    except Exception as exc:
+        raise ValueError(f"dependency analysis failed while tracing the model with dummy_input: "
+                         f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        model.train(was_training)
+
+
+def conv_dependency_sets(model: nn.Module, dummy_input: Any, layer_names: Iterable[str] | None = None) -> list[list[str]]:
+    """Sets of conv names (among ``layer_names``, default all Conv2d) whose output channels are tied.
+
+    Every requested layer appears in exactly one set; untied layers form singleton sets. Sets are
+    in ``named_modules()`` order.
+    """
+    modules = dict(model.named_modules())
+    if layer_names is None:
+        layer_names = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+    names = [n for n in modules if n in set(layer_names)]
+    by_module = {id(modules[n]): n for n in names}
+    parent = {n: n for n in names}
+
+    def find(n: str) -> str:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    graph = build_graph(model, dummy_input)
+    for name in names:
+        module = modules[name]
+        if module not in graph.module2node:
+            continue
+        group = graph.get_pruning_group(module, tp.prune_conv_out_channels, idxs=list(range(module.out_channels)))
+        for item in group.items:
+            other = by_module.get(id(item.dep.target.module))
+            if other is None or other == name:
+                continue
+            if not _is_out_channel_item(graph, item):
+                continue
+            if list(item.idxs) == list(item.root_idxs) and len(item.idxs) == module.out_channels:
+                parent[find(other)] = find(name)
+    sets: dict[str, list[str]] = {}
+    for name in names:
+        sets.setdefault(find(name), []).append(name)
+    return list(sets.values())
+
+
+def _is_out_channel_item(graph: tp.DependencyGraph, item: Any) -> bool:
+    handler = item.dep.handler
+    return graph.is_out_channel_pruning_fn(handler) or handler is tp.prune_depthwise_conv_out_channels
+
+
+class ChannelDependency:
+    """Auptimizer/NNI utility: ``ChannelDependency(model, dummy_input).dependency_sets``.
+
+    ``dependency_sets`` lists the sets of Conv2d layers that must be pruned together (only sets of
+    two or more layers, as NNI reports them); ``export(path)`` writes them as CSV.
+    """
+
+    def __init__(self, model: nn.Module, dummy_input: Any) -> None:
+        self.model = model
+        self.dummy_input = dummy_input
+        self.all_sets = conv_dependency_sets(model, dummy_input)
+
+    @property
+    def dependency_sets(self) -> list[set[str]]:
+        return [set(s) for s in self.all_sets if len(s) > 1]
+
+    def export(self, filepath: str) -> None:
+        with open(filepath, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["Dependency Set", "Layers"])
+            for index, layers in enumerate(self.all_sets, start=1):
+                writer.writerow([f"Set {index}", *layers])
+
+
+__all__ = ["ChannelDependency", "build_graph", "conv_dependency_sets"]

@@ -1,0 +1,140 @@
+"""``FilterPruner``: structured pruning of whole conv output filters, by a per-filter score.
+
+Subclasses give :meth:`FilterPruner.filter_importance` (higher = keep); this class turns it into
+masks exactly as NNI 2.0 does: prune ``int(sparsity * n_filters)`` filters with the lowest score
+(none when the layer has fewer than 2 filters), mask the conv bias of pruned filters too, and keep
+filters already pruned by an earlier round pruned first (so schedules only grow the pruned set).
+With ``dependency_aware=True`` convs whose channels are tied (see :mod:`.dependency`) first lose a
+shared channel set chosen by their summed scores at the set's smallest sparsity, then each prunes
+the rest of its own target alone. Grouped convolutions lose the same number of filters per group.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .base import Pruner
+from .dependency import conv_dependency_sets
+
+__all__ = ["FilterPruner"]
+
+
+class FilterPruner(Pruner):
+    """Base of l1/l2/fpgm/apoz/mean/taylor: a filter score plus NNI's structured mask rules."""
+
+    supported_op_types: ClassVar[tuple[str, ...] | None] = ("Conv2d",)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config_list: list[dict[str, Any]],
+        optimizer: torch.optim.Optimizer | None = None,
+        dependency_aware: bool = False,
+        dummy_input: Any = None,
+    ) -> None:
+        if dependency_aware and dummy_input is None:
+            raise ValueError(f"{self.compressor_name}: dependency_aware=True needs dummy_input "
+                             "(an example input batch to trace the model with)")
+        super().__init__(model, config_list, optimizer=optimizer, dummy_input=dummy_input)
+        self.dependency_aware = bool(dependency_aware)
+        self._dependency_sets: list[list[str]] | None = None
+
+    # ------------------------------------------------------------------ criterion
+    def filter_importance(self, name: str, module: nn.Module) -> torch.Tensor:
+        """One score per output filter; the lowest-scored filters are pruned."""
+        raise NotImplementedError
+
+    def masked_weight(self, name: str, module: nn.Module) -> torch.Tensor:
+        """The layer's weight with its current mask applied (a detached copy)."""
+        weight = module.weight.detach().clone()
+        mask = self.masks.masks.get(name, {}).get("weight")
+        return weight * mask.to(weight) if mask is not None else weight
+
+    def _pruned_filters(self, name: str, module: nn.Module) -> torch.Tensor:
+        mask = self.masks.masks.get(name, {}).get("weight")
+        if mask is None:
+            return torch.zeros(module.out_channels, dtype=torch.bool)
+        return mask.detach().flatten(1).abs().sum(1).cpu() == 0
+
+    # ------------------------------------------------------------------ masks
+    def calc_mask(self, name: str, module: nn.Module, sparsity: float, *,
+                  forced: torch.Tensor | None = None, scores: torch.Tensor | None = None,
+                  **context: Any) -> dict[str, torch.Tensor | None]:
+        """Filter masks for one conv; ``forced`` marks filters that must go first (dependency sets)."""
+        n_filters = module.weight.shape[0]
+        num_prune = int(n_filters * sparsity)
+        current = self.masks.masks.get(name, {})
+        if n_filters < 2 or num_prune < 1:
+            return {"weight": current.get("weight"), "bias": current.get("bias")}
+        if scores is None:
+            scores = self.filter_importance(name, module)
+        ranking = scores.detach().float().cpu().clone()
+        first = self._pruned_filters(name, module)
+        if forced is not None:
+            first = first | forced.cpu()
+        ranking[first] = -float("inf")
+        keep = self._select_keep(ranking, num_prune, self._prune_groups(module))
+        weight_mask = keep.to(module.weight)[(...,) + (None,) * (module.weight.dim() - 1)].expand_as(module.weight)
+        bias_mask = keep.to(module.bias) if getattr(module, "bias", None) is not None else None
+        return {"weight": weight_mask.contiguous(), "bias": bias_mask}
+
+    @staticmethod
+    def _prune_groups(module: nn.Module) -> int:
+        """Grouped (not depthwise) convs prune evenly per group so their shape stays valid."""
+        groups = getattr(module, "groups", 1)
+        return groups if 1 < groups < module.weight.shape[0] else 1
+
+    @staticmethod
+    def _select_keep(ranking: torch.Tensor, num_prune: int, groups: int) -> torch.Tensor:
+        """Boolean keep-vector pruning the ``num_prune`` lowest-ranked filters (evenly per group)."""
+        keep = torch.ones_like(ranking, dtype=torch.bool)
+        size = ranking.numel() // groups
+        per_group = num_prune // groups if groups > 1 else num_prune
+        for g in range(groups):
+            part = ranking[g * size:(g + 1) * size]
+            order = torch.argsort(part, stable=True)
+            keep[g * size + order[:per_group]] = False
+        return keep
+
+    def calc_masks(self, sparsities: dict[str, float]) -> dict[str, dict[str, torch.Tensor | None]]:
+        if not self.dependency_aware:
+            return super().calc_masks(sparsities)
+        masks: dict[str, dict[str, torch.Tensor | None]] = {}
+        for members in self.dependency_sets():
+            members = [m for m in members if m in sparsities]
+            if not members:
+                continue
+            forced = self._shared_pruned(members, sparsities) if len(members) > 1 else None
+            for name in members:
+                masks[name] = self.calc_mask(name, self.layers[name].module, sparsities[name], forced=forced)
+        return masks
+
+    def dependency_sets(self) -> list[list[str]]:
+        """Tied conv sets among this pruner's layers (traced once, with ``dummy_input``)."""
+        if self._dependency_sets is None:
+            with self.statistics_paused():
+                self._dependency_sets = conv_dependency_sets(self.model, self.dummy_input, list(self.layers))
+        return self._dependency_sets
+
+    def _shared_pruned(self, members: list[str], sparsities: dict[str, float]) -> torch.Tensor | None:
+        """Channels the whole set loses: lowest summed scores, at the set's smallest sparsity."""
+        modules = [self.layers[m].module for m in members]
+        n_filters = modules[0].weight.shape[0]
+        if any(m.weight.shape[0] != n_filters for m in modules):
+            return None
+        total = torch.zeros(n_filters)
+        for name, module in zip(members, modules):
+            total += self.filter_importance(name, module).detach().float().cpu()
+        num_prune = int(n_filters * min(sparsities[m] for m in members))
+        if num_prune < 1:
+            return None
+        groups = max(self._prune_groups(m) for m in modules)
+        return ~self._select_keep(total, num_prune, groups)
+
+    def statistics_paused(self) -> Any:
+        """Context manager: forward passes inside do not count as statistics (activation pruners)."""
+        from contextlib import nullcontext
+
+        return nullcontext()
