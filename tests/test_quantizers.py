@@ -445,3 +445,25 @@ def test_digits_quantize_finetune_accuracy(key: str, digits: tuple[torch.Tensor,
     print(f"\n{key}: fp32 {fp_accuracy:.3f}, quantized {before:.3f}, fine-tuned {after:.3f}, weight_bits {bits:.2f}")
     assert fp_accuracy > 0.93
     assert after >= fp_accuracy - allowed_drop
+
+
+def test_deepcopy_of_quantized_model_is_independent() -> None:
+    import copy
+
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(4, 4))
+    quantizer = DoReFaQuantizer(model, [{"quant_types": ["weight"], "quant_bits": 2, "op_types": ["Linear"]}])
+    quantizer.compress()
+    clone = copy.deepcopy(model)
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(clone(x), model(x))
+    with torch.no_grad():
+        clone[0].weight.mul_(-1)  # the copy must compute with its own weight, not the original's
+    torch.testing.assert_close(clone(x), F.linear(x, _dorefa(clone[0].weight), clone[0].bias))
+    assert not torch.allclose(clone(x), model(x))
+
+
+def _dorefa(w: torch.Tensor) -> torch.Tensor:
+    from aup.compression.torch.quantization.primitives import dorefa_weight
+
+    return dorefa_weight(w.detach(), 2)[0]

@@ -30,6 +30,30 @@ __all__ = ["WeightOverride", "attach_activation_quant", "ActivationQuantHandle"]
 _MISSING = object()
 
 
+class _QuantizedForward:
+    """The instance-level ``forward``: swap in the quantized weight around the original forward.
+
+    An object rather than a closure so that ``copy.deepcopy(model)`` re-binds it to the copied
+    module (a closure would keep calling the original module from the copy).
+    """
+
+    def __init__(self, module: nn.Module, inner: Callable[..., Any],
+                 quant_fn: Callable[[torch.Tensor], torch.Tensor], param: str) -> None:
+        self.module = module
+        self.inner = inner
+        self.quant_fn = quant_fn
+        self.param = param
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        slots = self.module._parameters
+        weight = slots[self.param]
+        slots[self.param] = self.quant_fn(weight)
+        try:
+            return self.inner(*args, **kwargs)
+        finally:
+            slots[self.param] = weight
+
+
 class WeightOverride:
     """Make ``module`` compute with ``quant_fn(module.<param>)`` instead of the raw parameter."""
 
@@ -38,20 +62,9 @@ class WeightOverride:
         if not isinstance(module._parameters.get(param), nn.Parameter):
             raise ValueError(f"module {type(module).__name__} has no parameter {param!r} to quantize")
         self.module = module
-        self.param = param
-        self.quant_fn = quant_fn
         self._previous = module.__dict__.get("forward", _MISSING)
-        inner = module.forward  # bound class method, or an earlier instance override
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            weight = module._parameters[param]
-            module._parameters[param] = quant_fn(weight)
-            try:
-                return inner(*args, **kwargs)
-            finally:
-                module._parameters[param] = weight
-
-        module.forward = forward  # instance attribute: the class is untouched
+        # bound class method, or an earlier instance override (e.g. a pruner's), which keeps working
+        module.forward = _QuantizedForward(module, module.forward, quant_fn, param)
 
     def remove(self) -> None:
         """Restore the module's previous ``forward`` (class method or earlier override)."""
