@@ -375,19 +375,22 @@ class ExperimentRunner:
         """Advance every running trial; True if anything happened (keeps polling fast)."""
         busy = False
         for active in list(self.active):
+            code = active.process.poll()  # first: once it has exited, the files below are complete
             fresh = active.process.new_results()
+            if code is None:
+                if fresh:
+                    busy = True
+                    if self._report(active, fresh, may_prune=True):
+                        self._prune(active)
+                continue
+            busy = True
             if fresh:
-                busy = True
-                if self._report(active, fresh):
-                    self._prune(active)
-                    continue
-            if active.process.poll() is not None:
-                busy = True
-                self._attempt_ended(active)
+                self._report(active, fresh, may_prune=False)  # it finished on its own: not pruned
+            self._attempt_ended(active)
         return busy
 
-    def _report(self, active: _Active, results: list[Any]) -> bool:
-        """Record intermediate results; True if the pruner says to stop the trial."""
+    def _report(self, active: _Active, results: list[Any], may_prune: bool = False) -> bool:
+        """Record intermediate results; True if the pruner says to stop the (running) trial."""
         values = [r[0] if isinstance(r, list) else r for r in results]
         values = [float(v) for v in values if isinstance(v, (int, float))]
         active.intermediate.extend(values)
@@ -402,7 +405,7 @@ class ExperimentRunner:
             active.trial.report(value, step)
             active.steps_reported = step + 1
             reported = True
-        return reported and self._early_stop and active.trial.should_prune()
+        return may_prune and reported and self._early_stop and active.trial.should_prune()
 
     def _prune(self, active: _Active) -> None:
         from optuna.trial import TrialState
