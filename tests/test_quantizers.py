@@ -6,6 +6,7 @@ EMA min/max); the rest are computed by hand in the comments.
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -467,3 +468,37 @@ def _dorefa(w: torch.Tensor) -> torch.Tensor:
     from aup.compression.torch.quantization.primitives import dorefa_weight
 
     return dorefa_weight(w.detach(), 2)[0]
+
+
+def test_export_model_artifact_roundtrip_and_real_size(tmp_path: object) -> None:
+    """The exported file stores k-bit integers (smaller for fewer bits) and loads back the same model."""
+    artifact = pytest.importorskip("aup.compression.torch.artifact")
+    torch.manual_seed(6)
+    x = torch.randn(4, 1, 28, 28)
+    baseline = TorchModel().eval()
+    sizes = {32: os.path.getsize(_save_plain(artifact, baseline, x, tmp_path))}
+    for bits in (8, 4, 2):
+        model = TorchModel()
+        model.load_state_dict(baseline.state_dict())
+        quantizer = QATQuantizer(model, [
+            {"quant_types": ["weight"], "quant_bits": bits, "op_types": ["Conv2d", "Linear"]},
+            {"quant_types": ["output"], "quant_bits": 8, "op_types": ["ReLU"]}], dummy_input=x)
+        quantizer.compress()
+        model(x)
+        model.eval()
+        expected = model(x)
+        path = quantizer.export_model(f"qat{bits}.pt", folder_name=str(tmp_path))
+        sizes[bits] = os.path.getsize(path)
+        loaded = artifact.load_compressed(path).eval()
+        assert list(loaded.state_dict()) == list(baseline.state_dict())
+        torch.testing.assert_close(loaded(x), expected, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(model(x), expected)  # the live model is untouched by export
+    assert sizes[2] < sizes[4] < sizes[8] < sizes[32]
+    weights = sum(p.numel() for n, p in baseline.named_parameters() if n.endswith("weight") and p.dim() > 1)
+    assert sizes[8] < sizes[32] - weights * 3 * 0.9  # ~3 bytes saved per quantized weight
+
+
+def _save_plain(artifact: object, model: nn.Module, x: torch.Tensor, folder: object) -> str:
+    path = os.path.join(str(folder), "fp32.pt")
+    artifact.save_artifact(path, model, example_input=x)
+    return path
