@@ -221,106 +221,83 @@ def _require(name: str, *packages: str) -> None:
 
 
 def build_sampler(name: str, options: dict[str, Any] | None, seed: int | None, n_objectives: int = 1, *,
-                  constraints_func: Callable[[FrozenTrial], Sequence[float]] | None = None,
                   space: "SearchSpace | None" = None) -> optuna.samplers.BaseSampler:
     """The optuna sampler behind proposer ``name`` (see the module table).
 
-    ``constraints_func`` (feasibility, e.g. "model_bytes <= 25% of dense") is passed to samplers
-    that use it and recorded on the trials by the others, so ``study.best_trials`` honours it.
+    Constraints (feasibility, e.g. "model_bytes at most 25% of dense") need nothing here: since
+    optuna 5 the runner calls ``trial.set_constraint(name, value)`` (feasible when <= 0) before
+    ``study.tell``; TPE, NSGA-II and GP then prefer feasible trials and ``study.best_trials``
+    keeps only feasible ones, whatever the sampler (``constraints_func`` is deprecated in optuna 5).
     ``space`` only refines defaults (BOHB's ``min_points_in_model`` = dimensions + 1).
     """
     options = dict(options or {})
     key = check_options(name, options, n_objectives=n_objectives)
     builder = _BUILDERS[key]
-    return builder(key, options, seed, n_objectives, constraints_func, space)
+    return builder(key, options, seed, n_objectives, space)
 
 
-def _random(constraints_func: Callable[..., Sequence[float]] | None, seed: int | None) -> optuna.samplers.BaseSampler:
-    if constraints_func is None:
-        return optuna.samplers.RandomSampler(seed=seed)
-    return _constrained(optuna.samplers.RandomSampler, constraints_func)(seed=seed)
+def _random(seed: int | None) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
-def _constrained(cls: type, constraints_func: Callable[..., Sequence[float]]) -> type:
-    """A subclass of an optuna sampler that records ``constraints_func`` on every finished trial.
-
-    RandomSampler and QMCSampler ignore constraints when sampling (they do not model anything), but
-    the values must still be stored for ``study.best_trials`` and the Pareto views to filter on.
-    """
-    from optuna.samplers._base import _process_constraints_after_trial
-
-    class Constrained(cls):  # type: ignore[misc, valid-type]
-        def after_trial(self, study, trial, state, values):  # type: ignore[no-untyped-def]
-            _process_constraints_after_trial(constraints_func, study, trial, state)
-            super().after_trial(study, trial, state, values)
-
-    Constrained.__name__ = f"Constrained{cls.__name__}"
-    return Constrained
+def _build_random(key, options, seed, n_obj, space):  # type: ignore[no-untyped-def]
+    return _random(seed)
 
 
-def _build_random(key, options, seed, n_obj, constraints_func, space):  # type: ignore[no-untyped-def]
-    return _random(constraints_func, seed)
+def _tpe(seed: int | None, **kwargs: Any) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed, **kwargs)
 
 
-def _tpe(seed: int | None, constraints_func: Callable[..., Sequence[float]] | None,
-         **kwargs: Any) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints_func, **kwargs)
-
-
-def _build_tpe(key, options, seed, n_obj, constraints_func, space):  # type: ignore[no-untyped-def]
+def _build_tpe(key, options, seed, n_obj, space):  # type: ignore[no-untyped-def]
     if options.get("engine", "tpe").lower() == "random":
-        return _random(constraints_func, seed)
+        return _random(seed)
     kwargs = {k: options[k] for k in ("n_startup_trials", "multivariate") if k in options}
     # multivariate TPE with group=True models conditional (compressor-specific) dimensions jointly.
     if kwargs.get("multivariate"):
         kwargs["group"] = True
-    return _tpe(seed, constraints_func, **kwargs)
+    return _tpe(seed, **kwargs)
 
 
-def _build_gp(key, options, seed, n_obj, constraints_func, space):  # type: ignore[no-untyped-def]
+def _build_gp(key, options, seed, n_obj, space):  # type: ignore[no-untyped-def]
     if key == "spearmint" and _SPEARMINT_ENGINES[options.get("engine", "GPEIChooser").lower()] == "random":
-        return _random(constraints_func, seed)
+        return _random(seed)
     _require(key, "torch", "scipy")
     kwargs = {k: options[k] for k in ("n_startup_trials", "deterministic_objective") if k in options}
-    return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints_func, **kwargs)
+    return optuna.samplers.GPSampler(seed=seed, **kwargs)
 
 
-def _build_cmaes(key, options, seed, n_obj, constraints_func, space):  # type: ignore[no-untyped-def]
-    if constraints_func is not None:
-        raise ProposerError("proposer 'cmaes' cannot honour constraints; use 'nsga2', 'tpe' or 'gp'")
+def _build_cmaes(key, options, seed, n_obj, space):  # type: ignore[no-untyped-def]
     _require(key, "cmaes")
     kwargs = {k: options[k] for k in ("sigma0", "n_startup_trials", "popsize", "restart_strategy") if k in options}
     return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False, **kwargs)
 
 
-def _build_qmc(key, options, seed, n_obj, constraints_func, space):  # type: ignore[no-untyped-def]
+def _build_qmc(key, options, seed, n_obj, space):  # type: ignore[no-untyped-def]
     _require(key, "scipy")
     cls = optuna.samplers.QMCSampler
-    if constraints_func is not None:
-        cls = _constrained(cls, constraints_func)
     with warnings.catch_warnings():  # "experimental" since optuna 3.0; the choice is deliberate
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return cls(seed=seed, qmc_type=options.get("qmc_type", "sobol"), scramble=options.get("scramble", True),
                    warn_independent_sampling=False)
 
 
-def _build_nsga2(key, options, seed, n_obj, constraints_func, space):  # type: ignore[no-untyped-def]
+def _build_nsga2(key, options, seed, n_obj, space):  # type: ignore[no-untyped-def]
     kwargs = {k: options[k] for k in ("population_size", "mutation_prob", "crossover_prob", "swapping_prob")
               if k in options}
-    return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints_func, **kwargs)
+    return optuna.samplers.NSGAIISampler(seed=seed, **kwargs)
 
 
-def _build_hyperband(key, options, seed, n_obj, constraints_func, space):  # type: ignore[no-untyped-def]
+def _build_hyperband(key, options, seed, n_obj, space):  # type: ignore[no-untyped-def]
     # "sequence" configurations are enqueued grid points: the sampler is then never consulted.
     if options.get("engine", "random").lower() == "tpe":
-        return _tpe(seed, constraints_func)
-    return _random(constraints_func, seed)
+        return _tpe(seed)
+    return _random(seed)
 
 
-def _build_bohb(key, options, seed, n_obj, constraints_func, space):  # type: ignore[no-untyped-def]
+def _build_bohb(key, options, seed, n_obj, space):  # type: ignore[no-untyped-def]
     n_dims = len(space) if space is not None else 1
     min_points = options.get("min_points_in_model") or n_dims + 1
-    model = _tpe(seed, constraints_func, n_startup_trials=min_points,
+    model = _tpe(seed, n_startup_trials=min_points,
                  n_ei_candidates=options.get("num_samples", 64))
     fraction = options.get("random_fraction", 1 / 3)
     if fraction <= 0:
@@ -328,9 +305,9 @@ def _build_bohb(key, options, seed, n_obj, constraints_func, space):  # type: ig
     return RandomFractionSampler(model, fraction, seed)
 
 
-def _build_sequence(key, options, seed, n_obj, constraints_func, space):  # type: ignore[no-untyped-def]
+def _build_sequence(key, options, seed, n_obj, space):  # type: ignore[no-untyped-def]
     # Grid points are enqueued by the proposer; this sampler only backs values outside them.
-    return _random(constraints_func, seed)
+    return _random(seed)
 
 
 _BUILDERS: dict[str, Callable[..., Any]] = {
