@@ -502,3 +502,45 @@ def _save_plain(artifact: object, model: nn.Module, x: torch.Tensor, folder: obj
     path = os.path.join(str(folder), "fp32.pt")
     artifact.save_artifact(path, model, example_input=x)
     return path
+
+
+def test_affine_qparams_edge_cases() -> None:
+    assert affine_qparams(1.0, 5.0, 8) == (pytest.approx(5 / 255), 0.0)  # widened to [0, 5]
+    assert affine_qparams(-4.0, -1.0, 2) == (pytest.approx(4 / 3), 3.0)  # widened to [-4, 0]: zero is code 3
+    assert affine_qparams(0.0, 0.0, 8) == (1.0, 0.0)  # empty range: no division by zero
+
+
+def test_export_model_passes_integer_specs_to_save_artifact(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Contract with artifact.save_artifact: plain model holding the grid values, quant specs, activation specs."""
+    import sys
+    import types
+
+    seen: dict = {}
+
+    def save_artifact(path: str, model: nn.Module, *, example_input: object = None, masks: object = None,
+                      quant: dict | None = None, meta: dict | None = None) -> None:
+        seen.update(path=path, quant=quant, meta=meta, example=example_input,
+                    state={k: v.clone() for k, v in model.state_dict().items()},
+                    hooked=any("forward" in m.__dict__ or m._forward_hooks for m in model.modules()))
+
+    monkeypatch.setitem(sys.modules, "aup.compression.torch.artifact",
+                        types.SimpleNamespace(save_artifact=save_artifact))
+    torch.manual_seed(7)
+    model = TorchModel()
+    x = torch.randn(2, 1, 28, 28)
+    quantizer = QATQuantizer(model, _config(QATQuantizer, 4), dummy_input=x)
+    quantizer.compress()
+    model(x)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.warns(UserWarning, match="extra_unknown"):  # Auptimizer's examples pass **config
+        path = quantizer.export_model("m.pt", folder_name=str(tmp_path / "out"), extra_unknown=1)
+    assert path == os.path.join(str(tmp_path / "out"), "m.pt") and seen["example"] is x
+    assert not seen["hooked"]
+    quant, values = quantizer.quantized_weights()
+    assert seen["quant"] == quant and all(spec["bits"] == 4 for spec in quant.values())
+    for key, value in values.items():
+        assert torch.equal(seen["state"][key], value)
+    assert set(seen["meta"]["activation_quant"]) == {"relu1", "relu2", "relu3"}
+    assert seen["meta"]["weight_bits"] == pytest.approx(quantizer.weight_bits())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert "forward" in model.conv1.__dict__  # still quantizing after export

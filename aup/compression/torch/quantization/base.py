@@ -27,7 +27,6 @@ __all__ = ["QuantLayer", "Quantizer"]
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass
 class QuantLayer:
     """One selected module, the config entry that won for it, and its bit width per quant type."""
@@ -49,8 +48,6 @@ class Quantizer(Compressor):
 
     compression_type: ClassVar[str] = "quantization"
     compressor_name: ClassVar[str] = ""
-    allowed_quant_types: ClassVar[tuple[str, ...]] = ()
-    default_bits: ClassVar[int | None] = None
 
     def __init__(self, model: nn.Module, config_list: list[dict[str, Any]],
                  optimizer: torch.optim.Optimizer | None = None, dummy_input: Any = None) -> None:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from .base import QuantLayer, Quantizer
-from .primitives import QuantSpec, binarize
+from .primitives import BINARY_SPEC, QuantSpec, binarize
 
 __all__ = ["BNNQuantizer"]
 
@@ -23,8 +23,6 @@ class BNNQuantizer(Quantizer):
     """Binary (+-1) weights and outputs (``quant_types`` from weight/output, ``quant_bits`` 1)."""
 
     compressor_name: ClassVar[str] = "bnn"
-    allowed_quant_types: ClassVar[tuple[str, ...]] = ("weight", "output")
-    default_bits: ClassVar[int | None] = 1
 
     def quantize_weight(self, layer: QuantLayer, weight: torch.Tensor, *, export: bool = False
                         ) -> tuple[torch.Tensor, QuantSpec]:
@@ -34,7 +32,7 @@ class BNNQuantizer(Quantizer):
         return binarize(x, clip=True)[0]
 
     def activation_spec(self, layer: QuantLayer, kind: str) -> dict[str, Any] | None:
-        return {**QuantSpec(1, 2.0, 0.5).as_dict(), "mode": "sign"}
+        return {**BINARY_SPEC.as_dict(), "mode": "sign"}
 
     def after_optimizer_step(self) -> None:
         """Clip the real-valued weights of binarised layers to [-1, 1] (Hubara et al., Alg. 1)."""

@@ -21,7 +21,6 @@ class DoReFaQuantizer(Quantizer):
     """k-bit DoReFa weights (``quant_types: [weight]``, ``quant_bits`` 1..31)."""
 
     compressor_name: ClassVar[str] = "dorefa"
-    allowed_quant_types: ClassVar[tuple[str, ...]] = ("weight",)
 
     def quantize_weight(self, layer: QuantLayer, weight: torch.Tensor, *, export: bool = False
                         ) -> tuple[torch.Tensor, QuantSpec]:

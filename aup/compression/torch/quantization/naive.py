@@ -20,8 +20,6 @@ class NaiveQuantizer(Quantizer):
     """Symmetric int8 fake quantization of weights, rounding to nearest (``quant_types: [weight]``)."""
 
     compressor_name: ClassVar[str] = "naive"
-    allowed_quant_types: ClassVar[tuple[str, ...]] = ("weight",)
-    default_bits: ClassVar[int | None] = 8
 
     def __init__(self, model: torch.nn.Module, config_list: list[dict], optimizer: torch.optim.Optimizer | None = None,
                  dummy_input: object = None) -> None:

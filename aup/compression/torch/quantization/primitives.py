@@ -28,6 +28,7 @@ __all__ = [
     "round_ste",
     "dorefa_weight",
     "binarize",
+    "BINARY_SPEC",
     "EMAObserver",
 ]
 

@@ -33,7 +33,6 @@ class QATQuantizer(Quantizer):
     """Affine fake quantization of weight/input/output with EMA ranges (``quant_bits`` 1..31 per type)."""
 
     compressor_name: ClassVar[str] = "qat"
-    allowed_quant_types: ClassVar[tuple[str, ...]] = ("weight", "input", "output")
 
     def __init__(self, model: torch.nn.Module, config_list: list[dict], optimizer: torch.optim.Optimizer | None = None,
                  dummy_input: object = None) -> None:
