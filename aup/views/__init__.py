@@ -1,0 +1,1 @@
+"""Views over experiment results: list, show, compare, pareto, export, plot, dashboard."""

@@ -1,0 +1,119 @@
+"""Non-dominated trials over any recorded metrics (``aup pareto``, the front in ``aup plot``).
+
+The objectives are chosen at view time (``score:max,model_bytes:min``), not fixed by the study's
+directions: a single-objective experiment that recorded ``model_bytes`` still has an accuracy/size
+front, which is exactly the choice a user compressing a model has to make. Optuna's own
+``study.best_trials`` only covers the study's objectives, hence this small module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from aup import metrics as M
+from aup.errors import UserError
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A metric (any flat-row column) and whether more or less of it is better."""
+
+    name: str
+    direction: str  # "max" | "min"
+
+    @property
+    def sign(self) -> float:
+        """Multiplier that turns the metric into something to minimise."""
+        return -1.0 if self.direction == "max" else 1.0
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.direction}"
+
+
+def default_direction(name: str, study_directions: Mapping[str, str] | None = None) -> str:
+    """The study's direction for its objectives, ``min`` for size/latency metrics, else ``max``."""
+    if study_directions and name in study_directions:
+        return "max" if study_directions[name].startswith("max") else "min"
+    base = name[:-len("_ratio")] if name.endswith("_ratio") else name
+    return "min" if base in M.LOWER_IS_BETTER else "max"
+
+
+def parse_objectives(spec: str, study_directions: Mapping[str, str] | None = None) -> list[Objective]:
+    """``"score:max,model_bytes:min"`` -> Objectives; the direction may be left out (see default_direction)."""
+    objectives = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        name, _, direction = part.rpartition(":") if ":" in part else (part, "", "")
+        name, direction = name.strip(), direction.strip().lower()
+        if direction in ("maximize", "minimize"):
+            direction = direction[:3]
+        if direction and direction not in ("max", "min"):
+            raise UserError(f"--objectives: {part!r}: expected NAME:max or NAME:min")
+        objectives.append(Objective(name, direction or default_direction(name, study_directions)))
+    if not objectives:
+        raise UserError("--objectives: expected at least one NAME:max|min")
+    if len({o.name for o in objectives}) != len(objectives):
+        raise UserError(f"--objectives: {spec!r} names a metric twice")
+    return objectives
+
+
+def default_objectives(objective_names: Sequence[str], directions: Sequence[str],
+                       rows: Sequence[Mapping[str, Any]]) -> list[Objective]:
+    """The study's objectives when it has several; for one objective, add ``model_bytes`` when recorded.
+
+    A single-objective compression experiment is still a trade-off between its score and the size
+    of the model; when no size was recorded, the front is simply the best trial(s).
+    """
+    objectives = [Objective(n, "max" if d.startswith("max") else "min") for n, d in zip(objective_names, directions)]
+    if len(objectives) == 1:
+        for size in (M.MODEL_BYTES, M.NONZERO_PARAMS, M.PARAM_COUNT):
+            if size != objectives[0].name and any(_finite(r.get(size)) for r in rows):
+                objectives.append(Objective(size, "min"))
+                break
+    return objectives
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def non_dominated_mask(points: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows of ``points`` (n x k, all to minimise) that no other row dominates.
+
+    Row j dominates row i when it is no worse in every column and better in at least one. Equal
+    points do not dominate each other, so ties on the front are all kept. Vectorised per row: the
+    cost is O(n^2 k) in numpy, a few milliseconds for thousands of trials.
+    """
+    n = points.shape[0]
+    mask = np.ones(n, dtype=bool)
+    for i in range(n):
+        if not mask[i]:
+            continue
+        no_worse = np.all(points <= points[i], axis=1)
+        better = np.any(points < points[i], axis=1)
+        if np.any(no_worse & better):
+            mask[i] = False
+    return mask
+
+
+def pareto_front(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objective]) -> list[int]:
+    """Indices into ``rows`` of the non-dominated rows, sorted by the first objective (best first).
+
+    Rows missing any objective (failed trials, metrics not recorded) take no part. A name that no
+    row has is a user error naming the metrics that do exist.
+    """
+    if rows and not any(all(_finite(r.get(o.name)) for o in objectives) for r in rows):
+        missing = [o.name for o in objectives if not any(_finite(r.get(o.name)) for r in rows)]
+        known = sorted({k for r in rows for k, v in r.items() if _finite(v)})
+        raise UserError(f"no trial recorded {', '.join(missing) or 'all of ' + ', '.join(map(str, objectives))}"
+                        f" (numeric columns: {', '.join(known)})")
+    eligible = [i for i, r in enumerate(rows) if all(_finite(r.get(o.name)) for o in objectives)]
+    if not eligible:
+        return []
+    points = np.array([[float(rows[i][o.name]) * o.sign for o in objectives] for i in eligible])
+    front = [eligible[j] for j in np.flatnonzero(non_dominated_mask(points))]
+    first = objectives[0]
+    return sorted(front, key=lambda i: (float(rows[i][first.name]) * first.sign, rows[i].get("number", i)))
