@@ -295,15 +295,16 @@ def _study_with_history(pruner, direction: str = "maximize", curves=None) -> opt
     study = optuna.create_study(direction=direction, pruner=pruner)
     for curve in curves or ([0.5, 0.6, 0.7, 0.8], [0.55, 0.65, 0.75, 0.85], [0.45, 0.6, 0.72, 0.8]):
         trial = study.ask()
-        for step, value in enumerate(curve):
+        for step, value in enumerate(curve, start=1):  # the runner numbers results from 1
             trial.report(value, step)
         study.tell(trial, curve[-1])
     return study
 
 
 def _pruned_at(study: optuna.Study, curve: list[float]) -> int | None:
+    """The number of results after which the trial was pruned, or None."""
     trial = study.ask()
-    for step, value in enumerate(curve):
+    for step, value in enumerate(curve, start=1):
         trial.report(value, step)
         if trial.should_prune():
             study.tell(trial, state=TrialState.PRUNED)
@@ -317,17 +318,20 @@ def test_pruners_stop_a_bad_trial_and_keep_a_good_one(policy: str) -> None:
     pruner = build_pruner({"aup_policy": policy, "aup_policy_steps": 1, "bandit_factor": 0.5})
     study = _study_with_history(pruner)
     assert _pruned_at(study, [0.56, 0.66, 0.76, 0.86]) is None
-    assert _pruned_at(study, [0.1, 0.1, 0.1, 0.1]) == 0
+    assert _pruned_at(study, [0.1, 0.1, 0.1, 0.1]) == 1
     states = [t.state for t in study.trials]
     assert states[-1] == TrialState.PRUNED and states[-2] == TrialState.COMPLETE
-    assert study.trials[-1].intermediate_values == {0: 0.1}  # recorded, not lost
+    assert study.trials[-1].intermediate_values == {1: 0.1}  # recorded, not lost
 
 
 def test_warmup_and_steps_delay_the_check() -> None:
-    pruner = build_pruner({"aup_policy": "median", "aup_policy_steps": 2, "warmup": 2})
-    assert _pruned_at(_study_with_history(pruner), [0.1, 0.1, 0.1, 0.1]) == 2
-    bandit = build_pruner({"aup_policy": "bandit", "aup_policy_steps": 2, "warmup": 2})
-    assert _pruned_at(_study_with_history(bandit), [0.1, 0.1, 0.1, 0.1]) == 1  # two results seen
+    # Auptimizer checks once at least `warmup` results exist, every `aup_policy_steps` results
+    for policy in ("median", "bandit", "truncation"):
+        for steps, warmup, first in ((2, 0, 2), (2, 2, 2), (1, 3, 3), (2, 3, 4)):
+            pruner = build_pruner({"aup_policy": policy, "aup_policy_steps": steps, "warmup": warmup})
+            if policy == "bandit" and (steps, warmup) == (2, 3):
+                first = 3  # Auptimizer's extra check at n = warmup, over the first 2 results
+            assert _pruned_at(_study_with_history(pruner), [0.1, 0.1, 0.1, 0.1]) == first, (policy, steps, warmup)
 
 
 def test_bandit_factor_rule_for_minimised_loss() -> None:
@@ -336,19 +340,19 @@ def test_bandit_factor_rule_for_minimised_loss() -> None:
     # best other loss 1.0 at step 0: a minimised positive value uses 2 - 0.5 = 1.5 -> stop above 1.5
     assert _pruned_at(_study_with_history(pruner, "minimize", curves), [1.4, 0.7, 0.25]) is None
     # later steps compare with the best over as many results: 1.5 x 0.5 = 0.75 at the second one
-    assert _pruned_at(_study_with_history(pruner, "minimize", curves), [1.4, 0.8, 0.1]) == 1
-    assert _pruned_at(_study_with_history(pruner, "minimize", curves), [1.6, 0.1, 0.1]) == 0
+    assert _pruned_at(_study_with_history(pruner, "minimize", curves), [1.4, 0.8, 0.1]) == 2
+    assert _pruned_at(_study_with_history(pruner, "minimize", curves), [1.6, 0.1, 0.1]) == 1
     # maximised: with a best of 0.8 and factor 0.5 stop below 0.4
     up = ([0.8, 0.9],)
     assert _pruned_at(_study_with_history(pruner, "maximize", up), [0.45, 0.46]) is None
-    assert _pruned_at(_study_with_history(pruner, "maximize", up), [0.35, 0.46]) == 0
+    assert _pruned_at(_study_with_history(pruner, "maximize", up), [0.35, 0.46]) == 1
 
 
 def test_truncation_keeps_the_top_fraction() -> None:
     pruner = build_pruner({"aup_policy": "truncation", "aup_policy_steps": 1, "truncation_percentage": 0.3})
     assert isinstance(pruner, optuna.pruners.PercentilePruner)
     curves = [[v] for v in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)]
-    assert _pruned_at(_study_with_history(pruner, curves=curves), [0.2]) == 0  # bottom 30%
+    assert _pruned_at(_study_with_history(pruner, curves=curves), [0.2]) == 1  # bottom 30%
     assert _pruned_at(_study_with_history(pruner, curves=curves), [0.5]) is None
 
 
@@ -362,3 +366,19 @@ def test_early_stop_refusals_and_defaults() -> None:
         build_pruner({"aup_policy": "hyperband", "aup_policy_steps": 1})
     with pytest.raises(ProposerError, match="multi-objective"):
         build_pruner({"aup_policy": "median", "aup_policy_steps": 1}, n_objectives=2)
+
+
+def test_hyperband_sequence_engine_takes_grid_points_in_order() -> None:
+    space = SearchSpace.from_parameter_config([{"name": "a", "range": [0, 20]}])
+    _, study, proposer = make("hyperband", {"max_iter": 9, "engine": "sequence"}, n_samples=None, space=space)
+    done = drain(study, proposer, score=lambda p: -abs(p["a"] - 4))
+    new = [p.params["a"] for p in done if p.trial.user_attrs["rung"] == 0]
+    assert new == list(range(17))  # 9 + 5 + 3 new configurations, the grid's first 17 points
+    assert [p.params["a"] for p in done if p.trial.user_attrs["bracket"] == 0 and p.trial.user_attrs["rung"] == 1] \
+        == [4, 3, 5]
+
+
+def test_config_id_is_reserved_for_budget_proposers() -> None:
+    space = SearchSpace.from_parameter_config([{"name": "config_id", "range": [0, 1]}])
+    with pytest.raises(ProposerError, match="'config_id' is reserved by the 'bohb' proposer"):
+        build_proposer("bohb", {}, space, optuna.create_study(), None, 0)

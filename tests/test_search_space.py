@@ -130,3 +130,9 @@ def test_bad_parameter_config_is_one_clear_line(entries: list, message: str) -> 
 
 def test_auptimizer_defaults_int_zero_one() -> None:
     assert space_of([{"name": "flag"}]).grid() == [{"flag": 0}, {"flag": 1}]
+
+
+def test_unrunnable_grid_is_refused_before_enumerating() -> None:
+    entries = [{"name": f"p{i}", "type": "float", "range": [0, 100], "interval": 0.5} for i in range(4)]
+    with pytest.raises(ProposerError, match=r"the grid has up to 1,632,240,801 points"):
+        space_of(entries).grid()

@@ -29,6 +29,9 @@ def build_proposer(name: str, options: dict[str, Any] | None, space: SearchSpace
     key = check_options(name, options, n_samples=n_samples, n_objectives=len(study.directions))
     if key == "sequence":
         return GridProposer(space, study, None, seed, options)
+    if key in ("hyperband", "bohb") and "config_id" in space.names:
+        raise ProposerError(f"parameter_config: the name 'config_id' is reserved by the {key!r} proposer "
+                            "(it identifies a configuration across budgets in the job config)")
     if key == "hyperband":
         return hyperband_proposer(space, study, n_samples, seed, options)
     if key == "bohb":

@@ -20,8 +20,12 @@ Mapping of Auptimizer's ``aup_policy``:
   families fitted by MCMC; optuna has no learning-curve pruner, and its other pruners decide on a
   different criterion, so silently substituting one would change what the user asked for.
 
-``aup_policy_steps`` becomes the check interval and ``warmup`` the number of results before any
-check. ``n_startup_trials`` (default 0, as in Auptimizer: compare as soon as another trial has
+Step numbering: the runner reports the n-th intermediate result as ``step=n`` (from 1), so that
+optuna's pruners check at the same moments as Auptimizer: every ``aup_policy_steps`` results, once
+at least ``warmup`` results exist (optuna's ``n_warmup_steps`` is the first multiple of
+``aup_policy_steps`` not below ``warmup``). :class:`BanditPruner` only counts results, so it does
+not depend on the numbering, and it also makes Auptimizer's one extra check at exactly ``warmup``
+results when ``warmup`` is not a multiple of ``aup_policy_steps`` (the optuna pruners skip it). ``n_startup_trials`` (default 0, as in Auptimizer: compare as soon as another trial has
 results) and ``n_min_trials`` (default 1) are aup extensions passed to optuna's pruners.
 """
 from __future__ import annotations
@@ -100,14 +104,15 @@ def build_pruner(early_stop: dict[str, Any] | None, n_objectives: int = 1) -> Ba
     policy = early_stop["aup_policy"]
     steps = early_stop["aup_policy_steps"]
     warmup = early_stop.get("warmup", 0)
+    first_check = max(1, math.ceil(warmup / steps)) * steps  # first multiple of steps >= warmup
     startup = early_stop.get("n_startup_trials", 0)
     min_trials = early_stop.get("n_min_trials", 1)
     if policy == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup,
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=first_check,
                                            interval_steps=steps, n_min_trials=min_trials)
     if policy == "truncation":
         keep = 100.0 * (1.0 - early_stop.get("truncation_percentage", 0.3))
-        return optuna.pruners.PercentilePruner(keep, n_startup_trials=startup, n_warmup_steps=warmup,
+        return optuna.pruners.PercentilePruner(keep, n_startup_trials=startup, n_warmup_steps=first_check,
                                                interval_steps=steps, n_min_trials=min_trials)
     return BanditPruner(factor=early_stop.get("bandit_factor", 0.5), steps=steps, warmup=warmup)
 

@@ -27,7 +27,7 @@ import importlib.util
 import logging
 import math
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import optuna
@@ -199,14 +199,17 @@ def validate_options(name: str, options: dict[str, Any], *, n_samples: Any = "un
     return problems
 
 
-def check_options(name: str, options: dict[str, Any], **kwargs: Any) -> str:
-    """Validate and raise the first problem as a ProposerError; returns the canonical name."""
+def check_options(name: str, options: dict[str, Any], *, warn: bool = True, **kwargs: Any) -> str:
+    """Validate and raise the first problem as a ProposerError; returns the canonical name.
+
+    With ``warn``, Auptimizer keys that have no optuna counterpart are logged as ignored.
+    """
     key = canonical_name(name)
     problems = validate_options(key, options, **kwargs)
     if problems:
         raise ProposerError(problems[0])
     for option, why in _IGNORED.get(key, {}).items():
-        if option in options:
+        if warn and option in options:
             logger.warning("%s: ignored by the %r proposer (%s)", option, key, why)
     return key
 
@@ -231,7 +234,7 @@ def build_sampler(name: str, options: dict[str, Any] | None, seed: int | None, n
     ``space`` only refines defaults (BOHB's ``min_points_in_model`` = dimensions + 1).
     """
     options = dict(options or {})
-    key = check_options(name, options, n_objectives=n_objectives)
+    key = check_options(name, options, warn=False, n_objectives=n_objectives)
     builder = _BUILDERS[key]
     return builder(key, options, seed, n_objectives, space)
 

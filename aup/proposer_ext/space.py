@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 KINDS = ("float", "int", "choice")
 # Keys the runner writes into every job config: a hyperparameter may not shadow them.
 RESERVED_NAMES = frozenset({"tid", "n_iterations", "save_model", "folder_name", "job_id"})
+# A grid larger than this cannot be run point by point; Auptimizer would have started anyway.
+MAX_GRID_POINTS = 1_000_000
 _ENTRY_KEYS = ("name", "type", "range", "interval", "n", "log", "condition")
 _CHOICE_TYPES = (type(None), bool, int, float, str)
 
@@ -56,8 +58,11 @@ class Dimension:
     def __post_init__(self) -> None:
         if self.choices is not None and not isinstance(self.choices, tuple):
             object.__setattr__(self, "choices", tuple(self.choices))
-        if self.condition is not None and not isinstance(self.condition, tuple):
-            object.__setattr__(self, "condition", tuple(self.condition))
+        if self.condition is not None:
+            condition = tuple(self.condition)
+            if len(condition) == 2 and isinstance(condition[1], (list, set, frozenset)):
+                condition = (condition[0], tuple(condition[1]))
+            object.__setattr__(self, "condition", condition)
         problem = _check_dimension(self)
         if problem:
             raise ProposerError(f"{self.name}: {problem}")
@@ -282,6 +287,11 @@ class SearchSpace:
 
         Conditional dimensions only multiply the points where their parent has the given value.
         """
+        bound = math.prod(len(d.grid_values()) for d in self._dims)
+        if bound > MAX_GRID_POINTS:
+            sizes = " x ".join(f"{d.name}: {len(d.grid_values())}" for d in self._dims)
+            raise ProposerError(f"parameter_config: the grid has up to {bound:,} points ({sizes}); "
+                                f"use a larger interval or a smaller n (at most {MAX_GRID_POINTS:,} points)")
         points: list[tuple[dict[str, Any], tuple[int, ...]]] = [({}, ())]
         for dim in self._dims:
             values = dim.grid_values()
