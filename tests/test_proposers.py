@@ -50,12 +50,15 @@ def drain(study: optuna.Study, proposer, score=objective, limit: int = 1000) -> 
 
 
 # ---- every proposer -----------------------------------------------------------------------------
-SAMPLING = ["random", "tpe", "hyperopt", "gp", "spearmint", "qmc", "nsga2"]
+# small start-up phases so that the model-based part of each sampler runs too
+SAMPLING = [("random", {}), ("tpe", {"n_startup_trials": 3}), ("hyperopt", {"n_startup_trials": 3}),
+            ("gp", {"n_startup_trials": 3}), ("spearmint", {"n_startup_trials": 3}), ("qmc", {}),
+            ("nsga2", {"population_size": 3})]
 
 
-@pytest.mark.parametrize("name", SAMPLING)
-def test_sampling_proposers_run_n_samples(name: str) -> None:
-    _, study, proposer = make(name, n_samples=6)
+@pytest.mark.parametrize("name, options", SAMPLING)
+def test_sampling_proposers_run_n_samples(name: str, options: dict) -> None:
+    _, study, proposer = make(name, options, n_samples=6)
     done = drain(study, proposer)
     assert len(done) == 6 and proposer.finished
     assert all(-5 <= p.params["x"] <= 5 and p.params["c"] in ("a", "b") for p in done)
