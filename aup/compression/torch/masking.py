@@ -60,6 +60,13 @@ class MaskStore:
         self._handles: list[Any] = []
         self._optimizer_handles: list[Any] = []
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Hook handles point at the optimizer's hooks; a copied/saved model does not take them along."""
+        state = dict(self.__dict__)
+        state["_handles"] = []
+        state["_optimizer_handles"] = []
+        return state
+
     # -------------------------------------------------------------- attach / detach
     def attach(self, name: str, module: nn.Module, keys: Iterable[str] = MASKABLE) -> None:
         """Start masking ``module`` (all-ones masks until :meth:`set` is called)."""

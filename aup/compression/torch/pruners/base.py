@@ -24,6 +24,25 @@ from ..masking import Masks, MaskStore
 __all__ = ["Pruner"]
 
 
+class _InputRecorder:
+    """One-shot forward pre-hook keeping one sample of the first real input, so that export can
+    measure the model without the user passing a dummy input. Picklable (no handle in its state)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.value: torch.Tensor | None = None
+        self.handle: Any = model.register_forward_pre_hook(self)
+
+    def __call__(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() > 0:
+            self.value = inputs[0][:1].detach().clone()
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"value": self.value, "handle": None}
+
+
 class Pruner(Compressor):
     """Base of every pruner.
 
@@ -49,7 +68,7 @@ class Pruner(Compressor):
         self.masks_calculated = False
         self.speedup_masks: Masks | None = None
         self.shrink_report: Any = None
-        self._input_hook: Any = None
+        self._input_recorder: _InputRecorder | None = None
 
     # ------------------------------------------------------------------ criterion API
     def check_module(self, name: str, module: nn.Module) -> str | None:
@@ -113,19 +132,19 @@ class Pruner(Compressor):
             self.masks.attach_optimizer(self.optimizer)
             self.optimizer.register_step_pre_hook(lambda *_: self.before_optimizer_step())
             self.optimizer.register_step_post_hook(lambda *_: self.after_optimizer_step())
-        if self.dummy_input is None:
-            self._input_hook = self.model.register_forward_pre_hook(self._remember_input)
+        if self.dummy_input is None and self._input_recorder is None:
+            self._input_recorder = _InputRecorder(self.model)
 
     def _attach_training_hooks(self) -> None:
         """Statistics pruners register their forward hooks here."""
 
-    def _remember_input(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
-        """Keep one sample of the first real input, so export can measure without a dummy input."""
-        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() > 0:
-            self.dummy_input = inputs[0][:1].detach().clone()
-        if self._input_hook is not None:
-            self._input_hook.remove()
-            self._input_hook = None
+    def example_input(self, dummy_input: Any = None) -> Any:
+        """The argument, else the constructor's ``dummy_input``, else one sample seen in training."""
+        if dummy_input is not None:
+            return dummy_input
+        if self.dummy_input is None and self._input_recorder is not None:
+            return self._input_recorder.value
+        return self.dummy_input
 
     def before_optimizer_step(self) -> None:
         """Runs before each step of the given optimizer (gradients are there)."""
@@ -200,6 +219,9 @@ class Pruner(Compressor):
         os.makedirs(folder_name, exist_ok=True)
         model_file = os.path.join(folder_name, model_path)
         example = self.example_input(dummy_input)
+        if not self.masks_calculated and not self.speedup_applied:
+            warnings.warn(f"{self.compressor_name}: the masks were never computed (call compress(); statistics "
+                          "pruners need their training batches first); exporting the dense model", stacklevel=2)
         if not self.speedup_applied:
             self.masks.apply_all()
         if speedup and not self.speedup_applied:
