@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from aup import metrics as M
 from aup.views.records import Experiment, TrialRow
 
-TAIL = ("duration_s", "attempts", "status_reason", "log_path")
+TAIL = ("duration_s", "attempts", "status_reason", "log_path", "job_config_path", "budget", "grid_index")
 
 
 def export_columns(experiment: Experiment, trials: Sequence[TrialRow], rows: Sequence[dict[str, Any]]) -> list[str]:

@@ -37,7 +37,8 @@ RATIO_METRICS = (M.SCORE, M.PARAM_COUNT, M.NONZERO_PARAMS, M.MACS, M.MODEL_BYTES
 LAYER_PREFIXES = {M.LAYER_SPARSITY: "sparsity", M.LAYER_BITS: "bits"}
 # Bookkeeping attributes that are not metrics: kept out of the flat row (job_config repeats the params).
 NON_METRIC_ATTRS = frozenset({"job_config"})
-METRIC_NAMES_KEY = "study:metric_names"  # where optuna's ``study.set_metric_names`` keeps objective names
+METRIC_NAMES_KEY = "study:metric_names"
+RESERVED_COLUMNS = frozenset({*M.ALL_METRICS, "accuracy", "number", "state", "duration_s"})  # where optuna's ``study.set_metric_names`` keeps objective names
 
 
 @dataclass
@@ -82,9 +83,19 @@ class TrialRow:
             if ratio is not None:
                 row[f"{metric}_ratio"] = ratio
         for name, value in self.params.items():
-            row[name if name not in row else f"param:{name}"] = value
+            row[param_key(name, self.objective_names) if name not in row else f"param:{name}"] = value
         row["duration_s"] = self.duration_s
         return row
+
+
+def param_key(name: str, objective_names: Sequence[str] = ()) -> str:
+    """The flat-row column of hyperparameter ``name``: ``param:NAME`` when a metric can have that name.
+
+    The rule depends on the name only (not on what one trial recorded), so a hyperparameter called
+    ``sparsity`` is ``param:sparsity`` in every row, failed trials included.
+    """
+    reserved = RESERVED_COLUMNS.union(objective_names)
+    return f"param:{name}" if name in reserved else name
 
 
 def _ratio(value: Any, baseline: Any) -> float | None:

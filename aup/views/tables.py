@@ -14,14 +14,14 @@ from typing import Any, Sequence
 from aup import metrics as M
 from aup.views import fmt
 from aup.views.pareto import Objective, default_objectives, pareto_front
-from aup.views.records import Experiment, TrialRow
+from aup.views.records import Experiment, TrialRow, param_key
 
 # Metrics shown by compare, in this order, when a trial recorded them.
 COMPARE_METRICS = (M.SCORE, "accuracy", M.PARAM_COUNT, M.NONZERO_PARAMS, M.MACS, M.MODEL_BYTES, M.LATENCY_MS,
                    M.SPARSITY, M.WEIGHT_BITS)
 # Attributes that describe the run of a trial rather than the model: never shown as metrics.
 BOOKKEEPING = frozenset({"number", "state", "attempts", "log_path", "status_reason", "duration_s", "job_config",
-                         M.MODEL_BYTES_GZIP})
+                         "job_config_path", "budget", "grid_index", M.MODEL_BYTES_GZIP})
 SIDE_BY_SIDE_MAX = 6  # up to this many trials, compare puts them in columns next to each other
 
 
@@ -106,7 +106,7 @@ def param_names(trials: Sequence[TrialRow]) -> list[str]:
     names: dict[str, None] = {}
     for trial in trials:
         for name in trial.params:
-            names[f"param:{name}" if name in trial.attrs or name in trial.objective_names else name] = None
+            names[param_key(name, trial.objective_names) if name not in trial.attrs else f"param:{name}"] = None
     return list(names)
 
 
