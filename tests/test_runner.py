@@ -220,7 +220,8 @@ def test_gpu_trials_get_their_own_device_without_touching_the_runner_env(tmp_pat
     assert all(t.user_attrs["test_env"] == "hello" for t in study.trials)
     # never two trials at once on one device: trials sharing a device do not overlap in time
     for device in ("3", "5"):
-        spans = sorted((t.datetime_start, t.datetime_complete) for t in study.trials if t.user_attrs["cuda"] == device)
+        spans = sorted((a["start"], a["end"]) for t in study.trials if t.user_attrs["cuda"] == device
+                       for a in t.user_attrs["attempts"])
         assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
 
 

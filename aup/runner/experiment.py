@@ -173,6 +173,7 @@ class ExperimentRunner:
         self.workingdir = prepared.loaded.workingdir
         self.jobs_dir = self.workingdir / "jobs"
         self.active: list[_Active] = []
+        self._pending: list[tuple[_Active, AttemptOutcome, list[Any], list[float], str | None]] = []
         self._interrupt = 0
         self._stop_reason: str | None = None
         self._devices: list[str] = self._device_pool()
@@ -231,7 +232,7 @@ class ExperimentRunner:
         from optuna.trial import TrialState
 
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            _kill_orphan(trial.user_attrs.get("attempts", []), trial.user_attrs.get("job_config_path"))
+            _kill_orphans(trial.user_attrs.get("job_config_path"))
             storage = study._storage
             storage.set_trial_user_attr(trial._trial_id, "status_reason", INTERRUPTED)
             storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
@@ -284,25 +285,22 @@ class ExperimentRunner:
                 counts.failed += 1
 
     def _loop(self) -> None:
+        """Poll, refill free slots, then write down what finished (so a new trial starts first)."""
         exhausted = False
         delay = POLL_MIN_S
         while True:
             busy = self._poll_active()
             if self._interrupt or self._stop_reason:
+                self._record_pending()
                 reason = INTERRUPTED if self._interrupt else f"{INTERRUPTED}: {self._stop_reason}"
                 self._stop_all(reason)
                 return
-            waiting = False
-            while not exhausted and len(self.active) < self.exp.n_parallel and self._device_free():
-                proposal = self.proposer.propose()
-                if proposal is None:
-                    exhausted = True
-                elif _is_wait(proposal):
-                    waiting = True
-                    break
-                else:
-                    self._launch(proposal)
-                    busy = True
+            exhausted, waiting, launched = self._fill_slots(exhausted)
+            if self._pending:
+                self._record_pending()
+                if waiting:  # the results just told may unblock the proposer (a finished rung)
+                    exhausted, waiting, _ = self._fill_slots(exhausted)
+            busy = busy or launched
             if not self.active:
                 if exhausted:
                     return
@@ -310,6 +308,21 @@ class ExperimentRunner:
                     raise RuntimeError("the proposer is waiting for results but no trial is running")
             delay = POLL_MIN_S if busy else min(POLL_MAX_S, delay * 1.5)
             time.sleep(delay)
+
+    def _fill_slots(self, exhausted: bool) -> tuple[bool, bool, bool]:
+        """Start proposals while slots (and devices) are free; returns (exhausted, waiting, launched)."""
+        waiting = launched = False
+        while not exhausted and len(self.active) < self.exp.n_parallel and self._device_free():
+            proposal = self.proposer.propose()
+            if proposal is None:
+                exhausted = True
+            elif _is_wait(proposal):
+                waiting = True
+                break
+            else:
+                self._launch(proposal)
+                launched = True
+        return exhausted, waiting, launched
 
     def _device_free(self) -> bool:
         return not self._devices or len(self.active) < len(self._devices)
@@ -340,14 +353,14 @@ class ExperimentRunner:
         job_path = self.jobs_dir / f"{trial_id}.json"
         with open(job_path, "w", encoding="utf-8") as handle:
             json.dump(job, handle, indent=2)
+        device = self._take_device()
+        active = _Active(trial, params, trial_id, job, job_path, process=None, device=device)  # type: ignore[arg-type]
+        self._start_attempt(active)  # first: the database writes below overlap the trial's start-up
+        self.active.append(active)
         trial.set_user_attr("job_config", job)
         trial.set_user_attr("job_config_path", str(job_path))
         if budget is not None:
             trial.set_user_attr("budget", budget)
-        device = self._take_device()
-        active = _Active(trial, params, trial_id, job, job_path, process=None, device=device)  # type: ignore[arg-type]
-        self._start_attempt(active)
-        self.active.append(active)
         self.progress.started(trial.number)
 
     def _start_attempt(self, active: _Active) -> None:
@@ -364,15 +377,20 @@ class ExperimentRunner:
             timeout=self.exp.runtime_args.timeout,
         )
         active.process = process
-        active.trial.set_user_attr("log_path", str(log_path))
         process.start()
+        active.trial.set_user_attr("log_path", str(log_path))
+        # recorded when the attempt ends (one write less per trial; a killed runner's leftovers are
+        # found on resume by their job config path, see _kill_orphans)
         active.attempts.append({"number": active.attempt, "start": _iso(process.started), "end": None,
-                                "exit_code": None, "reason": None, "pid": process.pid, "log": str(log_path)})
-        active.trial.set_user_attr("attempts", active.attempts)
+                                "exit_code": None, "reason": None, "log": str(log_path)})
 
     # ---- polling -----------------------------------------------------------------------------
     def _poll_active(self) -> bool:
-        """Advance every running trial; True if anything happened (keeps polling fast)."""
+        """Advance every running trial; True if anything happened (keeps polling fast).
+
+        A finished trial leaves ``active`` at once (its slot is free) and is queued in ``_pending``;
+        ``_record_pending`` writes it to the study after the free slots are refilled.
+        """
         busy = False
         for active in list(self.active):
             code = active.process.poll()  # first: once it has exited, the files below are complete
@@ -384,10 +402,42 @@ class ExperimentRunner:
                         self._prune(active)
                 continue
             busy = True
-            if fresh:
-                self._report(active, fresh, may_prune=False)  # it finished on its own: not pruned
-            self._attempt_ended(active)
+            self._attempt_ended(active, fresh)
         return busy
+
+    def _attempt_ended(self, active: _Active, fresh: list[Any]) -> None:
+        """Retry an unusable attempt right away, else queue the trial for recording."""
+        outcome = active.process.outcome()
+        results = fresh + active.process.unreported()
+        values, reason = self._objective_values(outcome)
+        if reason is not None and active.attempt < self._retries and not self._interrupt:
+            self._report(active, results)  # not a pruning decision: this attempt is over
+            self._record_attempt(active, outcome, reason)
+            self.progress.retrying(active.trial.number, active.attempt, reason)
+            active.attempt += 1
+            active.intermediate = []
+            self._start_attempt(active)
+            return
+        self.active.remove(active)
+        if reason is not None and not self.exp.job_failure.ignore_fail and self._stop_reason is None:
+            self._stop_reason = f"trial {active.trial.number} failed: {reason}"
+        self._pending.append((active, outcome, results, values, reason))
+
+    def _record_pending(self) -> None:
+        """Write finished trials to the study: intermediate values, attempts, metrics, state."""
+        from optuna.trial import TrialState
+
+        pending, self._pending = self._pending, []
+        for active, outcome, results, values, reason in pending:
+            if results:
+                self._report(active, results)
+            self._record_attempt(active, outcome, reason)
+            self._set_metrics(active, outcome)
+            if reason is None:
+                self._tell(active, TrialState.COMPLETE, values, values[0] if self._single else values, None)
+            else:
+                active.trial.set_user_attr("status_reason", reason)
+                self._tell(active, TrialState.FAIL, None, None, reason)
 
     def _report(self, active: _Active, results: list[Any], may_prune: bool = False) -> bool:
         """Record intermediate results; True if the pruner says to stop the (running) trial."""
@@ -422,31 +472,6 @@ class ExperimentRunner:
         if last is not None:
             trial.set_user_attr("score", last)
         self._tell(active, TrialState.PRUNED, None, last, reason)
-
-    def _attempt_ended(self, active: _Active) -> None:
-        from optuna.trial import TrialState
-
-        outcome = active.process.outcome()
-        leftover = active.process.unreported()
-        if leftover:
-            self._report(active, leftover)
-        values, reason = self._objective_values(outcome)
-        self._record_attempt(active, outcome, reason)
-        if reason is None:
-            self._set_metrics(active, outcome)
-            self._tell(active, TrialState.COMPLETE, values, values[0] if self._single else values, None)
-            return
-        if active.attempt < self._retries and not self._interrupt:
-            self.progress.retrying(active.trial.number, active.attempt, reason)
-            active.attempt += 1
-            active.intermediate = []
-            self._start_attempt(active)
-            return
-        self._set_metrics(active, outcome)
-        active.trial.set_user_attr("status_reason", reason)
-        self._tell(active, TrialState.FAIL, None, None, reason)
-        if not self.exp.job_failure.ignore_fail and self._stop_reason is None:
-            self._stop_reason = f"trial {active.trial.number} failed: {reason}"
 
     def _objective_values(self, outcome: AttemptOutcome) -> tuple[list[float], str | None]:
         """The values to tell (one per objective) or the reason the attempt is unusable."""
@@ -488,7 +513,8 @@ class ExperimentRunner:
 
     def _tell(self, active: _Active, state: Any, values: list[float] | None, value: Any, reason: str | None) -> None:
         self.study.tell(active.trial, values=values if values else None, state=state)
-        self.active.remove(active)
+        if active in self.active:
+            self.active.remove(active)
         self.proposer.complete(active.trial.number, state, value)
         self.progress.finished(active.trial.number, state.name, value, active.params, reason)
 
@@ -618,23 +644,33 @@ def _quote(name: str) -> str:
     return name if all(c.isalnum() or c in "_-." for c in name) else repr(name)
 
 
-def _kill_orphan(attempts: list[dict[str, Any]], job_config_path: str | None) -> None:
-    """Stop a trial process left running by a killed runner, if it is verifiably that trial."""
-    if not attempts or not job_config_path:
+def _kill_orphans(job_config_path: str | None) -> None:
+    """Stop trial processes a killed runner left behind: those whose command line holds the job path."""
+    if not job_config_path or not os.path.isdir("/proc"):
         return
-    pid = attempts[-1].get("pid")
-    if not isinstance(pid, int):
-        return
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            cmdline = handle.read().decode(errors="replace")
-    except OSError:
-        return
-    if job_config_path in cmdline:
+    needle = job_config_path.encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
         try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+            with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                arguments = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if needle in arguments:
+            try:
+                os.killpg(int(entry.name), signal.SIGKILL)  # trials lead their own process group
+            except ProcessLookupError:
+                _quiet_kill(int(entry.name))
+            except PermissionError:
+                pass
+
+
+def _quiet_kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 # ---- entry points used by the CLI ----------------------------------------------------------------
