@@ -335,3 +335,23 @@ def test_end_to_end_digits_compress_half_and_fine_tune(capsys):
                for layer in pruner.layers.values())  # still pruned after Adam steps
     assert dense_acc > 0.9 and tuned_acc > 0.9
     assert flops < dense_flops and params < dense_params
+
+
+@pytest.mark.parametrize("name", ["fpgm", "l2_filter", "activation_apoz_rank_filter", "activation_mean_rank_filter",
+                                  "taylor_fo_weight_filter"])
+def test_every_filter_pruner_has_a_dependency_aware_mode(name):
+    torch.manual_seed(0)
+    model = zoo.resnet_small(num_classes=10, in_channels=3, base=8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    pruner = aup.create_compressor(model, cfg(name, [{"sparsity": 0.5, "op_types": ["Conv2d"]}]), optimizer,
+                                   dependency_aware=True, dummy_input=torch.randn(2, 3, 16, 16))
+    pruner.compress()
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(torch.randn(4, 3, 16, 16)).sum().backward()
+        optimizer.step()
+    masks = pruner.get_masks()
+    tied = [s for s in pruner.dependency_sets() if len(s) > 1]
+    assert tied and pruner.masks_calculated and abs(pruner.sparsity() - 0.5) <= 0.01
+    for members in tied:
+        assert len({tuple((masks[n]["weight"].flatten(1).sum(1) == 0).tolist()) for n in members}) == 1
