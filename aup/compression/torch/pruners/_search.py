@@ -1,0 +1,292 @@
+"""Shared machinery of the search pruners (simulated annealing, NetAdapt, AutoCompress, AMC).
+
+A search pruner explores per-layer sparsities on *copies* of the model and finally applies the best
+ones to the user's model with a base criterion (``base_algo``: l1 / l2 / fpgm filters or level
+elements). This module holds what they share:
+
+- :class:`SearchPruner`: the ``Pruner`` subclass whose final masks come from the base criterion;
+- :func:`prune_copy`: a masked deep copy at given sparsities (candidates to evaluate);
+- pruning *units*: filters for structured criteria, elements for level, so that a layer sparsity
+  is always ``k / n_units`` and rounding never silently misses the target;
+- BatchNorm coupling: a BN channel right after a pruned filter is masked too. Without it the BN
+  shift keeps a constant non-zero channel alive, the evaluated (masked) model is not the model
+  that ships, and the physical shrink must keep the channel (``shrink.py``'s exactness rule);
+- progress lines and the working directory (never the current directory unless asked).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+from typing import Any, Callable, ClassVar, Mapping
+
+import torch
+from torch import nn
+
+from .base import Pruner
+from .filter_norm import L1FilterPruner, L2FilterPruner
+from .fpgm import FPGMPruner
+from .magnitude import LevelPruner
+
+logger = logging.getLogger("aup.compression.search")
+
+BASE_ALGOS: dict[str, type[Pruner]] = {
+    "l1": L1FilterPruner,
+    "l2": L2FilterPruner,
+    "fpgm": FPGMPruner,
+    "level": LevelPruner,
+}
+OPTIMIZE_MODES = ("maximize", "minimize")
+
+__all__ = [
+    "BASE_ALGOS", "SearchPruner", "prune_copy", "batchnorm_followers", "couple_batchnorm",
+    "check_choice", "check_number", "progress", "overall_target", "is_better",
+]
+
+
+# ----------------------------------------------------------------------------- argument checks
+def check_choice(owner: str, key: str, value: Any, choices: tuple[str, ...] | list[str]) -> str:
+    """One-line ValueError naming the argument when ``value`` is not one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{owner}: {key} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_number(owner: str, key: str, value: Any, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, integer: bool = False) -> Any:
+    """One-line ValueError when ``value`` is not a number in the stated interval."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        kind = "an integer" if integer else "a number"
+        span = f" in {lo}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{hi}"
+        raise ValueError(f"{owner}: {key} must be {kind}{span}, got {value!r}")
+    return int(value) if integer else value
+
+
+def check_callable(owner: str, key: str, value: Any) -> Callable:
+    if not callable(value):
+        raise ValueError(f"{owner}: {key} must be a callable, got {type(value).__name__}")
+    return value
+
+
+def overall_target(owner: str, config_list: list[dict[str, Any]]) -> float:
+    """NNI 2.0: the overall target sparsity of a search pruner is ``config_list[0]["sparsity"]``."""
+    if not config_list or "sparsity" not in config_list[0]:
+        raise ValueError(f"{owner}: config_list[0].sparsity: required (the overall target sparsity in (0, 1))")
+    return float(check_number(owner, "config_list[0].sparsity", config_list[0]["sparsity"], 0, 1, True, True))
+
+
+def is_better(a: float, b: float, optimize_mode: str) -> bool:
+    """Whether score ``a`` beats ``b`` under ``optimize_mode``."""
+    return a > b if optimize_mode == "maximize" else a < b
+
+
+# ----------------------------------------------------------------------------- progress / files
+def progress(message: str, *args: Any) -> None:
+    """One progress line: through ``logging``, and on a terminal also when logging is not set up."""
+    logger.info(message, *args)
+    if not logger.isEnabledFor(logging.INFO) and sys.stderr.isatty():
+        from rich.console import Console
+
+        Console(stderr=True).print(message % args if args else message, highlight=False)
+
+
+def working_dir(path: str | os.PathLike | None, algo: str) -> str:
+    """The directory for working files: the user's, else a fresh temporary one (never the CWD)."""
+    if path is None:
+        path = tempfile.mkdtemp(prefix=f"aup-{algo}-")
+        progress("%s: working files go to %s", algo, path)
+    os.makedirs(path, exist_ok=True)
+    return os.fspath(path)
+
+
+def write_json(path: str, data: Any) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, default=float)
+
+
+# ----------------------------------------------------------------------------- BatchNorm coupling
+def batchnorm_followers(model: nn.Module, run: Callable[[nn.Module], Any]) -> dict[str, list[str]]:
+    """``{conv name: [BatchNorm names]}`` for BNs fed directly by a conv's output.
+
+    Found by tensor identity during one forward pass that ``run(model)`` triggers (the evaluator's
+    baseline call, or a dummy input), so it works for any model without tracing tools.
+    """
+    produced: dict[int, str] = {}
+    keep_alive: list[torch.Tensor] = []
+    followers: dict[str, list[str]] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            def after(mod: nn.Module, inputs: Any, output: Any, name: str = name) -> None:
+                if isinstance(output, torch.Tensor):
+                    produced.setdefault(id(output), name)
+                    keep_alive.append(output)
+            handles.append(module.register_forward_hook(after))
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            def before(mod: nn.Module, inputs: Any, name: str = name) -> None:
+                source = produced.get(id(inputs[0])) if inputs else None
+                if source is not None and name not in followers.setdefault(source, []):
+                    followers[source].append(name)
+            handles.append(module.register_forward_pre_hook(before))
+    try:
+        run(model)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return followers
+
+
+def couple_batchnorm(pruner: Pruner, followers: Mapping[str, list[str]]) -> None:
+    """Mask the weight and bias of BN channels whose conv filter is fully pruned (structured only)."""
+    modules = dict(pruner.model.named_modules())
+    for conv_name in pruner.layers:
+        mask = pruner.masks.masks.get(conv_name, {}).get("weight")
+        if mask is None or mask.dim() < 2:
+            continue
+        keep = (mask.detach().flatten(1).abs().sum(1) != 0).float()
+        for bn_name in followers.get(conv_name, ()):
+            bn = modules[bn_name]
+            if not bn.affine or bn.num_features != keep.numel():
+                continue
+            pruner.masks.attach(bn_name, bn)
+            pruner.masks.set(bn_name, weight=keep.clone(), bias=keep.clone())
+
+
+# ----------------------------------------------------------------------------- units and copies
+def is_structured(base_algo: str) -> bool:
+    return base_algo != "level"
+
+
+def layer_units(module: nn.Module, base_algo: str) -> tuple[int, int]:
+    """``(n_units, weights_per_unit)``: filters of a conv for structured criteria, else elements."""
+    numel = module.weight.numel()
+    if is_structured(base_algo):
+        n = module.weight.shape[0]
+        return n, numel // n
+    return numel, 1
+
+
+def units_to_sparsity(k: int, n: int) -> float:
+    """A sparsity whose ``int(s * n)`` is exactly ``k`` (guards against float round-down)."""
+    return 0.0 if k <= 0 else min((k + 1e-6) / n, 1.0)
+
+
+def prune_copy(model: nn.Module, base_algo: str, sparsities: Mapping[str, float],
+               followers: Mapping[str, list[str]] | None = None, dummy_input: Any = None) -> tuple[nn.Module, Pruner]:
+    """A deep copy of ``model`` pruned at ``sparsities`` with the base criterion (masks attached)."""
+    clone = copy.deepcopy(model)
+    active = {name: s for name, s in sparsities.items() if s > 0}
+    pruner = make_base_pruner(clone, base_algo, list(sparsities), dummy_input)
+    pruner.compute_masks(active)
+    if followers and is_structured(base_algo):
+        couple_batchnorm(pruner, followers)
+    return clone, pruner
+
+
+def make_base_pruner(model: nn.Module, base_algo: str, layer_names: list[str], dummy_input: Any = None) -> Pruner:
+    """The base criterion over ``layer_names`` (its config sparsity is a placeholder)."""
+    config = [{"sparsity": 0.5, "op_names": list(layer_names)}]
+    cls = BASE_ALGOS[base_algo]
+    if cls is LevelPruner:
+        return cls(model, config)
+    return cls(model, config, dummy_input=dummy_input)
+
+
+def weighted_sparsity(sparsities: Mapping[str, float], counts: Mapping[str, int]) -> float:
+    """Overall sparsity of several layers: pruned weights over all their weights."""
+    total = sum(counts.values())
+    return sum(sparsities.get(n, 0.0) * c for n, c in counts.items()) / total if total else 0.0
+
+
+# ----------------------------------------------------------------------------- base class
+class SearchPruner(Pruner):
+    """A pruner that searches per-layer sparsities, then masks the model with ``base_algo``.
+
+    Subclasses implement :meth:`search` returning ``{layer: sparsity}``; ``compress()`` runs it and
+    applies the result to the user's model. Afterwards the usual ``apply_speedup`` /
+    ``export_model`` work (structured base criteria shrink physically).
+    """
+
+    base_algo_choices: ClassVar[tuple[str, ...]] = tuple(BASE_ALGOS)
+
+    def __init__(self, model: nn.Module, config_list: list[dict[str, Any]], base_algo: str = "l1",
+                 optimize_mode: str = "maximize", dummy_input: Any = None) -> None:
+        self.base_algo = check_choice(self.compressor_name, "base_algo", base_algo, self.base_algo_choices)
+        self.optimize_mode = check_choice(self.compressor_name, "optimize_mode", optimize_mode, OPTIMIZE_MODES)
+        self.target_sparsity = overall_target(self.compressor_name, config_list)
+        super().__init__(model, config_list, dummy_input=dummy_input)
+        self.weight_counts = {name: layer.module.weight.numel() for name, layer in self.layers.items()}
+        self.followers: dict[str, list[str]] = {}
+        self.best_sparsities: dict[str, float] = {}
+        self.history: list[dict[str, Any]] = []
+
+    def check_module(self, name: str, module: nn.Module) -> str | None:
+        """The base criterion decides which layers can be pruned (filters: Conv2d only)."""
+        base = BASE_ALGOS.get(getattr(self, "base_algo", "l1"), L1FilterPruner)
+        types = base.supported_op_types
+        if types is not None and type(module).__name__ not in types:
+            return f"base_algo {self.base_algo!r} prunes only {', '.join(types)} layers"
+        if not isinstance(getattr(module, "weight", None), nn.Parameter):
+            return "it has no weight parameter to prune"
+        return None
+
+    def layer_sparsities(self) -> dict[str, float]:
+        return dict(self.best_sparsities)
+
+    def search(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def evaluate_with_followers(self, evaluator: Callable[[nn.Module], float], model: nn.Module) -> float:
+        """Call ``evaluator(model)`` once and learn the conv -> BN couplings from that forward pass."""
+        result: dict[str, float] = {}
+
+        def run(m: nn.Module) -> None:
+            result["score"] = float(evaluator(m))
+
+        self.followers = batchnorm_followers(model, run)
+        return result["score"]
+
+    def apply_sparsities(self, sparsities: Mapping[str, float]) -> None:
+        """Mask the user's model at ``sparsities`` with the base criterion; masks become this pruner's."""
+        final = make_base_pruner(self.model, self.base_algo, list(self.layers), self.dummy_input)
+        final.compute_masks({n: s for n, s in sparsities.items() if s > 0})
+        if is_structured(self.base_algo):
+            couple_batchnorm(final, self.followers)
+        self.masks = final.masks
+        self.masks_calculated = True
+        if self._input_recorder is None and self.dummy_input is None:
+            self._input_recorder = final._input_recorder
+
+    def compress(self) -> nn.Module:
+        """Run the search, then prune the model with the best per-layer sparsities; returns it."""
+        if self.masks_calculated:
+            return self.model
+        self.best_sparsities = self.search()
+        self.apply_sparsities(self.best_sparsities)
+        progress("%s: done, sparsity %.3f over %d layers", self.compressor_name, self.sparsity(), len(self.layers))
+        return self.model
+
+    def compute_masks(self, sparsities: dict[str, float] | None = None) -> dict[str, Any]:
+        """Re-mask at given sparsities (default: the best found) with the base criterion."""
+        self.apply_sparsities(self.best_sparsities if sparsities is None else sparsities)
+        return self.get_masks()
+
+
+def metropolis_accept(delta: float, temperature: float, rng: Any) -> bool:
+    """Accept a candidate worse by ``delta`` (>= 0) with probability ``exp(-delta / T)``."""
+    if delta <= 0:
+        return True
+    return bool(rng.random() < math.exp(-delta / temperature))
