@@ -451,11 +451,14 @@ def _verify(model: nn.Module, dummy_input: Any, reference: torch.Tensor, atol: f
 def _layer_summaries(model: nn.Module, dummy_input: Any) -> dict[str, torch.Tensor]:
     """Per layer, per output channel: (mean, max, min) of the activations, in execution order."""
     summaries: dict[str, torch.Tensor] = {}
+
+    def record(module: nn.Module, _inputs: Any, out: Any, name: str) -> None:  # None: output unchanged
+        summaries.setdefault(name, _summary(module, out))
+
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, _CHANNELWISE):
-            handles.append(module.register_forward_hook(
-                lambda m, _i, o, name=name: summaries.setdefault(name, _summary(m, o))))
+            handles.append(module.register_forward_hook(lambda m, i, o, name=name: record(m, i, o, name)))
     try:
         _call(model, dummy_input)
     finally:
