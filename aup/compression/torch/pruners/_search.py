@@ -185,15 +185,29 @@ def units_to_sparsity(k: int, n: int) -> float:
 
 
 def prune_copy(model: nn.Module, base_algo: str, sparsities: Mapping[str, float],
-               followers: Mapping[str, list[str]] | None = None, dummy_input: Any = None) -> tuple[nn.Module, Pruner]:
-    """A deep copy of ``model`` pruned at ``sparsities`` with the base criterion (masks attached)."""
+               followers: Mapping[str, list[str]] | None = None, dummy_input: Any = None,
+               initial_masks: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[nn.Module, Pruner]:
+    """A deep copy of ``model`` pruned at ``sparsities`` with the base criterion (masks attached).
+
+    ``initial_masks`` (from an earlier round) stay pruned: the criterion only adds to them.
+    """
     clone = copy.deepcopy(model)
-    active = {name: s for name, s in sparsities.items() if s > 0}
     pruner = make_base_pruner(clone, base_algo, list(sparsities), dummy_input)
-    pruner.compute_masks(active)
-    if followers and is_structured(base_algo):
-        couple_batchnorm(pruner, followers)
+    mask_with(pruner, sparsities, followers, initial_masks)
     return clone, pruner
+
+
+def mask_with(pruner: Pruner, sparsities: Mapping[str, float], followers: Mapping[str, list[str]] | None = None,
+              initial_masks: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Compute ``pruner``'s masks at ``sparsities`` on top of ``initial_masks``, then couple BNs."""
+    pruner._attach_masks()
+    for name, entry in (initial_masks or {}).items():
+        if name in pruner.layers:
+            pruner.masks.set(name, weight=entry.get("weight"), bias=entry.get("bias"))
+    active = {name: s for name, s in sparsities.items() if s > 0}
+    pruner.compute_masks(active)
+    if followers and isinstance(pruner, tuple(BASE_ALGOS[a] for a in ("l1", "l2", "fpgm"))):
+        couple_batchnorm(pruner, followers)
 
 
 def make_base_pruner(model: nn.Module, base_algo: str, layer_names: list[str], dummy_input: Any = None) -> Pruner:
@@ -259,12 +273,12 @@ class SearchPruner(Pruner):
         self.followers = batchnorm_followers(model, run)
         return result["score"]
 
-    def apply_sparsities(self, sparsities: Mapping[str, float]) -> None:
+    def apply_sparsities(self, sparsities: Mapping[str, float],
+                         initial_masks: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """Mask the user's model at ``sparsities`` with the base criterion; masks become this pruner's."""
+        self.masks.detach()  # a second call replaces the masks instead of stacking hooks
         final = make_base_pruner(self.model, self.base_algo, list(self.layers), self.dummy_input)
-        final.compute_masks({n: s for n, s in sparsities.items() if s > 0})
-        if is_structured(self.base_algo):
-            couple_batchnorm(final, self.followers)
+        mask_with(final, sparsities, self.followers, initial_masks)
         self.masks = final.masks
         self.masks_calculated = True
         if self._input_recorder is None and self.dummy_input is None:
