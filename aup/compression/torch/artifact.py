@@ -65,7 +65,13 @@ def save_artifact(path: str | os.PathLike, model: nn.Module, *, example_input: A
                "meta": info, "example_input": _describe_input(example_input),
                "torch_version": torch.__version__}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save(payload, path)
+    try:
+        torch.save(payload, path)
+    except Exception as exc:
+        if kind == "fx":
+            raise
+        raise ValueError(f"cannot export {type(model).__name__}: torch.fx could not trace it ({reason}) and the "
+                         f"module cannot be pickled ({exc}); define its class at module level") from None
     summary = {"path": str(path), "bytes": os.path.getsize(path), "kind": kind,
                "encodings": _count_encodings(tensors)}
     if verify and example_input is not None:
