@@ -143,8 +143,10 @@ class Experiment(_Section):
     name: str
     script: str
     resource: Literal["cpu", "gpu"]
-    proposer: str
-    target: Union[Direction, dict[str, Direction]]
+    # Optional only for a one-time compression run (a ``compression`` section without ranges, see
+    # ``_one_time_defaults``) and for several objectives (nsga2); otherwise required as in Auptimizer.
+    proposer: Union[str, None] = None
+    target: Union[Direction, dict[str, Direction], None] = None
     n_samples: Union[int, None] = Field(default=None, ge=1)
     n_parallel: int = Field(default=1, ge=1)
     random_seed: int = 0
@@ -154,7 +156,10 @@ class Experiment(_Section):
     runtime_args: RuntimeArgs = Field(default_factory=RuntimeArgs)
     resource_args: ResourceArgs = Field(default_factory=ResourceArgs)
     job_failure: JobFailure = Field(default_factory=lambda: JobFailure(job_retries=0))
-    compression: Union[dict[str, Any], None] = None  # validated by the compression issue; passed through
+    # one stage or a pipeline (list of stages); checked by aup.compression.search_space
+    compression: Union[dict[str, Any], list[Any], None] = None
+    # feasibility conditions over recorded metrics, e.g. {"model_bytes": "<= 0.25 * baseline_model_bytes"}
+    constraints: Union[dict[str, Union[str, float, int, dict[str, Union[float, int]]]], None] = None
 
     @field_validator("name")
     @classmethod
@@ -169,6 +174,32 @@ class Experiment(_Section):
         if isinstance(value, dict) and not value:
             raise ValueError("expected 'max', 'min' or a non-empty {objective: 'max'|'min'} object")
         return value
+
+    @model_validator(mode="after")
+    def _one_time_defaults(self) -> "Experiment":
+        """Fill ``proposer``/``target`` where Auptimizer had a mode without them.
+
+        A ``compression`` section that searches nothing, with no ``parameter_config`` and no
+        ``proposer``, is Auptimizer's one-time compression: exactly one trial with that config
+        (``random`` over an empty space, ``n_samples`` 1), ``target`` max unless given. Several
+        objectives without a proposer default to ``nsga2``.
+        """
+        if self.proposer is None:
+            if self.compression is not None and not self.parameter_config and not _compression_searches(self.compression):
+                self.proposer = "random"
+                if self.n_samples not in (None, 1):
+                    raise ValueError("n_samples: a one-time compression (no ranges, no proposer) runs exactly one "
+                                     f"trial, got {self.n_samples}")
+                self.n_samples = 1
+                if self.target is None:
+                    self.target = "max"
+            elif isinstance(self.target, dict) and len(self.target) > 1:
+                self.proposer = "nsga2"
+            else:
+                raise ValueError("proposer: required key is missing")
+        if self.target is None:
+            raise ValueError("target: required key is missing")
+        return self
 
     @model_validator(mode="after")
     def _parameters_unique(self) -> "Experiment":
@@ -235,6 +266,39 @@ def load_experiment(path: str | os.PathLike[str], *, base_dir: str | os.PathLike
     return validate_experiment(raw, path, base_dir=base_dir)
 
 
+def _check_required_mode_keys(raw: dict[str, Any]) -> list[str]:
+    """``proposer``/``target`` are required except in one-time compression (see ``_one_time_defaults``)."""
+    one_time = (raw.get("compression") is not None and not raw.get("parameter_config")
+                and "proposer" not in raw and not _compression_searches(raw["compression"]))
+    problems = []
+    target = raw.get("target")
+    if "target" not in raw and not one_time:
+        problems.append("target: required key is missing")
+    if "proposer" not in raw and not one_time and not (isinstance(target, dict) and len(target) > 1):
+        problems.append("proposer: required key is missing")
+    return problems
+
+
+def _compression_searches(section: Any) -> bool:
+    from aup.compression.search_space import has_ranges
+
+    return has_ranges(section)
+
+
+def _check_compression(experiment: Experiment) -> list[str]:
+    """Every problem of the compression section and the constraints, one line each (lazy imports)."""
+    problems: list[str] = []
+    if experiment.compression is not None:
+        from aup.compression.search_space import check_compression
+
+        problems += check_compression(experiment.compression, experiment.parameter_dicts)
+    if experiment.constraints:
+        from aup.runner.constraints import check_constraints
+
+        problems += check_constraints(experiment.constraints)
+    return problems
+
+
 def validate_experiment(raw: Any, source: str, *, base_dir: str | os.PathLike[str] | None = None,
                         check_script: bool = True) -> LoadedExperiment:
     """Validate an experiment dict; relative ``workingdir`` resolves against ``base_dir`` (default: CWD).
@@ -252,6 +316,9 @@ def validate_experiment(raw: Any, source: str, *, base_dir: str | os.PathLike[st
         experiment = Experiment.model_validate(raw)
     except ValidationError as exc:
         problems += [_describe(error) for error in exc.errors()]
+    problems += _check_required_mode_keys(raw)
+    if experiment is not None:
+        problems += _check_compression(experiment)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     workingdir, command = base, []
     if experiment is not None:

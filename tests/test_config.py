@@ -160,6 +160,8 @@ def test_load_experiment_file_errors(tmp_path: Path) -> None:
 
 
 def test_compression_section_is_passed_through(workdir: Path) -> None:
-    section = {"framework": "torch", "type": "pruning", "compressor": "l1", "config_list": []}
+    # issue 4 validates the section (names, schema); a valid one is kept exactly as given
+    section = {"framework": "torch", "type": "pruning", "compressor": "l1_filter",
+               "config_list": [{"sparsity": 0.5, "op_types": ["Conv2d"]}]}
     loaded = validate_experiment(base(compression=section), "x", base_dir=workdir)
     assert loaded.experiment.compression == section and loaded.raw["compression"] == section

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import inspect
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from aup.compression import registry, schemas
@@ -24,6 +25,7 @@ class CompressionSpec:
     compression_type: str
     compressor: str
     config_list: list[dict[str, Any]]
+    compressor_args: dict[str, Any] = field(default_factory=dict)  # constructor kwargs from the job config
 
 
 _KEYS = (
@@ -56,7 +58,34 @@ def normalize_config(config: Mapping[str, Any]) -> CompressionSpec:
             raise ValueError(f"config: {field_name} must be a string, got {values[field_name]!r}")
     values["framework"] = registry.canonical_framework(values["framework"])
     values["config_list"] = copy.deepcopy(values["config_list"])
+    args = config.get("compressor_args") or {}
+    if not isinstance(args, Mapping):
+        raise ValueError(f"config: compressor_args must be a dict of constructor arguments, got {args!r}")
+    values["compressor_args"] = copy.deepcopy(dict(args))
     return CompressionSpec(**values)
+
+
+def is_pipeline(config: Any) -> bool:
+    """A job config (or ``compression`` section / experiment) that chains several compression stages."""
+    if not isinstance(config, Mapping):
+        return False
+    if "compression_pipeline" in config:
+        return True
+    return "compressor" not in config and isinstance(config.get("compression"), list)
+
+
+def pipeline_stages(config: Mapping[str, Any]) -> list[CompressionSpec]:
+    """The stages of a pipeline config, each normalised like a single-stage config."""
+    stages = config["compression_pipeline"] if "compression_pipeline" in config else config["compression"]
+    if not isinstance(stages, list) or not stages:
+        raise ValueError("config: compression_pipeline must be a non-empty list of compression configs")
+    out = []
+    for index, stage in enumerate(stages):
+        try:
+            out.append(normalize_config(stage))
+        except ValueError as exc:
+            raise ValueError(f"compression_pipeline[{index}]: {exc}") from None
+    return out
 
 
 def resolve_class(spec: CompressionSpec) -> type:
@@ -84,8 +113,65 @@ def create_compressor(model: Any, config: Mapping[str, Any], *args: Any, **kwarg
     ``type``, ...). Extra arguments go to the compressor's constructor by keyword or by position,
     e.g. ``create_compressor(model, config, optimizer, dependency_aware=True, dummy_input=x)``.
     Unknown names, bad config_list entries or arguments raise ValueError naming what is wrong.
+
+    Constructor arguments in the config's ``compressor_args`` (searched by the runner, e.g.
+    ``statistics_batch_num``) are merged in; where the script passes the same argument with a
+    different value, the config's value wins with a warning (the experiment is what is searched).
+    A pipeline config (``compression_pipeline``) returns a compressor applying the stages in order
+    (:class:`aup.compression.torch.pipeline.PipelineCompressor`); extra arguments go by keyword to
+    every stage whose constructor takes them.
     """
+    if is_pipeline(config):
+        if args:
+            raise ValueError("create_compressor: a compression pipeline takes its extra arguments by keyword "
+                             "(each stage receives those its constructor accepts)")
+        from aup.compression.torch.pipeline import PipelineCompressor
+
+        return PipelineCompressor(model, pipeline_stages(config), **kwargs)
     spec = normalize_config(config)
+    return build_stage(model, spec, args, kwargs)
+
+
+def build_stage(model: Any, spec: CompressionSpec, args: tuple = (), kwargs: dict | None = None,
+                only_accepted: bool = False) -> Any:
+    """Instantiate one compressor; ``only_accepted`` drops keyword extras its constructor does not take."""
     cls = resolve_class(spec)
+    kwargs = dict(kwargs or {})
+    if only_accepted:
+        kwargs = accepted_kwargs(cls, kwargs)
     bound = bind_arguments(cls, spec.compressor, model, spec.config_list, args, kwargs)
+    merge_compressor_args(cls, spec.compressor, bound, spec.compressor_args)
     return cls(*bound.args, **bound.kwargs)
+
+
+def accepted_kwargs(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments ``cls``'s constructor accepts (all of them if it takes ``**kwargs``)."""
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(kwargs)
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def merge_compressor_args(cls: type, name: str, bound: inspect.BoundArguments, extra: Mapping[str, Any]) -> None:
+    """Put the config's ``compressor_args`` into ``bound``; the config wins, with a warning on conflict."""
+    params = bound.signature.parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for key, value in extra.items():
+        if key not in params and not takes_any:
+            allowed = ", ".join(p for p in list(params)[2:] if params[p].kind is not inspect.Parameter.VAR_POSITIONAL)
+            raise ValueError(f"compressor_args.{key}: {name!r} takes no argument {key!r}; its arguments are ({allowed})")
+        if key in bound.arguments and not _same(bound.arguments[key], value):
+            warnings.warn(f"{name}: {key}={value!r} from the job config's compressor_args replaces "
+                          f"{bound.arguments[key]!r} given by the script", stacklevel=3)
+        if key in params:
+            bound.arguments[key] = value
+        else:
+            var_kw = next(p for p in params if params[p].kind is inspect.Parameter.VAR_KEYWORD)
+            bound.arguments.setdefault(var_kw, {})[key] = value
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - tensors and other objects without a plain truth value
+        return a is b

@@ -1,0 +1,257 @@
+"""``PipelineCompressor``: several compression stages (e.g. prune, then quantize) in one trial.
+
+A job config with ``compression_pipeline: [stage, stage, ...]`` (each stage a normal
+``compression_framework`` / ``compression_type`` / ``compressor`` / ``config_list`` dict) makes
+``aup.create_compressor`` return this class. It behaves like one compressor:
+
+* ``compress()`` builds and compresses the stages in order, each on the model the previous one left.
+  A *structured* pruning stage followed by a quantization stage is physically shrunk right there
+  (``apply_speedup`` before the quantizer attaches), so the quantizer calibrates and trains on the
+  layers that will be deployed; the given optimizer is re-pointed at the shrunk parameters (names
+  never change, so this is exact) and its state for removed tensors is dropped. Fine-grained masks
+  (level) stay attached under the quantizer: the mask zeroes the weight before it is quantized.
+* ``update_epoch`` / ``step`` / ``prune_iteration_start`` go to every stage.
+* ``export_model`` writes ONE artifact holding the remaining masks and the integer quantized weights
+  (``save_artifact(..., masks=..., quant=...)``) and reports the metrics of the combined result;
+  the stages report nothing on their own.
+
+Extra keyword arguments of ``create_compressor`` go to every stage whose constructor takes them.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from aup.compression.factory import CompressionSpec, build_stage, resolve_class
+
+from .base import Compressor
+from .masking import Masks
+
+__all__ = ["PipelineCompressor"]
+
+
+def _silent(*_: Any, **__: Any) -> None:
+    """Stage compressors report nothing; the pipeline reports the combined result."""
+    return None
+
+
+class PipelineCompressor(Compressor):
+    """Apply ``stages`` (a list of :class:`CompressionSpec`) in order as one compressor."""
+
+    compression_type = "pipeline"
+    compressor_name = "pipeline"
+
+    def __init__(self, model: nn.Module, stages: Sequence[CompressionSpec], optimizer: torch.optim.Optimizer | None = None,
+                 dummy_input: Any = None, **kwargs: Any) -> None:
+        super().__init__(model, [list(s.config_list) for s in stages], optimizer=optimizer, dummy_input=dummy_input)
+        self.specs = list(stages)
+        quantizers = [i for i, s in enumerate(self.specs) if s.compression_type == "quantization"]
+        if len(quantizers) > 1:
+            raise ValueError("compression_pipeline: at most one quantization stage (got stages "
+                             f"{', '.join(str(i) for i in quantizers)})")
+        if quantizers and any(s.compression_type != "quantization" for s in self.specs[quantizers[0] + 1:]):
+            raise ValueError("compression_pipeline: the quantization stage must come last (pruning a quantized "
+                             "model would prune fake-quantized weights)")
+        for index, spec in enumerate(self.specs):  # every name and config_list checked before any work
+            try:
+                resolve_class(spec)
+            except ValueError as exc:
+                raise ValueError(f"compression_pipeline[{index}]: {exc}") from None
+        self.kwargs = dict(kwargs)
+        self.stages: list[Compressor] = []
+        self.compressed = False
+
+    # ------------------------------------------------------------------ building
+    def _stage_kwargs(self) -> dict[str, Any]:
+        extra = dict(self.kwargs)
+        if self.optimizer is not None:
+            extra["optimizer"] = self.optimizer
+        if self.dummy_input is not None:
+            extra["dummy_input"] = self.dummy_input
+        return extra
+
+    def compress(self) -> nn.Module:
+        """Build and compress every stage in order; returns the (same) model."""
+        if self.compressed:
+            return self.model
+        for index, spec in enumerate(self.specs):
+            try:
+                stage = build_stage(self.model, spec, (), self._stage_kwargs(), only_accepted=True)
+            except ValueError as exc:
+                raise ValueError(f"compression_pipeline[{index}]: {exc}") from None
+            stage.report_metrics = _silent  # type: ignore[method-assign]
+            stage.compress()
+            self.stages.append(stage)
+            later_quant = any(s.compression_type == "quantization" for s in self.specs[index + 1:])
+            if later_quant and _structured(stage):
+                self._shrink_before_quantizing(index, stage)
+        self.compressed = True
+        return self.model
+
+    def _shrink_before_quantizing(self, index: int, stage: Compressor) -> None:
+        example = self.example_input()
+        if example is None:
+            raise ValueError(f"compression_pipeline[{index}]: {stage.compressor_name!r} is shrunk before the "
+                             "quantizer attaches, which needs an example input: pass dummy_input=<a batch> to "
+                             "create_compressor")
+        if not getattr(stage, "masks_calculated", True):
+            raise ValueError(f"compression_pipeline[{index}]: {stage.compressor_name!r} computes its masks during "
+                             "training, so it cannot be followed by a quantizer in one pipeline; use a weight "
+                             "criterion (l1_filter, l2_filter, fpgm, slim) before quantizing")
+        before = {id(p): name for name, p in self.model.named_parameters()}
+        stage.apply_speedup(example)
+        if self.optimizer is not None:
+            _retarget(self.optimizer, before, dict(self.model.named_parameters()))
+
+    # ------------------------------------------------------------------ lifecycle broadcast
+    def update_epoch(self, epoch: int) -> None:
+        super().update_epoch(epoch)
+        for stage in self.stages:
+            stage.update_epoch(epoch)
+
+    def step(self) -> None:
+        for stage in self.stages:
+            stage.step()
+
+    def get_prune_iterations(self) -> Sequence[int]:
+        for stage in self.stages or []:
+            rounds = stage.get_prune_iterations()
+            if len(rounds) > 1:
+                return rounds
+        return [0]
+
+    def prune_iteration_start(self) -> None:
+        for stage in self.stages:
+            stage.prune_iteration_start()
+
+    def get_masks(self) -> Masks:
+        """Masks still attached (fine-grained or not yet shrunk pruning stages), later stages win."""
+        merged: Masks = {}
+        for stage in self._pruners():
+            for name, mask in stage.get_masks().items():
+                if name in merged:
+                    merged[name] = {k: _both(merged[name].get(k), mask.get(k)) for k in ("weight", "bias")}
+                else:
+                    merged[name] = dict(mask)
+        return merged
+
+    def compressed_module_names(self) -> list[str]:
+        names: list[str] = []
+        for stage in self.stages:
+            names += [n for n in stage.compressed_module_names() if n not in names]
+        return names
+
+    def example_input(self, dummy_input: Any = None) -> Any:
+        if dummy_input is not None:
+            return dummy_input
+        if self.dummy_input is not None:
+            return self.dummy_input
+        for stage in self.stages:
+            example = stage.example_input()
+            if example is not None:
+                return example
+        return None
+
+    def _pruners(self) -> list[Compressor]:
+        return [s for s in self.stages if s.compression_type == "pruning"]
+
+    def _quantizer(self) -> Compressor | None:
+        return next((s for s in self.stages if s.compression_type == "quantization"), None)
+
+    # ------------------------------------------------------------------ speedup / export
+    def apply_speedup(self, dummy_input: Any) -> nn.Module:
+        """Shrink the structured pruning stages that are not shrunk yet (before any quantizer)."""
+        if self._quantizer() is not None:
+            for stage in self._pruners():
+                if _structured(stage) and not stage.speedup_applied:
+                    raise ValueError("apply_speedup: the quantizer is already attached; structured stages are "
+                                     "shrunk in compress() when dummy_input is given")
+            return self.model
+        before = {id(p): name for name, p in self.model.named_parameters()}
+        for stage in self._pruners():
+            if _structured(stage) and not stage.speedup_applied:
+                stage.apply_speedup(dummy_input)
+        if self.optimizer is not None:
+            _retarget(self.optimizer, before, dict(self.model.named_parameters()))
+        self.dummy_input = dummy_input
+        self.report_metrics(example_input=dummy_input)
+        return self.model
+
+    @property
+    def speedup_applied(self) -> bool:  # type: ignore[override]
+        return False  # the base measure() asks; masks of unshrunk stages always count
+
+    @speedup_applied.setter
+    def speedup_applied(self, value: bool) -> None:
+        pass
+
+    def export_model(self, model_path: str, mask_path: str | None = None, folder_name: str = ".",
+                     speedup: bool = False, dummy_input: Any = None, **ignored: Any) -> str:
+        """One artifact with the remaining masks and the quantized integer weights; combined metrics."""
+        if ignored:
+            warnings.warn(f"export_model: ignoring unknown arguments {sorted(ignored)}", stacklevel=2)
+        if not self.compressed:
+            warnings.warn("export_model: compress() was never called; exporting the uncompressed model", stacklevel=2)
+        os.makedirs(folder_name, exist_ok=True)
+        path = os.path.join(folder_name, model_path)
+        example = self.example_input(dummy_input)
+        if speedup and example is not None and self._quantizer() is None:
+            self.apply_speedup(example)
+        for stage in self._pruners():
+            if not stage.speedup_applied:
+                stage.masks.apply_all()  # type: ignore[attr-defined]
+        masks = self.get_masks()
+        if mask_path is not None:
+            torch.save(masks, os.path.join(folder_name, mask_path))
+        from aup.compression.torch.artifact import save_artifact
+
+        meta = {"compressor": "pipeline", "framework": self.framework, "compression_type": "pipeline",
+                "stages": [{"compressor": s.compressor, "compression_type": s.compression_type,
+                            "config_list": s.config_list} for s in self.specs]}
+        quantizer = self._quantizer()
+        bits = None
+        if quantizer is None:
+            save_artifact(path, self.model, example_input=example, masks=masks or None, meta=meta)
+        else:
+            with quantizer.exported_view() as (quant, specs):  # type: ignore[attr-defined]
+                bits = {key: spec["bits"] for key, spec in quant.items()}
+                meta["activation_quant"] = specs
+                meta["weight_bits"] = quantizer._weight_bits(bits)  # type: ignore[attr-defined]
+                save_artifact(path, self.model, example_input=example, masks=masks or None, quant=quant, meta=meta)
+        self.report_metrics(artifact_path=path, example_input=example, quant_bits=bits)
+        return path
+
+
+def _structured(stage: Compressor) -> bool:
+    """Pruners that remove whole filters/channels (so that a physical shrink is possible)."""
+    from .pruners.slim import SlimPruner
+    from .pruners.structured import FilterPruner
+
+    return isinstance(stage, (FilterPruner, SlimPruner))
+
+
+def _both(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    if a is None:
+        return b
+    if b is None or a.shape != b.shape:
+        return a
+    return a * b
+
+
+def _retarget(optimizer: torch.optim.Optimizer, before: dict[int, str], after: dict[str, nn.Parameter]) -> None:
+    """Point ``optimizer`` at the model's parameters after a shrink replaced them (same names)."""
+    for group in optimizer.param_groups:
+        fresh = []
+        for param in group["params"]:
+            name = before.get(id(param))
+            new = after.get(name) if name is not None else None
+            if new is not None and new is not param:
+                optimizer.state.pop(param, None)  # momentum of the old shape cannot be reused
+                fresh.append(new)
+            else:
+                fresh.append(param)
+        group["params"] = fresh
