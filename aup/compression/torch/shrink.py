@@ -264,6 +264,8 @@ def _removable(graph: Any, group: Any, producers: list[Any], names: Mapping[nn.M
                 report.kept_dense[n] = f"its channels reach the model output through {names.get(node.module, node.name)}"
             return []
     candidates = set(range(channels))
+    blockers: dict[str, None] = {}  # producers that kept channels some masked layer had zeroed
+    masked_roots = _masked_roots(producers, names, masks)
     has_source = any(_is_source(i.dep.target.module) for i in producers)
     # masked layers first: most groups are settled (nothing removable) after the first check
     for item in sorted(producers, key=lambda i: names.get(i.dep.target.module) not in masks):
@@ -275,10 +277,13 @@ def _removable(graph: Any, group: Any, producers: list[Any], names: Mapping[nn.M
             return []
         if not isinstance(zero, _AllTrue):
             zero = zero.tolist()
-            candidates.difference_update(root for local, root in zip(item.idxs, item.root_idxs) if not zero[local])
+            blocked = {root for local, root in zip(item.idxs, item.root_idxs) if not zero[local]}
+            if blocked & masked_roots & candidates:
+                blockers[names.get(module, item.dep.target.name)] = None
+            candidates -= blocked
         if not candidates:
             break
-    _note_kept(producers, names, masks, candidates, report)
+    _note_kept(producers, names, masks, candidates, report, list(blockers))
     if len(candidates) >= channels:  # never remove a whole layer: keep one (all-zero) channel
         candidates.discard(min(candidates))
     return sorted(candidates)
@@ -343,23 +348,44 @@ def _bn_output_at_zero(bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
     return bias - mean * weight / torch.sqrt(var + bn.eps)
 
 
+def _masked_out_local(module: nn.Module, masks: Masks, name: str | None) -> torch.Tensor | None:
+    """Per output channel of a masked layer: is its whole weight masked?"""
+    if name not in masks or not isinstance(module, _CHANNELWISE):
+        return None
+    mask = masks[name].get("weight")
+    if mask is None or mask.dim() == 0:
+        return None
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        mask = mask.transpose(0, 1)
+    return (mask.flatten(1).amax(1) == 0) if mask.dim() > 1 else (mask == 0)
+
+
+def _masked_roots(producers: list[Any], names: Mapping[nn.Module, str], masks: Masks) -> set[int]:
+    roots: set[int] = set()
+    for item in producers:
+        masked = _masked_out_local(item.dep.target.module, masks, names.get(item.dep.target.module))
+        if masked is not None:
+            flags = masked.tolist()
+            roots.update(root for local, root in zip(item.idxs, item.root_idxs) if flags[local])
+    return roots
+
+
 def _note_kept(producers: list[Any], names: Mapping[nn.Module, str], masks: Masks, candidates: set[int],
-               report: ShrinkReport) -> None:
+               report: ShrinkReport, blockers: list[str]) -> None:
     """Record masked-out channels that must stay because another producer is non-zero there."""
     for item in producers:
         module = item.dep.target.module
         name = names.get(module)
-        if name not in masks or not isinstance(module, _CHANNELWISE):
+        masked = _masked_out_local(module, masks, name)
+        if masked is None:
             continue
-        mask = masks[name].get("weight")
-        if mask is None or mask.dim() == 0:
-            continue
-        masked = (mask.flatten(1).amax(1) == 0) if mask.dim() > 1 else (mask == 0)
-        kept = [root for local, root in zip(item.idxs, item.root_idxs) if bool(masked[local]) and root not in candidates]
+        flags = masked.tolist()
+        kept = [root for local, root in zip(item.idxs, item.root_idxs) if flags[local] and root not in candidates]
         if kept:
             report.kept_masked[name] = len(kept)
-            report.notes[name] = (f"{len(kept)} masked channel(s) kept: another layer of the same dependency group "
-                                  f"(residual add, BatchNorm shift or unmasked branch) is non-zero there")
+            who = ", ".join(blockers) if blockers else "another layer of its dependency group"
+            report.notes[name] = (f"{len(kept)} masked channel(s) kept: {who} still output(s) non-zero values there "
+                                  f"(an unmasked residual branch or a BatchNorm shift; mask those channels too)")
 
 
 def _prune(graph: Any, group: Any, idxs: list[int], removed_out: dict[nn.Module, list[int]],
