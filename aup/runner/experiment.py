@@ -84,6 +84,7 @@ class _Active:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     steps_reported: int = 0
     intermediate: list[float] = field(default_factory=list)
+    held: list[Any] = field(default_factory=list)  # results not yet reported (no live reporting)
 
 
 def prepare(loaded: LoadedExperiment, builder: JobConfigBuilder | None = None) -> Prepared:
@@ -181,7 +182,12 @@ class ExperimentRunner:
         self._retries = self.exp.job_failure.job_retries
         self._single = len(self.exp.objectives) == 1
         self._early_stop = self.exp.resource_args.early_stop is not None
+        # intermediate results go to the study as they come when something watches them live
+        self._live_reports = self._early_stop or self.exp.resource_args.track_intermediate_results
         self._base_env = self._make_base_env()
+        from aup.runner.constraints import parse_constraints  # issue 4: experiment "constraints"
+
+        self._constraints = parse_constraints(self.exp.constraints or {})
 
     # ---- set-up ----------------------------------------------------------------------------
     def _device_pool(self) -> list[str]:
@@ -355,15 +361,18 @@ class ExperimentRunner:
             json.dump(job, handle, indent=2)
         device = self._take_device()
         active = _Active(trial, params, trial_id, job, job_path, process=None, device=device)  # type: ignore[arg-type]
-        self._start_attempt(active)  # first: the database writes below overlap the trial's start-up
+        self._start_attempt(active, record=False)  # first: the database write overlaps the trial's start-up
         self.active.append(active)
-        trial.set_user_attr("job_config", job)
-        trial.set_user_attr("job_config_path", str(job_path))
+        attrs = {"job_config": job, "job_config_path": str(job_path), "log_path": active.attempts[-1]["log"]}
         if budget is not None:
-            trial.set_user_attr("budget", budget)
+            attrs["budget"] = budget
+        self._set_attrs(active, attrs)
         self.progress.started(trial.number)
 
-    def _start_attempt(self, active: _Active) -> None:
+    def _set_attrs(self, active: _Active, attrs: dict[str, Any]) -> None:
+        store.set_trial_user_attrs(self.study, active.trial._trial_id, attrs)
+
+    def _start_attempt(self, active: _Active, record: bool = True) -> None:
         suffix = "" if active.attempt == 0 else f".{active.attempt}"
         log_path = self.jobs_dir / f"{active.trial_id}{suffix}.out"
         env = dict(self._base_env)
@@ -378,7 +387,8 @@ class ExperimentRunner:
         )
         active.process = process
         process.start()
-        active.trial.set_user_attr("log_path", str(log_path))
+        if record:
+            active.trial.set_user_attr("log_path", str(log_path))
         # recorded when the attempt ends (one write less per trial; a killed runner's leftovers are
         # found on resume by their job config path, see _kill_orphans)
         active.attempts.append({"number": active.attempt, "start": _iso(process.started), "end": None,
@@ -396,7 +406,9 @@ class ExperimentRunner:
             code = active.process.poll()  # first: once it has exited, the files below are complete
             fresh = active.process.new_results()
             if code is None:
-                if fresh:
+                if fresh and not self._live_reports:
+                    active.held.extend(fresh)  # written when the trial ends
+                elif fresh:
                     busy = True
                     if self._report(active, fresh, may_prune=True):
                         self._prune(active)
@@ -408,7 +420,8 @@ class ExperimentRunner:
     def _attempt_ended(self, active: _Active, fresh: list[Any]) -> None:
         """Retry an unusable attempt right away, else queue the trial for recording."""
         outcome = active.process.outcome()
-        results = fresh + active.process.unreported()
+        results = active.held + fresh + active.process.unreported()
+        active.held = []
         values, reason = self._objective_values(outcome)
         if reason is not None and active.attempt < self._retries and not self._interrupt:
             self._report(active, results)  # not a pruning decision: this attempt is over
@@ -429,14 +442,15 @@ class ExperimentRunner:
 
         pending, self._pending = self._pending, []
         for active, outcome, results, values, reason in pending:
-            if results:
+            if results and not self._only_final(active, outcome):
                 self._report(active, results)
-            self._record_attempt(active, outcome, reason)
-            self._set_metrics(active, outcome)
+            attrs = {"attempts": self._attempt_record(active, outcome, reason), **self._metric_attrs(active, outcome)}
             if reason is None:
+                self._set_attrs(active, attrs)
+                self._set_constraints(active, attrs, values)  # before tell, as optuna 5 wants (issue 4)
                 self._tell(active, TrialState.COMPLETE, values, values[0] if self._single else values, None)
             else:
-                active.trial.set_user_attr("status_reason", reason)
+                self._set_attrs(active, {**attrs, "status_reason": reason})
                 self._tell(active, TrialState.FAIL, None, None, reason)
 
     def _report(self, active: _Active, results: list[Any], may_prune: bool = False) -> bool:
@@ -464,13 +478,12 @@ class ExperimentRunner:
         reason = f"pruned at step {step} by early stopping"
         active.process.stop(reason, grace=STOP_GRACE_S)
         outcome = active.process.outcome()
-        self._record_attempt(active, outcome, reason)
-        self._set_metrics(active, outcome)
-        trial = active.trial
-        trial.set_user_attr("status_reason", reason)
+        attrs = {"attempts": self._attempt_record(active, outcome, reason), **self._metric_attrs(active, outcome),
+                 "status_reason": reason}
         last = active.intermediate[-1] if active.intermediate else None
         if last is not None:
-            trial.set_user_attr("score", last)
+            attrs["score"] = last
+        self._set_attrs(active, attrs)
         self._tell(active, TrialState.PRUNED, None, last, reason)
 
     def _objective_values(self, outcome: AttemptOutcome) -> tuple[list[float], str | None]:
@@ -493,23 +506,44 @@ class ExperimentRunner:
             values.append(float(value))
         return values, None
 
-    def _set_metrics(self, active: _Active, outcome: AttemptOutcome) -> None:
-        trial = active.trial
-        for name, value in outcome.metrics.items():
-            trial.set_user_attr(name, value)
+    def _set_constraints(self, active: _Active, recorded: dict[str, Any], values: list[float]) -> None:
+        """Experiment ``constraints`` -> ``trial.set_constraint`` (feasible when <= 0) over the recorded metrics."""
+        if not self._constraints:
+            return
+        from aup.runner.constraints import constraint_values
+
+        scores = constraint_values(self._constraints, {**recorded, **dict(zip(self.exp.objectives, values))})
+        for key, value in scores.items():
+            active.trial.set_constraint(key, value)
+        active.trial.set_user_attr("feasible", all(v <= 0 for v in scores.values()))
+
+    def _only_final(self, active: _Active, outcome: AttemptOutcome) -> bool:
+        """A trial whose one result is its final value has no intermediate values to store.
+
+        (One database write less per trial. With ``track_intermediate_results`` or early stopping,
+        every result is an intermediate result, as in Auptimizer.)
+        """
+        return len(outcome.results) == 1 and not self._live_reports
+
+    def _metric_attrs(self, active: _Active, outcome: AttemptOutcome) -> dict[str, Any]:
+        """Reported metrics, ``score`` and the ``multi_res_labels`` values, as trial user attributes."""
+        attrs = dict(outcome.metrics)
         final = outcome.final
         if final is not None:
             numbers = final if isinstance(final, list) else [final]
-            trial.set_user_attr("score", numbers[0])
-            for label, value in zip(self._labels, numbers[1:]):
-                trial.set_user_attr(label, value)
+            attrs["score"] = numbers[0]
+            attrs.update(zip(self._labels, numbers[1:]))
         if not self._single and active.intermediate:
-            trial.set_user_attr("intermediate_results", active.intermediate)
+            attrs["intermediate_results"] = active.intermediate
+        return attrs
 
-    def _record_attempt(self, active: _Active, outcome: AttemptOutcome, reason: str | None) -> None:
+    def _attempt_record(self, active: _Active, outcome: AttemptOutcome, reason: str | None) -> list[dict[str, Any]]:
         record = active.attempts[-1]
         record.update(end=_iso(active.process.ended or time.time()), exit_code=outcome.exit_code, reason=reason)
-        active.trial.set_user_attr("attempts", active.attempts)
+        return active.attempts
+
+    def _record_attempt(self, active: _Active, outcome: AttemptOutcome, reason: str | None) -> None:
+        active.trial.set_user_attr("attempts", self._attempt_record(active, outcome, reason))
 
     def _tell(self, active: _Active, state: Any, values: list[float] | None, value: Any, reason: str | None) -> None:
         self.study.tell(active.trial, values=values if values else None, state=state)
@@ -532,9 +566,7 @@ class ExperimentRunner:
             code = active.process.stop(reason, grace=0)
             active.attempts[-1].update(end=_iso(time.time()), exit_code=code, reason=reason)
             trial = active.trial
-            trial.set_user_attr("attempts", active.attempts)
-            trial.set_user_attr("status_reason", reason)
-            trial.set_user_attr(INTERRUPTED, True)
+            self._set_attrs(active, {"attempts": active.attempts, "status_reason": reason, INTERRUPTED: True})
             self.study.tell(trial, state=TrialState.FAIL)
             self.study.enqueue_trial(active.params, user_attrs={"requeued_from": trial.number})
             self.active.remove(active)
