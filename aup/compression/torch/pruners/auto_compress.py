@@ -86,15 +86,16 @@ def admm_train(model: nn.Module, layers: Mapping[str, nn.Module], sparsities: Ma
 
 def _admm(model: nn.Module, layers: Mapping[str, nn.Module], sparsities: Mapping[str, float], trainer: Callable,
           base_algo: str, num_iterations: int, training_epochs: int, row: float) -> None:
-    """ADMM step of a round: the ADMM pruner module's loop when it offers one, else :func:`admm_train`."""
+    """ADMM step of a round: the ADMM pruner's loop (``admm.admm_optimize``) when this build has it,
+    else the same algorithm in :func:`admm_train`."""
+    active = {n: s for n, s in sparsities.items() if s > 0}
     try:
-        from .admm import admm_train as shared_admm_train  # type: ignore[attr-defined]
+        from .admm import admm_optimize
     except ImportError:
-        shared_admm_train = None
-    if shared_admm_train is not None:
-        shared_admm_train(model, layers, sparsities, trainer, base_algo, num_iterations, training_epochs, row)
-    else:
-        admm_train(model, layers, sparsities, trainer, base_algo, num_iterations, training_epochs, row)
+        admm_train(model, layers, active, trainer, base_algo, num_iterations, training_epochs, row)
+        return
+    admm_optimize(model, layers, active, trainer, num_iterations=num_iterations, training_epochs=training_epochs,
+                  row=row, base_algo=base_algo)
 
 
 # ----------------------------------------------------------------------------- pruner
