@@ -328,7 +328,7 @@ def validate_experiment(raw: Any, source: str, *, base_dir: str | os.PathLike[st
         elif check_script:
             command, script_problem = resolve_script(experiment.script, workingdir)
             if script_problem:
-                problems.append(f"script: {script_problem}")
+                problems.append(f"script: {script_problem}{_next_to_file_hint(experiment, source, workingdir)}")
     elif isinstance(raw.get("script"), str):
         wd = raw.get("workingdir")
         workingdir = (base / (wd if isinstance(wd, str) else ".")).resolve()
@@ -340,6 +340,16 @@ def validate_experiment(raw: Any, source: str, *, base_dir: str | os.PathLike[st
         raise ConfigError("\n".join(f"{source}: {p}" for p in _one_per_key(problems)))
     assert experiment is not None
     return LoadedExperiment(experiment, raw, source, workingdir, command)
+
+
+def _next_to_file_hint(experiment: Experiment, source: str, workingdir: Path) -> str:
+    """A hint when the script sits next to the experiment file but trials run elsewhere."""
+    folder = Path(source).resolve().parent
+    first = shlex.split(experiment.script)[0] if experiment.script.strip() else ""
+    if first and folder != workingdir and (folder / first).is_file():
+        return (f" (it is next to the experiment file: run from {folder} or set \"workingdir\"; a relative "
+                "workingdir is relative to the current directory, as in Auptimizer)")
+    return ""
 
 
 def _one_per_key(problems: list[str]) -> list[str]:
