@@ -142,8 +142,14 @@ def _contains_range(value: Any) -> bool:
 
 
 def has_ranges(section: Any) -> bool:
-    """Whether a ``compression`` section (or list of stages) searches anything."""
-    return _contains_range(section)
+    """Whether a ``compression`` section (or list of stages) searches anything.
+
+    Only the searchable keys are looked at: the stage's own ``type`` key is not a range.
+    """
+    stages = section if isinstance(section, list) else [section]
+    return any(isinstance(stage, dict) and any(_contains_range(stage.get(key))
+                                                for key in ("compressor", "config_list", "compressor_args"))
+               for stage in stages)
 
 
 def _label(entry: dict[str, Any]) -> str:

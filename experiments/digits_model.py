@@ -1,0 +1,67 @@
+"""The pretrained digits CNN every compression example starts from, trained once and cached.
+
+Nothing is downloaded and no binary is committed: the first trial that needs the model trains
+``aup.compression.torch.zoo.DigitsCNN`` on scikit-learn's bundled 8x8 digits (a few seconds on one
+CPU core) and saves the weights under ``$AUP_CACHE`` (default ``~/.cache/aup``); later trials load
+them. A file lock makes parallel trials wait for one training instead of racing.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import torch
+
+from aup.compression.torch.zoo import DigitsCNN, DigitsData, evaluate, load_digits_tensors, train_epoch
+
+PRETRAIN_EPOCHS = 12
+SEED = 0
+CACHE_NAME = f"digits_cnn_e{PRETRAIN_EPOCHS}_s{SEED}_torch{torch.__version__.split('+')[0]}.pt"
+
+
+def cache_dir() -> Path:
+    """Where the pretrained weights live (``AUP_CACHE`` or ``~/.cache/aup``)."""
+    return Path(os.environ.get("AUP_CACHE", Path.home() / ".cache" / "aup"))
+
+
+def data() -> DigitsData:
+    """The fixed train/test split of the digits (same in every trial)."""
+    return load_digits_tensors(seed=SEED)
+
+
+def pretrained_model() -> torch.nn.Module:
+    """A fresh DigitsCNN holding the cached pretrained weights (trained here on first use)."""
+    torch.manual_seed(SEED)
+    path = cache_dir() / CACHE_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process trains, the others wait and load
+        if not path.exists():
+            model = _pretrain()
+            tmp = path.with_suffix(".tmp")
+            torch.save(model.state_dict(), tmp)
+            os.replace(tmp, path)
+    model = DigitsCNN()
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model
+
+
+def _pretrain() -> torch.nn.Module:
+    torch.manual_seed(SEED)
+    digits = data()
+    model = DigitsCNN()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for epoch in range(PRETRAIN_EPOCHS):
+        train_epoch(model, digits.x_train, digits.y_train, optimizer, seed=epoch)
+    return model
+
+
+def dense_accuracy() -> float:
+    """Test accuracy of the pretrained model (the baseline the examples compare against)."""
+    digits = data()
+    return evaluate(pretrained_model(), digits.x_test, digits.y_test)
+
+
+if __name__ == "__main__":
+    print(f"pretrained digits CNN: {cache_dir() / CACHE_NAME}, test accuracy {dense_accuracy():.4f}")
