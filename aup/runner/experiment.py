@@ -307,6 +307,7 @@ class ExperimentRunner:
                 if waiting:  # the results just told may unblock the proposer (a finished rung)
                     exhausted, waiting, _ = self._fill_slots(exhausted)
             busy = busy or launched
+            self.progress.set_running(len(self.active))
             if not self.active:
                 if exhausted:
                     return
@@ -367,7 +368,6 @@ class ExperimentRunner:
         if budget is not None:
             attrs["budget"] = budget
         self._set_attrs(active, attrs)
-        self.progress.started(trial.number)
 
     def _set_attrs(self, active: _Active, attrs: dict[str, Any]) -> None:
         store.set_trial_user_attrs(self.study, active.trial._trial_id, attrs)
@@ -570,7 +570,7 @@ class ExperimentRunner:
             self.study.tell(trial, state=TrialState.FAIL)
             self.study.enqueue_trial(active.params, user_attrs={"requeued_from": trial.number})
             self.active.remove(active)
-            self.progress.counts.running = max(0, self.progress.counts.running - 1)
+            self.progress.set_running(len(self.active))
 
     def _install_signals(self) -> dict[int, Any]:
         previous: dict[int, Any] = {}

@@ -69,15 +69,15 @@ class Progress:
         if best is None or (value > best if self.maximize else value < best):
             self.counts.best, self.counts.best_trial = value, number
 
-    def started(self, number: int) -> None:
-        self.counts.running += 1
+    def set_running(self, running: int) -> None:
+        """How many trial processes run right now (the runner knows; finished ones may not be recorded yet)."""
+        self.counts.running = running
 
     def retrying(self, number: int, attempt: int, reason: str) -> None:
         self._event(f"trial {number} attempt {attempt} failed ({reason}); retrying")
 
     def finished(self, number: int, state: str, value: Any, params: dict[str, Any], reason: str | None) -> None:
         counts = self.counts
-        counts.running = max(0, counts.running - 1)
         if state == "COMPLETE":
             counts.done += 1
             if not self.multi_objective and isinstance(value, (int, float)):
