@@ -120,3 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("aup: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an environment problem: one line, the traceback on request
+        if getattr(args, "debug", False):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"aup: internal error: {type(exc).__name__}{': ' + first if first else ''} "
+              "(run again with --debug for the traceback)", file=sys.stderr)
+        return 1
