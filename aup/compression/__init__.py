@@ -16,7 +16,7 @@ from aup.compression.registry import COMPRESSORS
 _LAZY = {
     "load_compressed": "aup.compression.torch.artifact:load_compressed",
     "count_flops_params": "aup.compression.torch.base:count_flops_params",
-    "SensitivityAnalysis": "aup.compression.torch.sensitivity_analysis:SensitivityAnalysis",
+    "SensitivityAnalysis": "aup.compression.torch.analysis:SensitivityAnalysis",
     "ChannelDependency": "aup.compression.torch.pruners.dependency:ChannelDependency",
     "Compressor": "aup.compression.torch.base:Compressor",
 }
