@@ -113,7 +113,7 @@ def test_list_best_and_counts_from_sql(synthetic_url: str) -> None:
 
 def test_pareto_front_equals_brute_force() -> None:
     rng = random.Random(3)
-    for k in (1, 2, 3):
+    for k in (1, 2, 3, 4):
         rows = [{"number": i, **{f"m{j}": rng.choice([rng.random(), 0.5]) for j in range(k)}} for i in range(120)]
         objectives = [pareto.Objective(f"m{j}", "max" if j == 0 else "min") for j in range(k)]
         points = [[r[o.name] * o.sign for o in objectives] for r in rows]

@@ -4,7 +4,8 @@ Why not ``study.get_trials()``: building 1,000 ``FrozenTrial`` objects through O
 about 0.8 s on SQLite, on top of ~0.35 s for opening an ``RDBStorage`` (ORM import and schema
 check), which alone breaks the 1 s budget of ``aup list`` / ``aup compare``. So the views read
 Optuna's tables (``studies``, ``trials``, ``trial_params``, ``trial_values``,
-``trial_user_attributes``...) with a handful of bulk SQL queries over a plain SQLAlchemy engine,
+``trial_user_attributes``...) with a handful of bulk SQL queries (stdlib ``sqlite3`` for SQLite
+files, SQLAlchemy for other databases),
 and only fall back to Optuna's API for storages that are not SQL databases. The two paths build
 the same rows (a test checks it), so nothing else needs to know which one ran.
 
@@ -17,12 +18,13 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from aup import metrics as M
 from aup.errors import UserError
@@ -126,21 +128,16 @@ class Experiment:
 
     def set_best(self, completed: Sequence[tuple[int, Sequence[float | None]]]) -> None:
         """Best trial (one objective) or non-dominated trials (several) among completed trials."""
-        from aup.views.pareto import non_dominated_mask
+        from aup.views.pareto import non_dominated
 
         signs = [-1.0 if d == "maximize" else 1.0 for d in self.directions]
         usable = [(n, list(v)) for n, v in completed
                   if len(v) == len(signs) and all(x is not None and not math.isnan(x) for x in v)]
-        if not usable:
-            self.best_trials, self.best_values = [], []
-            return
-        import numpy as np
-
-        points = np.array([[x * s for x, s in zip(v, signs)] for _, v in usable])
+        points = [[x * s for x, s in zip(v, signs)] for _, v in usable]
+        front = non_dominated(points)
         if len(signs) == 1:
-            keep = [int(np.argmin(points[:, 0]))]
-        else:
-            keep = sorted(np.flatnonzero(non_dominated_mask(points)), key=lambda i: (points[i, 0], usable[i][0]))
+            front = front[:1]  # Optuna's best_trial: the first trial reaching the best value
+        keep = sorted(front, key=lambda i: (points[i][0], usable[i][0]))
         self.best_trials = [usable[i][0] for i in keep]
         self.best_values = [usable[i][1] for i in keep]
 
@@ -201,12 +198,12 @@ def objective_names_for(directions: Sequence[str], user_attrs: dict[str, Any], s
 
 
 class Store:
-    """A read-only handle on a results store: a SQLAlchemy engine, or an Optuna storage as fallback."""
+    """A read-only handle on a results store: a SQL reader, or an Optuna storage as fallback."""
 
-    def __init__(self, url: str, engine: "sqlalchemy.engine.Engine | None" = None,
+    def __init__(self, url: str, reader: "Callable[[], Any] | None" = None,
                  storage: "optuna.storages.BaseStorage | None" = None) -> None:
         self.url = url
-        self.engine = engine
+        self.reader = reader  # a factory of context managers with .query(sql, params) -> rows
         self.storage = storage
 
     def optuna_storage(self) -> "optuna.storages.BaseStorage":
@@ -218,8 +215,9 @@ class Store:
         return self.storage
 
     def experiments(self) -> list[Experiment]:
-        if self.engine is not None:
-            return _sql_experiments(self.engine, self.url)
+        if self.reader is not None:
+            with self.reader() as reader:
+                return _sql_experiments(reader, self.url)
         return _api_experiments(self.optuna_storage(), self.url)
 
     def experiment_names(self) -> list[str]:
@@ -227,8 +225,9 @@ class Store:
 
     def load(self, name: str) -> tuple[Experiment, list[TrialRow]]:
         """The experiment ``name`` and all its trials, ordered by trial number."""
-        if self.engine is not None:
-            loaded = _sql_load(self.engine, self.url, name)
+        if self.reader is not None:
+            with self.reader() as reader:
+                loaded = _sql_load(reader, self.url, name)
             if loaded is None:
                 self._unknown(name)
             return loaded  # type: ignore[return-value]
@@ -244,25 +243,91 @@ class Store:
         raise UserError(f"no experiment named {name!r} in {self.url} (known: {known}){hint}")
 
 
+REQUIRED_TABLES = frozenset({"studies", "trials", "trial_values", "trial_params", "trial_user_attributes"})
+
+
+class _SqliteReader:
+    """Stdlib sqlite3, opened read-write-but-never-create: importing SQLAlchemy alone costs ~0.3 s."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> "_SqliteReader":
+        from urllib.parse import quote
+
+        uri = f"file:{quote(str(Path(self.path).expanduser().resolve()))}?mode=rw"
+        self.connection = sqlite3.connect(uri, uri=True, timeout=30)  # the runner may hold the lock briefly
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.connection.close()
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.connection.execute(sql, params or {}).fetchall()
+
+    def tables(self) -> set[str]:
+        return {row[0] for row in self.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+class _SqlAlchemyReader:
+    """Any other SQLAlchemy URL (PostgreSQL, MySQL...)."""
+
+    def __init__(self, engine: "sqlalchemy.engine.Engine") -> None:
+        self.engine = engine
+
+    def __enter__(self) -> "_SqlAlchemyReader":
+        self.connection = self.engine.connect()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.connection.close()
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        from sqlalchemy import text
+
+        return [tuple(row) for row in self.connection.execute(text(sql), params or {}).all()]
+
+    def tables(self) -> set[str]:
+        import sqlalchemy
+
+        return set(sqlalchemy.inspect(self.connection).get_table_names())
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The file of a plain ``sqlite:///PATH`` URL; None for memory, URI or parameterised URLs."""
+    if not url.startswith("sqlite:///") or "?" in url:
+        return None
+    path = url[len("sqlite:///"):]
+    return None if path in ("", ":memory:") or path.startswith("file:") else path
+
+
 def open_store(url: str) -> Store:
     """A read-only Store on ``url``; a missing SQLite file is a UserError, never silently created."""
-    import sqlalchemy
-
-    if url.startswith("sqlite"):
-        path = url.split(":///", 1)[1] if ":///" in url else ""
-        if path and path != ":memory:" and not path.startswith("file:") and not Path(path).expanduser().exists():
+    path = _sqlite_path(url)
+    if path is not None:
+        if not Path(path).expanduser().exists():
             raise UserError(f"no results store at {path} (run an experiment first, or pass --storage URL)")
+        factory: Callable[[], Any] = lambda: _SqliteReader(path)  # noqa: E731
+        errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    else:
+        import sqlalchemy
+
+        try:
+            engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
+        except (sqlalchemy.exc.ArgumentError, ImportError, ValueError) as exc:
+            raise UserError(f"cannot open the storage {url!r}: {str(exc).splitlines()[0]}") from None
+        factory = lambda: _SqlAlchemyReader(engine)  # noqa: E731
+        errors = (sqlalchemy.exc.SQLAlchemyError,)
     try:
-        engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
-        with engine.connect() as connection:
-            tables = set(sqlalchemy.inspect(connection).get_table_names())
-    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError, ImportError, ValueError) as exc:
+        with factory() as reader:
+            tables = reader.tables()
+    except errors as exc:
         raise UserError(f"cannot open the storage {url!r}: {str(exc).splitlines()[0]}") from None
-    if not {"studies", "trials", "trial_values", "trial_params", "trial_user_attributes"} <= tables:
+    if not REQUIRED_TABLES <= tables:
         if not tables:
             raise UserError(f"{url} holds no aup results yet (run an experiment first)")
         raise UserError(f"{url} is not an Optuna/aup results store (tables: {', '.join(sorted(tables)[:6])})")
-    return Store(url, engine=engine)
+    return Store(url, reader=factory)
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -275,21 +340,16 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
 # Fast path: bulk SQL over Optuna's tables
 
 
-def _sql_experiments(engine: "sqlalchemy.engine.Engine", url: str) -> list[Experiment]:
-    from sqlalchemy import text
-
-    with engine.connect() as connection:
-        studies = connection.execute(text("SELECT study_id, study_name FROM studies ORDER BY study_id")).all()
-        directions = connection.execute(text("SELECT study_id, objective, direction FROM study_directions")).all()
-        attrs = connection.execute(text("SELECT study_id, key, value_json FROM study_user_attributes")).all()
-        names = connection.execute(text("SELECT study_id, value_json FROM study_system_attributes WHERE key = :k"),
-                                   {"k": METRIC_NAMES_KEY}).all()
-        counts = connection.execute(text(
-            "SELECT study_id, state, COUNT(*), MIN(datetime_start), MAX(datetime_complete) "
-            "FROM trials GROUP BY study_id, state")).all()
-        values = connection.execute(text(
-            "SELECT t.study_id, t.number, v.objective, v.value, v.value_type FROM trial_values v "
-            "JOIN trials t ON t.trial_id = v.trial_id WHERE t.state = 'COMPLETE'")).all()
+def _sql_experiments(reader: Any, url: str) -> list[Experiment]:
+    studies = reader.query("SELECT study_id, study_name FROM studies ORDER BY study_id")
+    directions = reader.query("SELECT study_id, objective, direction FROM study_directions")
+    attrs = reader.query("SELECT study_id, key, value_json FROM study_user_attributes")
+    names = reader.query("SELECT study_id, value_json FROM study_system_attributes WHERE key = :k",
+                         {"k": METRIC_NAMES_KEY})
+    counts = reader.query("SELECT study_id, state, COUNT(*), MIN(datetime_start), MAX(datetime_complete) "
+                          "FROM trials GROUP BY study_id, state")
+    values = reader.query("SELECT t.study_id, t.number, v.objective, v.value, v.value_type FROM trial_values v "
+                          "JOIN trials t ON t.trial_id = v.trial_id WHERE t.state = 'COMPLETE'")
     experiments = _assemble_experiments(studies, directions, attrs, names, counts, url)
     completed: dict[int, dict[int, dict[int, float | None]]] = {}
     for sid, number, objective, value, value_type in values:
@@ -332,36 +392,25 @@ def _assemble_experiments(studies: Iterable[Any], directions: Iterable[Any], att
     return experiments
 
 
-def _sql_load(engine: "sqlalchemy.engine.Engine", url: str, name: str) -> tuple[Experiment, list[TrialRow]] | None:
-    from sqlalchemy import text
-
-    with engine.connect() as connection:
-        found = connection.execute(text("SELECT study_id, study_name FROM studies WHERE study_name = :n"),
-                                   {"n": name}).all()
-        if not found:
-            return None
-        sid = found[0][0]
-        bind = {"s": sid}
-        directions = connection.execute(text(
-            "SELECT study_id, objective, direction FROM study_directions WHERE study_id = :s"), bind).all()
-        attrs = connection.execute(text(
-            "SELECT study_id, key, value_json FROM study_user_attributes WHERE study_id = :s"), bind).all()
-        names = connection.execute(text(
-            "SELECT study_id, value_json FROM study_system_attributes WHERE study_id = :s AND key = :k"),
-            {"s": sid, "k": METRIC_NAMES_KEY}).all()
-        trials = connection.execute(text(
-            "SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials "
-            "WHERE study_id = :s ORDER BY number"), bind).all()
-        values = connection.execute(text(
-            "SELECT v.trial_id, v.objective, v.value, v.value_type FROM trial_values v "
-            "JOIN trials t ON t.trial_id = v.trial_id WHERE t.study_id = :s"), bind).all()
-        params = connection.execute(text(
-            "SELECT p.trial_id, p.param_name, p.param_value, p.distribution_json FROM trial_params p "
-            "JOIN trials t ON t.trial_id = p.trial_id WHERE t.study_id = :s ORDER BY p.param_id"), bind).all()
-        user_attrs = connection.execute(text(
-            "SELECT a.trial_id, a.key, a.value_json FROM trial_user_attributes a "
-            "JOIN trials t ON t.trial_id = a.trial_id WHERE t.study_id = :s ORDER BY a.trial_user_attribute_id"),
-            bind).all()
+def _sql_load(reader: Any, url: str, name: str) -> tuple[Experiment, list[TrialRow]] | None:
+    found = reader.query("SELECT study_id, study_name FROM studies WHERE study_name = :n", {"n": name})
+    if not found:
+        return None
+    sid = found[0][0]
+    bind = {"s": sid}
+    directions = reader.query("SELECT study_id, objective, direction FROM study_directions WHERE study_id = :s", bind)
+    attrs = reader.query("SELECT study_id, key, value_json FROM study_user_attributes WHERE study_id = :s", bind)
+    names = reader.query("SELECT study_id, value_json FROM study_system_attributes WHERE study_id = :s AND key = :k",
+                         {"s": sid, "k": METRIC_NAMES_KEY})
+    trials = reader.query("SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials "
+                          "WHERE study_id = :s ORDER BY number", bind)
+    values = reader.query("SELECT v.trial_id, v.objective, v.value, v.value_type FROM trial_values v "
+                          "JOIN trials t ON t.trial_id = v.trial_id WHERE t.study_id = :s", bind)
+    params = reader.query("SELECT p.trial_id, p.param_name, p.param_value, p.distribution_json FROM trial_params p "
+                          "JOIN trials t ON t.trial_id = p.trial_id WHERE t.study_id = :s ORDER BY p.param_id", bind)
+    user_attrs = reader.query("SELECT a.trial_id, a.key, a.value_json FROM trial_user_attributes a "
+                              "JOIN trials t ON t.trial_id = a.trial_id WHERE t.study_id = :s "
+                              "ORDER BY a.trial_user_attribute_id", bind)
     counts = Counter(_state_name(row[2]) for row in trials)
     starts = [_as_datetime(row[3]) for row in trials if row[3] is not None]
     ends = [_as_datetime(row[4]) for row in trials if row[4] is not None]
@@ -408,16 +457,36 @@ def _stored_value(value: float | None, value_type: Any) -> float | None:
     return value
 
 
+_INT_DISTRIBUTIONS = frozenset({"IntDistribution", "IntUniformDistribution", "IntLogUniformDistribution"})
+_FLOAT_DISTRIBUTIONS = frozenset({"FloatDistribution", "UniformDistribution", "LogUniformDistribution",
+                                  "DiscreteUniformDistribution"})
+
+
 @lru_cache(maxsize=4096)
-def _distribution(distribution_json: str) -> Any:
+def _converter(distribution_json: str) -> Callable[[float], Any]:
+    """How a stored float becomes the user's value: a choice by index, an int, or the float itself.
+
+    This is what ``optuna.distributions.json_to_distribution(...).to_external_repr`` does for the
+    built-in distributions, decided from the JSON alone, because importing optuna for it would
+    cost a fifth of the views' time budget. Anything else still goes through optuna.
+    """
+    spec = json.loads(distribution_json)
+    kind = spec.get("name")
+    if kind == "CategoricalDistribution":
+        choices = spec["attributes"]["choices"]
+        return lambda value: choices[int(value)]
+    if kind in _INT_DISTRIBUTIONS:
+        return lambda value: int(value)
+    if kind in _FLOAT_DISTRIBUTIONS:
+        return float
     from optuna.distributions import json_to_distribution
 
-    return json_to_distribution(distribution_json)
+    return json_to_distribution(distribution_json).to_external_repr
 
 
 def _external_param(distribution_json: str, value: float) -> Any:
     """Optuna stores every parameter as a float; the distribution turns it back into the user's value."""
-    return _distribution(distribution_json).to_external_repr(value)
+    return _converter(distribution_json)(value)
 
 
 def _loads(value_json: Any) -> Any:
