@@ -180,3 +180,28 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path: Path) -> None:
         assert study.trials[number].user_attrs["status_reason"] == "interrupted"
         reruns = [t for t in complete if t.user_attrs.get("requeued_from") == number]
         assert len(reruns) == 1 and reruns[0].params == params
+
+
+@pytest.mark.slow
+def test_grid_resume_after_sigkill_runs_each_point_once(tmp_path: Path) -> None:
+    write_experiment(tmp_path, proposer="sequence", n_parallel=2, runtime_args={"env": {"AUP_TEST_SLEEP": "0.4"}},
+                     parameter_config=[{"name": "x", "type": "int", "range": [1, 5]}])
+    process = aup(tmp_path, "experiment.json", "--no-live")
+
+    def one_done_one_running() -> bool:
+        try:
+            states = [t.state for t in load(tmp_path, "cli").get_trials(deepcopy=False)]
+        except KeyError:
+            return False
+        return TrialState.COMPLETE in states and TrialState.RUNNING in states
+
+    _wait_for(one_done_one_running)
+    process.kill()
+    process.communicate()
+    code, _, err = finish(aup(tmp_path, "resume", "cli", "--no-live"))
+    assert code == 0, err
+    trials = load(tmp_path, "cli").trials
+    done = sorted(t.params["x"] for t in trials if t.state == TrialState.COMPLETE)
+    assert done == [1, 2, 3, 4, 5]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed and all(t.user_attrs["status_reason"] == "interrupted" and t.params for t in failed)

@@ -223,7 +223,7 @@ class ExperimentRunner:
         else:
             study = store.load_experiment_study(storage, self.resume_study, sampler=sampler,
                                                 pruner=self.prepared.pruner)
-            self._recover_interrupted(study)
+            requeue = self._recover_interrupted(study)
             study.set_user_attr("resumed", [*study.user_attrs.get("resumed", []), store.now_iso()])
         study.set_user_attr(store.ATTR_STATUS, "running")
         study.set_user_attr(store.ATTR_ENDED, None)
@@ -231,19 +231,27 @@ class ExperimentRunner:
         proposer = ext.build_proposer(self.exp.proposer.lower(), self.exp.proposer_options,
                                       self.prepared.builder.space, study, self.exp.n_samples,
                                       self.exp.random_seed)
+        if self.resume_study is not None:
+            for number, params in requeue:
+                _requeue(study, proposer, number, params)
         return study, proposer
 
-    def _recover_interrupted(self, study: "optuna.Study") -> None:
-        """Trials left RUNNING by a killed runner: stop leftovers, mark FAIL "interrupted", re-queue."""
+    def _recover_interrupted(self, study: "optuna.Study") -> list[tuple[int, dict[str, Any]]]:
+        """Trials left RUNNING by a killed runner: stop leftovers, mark FAIL "interrupted".
+
+        Returns (number, params) of each, to be queued again once the proposer exists.
+        """
         from optuna.trial import TrialState
 
+        requeue = []
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             _kill_orphans(trial.user_attrs.get("job_config_path"))
             storage = study._storage
             storage.set_trial_user_attr(trial._trial_id, "status_reason", INTERRUPTED)
             storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
             study.tell(trial.number, state=TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+            requeue.append((trial.number, dict(trial.params)))
+        return requeue
 
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -568,7 +576,7 @@ class ExperimentRunner:
             trial = active.trial
             self._set_attrs(active, {"attempts": active.attempts, "status_reason": reason, INTERRUPTED: True})
             self.study.tell(trial, state=TrialState.FAIL)
-            self.study.enqueue_trial(active.params, user_attrs={"requeued_from": trial.number})
+            _requeue(self.study, self.proposer, trial.number, active.params)
             self.active.remove(active)
             self.progress.set_running(len(self.active))
 
@@ -634,6 +642,18 @@ class ExperimentRunner:
             self.study.set_user_attr("best_model_path", kept)
             return kept, f"best model (trial {best.number}): {kept}"
         return None, "save_model: the best trial saved no model (nothing under aup_models/<folder_name>)"
+
+
+# Proposers that re-propose interrupted configurations themselves (grid points, hyperband rungs:
+# their state is in the trials); a queued copy would be handed out in place of their own.
+_SELF_REQUEUING = frozenset({"sequence", "hyperband", "bohb"})
+
+
+def _requeue(study: "optuna.Study", proposer: Any, number: int, params: dict[str, Any]) -> None:
+    """Queue an interrupted trial's params so that the next ``ask`` runs the same configuration."""
+    if getattr(proposer, "requeues_interrupted", getattr(proposer, "name", None) in _SELF_REQUEUING):
+        return
+    study.enqueue_trial(params, user_attrs={"requeued_from": number})
 
 
 def _best_trials(study: "optuna.Study", single: bool) -> list[Any]:
