@@ -74,7 +74,14 @@ class ShrinkReport:
     max_abs_diff: float = 0.0
     seconds: float = 0.0
     arch_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    masks: dict[str, dict[str, torch.Tensor | None]] = field(default_factory=dict, repr=False)
+    _masks: Any = field(default_factory=dict, repr=False)
+
+    @property
+    def masks(self) -> dict[str, dict[str, torch.Tensor | None]]:
+        """Remaining masks for the shrunk shapes (computed on first use: slicing big masks costs time)."""
+        if callable(self._masks):
+            self._masks = self._masks()
+        return self._masks
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (without the mask tensors), for meta data and trial records."""
@@ -107,11 +114,12 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
     was_training = model.training
     model.eval()
     try:
+        _MASKED_CACHE.clear()
         _apply_masks(modules, masks)
         captured: dict[str, torch.Tensor] = {}
         graph = _build_graph(tp, model, dummy_input, captured, report, masks)
         if graph is None:
-            report.masks = _copy_masks(masks)
+            report._masks = _copy_masks(masks)
         else:
             snapshot = _snapshot(model)
             removed_out, removed_in = _prune_groups(tp, graph, model, modules, masks, report)
@@ -119,6 +127,7 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
             if removed_out:
                 _verify(model, dummy_input, captured["out"], atol, report, snapshot, removed_out)
     finally:
+        _MASKED_CACHE.clear()
         model.train(was_training)
     report.params_after = _count(model)
     report.seconds = time.perf_counter() - start
@@ -270,7 +279,7 @@ def _removable(graph: Any, group: Any, producers: list[Any], names: Mapping[nn.M
     # masked layers first: most groups are settled (nothing removable) after the first check
     for item in sorted(producers, key=lambda i: names.get(i.dep.target.module) not in masks):
         module = item.dep.target.module
-        zero, reason = _zero_channels(module, has_source)
+        zero, reason = _zero_channels(module, has_source, _masked_out_local(module, masks, names.get(module)))
         if reason is not None:
             for n in masked_names:
                 report.kept_dense[n] = f"shares channels with {names.get(module, item.dep.target.name)}: {reason}"
@@ -305,7 +314,8 @@ def _is_depthwise(module: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def _zero_channels(module: Any, has_source: bool) -> tuple[torch.Tensor, str | None]:
+def _zero_channels(module: Any, has_source: bool, masked: list[bool] | None = None
+                   ) -> tuple[torch.Tensor, str | None]:
     """Per output channel: does this producer output exact zero when its zero-channel inputs are zero?"""
     if _is_tp_op(module):
         op = str(getattr(module, "_grad_fn", ""))
@@ -320,6 +330,9 @@ def _zero_channels(module: Any, has_source: bool) -> tuple[torch.Tensor, str | N
         return _bn_output_at_zero(module) == 0, None
     if isinstance(module, nn.PReLU):
         return _AllTrue(), None
+    if masked is not None and _is_source(module):  # masks were applied: masked filters are zero
+        zero = torch.tensor(masked, dtype=torch.bool)
+        return (zero & bias_zero if bias_zero is not None else zero), None
     weight = module.weight.detach()
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         if module.groups != 1:
@@ -348,24 +361,30 @@ def _bn_output_at_zero(bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
     return bias - mean * weight / torch.sqrt(var + bn.eps)
 
 
-def _masked_out_local(module: nn.Module, masks: Masks, name: str | None) -> torch.Tensor | None:
-    """Per output channel of a masked layer: is its whole weight masked?"""
+_MASKED_CACHE: dict[int, list[bool] | None] = {}
+
+
+def _masked_out_local(module: nn.Module, masks: Masks, name: str | None) -> list[bool] | None:
+    """Per output channel of a masked layer: is its whole weight masked?  (Cached per shrink call.)"""
     if name not in masks or not isinstance(module, _CHANNELWISE):
         return None
     mask = masks[name].get("weight")
     if mask is None or mask.dim() == 0:
         return None
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        mask = mask.transpose(0, 1)
-    return (mask.flatten(1).amax(1) == 0) if mask.dim() > 1 else (mask == 0)
+    key = id(mask)
+    if key not in _MASKED_CACHE:
+        if isinstance(module, nn.modules.conv._ConvTransposeNd):
+            mask = mask.transpose(0, 1)
+        flags = (mask.flatten(1).amax(1) == 0) if mask.dim() > 1 else (mask == 0)
+        _MASKED_CACHE[key] = flags.tolist()
+    return _MASKED_CACHE[key]
 
 
 def _masked_roots(producers: list[Any], names: Mapping[nn.Module, str], masks: Masks) -> set[int]:
     roots: set[int] = set()
     for item in producers:
-        masked = _masked_out_local(item.dep.target.module, masks, names.get(item.dep.target.module))
-        if masked is not None:
-            flags = masked.tolist()
+        flags = _masked_out_local(item.dep.target.module, masks, names.get(item.dep.target.module))
+        if flags is not None:
             roots.update(root for local, root in zip(item.idxs, item.root_idxs) if flags[local])
     return roots
 
@@ -376,10 +395,9 @@ def _note_kept(producers: list[Any], names: Mapping[nn.Module, str], masks: Mask
     for item in producers:
         module = item.dep.target.module
         name = names.get(module)
-        masked = _masked_out_local(module, masks, name)
-        if masked is None:
+        flags = _masked_out_local(module, masks, name)
+        if flags is None:
             continue
-        flags = masked.tolist()
         kept = [root for local, root in zip(item.idxs, item.root_idxs) if flags[local] and root not in candidates]
         if kept:
             report.kept_masked[name] = len(kept)
@@ -418,9 +436,10 @@ def _finish_report(report: ShrinkReport, modules: Mapping[str, nn.Module], masks
                 if hasattr(module, attr):
                     change[attr] = getattr(module, attr)
             report.arch_changes[name] = change
-    report.masks = {name: _slice_entry(modules[name], entry, removed_out.get(modules[name], []),
-                                       removed_in.get(modules[name], []))
-                    for name, entry in masks.items()}
+    removed_out, removed_in = dict(removed_out), dict(removed_in)
+    report._masks = lambda: {name: _slice_entry(modules[name], entry, removed_out.get(modules[name], []),
+                                                removed_in.get(modules[name], []))
+                             for name, entry in masks.items()}
 
 
 def _slice_entry(module: nn.Module, entry: Mapping[str, torch.Tensor | None], out_idx: list[int],
