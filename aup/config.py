@@ -28,6 +28,10 @@ from aup.errors import ConfigError
 # Keys the runner writes into every job config; a hyperparameter may not shadow them.
 RESERVED_PARAMETER_NAMES = frozenset({"tid", "n_iterations", "save_model", "folder_name", "job_id"})
 
+# Trial attributes the runner records itself; a multi_res_labels label may not take these names.
+RESERVED_LABELS = frozenset({"score", "job_config", "job_config_path", "log_path", "attempts", "status_reason",
+                             "budget", "interrupted", "requeued_from"})
+
 # Auptimizer keys that only make sense for its SSH/AWS managers: a clear pointer instead of "unknown".
 _REMOTE_RESOURCES = {
     "node": "SSH nodes",
@@ -115,6 +119,9 @@ class ResourceArgs(_Section):
     def _labels_unique(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and len(set(value)) != len(value):
             raise ValueError("labels must be unique")
+        taken = sorted(set(value or ()) & RESERVED_LABELS)
+        if taken:
+            raise ValueError(f"{taken[0]!r} is a name the runner records itself; choose another label")
         return value
 
     @field_validator("gpus")
@@ -285,17 +292,24 @@ def _compression_searches(section: Any) -> bool:
     return has_ranges(section)
 
 
-def _check_compression(experiment: Experiment) -> list[str]:
-    """Every problem of the compression section and the constraints, one line each (lazy imports)."""
+def _check_compression(raw: dict[str, Any]) -> list[str]:
+    """Every problem of the compression section and the constraints, one line each (lazy imports).
+
+    Works on the raw JSON so that these problems are listed even when other keys are wrong.
+    """
     problems: list[str] = []
-    if experiment.compression is not None:
+    if raw.get("compression") is not None:
         from aup.compression.search_space import check_compression
 
-        problems += check_compression(experiment.compression, experiment.parameter_dicts)
-    if experiment.constraints:
+        params = raw.get("parameter_config")
+        try:  # a broken parameter_config is reported by its own validation
+            problems += check_compression(raw["compression"], params if isinstance(params, list) else [])
+        except Exception:  # noqa: BLE001
+            problems += check_compression(raw["compression"], [])
+    if raw.get("constraints") is not None:
         from aup.runner.constraints import check_constraints
 
-        problems += check_constraints(experiment.constraints)
+        problems += check_constraints(raw["constraints"])
     return problems
 
 
@@ -317,8 +331,7 @@ def validate_experiment(raw: Any, source: str, *, base_dir: str | os.PathLike[st
     except ValidationError as exc:
         problems += [_describe(error) for error in exc.errors()]
     problems += _check_required_mode_keys(raw)
-    if experiment is not None:
-        problems += _check_compression(experiment)
+    problems += _check_compression(raw)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     workingdir, command = base, []
     if experiment is not None:

@@ -87,6 +87,8 @@ def test_proposer_options_are_accepted_only_for_their_proposer(workdir: Path) ->
     ({"resource_args": {"save_model": "yes"}}, 'resource_args.save_model: expected true or false, got "yes"'),
     ({"job_failure": {"job_retries": -1}}, "job_failure.job_retries: input should be greater than or equal to 0, got -1"),
     ({"name": 3}, "name: expected a string, got 3"),
+    ({"resource_args": {"multi_res_labels": ["score"]}},
+     "resource_args.multi_res_labels: 'score' is a name the runner records itself; choose another label"),
 ])
 def test_wrong_types_and_values_name_the_key(workdir: Path, change: dict[str, Any], expected: str) -> None:
     assert problems(base(**change), workdir) == [expected]
@@ -165,3 +167,12 @@ def test_compression_section_is_passed_through(workdir: Path) -> None:
                "config_list": [{"sparsity": 0.5, "op_types": ["Conv2d"]}]}
     loaded = validate_experiment(base(compression=section), "x", base_dir=workdir)
     assert loaded.experiment.compression == section and loaded.raw["compression"] == section
+
+
+def test_debug_shows_the_traceback(workdir: Path) -> None:
+    from aup.cli import main
+
+    path = workdir / "exp.json"
+    path.write_text(json.dumps(base(n_parallel=0)))
+    with pytest.raises(ConfigError, match="n_parallel"):
+        main([str(path), "--debug", "--storage", f"sqlite:///{workdir / 'a.db'}"])

@@ -48,6 +48,9 @@ EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 POLL_MIN_S, POLL_MAX_S = 0.002, 0.025
 STOP_GRACE_S = 3.0
 INTERRUPTED = "interrupted"
+# Trial user attributes the runner owns; a metric of the same name reported by a script is dropped.
+RUNNER_ATTRS = frozenset({"job_config", "job_config_path", "log_path", "attempts", "status_reason", "budget",
+                          INTERRUPTED, "requeued_from"})
 
 
 @dataclass
@@ -452,7 +455,7 @@ class ExperimentRunner:
         for active, outcome, results, values, reason in pending:
             if results and not self._only_final(active, outcome):
                 self._report(active, results)
-            attrs = {"attempts": self._attempt_record(active, outcome, reason), **self._metric_attrs(active, outcome)}
+            attrs = {**self._metric_attrs(active, outcome), "attempts": self._attempt_record(active, outcome, reason)}
             if reason is None:
                 self._set_attrs(active, attrs)
                 self._set_constraints(active, attrs, values)  # before tell, as optuna 5 wants (issue 4)
@@ -486,7 +489,7 @@ class ExperimentRunner:
         reason = f"pruned at step {step} by early stopping"
         active.process.stop(reason, grace=STOP_GRACE_S)
         outcome = active.process.outcome()
-        attrs = {"attempts": self._attempt_record(active, outcome, reason), **self._metric_attrs(active, outcome),
+        attrs = {**self._metric_attrs(active, outcome), "attempts": self._attempt_record(active, outcome, reason),
                  "status_reason": reason}
         last = active.intermediate[-1] if active.intermediate else None
         if last is not None:
@@ -535,7 +538,7 @@ class ExperimentRunner:
 
     def _metric_attrs(self, active: _Active, outcome: AttemptOutcome) -> dict[str, Any]:
         """Reported metrics, ``score`` and the ``multi_res_labels`` values, as trial user attributes."""
-        attrs = dict(outcome.metrics)
+        attrs = {name: value for name, value in outcome.metrics.items() if name not in RUNNER_ATTRS}
         final = outcome.final
         if final is not None:
             numbers = final if isinstance(final, list) else [final]
@@ -567,9 +570,10 @@ class ExperimentRunner:
 
         for active in self.active:
             active.process.terminate()
-        deadline = time.time() + (0 if self._interrupt > 1 else STOP_GRACE_S)
+        deadline = time.time() + STOP_GRACE_S
         for active in list(self.active):
-            while active.process.poll() is None and time.time() < deadline:
+            # a second Ctrl-C cuts the grace period short
+            while active.process.poll() is None and time.time() < deadline and self._interrupt < 2:
                 time.sleep(0.01)
             code = active.process.stop(reason, grace=0)
             active.attempts[-1].update(end=_iso(time.time()), exit_code=code, reason=reason)
