@@ -256,3 +256,34 @@ def test_nan_values_never_reach_the_study(tmp_path: Path) -> None:
     exp = experiment(tmp_path, "nan_result.py", n_samples=1, job_failure={"ignore_fail": True, "job_retries": 0})
     _, study, _ = run(tmp_path, exp)
     assert study.trials[0].value is None or not math.isnan(study.trials[0].value)
+
+
+class _CompressionLikeBuilder:
+    """A stand-in translator: one extra search dimension turned into concrete compression keys."""
+
+    def __init__(self, parameter_config: list[dict[str, Any]]) -> None:
+        from aup.proposer_ext import Dimension, SearchSpace
+
+        self.space = SearchSpace.from_parameter_config(parameter_config)
+        self.space.add([Dimension("sparsity", "float", low=0.1, high=0.9)])
+
+    def build(self, params: dict[str, Any]) -> dict[str, Any]:
+        job = {k: v for k, v in params.items() if k != "sparsity"}
+        job.update(compression_framework="torch", compression_type="pruning", compressor="level",
+                   config_list=[{"sparsity": params["sparsity"], "op_types": ["default"]}])
+        return job
+
+
+def test_job_config_builder_hook_adds_dimensions_and_concrete_keys(tmp_path: Path) -> None:
+    exp = experiment(tmp_path, "objective.py", n_samples=2)
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps(exp))
+    url = f"sqlite:///{tmp_path / 'aup.db'}"
+    builder = _CompressionLikeBuilder(exp["parameter_config"])
+    result = run_experiment(str(path), url, console=Console(file=io.StringIO()), live=False, builder=builder)
+    assert result.exit_code == 0
+    for trial in optuna.load_study(study_name="exp", storage=url).trials:
+        job = trial.user_attrs["job_config"]
+        assert set(trial.params) == {"x", "sparsity"}
+        assert job["config_list"] == [{"sparsity": trial.params["sparsity"], "op_types": ["default"]}]
+        assert "sparsity" not in job and job["x"] == trial.params["x"]
