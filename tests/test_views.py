@@ -344,3 +344,9 @@ def test_missing_store_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no results store"):
         open_store(f"sqlite:///{tmp_path / 'none.db'}")
     assert not (tmp_path / "none.db").exists()
+
+
+def test_list_without_any_run_is_empty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'nothing' / 'aup.db'}"
+    assert run_json(capsys, "list", "--storage", url) == []
+    assert "No experiments" in run(capsys, "list", "--storage", url)

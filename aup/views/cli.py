@@ -136,16 +136,22 @@ def _finite(data: Any) -> Any:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from aup.store import resolve_storage_url
     from aup.views import tables
+    from aup.views.records import open_store, sqlite_path
 
-    store = _store(args)
-    data = tables.list_data(store.experiments())
+    url = resolve_storage_url(getattr(args, "storage", None))
+    path = sqlite_path(url)
+    if path is not None and not Path(path).expanduser().exists():  # nothing run here yet: an empty list
+        data: list[dict[str, Any]] = []
+    else:
+        data = tables.list_data(open_store(url).experiments())
     if args.json:
         _print_json(data)
     elif not data:
-        _console().print(f"No experiments in {store.url} yet.")
+        _console().print(f"No experiments in {url} yet.")
     else:
-        _console().print(tables.render_list(data, store.url))
+        _console().print(tables.render_list(data, url))
     return 0
 
 

@@ -293,7 +293,7 @@ class _SqlAlchemyReader:
         return set(sqlalchemy.inspect(self.connection).get_table_names())
 
 
-def _sqlite_path(url: str) -> str | None:
+def sqlite_path(url: str) -> str | None:
     """The file of a plain ``sqlite:///PATH`` URL; None for memory, URI or parameterised URLs."""
     if not url.startswith("sqlite:///") or "?" in url:
         return None
@@ -303,7 +303,7 @@ def _sqlite_path(url: str) -> str | None:
 
 def open_store(url: str) -> Store:
     """A read-only Store on ``url``; a missing SQLite file is a UserError, never silently created."""
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is not None:
         if not Path(path).expanduser().exists():
             raise UserError(f"no results store at {path} (run an experiment first, or pass --storage URL)")
