@@ -16,6 +16,7 @@ Run:  python benchmarks/shrink_speed.py [--runs 3] [--threads 2] [--size 224]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -75,7 +76,8 @@ def main() -> None:
     median = statistics.median(r["seconds"] for r in rows)
     print(f"ResNet-50 {args.size}x{args.size}, 50% L1 filter masks, {args.threads} threads, {args.runs} fresh runs")
     runs = ", ".join(f"{r['seconds']:.3f}" for r in rows)
-    print(f"shrink_model time  : median {median:.3f} s  (runs: {runs})")
+    print(f"shrink_model time  : median {median:.3f} s, best {min(r['seconds'] for r in rows):.3f} s  (runs: {runs})")
+    print(f"load average       : {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (timings scale with contention)")
     print(f"target 1 s         : ratio {median / 1.0:.2f}  ({'OK' if median < 1.0 else 'OVER'})")
     print(f"params             : {first['params_before']:,} -> {first['params_after']:,} "
           f"({first['params_after'] / first['params_before']:.3f})")
