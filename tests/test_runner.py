@@ -287,3 +287,14 @@ def test_job_config_builder_hook_adds_dimensions_and_concrete_keys(tmp_path: Pat
         assert set(trial.params) == {"x", "sparsity"}
         assert job["config_list"] == [{"sparsity": trial.params["sparsity"], "op_types": ["default"]}]
         assert "sparsity" not in job and job["x"] == trial.params["x"]
+
+
+def test_constraints_mark_infeasible_trials(tmp_path: Path) -> None:
+    exp = experiment(tmp_path, "objective.py", n_samples=4, constraints={"accuracy": {"max": 0.05}})
+    _, study, _ = run(tmp_path, exp)
+    for trial in study.trials:
+        (value,) = trial.constraints.values()
+        assert (value <= 0) == (trial.params["x"] / 10 <= 0.05) == trial.user_attrs["feasible"]
+    feasible = [t for t in study.trials if t.params["x"] <= 0.5]
+    if feasible:  # the best trial is the best feasible one
+        assert study.best_trial.number == max(feasible, key=lambda t: t.value).number
