@@ -67,18 +67,18 @@ def _normalise(argv: list[str]) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from aup import store
-    from aup.runner.experiment import resume_experiment, run_experiment
+    from aup.config import load_experiment
+    from aup.runner.experiment import ExperimentRunner, prepare, resume_experiment
 
-    url = store.resolve_storage_url(args.storage)
     live = False if args.no_live else None
+    loaded = load_experiment(args.experiment)
     if args.resume:
-        from aup.config import load_experiment
-
-        loaded = load_experiment(args.experiment)
-        storage = store.open_storage(url)
-        name = _resumable(storage, loaded.experiment.name)
+        url = store.resolve_storage_url(args.storage)
+        name = _resumable(store.open_storage(url), loaded.experiment.name)
         return resume_experiment(name, url, live=live).exit_code
-    return run_experiment(args.experiment, url, live=live).exit_code
+    prepared = prepare(loaded)  # every check first: an invalid experiment creates nothing, not even .aup/
+    url = store.resolve_storage_url(args.storage)
+    return ExperimentRunner(prepared, url, live=live).run().exit_code
 
 
 def _resumable(storage: object, name: str) -> str:

@@ -79,6 +79,16 @@ def test_config_errors_exit_2_one_line_each_and_write_nothing(tmp_path: Path, ca
     assert not (tmp_path / "aup.db").exists() and not (tmp_path / "jobs").exists()
 
 
+def test_invalid_experiment_creates_no_default_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AUP_STORAGE", raising=False)
+    path = write_experiment(tmp_path, resource_args={"early_stop": {"aup_policy": "median"}})
+    assert main([str(path)]) == 2
+    assert "resource_args.early_stop.aup_policy_steps: expected an integer >= 1" in capsys.readouterr().err
+    assert not (tmp_path / ".aup").exists()
+
+
 def test_node_resource_points_to_ray(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = write_experiment(tmp_path, resource="node")
     assert main([str(path), "--storage", f"sqlite:///{tmp_path / 'aup.db'}"]) == 2
