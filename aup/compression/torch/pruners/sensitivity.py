@@ -10,8 +10,8 @@ Layers differ in how much pruning they tolerate. Each round:
    which the accuracy stayed within the threshold (so robust layers get more).
 3. The ratios are scaled so that this round prunes ``sparsity_per_iter`` of all the layers' weights
    (no single layer more than 95% of what it has left, NNI's cap) -- the last round only what is
-   left to reach the target -- the base algorithm prunes to the new cumulative sparsities, and the
-   optional ``finetuner`` trains the model.
+   left to reach the target; when whole-filter rounding would prune nothing the step grows -- the
+   base algorithm prunes to the new cumulative sparsities, and the optional ``finetuner`` trains.
 
 It stops when the overall sparsity (``config_list[0]["sparsity"]`` over the configured layers)
 is reached, when the accuracy after a round falls more than ``acc_drop_threshold`` below the
@@ -41,6 +41,7 @@ __all__ = ["SensitivityPruner", "max_prune_ratio", "MAX_PRUNE_RATIO_PER_ITER"]
 logger = logging.getLogger(__name__)
 
 MAX_PRUNE_RATIO_PER_ITER = 0.95
+TOLERANCE = 1e-3  # overall sparsity this close to the target counts as reached (rounding to elements)
 Curves = Mapping[str, Mapping[float, float]]
 
 
@@ -108,7 +109,11 @@ class SensitivityPruner(Pruner):
 
     # ------------------------------------------------------------------ bookkeeping
     def current_sparsity(self) -> float:
-        """Nominal pruned fraction of the configured layers' weights (drives the loop, as in NNI)."""
+        """Achieved pruned fraction of the configured layers' weights (drives the loop).
+
+        NNI counted the nominal sparsities; filter pruning rounds ``sparsity * filters`` down, so on
+        small layers the nominal count overstated the result by up to one filter per layer per round.
+        """
         pruned = sum(self.weight_count[n] * r for n, r in self.already_pruned.items())
         return pruned / self.weight_sum if self.weight_sum else 0.0
 
@@ -159,37 +164,56 @@ class SensitivityPruner(Pruner):
         if self.checkpoint_dir is not None:
             os.makedirs(self.checkpoint_dir, exist_ok=True)
         round_index = 0
-        while self.current_sparsity() < self.target_sparsity - 1e-9:
+        while self.current_sparsity() < self.target_sparsity - TOLERANCE:
             if self.max_iterations is not None and round_index >= self.max_iterations:
                 logger.warning("sensitivity: stopped after max_iterations=%d rounds at sparsity %.3f",
                                self.max_iterations, self.current_sparsity())
                 break
             round_index += 1
-            step = min(self.sparsity_per_iter, self.target_sparsity - self.current_sparsity())
             proportion = self.sparsity_proportion_calc(base_acc, self.acc_drop_threshold, self.sensitivities)
-            sparsities = self.cumulative_sparsities(self.normalize(proportion, step))
-            if not sparsities:
-                logger.error("sensitivity: no layer can be pruned further within acc_drop_threshold=%s",
-                             self.acc_drop_threshold)
-                break
-            if not self._run_round(round_index, sparsities, evaluate, finetune):
+            if not self._run_round(round_index, proportion, evaluate, finetune):
                 break
             base_acc = self.history[-1]["finetuned_acc"]
-            if self.current_sparsity() < self.target_sparsity - 1e-9:
+            if self.current_sparsity() < self.target_sparsity - TOLERANCE:
                 self.sensitivities = self._analyse(eval_args, eval_kwargs)
-        logger.info("sensitivity: done, sparsity %.4f (nominal %.4f)", self.sparsity(), self.current_sparsity())
+        logger.info("sensitivity: done, sparsity %.4f", self.current_sparsity())
         return self.model
 
     def _analyse(self, eval_args: Sequence[Any] | None, eval_kwargs: Mapping[str, Any] | None) -> dict[str, dict[float, float]]:
         self.analyzer.already_pruned.update(self.already_pruned)
         return dict(self.analyzer.analysis(val_args=eval_args, val_kwargs=eval_kwargs, specified_layers=list(self.layers)))
 
-    def _run_round(self, index: int, sparsities: dict[str, float], evaluate: Callable[[], Any],
+    def _prune_step(self, proportion: Mapping[str, float]) -> dict[str, float] | None:
+        """Raise the masks by ``sparsity_per_iter`` of all weights (the last step: what is left) along
+        ``proportion``. When rounding to whole filters/elements leaves the step with nothing to prune,
+        the step is doubled (up to ``sparsity_per_iter``). Returns the new sparsities, None if stuck."""
+        step = min(self.sparsity_per_iter, self.target_sparsity - self.current_sparsity())
+        before = self.current_sparsity()
+        while True:
+            sparsities = self.cumulative_sparsities(self.normalize(proportion, step))
+            if not sparsities:
+                logger.error("sensitivity: no layer can be pruned further within acc_drop_threshold=%s",
+                             self.acc_drop_threshold)
+                return None
+            self.base.compute_masks(sparsities)
+            achieved = {name: _mask_sparsity(self.masks.masks[name]["weight"]) for name in sparsities}
+            gained = sum(self.weight_count[n] * (a - self.already_pruned[n]) for n, a in achieved.items())
+            if gained > 0:
+                return achieved
+            if step >= self.sparsity_per_iter:
+                logger.warning("sensitivity: a step of %.3f prunes nothing more (below one filter/element per "
+                               "layer); stopping at sparsity %.4f", step, before)
+                return None
+            step = min(2 * step, self.sparsity_per_iter)
+
+    def _run_round(self, index: int, proportion: Mapping[str, float], evaluate: Callable[[], Any],
                    finetune: Callable[[], Any] | None) -> bool:
         """Prune, fine-tune, check the accuracy; False (and the round undone) when it fell too far."""
         saved_state = copy.deepcopy(self.model.state_dict())
         saved_masks = self.masks.to_nni()
-        self.base.compute_masks(sparsities)
+        achieved = self._prune_step(proportion)
+        if achieved is None:
+            return False
         pruned_acc = as_metric(evaluate(), "evaluator")
         finetuned_acc = pruned_acc
         if finetune is not None:
@@ -206,8 +230,8 @@ class SensitivityPruner(Pruner):
                 f"{self.ori_acc:.4f}, acc_drop_threshold {self.acc_drop_threshold}); undone, stopping at "
                 f"sparsity {self.current_sparsity():.3f} instead of {self.target_sparsity}", stacklevel=3)
             return False
-        self.already_pruned.update(sparsities)
-        record = {"round": index, "sparsities": dict(sparsities), "pruned_acc": pruned_acc,
+        self.already_pruned.update(achieved)
+        record = {"round": index, "sparsities": dict(achieved), "pruned_acc": pruned_acc,
                   "finetuned_acc": finetuned_acc, "sparsity": self.current_sparsity()}
         self.history.append(record)
         logger.info("sensitivity: round %d sparsity %.4f acc %.4f -> %.4f", index, record["sparsity"],
@@ -227,6 +251,10 @@ class SensitivityPruner(Pruner):
 
     def calc_masks(self, sparsities: dict[str, float]) -> dict[str, dict[str, torch.Tensor | None]]:
         return self.base.calc_masks(sparsities)
+
+
+def _mask_sparsity(mask: torch.Tensor | None) -> float:
+    return 0.0 if mask is None else float((mask == 0).sum()) / max(mask.numel(), 1)
 
 
 def _bind(func: Callable[..., Any] | None, args: Sequence[Any] | None,
