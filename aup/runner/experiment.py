@@ -129,10 +129,13 @@ def prepare(loaded: LoadedExperiment, builder: JobConfigBuilder | None = None) -
 
 
 def _wrap(source: str, make: Any, key: str | None = None) -> Any:
-    """Call ``make``; a ValueError/TypeError from user input becomes a one-line ConfigError."""
+    """Call ``make``; a ValueError (the proposer API's "bad user input") becomes a one-line ConfigError.
+
+    Other exceptions are bugs and propagate (the CLI shows them as internal errors).
+    """
     try:
         return make()
-    except (ValueError, TypeError, KeyError) as exc:  # ConfigError included (a ValueError or UserError)
+    except ValueError as exc:
         text = str(exc).strip() or type(exc).__name__
         lines = [line if line.startswith(f"{source}: ") else f"{source}: {_with_key(line, key)}"
                  for line in text.splitlines() if line.strip()]
@@ -278,9 +281,14 @@ class ExperimentRunner:
             elif self._stop_reason:
                 status, reason = "failed", self._stop_reason
         except BaseException as exc:
-            self._stop_all(f"{INTERRUPTED}: the runner stopped ({type(exc).__name__})")
-            study.set_user_attr(store.ATTR_STATUS, "failed")
-            study.set_user_attr(store.ATTR_ENDED, store.now_iso())
+            try:  # keep what finished, stop the rest, mark the study; the original error wins
+                self._record_pending()
+                self._stop_all(f"{INTERRUPTED}: the runner stopped ({type(exc).__name__})")
+                study.set_user_attr(store.ATTR_STATUS, "failed")
+                study.set_user_attr(store.ATTR_ENDED, store.now_iso())
+            except Exception:
+                for active in self.active:
+                    active.process.kill()
             raise
         finally:
             self._restore_signals(previous)
