@@ -102,7 +102,7 @@ def test_masks_keep_state_dict_keys_and_module_classes_and_survive_training():
     assert pruner.compress() is model
     torch.save(model, io.BytesIO())  # hooks are picklable
     assert list(model.state_dict()) == keys and [type(m) for m in model.modules()] == classes
-    pruned = {n: (m["weight"].flatten(1).sum(1) == 0) for n, m in pruner.get_masks().items()}
+    pruned = {n: (m["weight"].flatten(1).sum(1) == 0) for n, m in pruner.get_masks().items() if n.startswith("conv")}
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     for _ in range(3):
         optimizer.zero_grad()
@@ -113,8 +113,10 @@ def test_masks_keep_state_dict_keys_and_module_classes_and_survive_training():
     for name, dead in pruned.items():
         assert getattr(model, name).weight.detach()[dead].abs().sum() == 0
     masks = pruner.get_masks()
-    assert set(masks) == {"conv1", "conv2"} and set(masks["conv1"]) == {"weight", "bias"}
+    assert set(masks) == {"conv1", "conv2", "bn1", "bn2"} and set(masks["conv1"]) == {"weight", "bias"}
     assert masks["conv1"]["bias"] is None  # DigitsCNN convs have no bias
+    for conv, bn in (("conv1", "bn1"), ("conv2", "bn2")):  # the BatchNorm after a pruned filter goes with it
+        assert torch.equal(masks[bn]["weight"] == 0, pruned[conv]) and torch.equal(masks[bn]["bias"] == 0, pruned[conv])
     # the model can still be copied and saved whole
     copy.deepcopy(model)
     torch.save(model, io.BytesIO())
@@ -152,7 +154,8 @@ def test_count_flops_params_is_mask_aware():
     flops, params, rows = pruner.count_flops_params(torch.zeros(1, 1, 8, 8), verbose=False)
     conv = {r["name"]: r for r in rows}
     assert conv["conv1"]["flops"] == 16 * 9 * 64 / 2
-    assert dense_params - params == (16 * 9 + 32 * 16 * 9) / 2
+    # half the filters of conv1/conv2, plus weight and bias of the BatchNorm channels after them
+    assert dense_params - params == (16 * 9 + 32 * 16 * 9) / 2 + (16 + 32)
 
 
 def test_export_writes_clean_weights_and_nni_mask_file(tmp_path):
@@ -164,7 +167,7 @@ def test_export_writes_clean_weights_and_nni_mask_file(tmp_path):
     with pytest.warns(UserWarning, match="ignoring unknown arguments"):
         path = pruner.export_model("model.pth", "mask.pth", folder_name=str(tmp_path / "out"), save_best_only=True)
     masks = torch.load(tmp_path / "out" / "mask.pth")
-    assert set(masks) == {"conv1", "conv2"} and masks["conv2"]["weight"].shape == model.conv2.weight.shape
+    assert set(masks) == {"conv1", "conv2", "bn1", "bn2"} and masks["conv2"]["weight"].shape == model.conv2.weight.shape
     assert (tmp_path / "out" / "model.pth").exists() and path.endswith("model.pth")
     assert list(model.state_dict()) == keys
 

@@ -98,3 +98,50 @@ class ChannelDependency:
 
 
 __all__ = ["ChannelDependency", "build_graph", "conv_dependency_sets"]
+
+
+def following_batchnorms(model: nn.Module, conv_names: Iterable[str], dummy_input: Any = None) -> dict[str, str]:
+    """``{conv name: batchnorm name}`` for each conv whose only consumer is a BatchNorm.
+
+    Filter pruning removes a filter *and* its channel downstream; a BatchNorm right after the conv
+    would otherwise turn the zeroed channel into a constant ``beta - mean * gamma / std`` and the
+    channel could not be removed without changing the outputs (NNI's known speedup mismatch). The
+    filter pruners therefore mask that BatchNorm's weight and bias too. Found with ``torch.fx``
+    (no input needed); when the model cannot be traced symbolically, with torch-pruning's graph if a
+    ``dummy_input`` is known; otherwise nothing is coupled and the shrink report names the BatchNorm.
+    """
+    wanted = set(conv_names)
+    try:
+        return _following_batchnorms_fx(model, wanted)
+    except Exception:  # noqa: BLE001 - data-dependent control flow etc.: try the traced graph
+        if dummy_input is None:
+            return {}
+    try:
+        graph = build_graph(model, dummy_input)
+    except ValueError:
+        return {}
+    names = {id(m): n for n, m in model.named_modules()}
+    coupled: dict[str, str] = {}
+    for name, module in model.named_modules():
+        node = graph.module2node.get(module) if name in wanted else None
+        if node is None or len(node.outputs) != 1:
+            continue
+        successor = node.outputs[0].module
+        if isinstance(successor, nn.modules.batchnorm._BatchNorm) and id(successor) in names:
+            coupled[name] = names[id(successor)]
+    return coupled
+
+
+def _following_batchnorms_fx(model: nn.Module, wanted: set[str]) -> dict[str, str]:
+    import torch.fx
+
+    traced = torch.fx.symbolic_trace(model)
+    modules = dict(model.named_modules())
+    coupled: dict[str, str] = {}
+    for node in traced.graph.nodes:
+        if node.op != "call_module" or node.target not in wanted or len(node.users) != 1:
+            continue
+        user = next(iter(node.users))
+        if user.op == "call_module" and isinstance(modules.get(user.target), nn.modules.batchnorm._BatchNorm):
+            coupled[node.target] = user.target
+    return coupled

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .base import Pruner
-from .dependency import conv_dependency_sets
+from .dependency import conv_dependency_sets, following_batchnorms
 
 __all__ = ["FilterPruner"]
 
@@ -40,6 +40,7 @@ class FilterPruner(Pruner):
         super().__init__(model, config_list, optimizer=optimizer, dummy_input=dummy_input)
         self.dependency_aware = bool(dependency_aware)
         self._dependency_sets: list[list[str]] | None = None
+        self._coupled_batchnorms: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ criterion
     def filter_importance(self, name: str, module: nn.Module) -> torch.Tensor:
@@ -59,6 +60,29 @@ class FilterPruner(Pruner):
         return mask.detach().flatten(1).abs().sum(1).cpu() == 0
 
     # ------------------------------------------------------------------ masks
+    def compute_masks(self, sparsities: dict[str, float] | None = None) -> dict:
+        """Filter masks, then the same channels masked in the BatchNorm right after each conv."""
+        super().compute_masks(sparsities)
+        self._mask_coupled_batchnorms()
+        return self.get_masks()
+
+    def coupled_batchnorms(self) -> dict[str, str]:
+        """``{conv: batchnorm}`` pairs whose channels go together (see ``following_batchnorms``)."""
+        if self._coupled_batchnorms is None:
+            with self.statistics_paused():
+                self._coupled_batchnorms = following_batchnorms(self.model, list(self.layers), self.dummy_input)
+        return self._coupled_batchnorms
+
+    def _mask_coupled_batchnorms(self) -> None:
+        modules = dict(self.model.named_modules())
+        for conv_name, bn_name in self.coupled_batchnorms().items():
+            bn = modules[bn_name]
+            if not isinstance(getattr(bn, "weight", None), nn.Parameter):
+                continue  # affine=False: nothing to mask; the shrink report names it
+            keep = (~self._pruned_filters(conv_name, self.layers[conv_name].module)).to(bn.weight)
+            self.masks.attach(bn_name, bn)
+            self.masks.set(bn_name, weight=keep, bias=keep if bn.bias is not None else None)
+
     def calc_mask(self, name: str, module: nn.Module, sparsity: float, *,
                   forced: torch.Tensor | None = None, scores: torch.Tensor | None = None,
                   **context: Any) -> dict[str, torch.Tensor | None]:
