@@ -298,3 +298,30 @@ def test_constraints_mark_infeasible_trials(tmp_path: Path) -> None:
     feasible = [t for t in study.trials if t.params["x"] <= 0.5]
     if feasible:  # the best trial is the best feasible one
         assert study.best_trial.number == max(feasible, key=lambda t: t.value).number
+
+
+def test_at_most_n_parallel_trials_run_at_once(tmp_path: Path) -> None:
+    exp = experiment(tmp_path, "objective.py", n_samples=5, n_parallel=2, runtime_args={"env": {"AUP_TEST_SLEEP": "0.3"}})
+    _, study, _ = run(tmp_path, exp)
+    events = []
+    for trial in study.trials:
+        (attempt,) = trial.user_attrs["attempts"]
+        events += [(attempt["start"], 1), (attempt["end"], -1)]
+    running = peak = 0
+    for _, change in sorted(events, key=lambda e: (e[0], e[1])):  # an end before a start at the same time
+        running += change
+        peak = max(peak, running)
+    assert peak == 2
+
+
+def test_live_display_shows_counts_and_best(tmp_path: Path) -> None:
+    from aup.runner.progress import Progress
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=160)
+    with Progress("demo", console=console, live=True, total=3) as progress:
+        progress.set_running(2)
+        progress.finished(0, "COMPLETE", 0.5, {"x": 1}, None)
+        progress.finished(1, "FAIL", None, {"x": 2}, "exit code 1: boom")
+        progress.set_running(1)
+    text = console.file.getvalue()
+    assert "done 1/3" in text and "failed 1" in text and "running 1" in text and "best 0.5 (trial 0)" in text
