@@ -7,6 +7,7 @@ the measuring and reporting that every compressor needs (FLOPs, size metrics to 
 """
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from typing import Any, ClassVar, Sequence
@@ -44,6 +45,7 @@ class Compressor:
         self.dummy_input = dummy_input
         self.epoch = 0
         self.speedup_applied = False
+        _snapshot_baseline(model)
 
     @property
     def bound_model(self) -> nn.Module:
@@ -118,6 +120,10 @@ class Compressor:
             return [getattr(layer, "name", str(layer)) for layer in layers]
         return []
 
+    def extra_metrics(self) -> dict[str, Any]:
+        """Compressor-specific details reported with the measured metrics (per-layer sparsity, bits)."""
+        return {}
+
     def report_metrics(self, artifact_path: str | None = None, example_input: Any = None,
                        quant_bits: dict[str, Any] | None = None) -> dict[str, float] | None:
         """Inside an aup trial, send the measured metrics to the runner (trial attributes in the DB).
@@ -134,8 +140,43 @@ class Compressor:
         except Exception as exc:  # noqa: BLE001 - metrics must never kill a finished trial
             warnings.warn(f"aup: could not measure the compressed model: {type(exc).__name__}: {exc}", stacklevel=2)
             return None
+        metrics = {**metrics, **self.extra_metrics(), **_baseline_metrics(self.example_input(example_input))}
         client.log_metrics(**metrics)
         return metrics
+
+
+# Inside a trial (one process per trial) the first compressor built sees the uncompressed model: a
+# copy of it is measured once, at the first report, and sent as ``baseline_<metric>`` so that views
+# show ratios to the dense model and constraints like "model_bytes <= 0.25 * baseline_model_bytes"
+# can be evaluated. Outside a trial nothing is copied.
+_baseline: dict[str, Any] = {"model": None, "metrics": None}
+
+
+def _snapshot_baseline(model: nn.Module) -> None:
+    from aup import channel
+
+    if channel.channel_path() is None or _baseline["model"] is not None or _baseline["metrics"] is not None:
+        return
+    try:
+        _baseline["model"] = copy.deepcopy(model)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be copied just has no baseline
+        logger.info("aup: no baseline metrics (the model cannot be deep-copied: %s)", exc)
+
+
+def _baseline_metrics(example_input: Any) -> dict[str, float]:
+    from aup.metrics import BASELINE_PREFIX
+
+    if _baseline["metrics"] is None and _baseline["model"] is not None and example_input is not None:
+        from aup.compression.torch.measure import measure_model
+
+        try:
+            measured = measure_model(_baseline["model"], example_input)
+        except Exception as exc:  # noqa: BLE001 - never break the trial over the baseline
+            logger.warning("aup: could not measure the uncompressed baseline: %s", exc)
+            measured = {}
+        _baseline["metrics"] = {f"{BASELINE_PREFIX}{k}": v for k, v in measured.items() if k != "sparsity"}
+        _baseline["model"] = None
+    return dict(_baseline["metrics"] or {})
 
 
 # ---------------------------------------------------------------------- FLOPs counter

@@ -64,6 +64,9 @@ class Pruner(Compressor):
         super().__init__(model, config_list, optimizer=optimizer, dummy_input=dummy_input)
         selected = validate_against_model(model, config_list, compressor=self.compressor_name, check=self.check_module)
         self.layers: dict[str, LayerConfig] = {layer.name: layer for layer in selected}
+        # Weights per layer before any pruning: achieved sparsity stays honest after apply_speedup
+        # removed the pruned channels physically.
+        self.dense_weight_numel = {name: layer.module.weight.numel() for name, layer in self.layers.items()}
         self.masks = MaskStore()
         self.masks_calculated = False
         self.speedup_masks: Masks | None = None
@@ -172,6 +175,23 @@ class Pruner(Compressor):
     def sparsity(self) -> float:
         """Achieved fraction of pruned weights over the configured layers."""
         return self.masks.sparsity(self.layers)
+
+    def layer_sparsity(self) -> dict[str, float]:
+        """Per layer, the fraction of its original weights that are zero or physically removed."""
+        modules = dict(self.model.named_modules())
+        result = {}
+        for name, dense in self.dense_weight_numel.items():
+            weight = getattr(modules.get(name), "weight", None)
+            kept = int(torch.count_nonzero(weight.detach())) if isinstance(weight, torch.Tensor) else 0
+            result[name] = round(1.0 - kept / dense, 6) if dense else 0.0
+        return result
+
+    def extra_metrics(self) -> dict[str, Any]:
+        """``sparsity`` over the configured layers against their dense size, and ``layer_sparsity``."""
+        per_layer = self.layer_sparsity()
+        dense = sum(self.dense_weight_numel.values())
+        pruned = sum(per_layer[n] * self.dense_weight_numel[n] for n in per_layer)
+        return {"sparsity": pruned / dense if dense else 0.0, "layer_sparsity": per_layer}
 
     # ------------------------------------------------------------------ speedup / export
     def apply_speedup(self, dummy_input: Any) -> nn.Module:

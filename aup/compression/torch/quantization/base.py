@@ -190,6 +190,9 @@ class Quantizer(Compressor):
         """``{module: {quant_type: bits}}`` for the ``layer_bits`` metric."""
         return {layer.name: dict(layer.bits) for layer in self.layers}
 
+    def extra_metrics(self) -> dict[str, Any]:
+        return {"layer_bits": self.layer_bits()}
+
     def export_model(self, model_path: str, mask_path: str | None = None, folder_name: str = ".",
                      speedup: bool = False, dummy_input: Any = None, **ignored: Any) -> str:
         """Save the model with its quantized weights stored as ``bits``-wide integers plus scales.
