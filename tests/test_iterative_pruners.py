@@ -156,6 +156,8 @@ def test_agp_statistics_criterion_waits_for_its_batches(digits, pretrained_state
     assert zero_filters(pruner.get_masks(), "conv2") == 4 and pruner.pending  # fresh statistics first
     zoo.train_epoch(model, digits.x_train[:64], digits.y_train[:64], optimizer)
     assert zero_filters(pruner.get_masks(), "conv2") == 8
+    pruner.apply_speedup(digits.x_test[:1])  # BatchNorm channels follow the pruned filters
+    assert model.conv2.out_channels == 8 and model.bn2.num_features == 8
 
 
 def test_agp_argument_errors_are_one_line(pretrained_state):
@@ -258,6 +260,12 @@ def test_admm_auxiliary_variables_converge_to_the_sparse_projection(digits, pret
     masks = pruner.get_masks()
     for name in ("conv1", "conv2"):
         assert torch.equal(masks[name]["weight"].flatten(1)[:, 0] != 0, result.Z[name].flatten(1).abs().sum(1) != 0)
+
+    x = digits.x_test[:8]
+    masked_out = model.eval()(x).detach()
+    pruner.apply_speedup(digits.x_test[:1])  # l1 filters (and their BatchNorm channels) really go
+    assert (model.conv1.out_channels, model.conv2.out_channels) == (4, 8)
+    assert torch.allclose(model(x), masked_out, atol=1e-4)
 
     # without the penalty pulling W (row ~ 0) the weights stay far from the sparse set
     weak = pretrained(pretrained_state)

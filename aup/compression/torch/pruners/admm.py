@@ -201,4 +201,7 @@ class ADMMPruner(Pruner):
             self.model, layers, sparsities, self.trainer, self.criterion, self.num_iterations,
             self.training_epochs, self.row, self.base_algo,
         )
-        return super().compress()
+        self._attach_masks()
+        self.base.compute_masks(sparsities)  # the base pruner's full rule (e.g. filters + their BatchNorm)
+        self.masks_calculated = True
+        return self.model
