@@ -214,4 +214,7 @@ def test_grid_resume_after_sigkill_runs_each_point_once(tmp_path: Path) -> None:
     done = sorted(t.params["x"] for t in trials if t.state == TrialState.COMPLETE)
     assert done == [1, 2, 3, 4, 5]
     failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert failed and all(t.user_attrs["status_reason"] == "interrupted" and t.params for t in failed)
+    # the trials cut short, plus possibly a queued-but-never-started one if the kill fell between the
+    # proposer's enqueue and ask: all marked interrupted, none counted as a result
+    assert failed and all(t.user_attrs.get("interrupted") for t in failed)
+    assert any(t.user_attrs.get("status_reason") == "interrupted" and t.params for t in failed)
