@@ -382,3 +382,33 @@ def test_sensitivity_pruner_on_digits_reaches_target_and_shrinks(digits):
     pruner.apply_speedup(digits.x_test[:1])
     assert model.conv1.out_channels == 8 - pruned["conv1"] and model.conv2.out_channels == 16 - pruned["conv2"]
     assert evaluator(model) >= pruner.ori_acc - 0.2
+
+
+# ----------------------------------------------------------------------------- other models
+
+def test_schedules_work_on_models_they_were_not_written_for():
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 10, (16,))
+    model = zoo.resnet_small()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    entry = {"initial_sparsity": 0.0, "final_sparsity": 0.5, "start_epoch": 0, "end_epoch": 2, "op_types": ["Conv2d"]}
+    pruner = aup.create_compressor(model, cfg("agp", [entry]), optimizer, pruning_algorithm="fpgm",
+                                   dependency_aware=True, dummy_input=x[:1])
+    pruner.compress()
+    for epoch in (1, 2):
+        zoo.train_epoch(model, x, y, optimizer, batch_size=8)
+        pruner.update_epoch(epoch)
+    out = model.eval()(x[:2]).detach()
+    pruner.apply_speedup(x[:1])  # residual sets share their channels, so everything shrinks
+    assert model.layer1[0].conv2.out_channels == model.conv1.out_channels == 8
+    assert torch.allclose(model(x[:2]), out, atol=1e-4)
+
+    model = zoo.vgg_small()
+    pruner = aup.create_compressor(model, cfg("sensitivity", [{"sparsity": 0.3, "op_types": ["Conv2d"]}]),
+                                   lambda: -float(nn.functional.cross_entropy(model.eval()(x), y).detach()),
+                                   sparsity_per_iter=0.3, acc_drop_threshold=10.0)
+    pruner.compress()
+    assert pruner.current_sparsity() == pytest.approx(0.3, abs=0.02)
+    out = model.eval()(x[:2]).detach()
+    pruner.apply_speedup(x[:1])
+    assert torch.allclose(model(x[:2]), out, atol=1e-4)
