@@ -14,7 +14,9 @@ The runner passes the job config path; the config holds the concrete compression
 
 Then ``apply_speedup`` (physical shrink where the masks are structured), test accuracy,
 ``export_model`` (reports the measured size metrics) and ``print_result(accuracy)``.
-Run by hand: ``python iterative_digits.py job.json`` with a job config like ``job_agp.json``.
+Run by hand: ``python iterative_digits.py job.json`` with a job config such as the runner writes
+(``jobs/<trial>.json``: ``{"compression_framework": "torch", "compression_type": "pruning",
+"compressor": "agp", "config_list": [...], "compressor_args": {...}}``).
 """
 import logging
 import os
