@@ -117,24 +117,43 @@ class Progress:
         return Group(table, Text(c.last_event, style="dim", overflow="ellipsis", no_wrap=True))
 
 
+# Size metrics shown next to the objectives in the end-of-run table, when the trials recorded them.
+SUMMARY_METRICS = ("param_count", "model_bytes", "macs")
+
+
+def _fmt_metric(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if float(value).is_integer() and abs(value) >= 1000:
+        return f"{int(value):,}"
+    return f"{value:.4g}"
+
+
 def print_summary(console: Console, *, study_name: str, status: str, trials: Sequence[Any],
                   objectives: Sequence[str], storage_url: str, best: Sequence[Any], extra: Sequence[str] = (),
                   limit: int = 5) -> None:
-    """The end-of-run table of the best trials (by objective), counts, and where the results are."""
+    """The end-of-run table of the best trials (the Pareto front for several objectives) with their
+    recorded size metrics, the state counts, and where the results are."""
     states = {}
     for trial in trials:
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "no trials"
     console.print(f"[bold]{study_name}[/bold]: {status} ({counts})", highlight=False)
     if best:
-        table = Table(title="best trials" if len(best) > 1 else "best trial", title_justify="left")
+        pareto = len(objectives) > 1
+        shown = list(best)[: max(limit, 10) if pareto else limit]
+        metrics = [m for m in SUMMARY_METRICS
+                   if m not in objectives and any(m in getattr(t, "user_attrs", {}) for t in shown)]
+        title = "Pareto front" if pareto else ("best trials" if len(best) > 1 else "best trial")
+        table = Table(title=title, title_justify="left")
         table.add_column("trial", justify="right")
-        for name in objectives:
+        for name in [*objectives, *metrics]:
             table.add_column(name, justify="right")
-        table.add_column("hyperparameters")
-        for trial in list(best)[:limit]:
-            values = trial.values or []
-            table.add_row(str(trial.number), *[_fmt(v) for v in values], format_params(trial.params, 100))
+        table.add_column("hyperparameters", ratio=1, overflow="fold")
+        for trial in shown:
+            values = [_fmt_metric(v) for v in (trial.values or [])]
+            extras = [_fmt_metric(trial.user_attrs.get(m, "-")) for m in metrics]
+            table.add_row(str(trial.number), *values, *extras, format_params(trial.params, 100))
         console.print(table)
     for line in extra:
         console.print(line, highlight=False, markup=False)
