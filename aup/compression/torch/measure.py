@@ -36,7 +36,10 @@ from torch import nn
 
 __all__ = ["LATENCY_THREADS", "measure_model", "count_flops_params", "layer_macs", "latency_ms"]
 
-LATENCY_THREADS = 2  # fixed so latencies compare across trials and machines of the same kind
+# Fixed so latencies compare across trials. One thread by default: trials run side by side
+# (n_parallel), and several multi-threaded timings on the same cores oversubscribe them (OpenMP
+# spin-waits turned a 0.1 ms forward into 140 ms medians). AUP_LATENCY_THREADS overrides it.
+LATENCY_THREADS = max(1, int(os.environ.get("AUP_LATENCY_THREADS", "1") or 1))
 
 Masks = Mapping[str, Mapping[str, "torch.Tensor | None"]]
 _COUNTED = (nn.modules.conv._ConvNd, nn.Linear)
