@@ -93,7 +93,7 @@ class _FixedDraw:
 
 @pytest.mark.parametrize("draw, accepted", [(0.80, True), (0.84, False)])
 def test_sa_accepts_worse_candidate_with_metropolis_probability(model, draw, accepted, cwd, tmp_path):
-    scores = iter([0.9, 0.9] + [0.7] * 50)  # baseline, start, then every candidate is worse by 0.2
+    scores = iter([0.9] + [0.7] * 50)  # the start point, then every candidate is worse by 0.2
     pruner = aup.create_compressor(model, _config("simulated_annealing", CONV50), lambda m: next(scores),
                                    start_temperature=1.0, stop_temperature=0.95, cool_down_rate=0.9,
                                    experiment_data_dir=str(tmp_path / "sa"), seed=0)

@@ -43,7 +43,7 @@ BASE_ALGOS: dict[str, type[Pruner]] = {
 OPTIMIZE_MODES = ("maximize", "minimize")
 
 __all__ = [
-    "BASE_ALGOS", "SearchPruner", "prune_copy", "batchnorm_followers", "couple_batchnorm",
+    "BASE_ALGOS", "SearchPruner", "prune_copy",
     "check_choice", "check_number", "progress", "overall_target", "is_better",
 ]
 
@@ -117,54 +117,6 @@ def write_json(path: str, data: Any) -> None:
         json.dump(data, handle, indent=2, default=float)
 
 
-# ----------------------------------------------------------------------------- BatchNorm coupling
-def batchnorm_followers(model: nn.Module, run: Callable[[nn.Module], Any]) -> dict[str, list[str]]:
-    """``{conv name: [BatchNorm names]}`` for BNs fed directly by a conv's output.
-
-    Found by tensor identity during one forward pass that ``run(model)`` triggers (the evaluator's
-    baseline call, or a dummy input), so it works for any model without tracing tools.
-    """
-    produced: dict[int, str] = {}
-    keep_alive: list[torch.Tensor] = []
-    followers: dict[str, list[str]] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            def after(mod: nn.Module, inputs: Any, output: Any, name: str = name) -> None:
-                if isinstance(output, torch.Tensor):
-                    produced.setdefault(id(output), name)
-                    keep_alive.append(output)
-            handles.append(module.register_forward_hook(after))
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            def before(mod: nn.Module, inputs: Any, name: str = name) -> None:
-                source = produced.get(id(inputs[0])) if inputs else None
-                if source is not None and name not in followers.setdefault(source, []):
-                    followers[source].append(name)
-            handles.append(module.register_forward_pre_hook(before))
-    try:
-        run(model)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return followers
-
-
-def couple_batchnorm(pruner: Pruner, followers: Mapping[str, list[str]]) -> None:
-    """Mask the weight and bias of BN channels whose conv filter is fully pruned (structured only)."""
-    modules = dict(pruner.model.named_modules())
-    for conv_name in pruner.layers:
-        mask = pruner.masks.masks.get(conv_name, {}).get("weight")
-        if mask is None or mask.dim() < 2:
-            continue
-        keep = (mask.detach().flatten(1).abs().sum(1) != 0).float()
-        for bn_name in followers.get(conv_name, ()):
-            bn = modules[bn_name]
-            if not bn.affine or bn.num_features != keep.numel():
-                continue
-            pruner.masks.attach(bn_name, bn)
-            pruner.masks.set(bn_name, weight=keep.clone(), bias=keep.clone())
-
-
 # ----------------------------------------------------------------------------- units and copies
 def is_structured(base_algo: str) -> bool:
     return base_algo != "level"
@@ -185,7 +137,7 @@ def units_to_sparsity(k: int, n: int) -> float:
 
 
 def prune_copy(model: nn.Module, base_algo: str, sparsities: Mapping[str, float],
-               followers: Mapping[str, list[str]] | None = None, dummy_input: Any = None,
+               dummy_input: Any = None,
                initial_masks: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[nn.Module, Pruner]:
     """A deep copy of ``model`` pruned at ``sparsities`` with the base criterion (masks attached).
 
@@ -193,21 +145,22 @@ def prune_copy(model: nn.Module, base_algo: str, sparsities: Mapping[str, float]
     """
     clone = copy.deepcopy(model)
     pruner = make_base_pruner(clone, base_algo, list(sparsities), dummy_input)
-    mask_with(pruner, sparsities, followers, initial_masks)
+    mask_with(pruner, sparsities, initial_masks)
     return clone, pruner
 
 
-def mask_with(pruner: Pruner, sparsities: Mapping[str, float], followers: Mapping[str, list[str]] | None = None,
+def mask_with(pruner: Pruner, sparsities: Mapping[str, float],
               initial_masks: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-    """Compute ``pruner``'s masks at ``sparsities`` on top of ``initial_masks``, then couple BNs."""
+    """Compute ``pruner``'s masks at ``sparsities`` on top of ``initial_masks``.
+
+    Filter criteria also mask the BatchNorm after each pruned conv (``FilterPruner.compute_masks``),
+    so the evaluated candidate is exactly the model that ``apply_speedup`` ships."""
     pruner._attach_masks()
     for name, entry in (initial_masks or {}).items():
         if name in pruner.layers:
             pruner.masks.set(name, weight=entry.get("weight"), bias=entry.get("bias"))
     active = {name: s for name, s in sparsities.items() if s > 0}
     pruner.compute_masks(active)
-    if followers and isinstance(pruner, tuple(BASE_ALGOS[a] for a in ("l1", "l2", "fpgm"))):
-        couple_batchnorm(pruner, followers)
 
 
 def make_base_pruner(model: nn.Module, base_algo: str, layer_names: list[str], dummy_input: Any = None) -> Pruner:
@@ -243,7 +196,6 @@ class SearchPruner(Pruner):
         self.target_sparsity = overall_target(self.compressor_name, config_list)
         super().__init__(model, config_list, dummy_input=dummy_input)
         self.weight_counts = {name: layer.module.weight.numel() for name, layer in self.layers.items()}
-        self.followers: dict[str, list[str]] = {}
         self.best_sparsities: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []
 
@@ -263,22 +215,12 @@ class SearchPruner(Pruner):
     def search(self) -> dict[str, float]:
         raise NotImplementedError
 
-    def evaluate_with_followers(self, evaluator: Callable[[nn.Module], float], model: nn.Module) -> float:
-        """Call ``evaluator(model)`` once and learn the conv -> BN couplings from that forward pass."""
-        result: dict[str, float] = {}
-
-        def run(m: nn.Module) -> None:
-            result["score"] = float(evaluator(m))
-
-        self.followers = batchnorm_followers(model, run)
-        return result["score"]
-
     def apply_sparsities(self, sparsities: Mapping[str, float],
                          initial_masks: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """Mask the user's model at ``sparsities`` with the base criterion; masks become this pruner's."""
         self.masks.detach()  # a second call replaces the masks instead of stacking hooks
         final = make_base_pruner(self.model, self.base_algo, list(self.layers), self.dummy_input)
-        mask_with(final, sparsities, self.followers, initial_masks)
+        mask_with(final, sparsities, initial_masks)
         self.masks = final.masks
         self.masks_calculated = True
         if self._input_recorder is None and self.dummy_input is None:

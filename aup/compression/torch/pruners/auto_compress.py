@@ -179,7 +179,7 @@ class AutoCompressPruner(SearchPruner):
         _admm(self.model, modules, sparsities, self.trainer, self.base_algo, self.admm_num_iterations,
               self.admm_training_epochs, self.row)
         pruner = make_base_pruner(self.model, self.base_algo, list(self.layers), self.dummy_input)
-        mask_with(pruner, sparsities, sa.followers)
+        mask_with(pruner, sparsities)
         masks = pruner.masks.to_nni()
         pruner.masks.apply_all()
         pruner.masks.detach()

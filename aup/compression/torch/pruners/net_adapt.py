@@ -97,7 +97,7 @@ class NetAdaptPruner(SearchPruner):
         goal = total - int(round(total * self.target_sparsity))
         step = max(1, int(total * self.sparsity_per_iteration))
         current_model, masks = self.model, {}
-        score = self.evaluate_with_followers(self.evaluator, current_model)
+        score = float(self.evaluator(current_model))
         remaining, iteration, started = total, 0, time.perf_counter()
         self.history.append({"iteration": 0, "remaining_weights": remaining, "score": score, "layer": None})
         progress("net_adapt: start, %d weights, target %d, score %.4f", total, goal, score)
@@ -123,7 +123,7 @@ class NetAdaptPruner(SearchPruner):
                         delta: int) -> tuple[str, float, nn.Module, dict[str, dict[str, Any]]] | None:
         best = None
         for layer, sparsities in self.proposals(masks, delta).items():
-            clone, pruner = prune_copy(model, self.base_algo, sparsities, self.followers, initial_masks=masks)
+            clone, pruner = prune_copy(model, self.base_algo, sparsities, initial_masks=masks)
             self.short_term_fine_tuner(clone)
             pruner.masks.apply_all()
             score = float(self.evaluator(clone))

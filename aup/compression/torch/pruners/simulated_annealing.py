@@ -112,12 +112,11 @@ class SimulatedAnnealingPruner(SearchPruner):
 
     def score(self, sparsities: dict[str, float], model: nn.Module | None = None) -> float:
         """Evaluator score of the model pruned at ``sparsities`` (a pruned copy, the model is untouched)."""
-        clone, _ = prune_copy(model or self.model, self.base_algo, sparsities, self.followers)
+        clone, _ = prune_copy(model or self.model, self.base_algo, sparsities)
         return float(self.evaluator(clone))
 
     def search(self) -> dict[str, float]:
         self.experiment_data_dir = working_dir(self._data_dir_arg, self.compressor_name)
-        self.evaluate_with_followers(self.evaluator, self.model)
         return self.anneal(self.model, self.target_sparsity)
 
     def anneal(self, model: nn.Module, target: float) -> dict[str, float]:
