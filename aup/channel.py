@@ -25,23 +25,10 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 CHANNEL_ENV = "AUP_CHANNEL"
 LEGACY_MARKER = "#Auptimizer:"
-
-
-@dataclass
-class ChannelContent:
-    """Everything a trial reported, in order."""
-
-    results: list[float | list[float]] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def final(self) -> float | list[float] | None:
-        return self.results[-1] if self.results else None
 
 
 def channel_path() -> str | None:
@@ -76,35 +63,16 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def parse_records(lines: Iterable[str]) -> ChannelContent:
-    """Fold channel lines into a ChannelContent; a torn last line (trial killed mid-write) is skipped."""
-    content = ChannelContent()
-    for line in lines:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        apply_record(content, record)
-    return content
-
-
-def apply_record(content: ChannelContent, record: dict[str, Any]) -> None:
-    kind = record.get("kind")
-    if kind == "result":
-        content.results.append(record["value"])
-    elif kind == "metrics":
-        content.metrics.update(record.get("metrics", {}))
-
-
-def read_channel(path: str | os.PathLike[str]) -> ChannelContent:
+def parse_record(line: str) -> dict[str, Any] | None:
+    """One channel line as a record; None for a blank line or a torn write of a killed trial."""
+    line = line.strip()
+    if not line:
+        return None
     try:
-        with open(path, encoding="utf-8") as handle:
-            return parse_records(handle)
-    except FileNotFoundError:
-        return ChannelContent()
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def parse_legacy_line(line: str) -> float | list[float] | None:
@@ -122,16 +90,6 @@ def parse_legacy_line(line: str) -> float | list[float] | None:
     except ValueError:
         return None
     return values[0] if len(values) == 1 else values
-
-
-def parse_legacy_output(text: str) -> list[float | list[float]]:
-    """All results printed with Auptimizer's ``#Auptimizer:`` lines, in order."""
-    results = []
-    for line in text.splitlines():
-        value = parse_legacy_line(line)
-        if value is not None:
-            results.append(value)
-    return results
 
 
 def is_finite_result(value: float | list[float] | None) -> bool:

@@ -13,7 +13,6 @@ intermediate results can drive early stopping while the trial runs.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -139,13 +138,9 @@ class TrialProcess:
 
     def _absorb(self, channel_lines: list[str], log_lines: list[str]) -> None:
         for line in channel_lines:
-            line = line.strip()
-            if not line:
+            record = channel.parse_record(line)
+            if record is None:
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # torn write of a killed trial
             if record.get("kind") == "result":
                 if not self._from_channel:
                     self._from_channel = True

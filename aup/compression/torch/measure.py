@@ -142,7 +142,7 @@ def _count_macs(model: nn.Module, example_input: Any, masks: Masks) -> tuple[int
     model.eval()
     try:
         with FlopCounterMode(display=False) as counter:
-            _call(model, example_input)
+            call_model(model, example_input)
     finally:
         model.train(was_training)
         for h in handles:
@@ -154,7 +154,8 @@ def _count_macs(model: nn.Module, example_input: Any, masks: Masks) -> tuple[int
     return max(total, 0) / batch, rows
 
 
-def _call(model: nn.Module, x: Any) -> Any:
+def call_model(model: nn.Module, x: Any) -> Any:
+    """``model(x)`` for an example input given as a tensor, a tuple/list of arguments or a dict of keywords."""
     if isinstance(x, Mapping):
         return model(**x)
     if isinstance(x, (tuple, list)):
@@ -271,7 +272,7 @@ def latency_ms(model: nn.Module, example_input: Any, runs: int = 20, warmup: int
         with torch.inference_mode():
             for i in range(warmup + max(runs, 1)):
                 start = time.perf_counter()
-                _call(model, x)
+                call_model(model, x)
                 if i >= warmup:
                     times.append((time.perf_counter() - start) * 1000.0)
     finally:

@@ -37,6 +37,8 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from .measure import call_model
+
 __all__ = ["ShrinkError", "ShrinkReport", "shrink_model"]
 
 logger = logging.getLogger(__name__)
@@ -170,7 +172,7 @@ def _build_graph(tp: Any, model: nn.Module, dummy_input: Any, captured: dict[str
     """Trace once; the trace's forward pass also gives the masked model's reference output."""
 
     def forward(m: nn.Module, x: Any) -> Any:
-        out = _call(m, x)
+        out = call_model(m, x)
         captured["out"] = _first_tensor(out).detach().clone()
         return out
 
@@ -184,14 +186,6 @@ def _build_graph(tp: Any, model: nn.Module, dummy_input: Any, captured: dict[str
         for name in masks:
             report.kept_dense[name] = reason
         return None
-
-
-def _call(model: nn.Module, x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return model(**x)
-    if isinstance(x, (tuple, list)):
-        return model(*x)
-    return model(x)
 
 
 def _first_tensor(out: Any) -> torch.Tensor:
@@ -477,7 +471,7 @@ def _drop(t: torch.Tensor, dim: int, idxs: Iterable[int]) -> torch.Tensor:
 @torch.no_grad()
 def _verify(model: nn.Module, dummy_input: Any, reference: torch.Tensor, atol: float, report: ShrinkReport,
             snapshot: Mapping[nn.Module, tuple[dict, dict, dict]], removed_out: Mapping[nn.Module, list[int]]) -> None:
-    out = _first_tensor(_call(model, dummy_input))
+    out = _first_tensor(call_model(model, dummy_input))
     if out.shape != reference.shape:
         diff = float("inf")
     else:
@@ -505,7 +499,7 @@ def _layer_summaries(model: nn.Module, dummy_input: Any) -> dict[str, torch.Tens
         if isinstance(module, _CHANNELWISE):
             handles.append(module.register_forward_hook(lambda m, i, o, name=name: record(m, i, o, name)))
     try:
-        _call(model, dummy_input)
+        call_model(model, dummy_input)
     finally:
         for h in handles:
             h.remove()
