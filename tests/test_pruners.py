@@ -292,6 +292,9 @@ ALL_ONE_SHOT = ["level", "slim", "fpgm", "l1_filter", "l2_filter", "activation_a
 def test_achieved_sparsity_is_within_one_point_of_the_target(name):
     torch.manual_seed(0)
     model = zoo.DigitsCNN(width=16)
+    for module in model.modules():  # trained-like BN scales (a fresh net's all-equal gammas tie)
+        if isinstance(module, nn.BatchNorm2d):
+            module.weight.data.uniform_(0.5, 1.5)
     op_types = {"level": ["default"], "slim": ["BatchNorm2d"]}.get(name, ["Conv2d"])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     extra = {} if name in ("level", "slim") else {"optimizer": optimizer}
@@ -355,3 +358,44 @@ def test_every_filter_pruner_has_a_dependency_aware_mode(name):
     assert tied and pruner.masks_calculated and abs(pruner.sparsity() - 0.5) <= 0.01
     for members in tied:
         assert len({tuple((masks[n]["weight"].flatten(1).sum(1) == 0).tolist()) for n in members}) == 1
+
+
+def test_slim_keeps_one_channel_of_a_layer_the_global_threshold_would_empty_and_shrinks():
+    torch.manual_seed(0)
+    model = zoo.DigitsCNN(width=16)
+    model.bn1.weight.data.uniform_(0.1, 0.2)  # every bn1 gamma below every bn2 gamma
+    model.bn2.weight.data.uniform_(0.5, 1.5)
+    model.eval()
+    pruner = aup.create_compressor(model, cfg("slim", [{"sparsity": 0.5, "op_types": ["BatchNorm2d"]}]))
+    with pytest.warns(UserWarning, match="every channel of bn1"):
+        pruner.compress()
+    masks = pruner.get_masks()
+    assert int(masks["bn1"]["weight"].sum()) == 1  # the strongest bn1 channel survives
+    assert int(masks["bn1"]["weight"].argmax()) == int(model.bn1.weight.detach().abs().argmax())
+    assert torch.equal(masks["conv1"]["weight"].flatten(1).sum(1) > 0, masks["bn1"]["weight"] > 0)
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        before = model(x)
+    params = sum(p.numel() for p in model.parameters())
+    pruner.apply_speedup(x[:1])
+    assert sum(p.numel() for p in model.parameters()) < params and model.conv1.out_channels == 1
+    with torch.no_grad():
+        assert torch.allclose(model(x), before, atol=1e-4)
+
+
+def test_slim_sparsity_training_pushes_gammas_down_before_masking():
+    torch.manual_seed(0)
+    model = zoo.DigitsCNN(width=16)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    pruner = aup.create_compressor(model, cfg("slim", [{"sparsity": 0.5, "op_types": ["BatchNorm2d"]}]), optimizer,
+                                   scale=0.5, sparsifying_training_batches=3)
+    pruner.compress()
+    assert not pruner.masks_calculated
+    gamma0 = model.bn1.weight.detach().clone()
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    for step in range(3):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        assert pruner.masks_calculated == (step == 2)  # masks right after the last sparsifying step
+    assert float(model.bn1.weight.detach().abs().max()) < float(gamma0.abs().min())  # L1 shrank every gamma

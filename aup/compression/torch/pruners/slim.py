@@ -5,17 +5,29 @@ All configured BatchNorm2d layers share ONE threshold: their ``|gamma|`` are poo
 every channel with ``|gamma| <= threshold``, so ties at the threshold went too; on a freshly
 initialised network (all gammas 1) that pruned *everything*. We prune exactly that many channels
 (ties broken by position), which gives NNI's masks whenever there are no ties at the threshold.
-Per-layer sparsity varies, and a layer may lose all its channels unless excluded. Best after training with an L1 penalty on
-gamma (the user's training loop). With several entries the sparsity must be the same (schema).
+Per-layer sparsity varies. NNI 2.0 refused to remove every channel of a layer ("Donnot support
+removing the whole group filter"); here such a layer keeps its strongest channel, with a warning.
+With several entries the sparsity must be the same (schema).
+
+The paper's method trains with an L1 penalty on gamma first, so that unimportant channels' scales
+go to zero before the threshold is taken. With ``scale > 0`` and ``sparsifying_training_batches > 0``
+(NNI 2.3+'s knobs) the pruner adds the L1 subgradient ``scale * sign(gamma)`` to the BN weight
+gradients during the first ``sparsifying_training_batches`` steps of the user's ``optimizer`` and
+computes the masks right after the last of them; otherwise (NNI 2.0) masks are computed at once.
+
+The conv that feeds a pruned BN channel gets the same filter masked: the BN output is zero there
+anyway, so the outputs do not change, and ``apply_speedup`` can remove the channel physically.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from .base import Pruner
+from .dependency import following_batchnorms
 
 __all__ = ["SlimPruner"]
 
@@ -27,8 +39,34 @@ class SlimPruner(Pruner):
     supported_op_types: ClassVar[tuple[str, ...] | None] = ("BatchNorm2d",)
 
     def __init__(self, model: nn.Module, config_list: list[dict[str, Any]],
-                 optimizer: torch.optim.Optimizer | None = None) -> None:
+                 optimizer: torch.optim.Optimizer | None = None, *, scale: float = 0.0,
+                 sparsifying_training_batches: int = 0) -> None:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 0:
+            raise ValueError(f"slim: scale must be a number >= 0 (the L1 penalty on gamma), got {scale!r}")
+        batches = sparsifying_training_batches
+        if isinstance(batches, bool) or not isinstance(batches, int) or batches < 0:
+            raise ValueError(f"slim: sparsifying_training_batches must be an integer >= 0, got {batches!r}")
+        if scale > 0 and batches > 0 and optimizer is None:
+            raise ValueError("slim: sparsity training (scale, sparsifying_training_batches) needs optimizer=<your optimizer>")
         super().__init__(model, config_list, optimizer=optimizer)
+        self.scale = float(scale)
+        self.sparsifying_training_batches = batches if scale > 0 else 0
+        self.batches = 0
+
+    # ------------------------------------------------------------------ sparsity training (L1 on gamma)
+    def statistics_ready(self) -> bool:
+        return self.batches >= self.sparsifying_training_batches
+
+    def before_optimizer_step(self) -> None:
+        """Add ``scale * sign(gamma)`` to the BN weight gradients while sparsity training lasts."""
+        if self.statistics_ready():
+            return
+        with torch.no_grad():
+            for layer in self.layers.values():
+                weight = layer.module.weight
+                if weight.grad is not None:
+                    weight.grad.add_(self.scale * torch.sign(weight))
+        self.batches += 1
 
     def _gammas(self, name: str) -> torch.Tensor:
         module = self.layers[name].module
@@ -48,7 +86,14 @@ class SlimPruner(Pruner):
         k = int(pooled.numel() * sparsity)
         pruned = torch.zeros(pooled.numel(), dtype=torch.bool)
         pruned[torch.argsort(pooled, stable=True)[:k]] = True
-        return dict(zip(gammas, torch.split(pruned, sizes)))
+        per_layer = dict(zip(gammas, (p.clone() for p in torch.split(pruned, sizes))))
+        for name, layer_pruned in per_layer.items():
+            if layer_pruned.numel() and bool(layer_pruned.all()):
+                layer_pruned[int(torch.argmax(gammas[name]))] = False
+                warnings.warn(f"slim: the global threshold would remove every channel of {name}; it keeps its "
+                              "strongest channel (train with an L1 penalty on gamma first, see scale=, or exclude it)",
+                              stacklevel=3)
+        return per_layer
 
     def calc_mask(self, name: str, module: nn.Module, sparsity: float, *, pruned: torch.Tensor | None = None,
                   **context: Any) -> dict[str, torch.Tensor | None]:
@@ -61,3 +106,18 @@ class SlimPruner(Pruner):
         pruned = self.global_pruned(sparsities)
         return {name: self.calc_mask(name, self.layers[name].module, s, pruned=pruned[name])
                 for name, s in sparsities.items()}
+
+    def compute_masks(self, sparsities: dict[str, float] | None = None) -> dict:
+        """BN masks by the global threshold, then the same filters masked in the conv feeding each BN."""
+        super().compute_masks(sparsities)
+        modules = dict(self.model.named_modules())
+        convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+        for conv_name, bn_name in following_batchnorms(self.model, convs, self.dummy_input).items():
+            if bn_name not in self.layers:
+                continue
+            conv = modules[conv_name]
+            keep = self.masks.masks[bn_name]["weight"].detach().to(conv.weight)
+            self.masks.attach(conv_name, conv)
+            weight_mask = keep[(...,) + (None,) * (conv.weight.dim() - 1)].expand_as(conv.weight).contiguous()
+            self.masks.set(conv_name, weight=weight_mask, bias=keep.clone() if conv.bias is not None else None)
+        return self.get_masks()
