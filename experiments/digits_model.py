@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -55,6 +58,41 @@ def _pretrain() -> torch.nn.Module:
     for epoch in range(PRETRAIN_EPOCHS):
         train_epoch(model, digits.x_train, digits.y_train, optimizer, seed=epoch)
     return model
+
+
+@dataclass
+class Trial:
+    """What every compression trial script starts from: its job config, the data, the pretrained
+    model, an optimizer over it, and a one-sample dummy input for tracing/shrinking."""
+
+    config: Any
+    digits: DigitsData
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    dummy: torch.Tensor
+
+    @property
+    def epochs(self) -> int:
+        """Fine-tune epochs: the hyperband/bohb budget (``n_iterations``) if any, else ``epochs``."""
+        return int(self.config.get("n_iterations", self.config.get("epochs", 1)))
+
+    def output_folder(self) -> str:
+        """``folder_name`` when the runner asks to keep the model, else a scratch folder."""
+        return self.config["folder_name"] if self.config.get("save_model") else tempfile.mkdtemp(prefix="aup-digits-")
+
+
+def start_trial(config_path: str, default_lr: float = 0.005) -> Trial:
+    """Load the job config, seed, and build the pretrained model and its SGD optimizer (one thread:
+    trials run side by side)."""
+    import aup
+
+    config = aup.BasicConfig().load(config_path)
+    torch.set_num_threads(1)
+    torch.manual_seed(config.get("seed", 0))
+    digits = data()
+    model = pretrained_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.get("lr", default_lr), momentum=0.9)
+    return Trial(config, digits, model, optimizer, digits.x_train[:1])
 
 
 def dense_accuracy() -> float:

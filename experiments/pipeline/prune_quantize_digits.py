@@ -9,33 +9,24 @@ re-pointed at the shrunk parameters). One fine-tuning loop trains the pruned, qu
 """
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
-
 import aup  # noqa: E402
 from aup.compression.torch.zoo import evaluate, train_epoch  # noqa: E402
-from digits_model import data, pretrained_model  # noqa: E402
+from digits_model import start_trial  # noqa: E402
 
-config = aup.BasicConfig().load(sys.argv[1])
-torch.set_num_threads(1)
-torch.manual_seed(config.get("seed", 0))
-digits = data()
-model = pretrained_model()
-optimizer = torch.optim.SGD(model.parameters(), lr=config.get("lr", 0.005), momentum=0.9)
-dummy = digits.x_train[:1]
+trial = start_trial(sys.argv[1])
+model, optimizer, digits = trial.model, trial.optimizer, trial.digits
 
-compressor = aup.create_compressor(model, config, optimizer=optimizer, dummy_input=dummy)
+compressor = aup.create_compressor(model, trial.config, optimizer=optimizer, dummy_input=trial.dummy)
 compressor.compress()
-for epoch in range(int(config.get("n_iterations", config.get("epochs", 1)))):
+for epoch in range(trial.epochs):
     compressor.update_epoch(epoch)
     train_epoch(model, digits.x_train, digits.y_train, optimizer, seed=epoch)
 accuracy = evaluate(model, digits.x_test, digits.y_test)
 
-folder = config["folder_name"] if config.get("save_model") else tempfile.mkdtemp(prefix="aup-digits-")
-compressor.export_model("digits_pipeline.pt", folder_name=folder, dummy_input=dummy)
+compressor.export_model("digits_pipeline.pt", folder_name=trial.output_folder(), dummy_input=trial.dummy)
 aup.log_metrics(accuracy=accuracy)
 print(f"accuracy={accuracy:.4f}")
 aup.print_result(accuracy)

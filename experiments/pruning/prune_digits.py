@@ -10,39 +10,30 @@ shrink of structured pruning) -> evaluate -> ``export_model`` (reports the measu
 """
 import os
 import sys
-import tempfile
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
-
 import aup  # noqa: E402
 from aup.compression.torch.zoo import evaluate, train_epoch  # noqa: E402
-from digits_model import data, pretrained_model  # noqa: E402
+from digits_model import start_trial  # noqa: E402
 
-config = aup.BasicConfig().load(sys.argv[1])
-torch.set_num_threads(1)
-torch.manual_seed(config.get("seed", 0))
-digits = data()
-model = pretrained_model()
-optimizer = torch.optim.SGD(model.parameters(), lr=config.get("lr", 0.01), momentum=0.9)
+trial = start_trial(sys.argv[1], default_lr=0.01)
+model, optimizer, digits = trial.model, trial.optimizer, trial.digits
 
-compressor = aup.create_compressor(model, config, optimizer)
+compressor = aup.create_compressor(model, trial.config, optimizer)
 compressor.compress()
-for epoch in range(int(config.get("n_iterations", config.get("epochs", 1)))):  # n_iterations: hyperband budget
+for epoch in range(trial.epochs):  # n_iterations: the hyperband/bohb budget
     compressor.update_epoch(epoch)
     train_epoch(model, digits.x_train, digits.y_train, optimizer, seed=epoch)
 
-dummy = digits.x_train[:1]
 try:
-    compressor.apply_speedup(dummy)  # structured pruning: the deployed model really is smaller
+    compressor.apply_speedup(trial.dummy)  # structured pruning: the deployed model really is smaller
 except ValueError as exc:  # e.g. nothing to remove physically; the masked model is exported
     warnings.warn(str(exc))
 accuracy = evaluate(model, digits.x_test, digits.y_test)
 
-folder = config["folder_name"] if config.get("save_model") else tempfile.mkdtemp(prefix="aup-digits-")
-compressor.export_model("digits_compressed.pt", folder_name=folder, dummy_input=dummy)
+compressor.export_model("digits_compressed.pt", folder_name=trial.output_folder(), dummy_input=trial.dummy)
 aup.log_metrics(accuracy=accuracy)
 print(f"accuracy={accuracy:.4f}")
 aup.print_result(accuracy)
