@@ -42,15 +42,16 @@ def now_iso() -> str:
 
 
 def resolve_storage_url(cli_value: str | None) -> str:
-    """``--storage`` wins, then ``$AUP_STORAGE``, else ``sqlite:///<cwd>/.aup/aup.db`` (``.aup/`` created)."""
+    """``--storage`` wins, then ``$AUP_STORAGE``, else ``sqlite:///<cwd>/.aup/aup.db``.
+
+    Nothing is created here: ``open_storage`` makes ``.aup/`` when a run writes, so read-only
+    commands (``aup list`` in an empty folder) leave no trace."""
     if cli_value:
         return cli_value
     env = os.environ.get(STORAGE_ENV)
     if env:
         return env
-    folder = Path.cwd() / DEFAULT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / DEFAULT_FILE}"
+    return f"sqlite:///{Path.cwd() / DEFAULT_DIR / DEFAULT_FILE}"
 
 
 def open_storage(url: str) -> "optuna.storages.BaseStorage":
