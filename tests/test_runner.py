@@ -229,11 +229,12 @@ def test_storage_round_trip_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AUP_STORAGE", raising=False)
     url = store.resolve_storage_url(None)
-    assert url == f"sqlite:///{tmp_path / '.aup' / 'aup.db'}" and (tmp_path / ".aup").is_dir()
+    assert url == f"sqlite:///{tmp_path / '.aup' / 'aup.db'}" and not (tmp_path / ".aup").exists()  # no side effect
     monkeypatch.setenv("AUP_STORAGE", "sqlite:///other.db")
     assert store.resolve_storage_url(None) == "sqlite:///other.db"
     assert store.resolve_storage_url("sqlite:///cli.db") == "sqlite:///cli.db"
     storage = store.open_storage(url)
+    assert (tmp_path / ".aup").is_dir()  # created when the storage is opened for a run
     assert store.unique_study_name(storage, "a") == "a"
     store.create_experiment_study(storage, "a", ["maximize"])
     store.create_experiment_study(storage, "a (2)", ["maximize"])
