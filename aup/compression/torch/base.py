@@ -188,109 +188,18 @@ def as_example_input(x: Any, model: nn.Module | None = None) -> Any:
     return x
 
 
-def _density(mask: torch.Tensor | None) -> float:
-    return 1.0 if mask is None else float((mask != 0).sum()) / max(mask.numel(), 1)
-
-
-def _layer_macs(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int:
-    """Dense multiply-accumulates of one call, for one sample of the batch."""
-    out = output[0] if isinstance(output, (tuple, list)) else output
-    if not isinstance(out, torch.Tensor) or out.dim() == 0:
-        return 0
-    batch = out.shape[0] if out.dim() > 1 else 1
-    if isinstance(module, nn.modules.conv._ConvNd):
-        per_output = module.weight[0].numel()  # (in / groups) * prod(kernel)
-        if isinstance(module, nn.modules.conv._ConvTransposeMixin):
-            inp = inputs[0]
-            return int(inp.numel() // max(inp.shape[0], 1) * module.out_channels // module.groups
-                       * int(torch.tensor(module.kernel_size).prod()))
-        return int(out.numel() // batch * per_output)
-    if isinstance(module, nn.Linear):
-        return int(out.numel() // batch * module.in_features)
-    if isinstance(module, nn.Bilinear):
-        return int(out.numel() // batch * module.in1_features * module.in2_features)
-    return 0
-
-
 def count_flops_params(
     model: nn.Module,
     x: Any,
     masks: dict[str, dict[str, torch.Tensor | None]] | None = None,
     verbose: bool = True,
 ) -> tuple[float, float, list[dict[str, Any]]]:
-    """Mask-aware ``(flops, params, per_layer)``, NNI's ``count_flops_params`` convention.
+    """Mask-aware ``(flops, params, per_layer)`` in NNI's convention ("flops" are MACs per sample).
 
-    As in NNI, "flops" counts multiply-accumulates of conv / linear layers for one sample. A masked
-    layer counts its dense MACs times the fraction of weights its mask keeps (whole filters for
-    structured pruning, single elements for fine-grained); params count only unmasked elements.
+    One counter for everything: this is :func:`aup.compression.torch.measure.count_flops_params`,
+    the same rule that produces the trials' ``macs`` metric (non-zero weights x output positions for
+    conv/linear layers, so masked filters and pruned elements count as removed).
     """
-    masks = masks or {}
-    example = as_example_input(x, model)
-    per_layer: dict[str, dict[str, Any]] = {}
-    handles = []
+    from aup.compression.torch.measure import count_flops_params as _count
 
-    def hook(name: str):
-        def record(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            macs = _layer_macs(module, inputs, output)
-            if not macs:
-                return
-            entry = per_layer.setdefault(name, {
-                "name": name, "module_type": type(module).__name__,
-                "weight_shape": tuple(module.weight.shape), "flops": 0.0, "params": 0.0,
-                "input_shape": tuple(inputs[0].shape) if inputs and isinstance(inputs[0], torch.Tensor) else None,
-                "output_shape": tuple(output.shape) if isinstance(output, torch.Tensor) else None,
-            })
-            entry["flops"] += macs * _density(masks.get(name, {}).get("weight"))
-        return record
-
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear)):
-            handles.append(module.register_forward_hook(hook(name)))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            if isinstance(example, tuple):
-                model(*example)
-            elif isinstance(example, dict):
-                model(**example)
-            else:
-                model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    params = _masked_param_counts(model, masks)
-    for name, entry in per_layer.items():
-        entry["params"] = params.get(name, 0.0)
-    total_params = float(sum(params.values()))
-    rows = list(per_layer.values())
-    total_flops = float(sum(row["flops"] for row in rows))
-    if verbose:
-        _print_table(rows, total_flops, total_params)
-    return total_flops, total_params, rows
-
-
-def _masked_param_counts(model: nn.Module, masks: dict[str, dict[str, torch.Tensor | None]]) -> dict[str, float]:
-    """Parameters per module (its own, not its children's), masked elements excluded."""
-    counts: dict[str, float] = {}
-    for name, module in model.named_modules():
-        total = 0.0
-        for key, param in module.named_parameters(recurse=False):
-            mask = masks.get(name, {}).get(key)
-            total += param.numel() if mask is None else float((mask != 0).sum())
-        if total:
-            counts[name] = total
-    return counts
-
-
-def _print_table(rows: list[dict[str, Any]], flops: float, params: float) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"FLOPs (MACs) {flops:,.0f}   params {params:,.0f}")
-    for column in ("layer", "type", "weight shape", "MACs", "params"):
-        table.add_column(column, justify="right" if column in ("MACs", "params") else "left")
-    for row in rows:
-        table.add_row(row["name"], row["module_type"], str(row["weight_shape"]), f"{row['flops']:,.0f}", f"{row['params']:,.0f}")
-    Console().print(table)
+    return _count(model, as_example_input(x, model), verbose=verbose, masks=masks)

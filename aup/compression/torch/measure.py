@@ -77,14 +77,14 @@ def count_flops_params(model: nn.Module, x: Any, verbose: bool = True, masks: Ma
     """NNI-style ``(flops, params, per_layer_rows)``; ``x`` is an input shape tuple or tensor(s).
 
     ``flops`` are mask-aware MACs per sample (NNI also reported MACs under the name "flops"),
-    ``params`` the non-zero parameters.  Rows: one per conv/linear call with ``name``,
+    ``params`` the parameters minus the masked elements (as NNI counted them).  Rows: one per conv/linear call with ``name``,
     ``module_type``, ``weight_shape``, ``flops``, ``params``, ``input_size``, ``output_size``.
     """
     if isinstance(x, (tuple, list)) and x and all(isinstance(v, int) for v in x):
         param = next(model.parameters(), None)
         x = torch.zeros(*x, device=param.device if param is not None else "cpu")
     macs, rows = _count_macs(model, x, masks or {})
-    params = _nonzero_params(model, masks or {})
+    params = _nonzero_params(model, masks or {}, only_masks=True)
     if verbose:
         _print_rows(rows, macs, params)
     return float(macs), float(params), rows
@@ -190,15 +190,17 @@ def _print_rows(rows: list[dict[str, Any]], macs: float, params: float) -> None:
 
 
 @torch.no_grad()
-def _nonzero_params(model: nn.Module, masks: Masks) -> int:
+def _nonzero_params(model: nn.Module, masks: Masks, *, only_masks: bool = False) -> int:
+    """Parameters that are non-zero and not masked; ``only_masks`` counts every unmasked element
+    (NNI's ``count_flops_params`` rule, where a zero-initialised bias is still a parameter)."""
     total = 0
     for module_name, module in model.named_modules():
         for key, p in module.named_parameters(recurse=False):
-            nz = p.detach() != 0
+            kept = torch.ones_like(p, dtype=torch.bool) if only_masks else p.detach() != 0
             mask = masks.get(module_name, {}).get(key)
             if mask is not None:
-                nz &= mask.to(p.device) != 0
-            total += int(nz.sum())
+                kept &= mask.to(p.device) != 0
+            total += int(kept.sum())
     return total
 
 
