@@ -83,7 +83,7 @@ def count_flops_params(model: nn.Module, x: Any, verbose: bool = True, masks: Ma
     if isinstance(x, (tuple, list)) and x and all(isinstance(v, int) for v in x):
         param = next(model.parameters(), None)
         x = torch.zeros(*x, device=param.device if param is not None else "cpu")
-    macs, rows = _count_macs(model, x, masks or {})
+    macs, rows = _count_macs(model, x, masks or {}, only_masks=True)
     params = _nonzero_params(model, masks or {}, only_masks=True)
     if verbose:
         _print_rows(rows, macs, params)
@@ -105,7 +105,10 @@ def layer_macs(module: nn.Module, out: torch.Tensor, nonzero_weights: int) -> in
 
 
 @torch.no_grad()
-def _count_macs(model: nn.Module, example_input: Any, masks: Masks) -> tuple[int, list[dict[str, Any]]]:
+def _count_macs(model: nn.Module, example_input: Any, masks: Masks, *, only_masks: bool = False
+                ) -> tuple[int, list[dict[str, Any]]]:
+    """MACs per batch and per-layer rows. A conv/linear weight counts when it is unmasked and (unless
+    ``only_masks``, NNI's mask-only rule for ``count_flops_params``) non-zero."""
     from torch.utils.flop_counter import FlopCounterMode
 
     rows: list[dict[str, Any]] = []
@@ -118,7 +121,7 @@ def _count_macs(model: nn.Module, example_input: Any, masks: Masks) -> tuple[int
             return
         weight = module.weight.detach()
         mask = masks.get(name, {}).get("weight")
-        nonzero = weight != 0
+        nonzero = torch.ones_like(weight, dtype=torch.bool) if only_masks else weight != 0
         if mask is not None:
             nonzero &= mask.to(weight.device) != 0
         nnz = int(nonzero.sum())
@@ -130,7 +133,11 @@ def _count_macs(model: nn.Module, example_input: Any, masks: Masks) -> tuple[int
         dense_total += weight.numel() * positions
         sparse_total += nnz * positions
         bias = getattr(module, "bias", None)
-        bias_nnz = int((bias != 0).sum()) if isinstance(bias, torch.Tensor) else 0
+        bias_nnz = 0
+        if isinstance(bias, torch.Tensor):
+            kept = torch.ones_like(bias, dtype=torch.bool) if only_masks else bias.detach() != 0
+            bias_mask = masks.get(name, {}).get("bias")
+            bias_nnz = int((kept & (bias_mask.to(bias.device) != 0) if bias_mask is not None else kept).sum())
         rows.append({"name": name, "module_type": type(module).__name__, "weight_shape": list(weight.shape),
                      "flops": nnz * positions, "params": nnz + bias_nnz,
                      "input_size": list(inputs[0].shape) if inputs and isinstance(inputs[0], torch.Tensor) else None,
