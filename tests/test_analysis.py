@@ -15,14 +15,6 @@ from aup.compression.torch import zoo  # noqa: E402
 from aup.compression.torch.analysis import is_monotone  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def weight_l1(model):
     """Sum of |w| over the conv and linear weights: pruning more of any layer can only lower it."""
     return float(sum(m.weight.detach().abs().sum() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))))

@@ -22,14 +22,6 @@ from aup.compression.torch.pruners.sensitivity import max_prune_ratio  # noqa: E
 N_TRAIN = 384
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def digits():
     d = zoo.load_digits_tensors(seed=0)
