@@ -10,6 +10,7 @@ dashboard can use the same file at the same time (Auptimizer's shared connection
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import datetime, timezone
@@ -141,10 +142,11 @@ def create_experiment_study(storage: "optuna.storages.BaseStorage", name: str, d
 def set_trial_user_attrs(study: "optuna.Study", trial_id: int, attrs: dict[str, Any]) -> None:
     """Set several user attributes of a running trial in one transaction.
 
-    Optuna writes one attribute per transaction (about six SQL statements each); the runner
+    Optuna writes one attribute per transaction (a trial lookup and an upsert each); the runner
     records six to ten attributes per trial, so this is most of its database time. With an
-    RDBStorage the attributes go through optuna's own per-attribute writer inside one session;
-    any other storage (or an optuna without that internal) gets the public one-by-one calls.
+    RDBStorage on SQLite all attributes go in one multi-row upsert after one state check; other
+    RDB engines use optuna's own per-attribute writer inside one session; any other storage (or an
+    optuna without those internals) gets the public one-by-one calls.
     """
     storage = study._storage
     backend = getattr(storage, "_backend", storage)
@@ -157,11 +159,27 @@ def set_trial_user_attrs(study: "optuna.Study", trial_id: int, attrs: dict[str, 
             writer = None
         else:
             with _create_scoped_session(backend.scoped_session, True) as session:
-                for key, value in attrs.items():
-                    writer(session, models.TrialUserAttributeModel, trial_id, key, value)
+                if getattr(getattr(backend, "engine", None), "name", "") == "sqlite":
+                    _upsert_sqlite_attrs(backend, session, models, trial_id, attrs)
+                else:
+                    for key, value in attrs.items():
+                        writer(session, models.TrialUserAttributeModel, trial_id, key, value)
             return
     for key, value in attrs.items():
         storage.set_trial_user_attr(trial_id, key, value)
+
+
+def _upsert_sqlite_attrs(backend: Any, session: Any, models: Any, trial_id: int, attrs: dict[str, Any]) -> None:
+    """One ``INSERT ... ON CONFLICT DO UPDATE`` for all attributes (what optuna does per key)."""
+    from sqlalchemy.dialects.sqlite import insert
+
+    trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+    backend.check_trial_is_updatable(trial_id, trial.state)
+    model = models.TrialUserAttributeModel
+    rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
+    statement = insert(model).values(rows)
+    session.execute(statement.on_conflict_do_update(index_elements=[model.trial_id, model.key],
+                                                    set_={"value_json": statement.excluded.value_json}))
 
 
 def latest_study_for(storage: "optuna.storages.BaseStorage", name: str) -> str | None:
