@@ -340,6 +340,43 @@ def test_end_to_end_digits_compress_half_and_fine_tune(capsys):
     assert flops < dense_flops and params < dense_params
 
 
+@pytest.fixture(scope="module")
+def pretrained_digits():
+    """A DigitsCNN trained on the digits once for the module: (state_dict, data, dense accuracy)."""
+    torch.manual_seed(0)
+    data = zoo.load_digits_tensors(seed=0)
+    model = zoo.DigitsCNN(width=16)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for epoch in range(4):
+        zoo.train_epoch(model, data.x_train, data.y_train, optimizer, seed=epoch)
+    return copy.deepcopy(model.state_dict()), data, zoo.evaluate(model, data.x_test, data.y_test)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL_ONE_SHOT)
+def test_every_pruner_end_to_end_on_digits_at_half_sparsity(name, pretrained_digits, capsys):
+    """Compress the trained CNN at 50%, fine-tune two epochs, shrink what is structured; report accuracy."""
+    state, data, dense_acc = pretrained_digits
+    model = zoo.DigitsCNN(width=16)
+    model.load_state_dict(state)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    op_types = {"level": ["default"], "slim": ["BatchNorm2d"]}.get(name, ["Conv2d"])
+    pruner = aup.create_compressor(model, cfg(name, [{"sparsity": 0.5, "op_types": op_types}]), optimizer)
+    pruner.compress()
+    for epoch in range(2):  # statistics pruners compute their masks during the first steps
+        zoo.train_epoch(model, data.x_train, data.y_train, optimizer, seed=20 + epoch)
+    masked_acc = zoo.evaluate(model, data.x_test, data.y_test)
+    params = sum(p.numel() for p in model.parameters())
+    if name != "level":  # structured: physically smaller, same accuracy
+        pruner.apply_speedup(data.x_train[:1])
+        assert sum(p.numel() for p in model.parameters()) < params
+        assert zoo.evaluate(model, data.x_test, data.y_test) == pytest.approx(masked_acc, abs=1e-9)
+    with capsys.disabled():
+        print(f"\n{name} 50%: dense {dense_acc:.3f} -> compressed + 2 epochs {masked_acc:.3f}, "
+              f"params {params} -> {sum(p.numel() for p in model.parameters())}")
+    assert pruner.masks_calculated and masked_acc > 0.85
+
+
 @pytest.mark.parametrize("name", ["fpgm", "l2_filter", "activation_apoz_rank_filter", "activation_mean_rank_filter",
                                   "taylor_fo_weight_filter"])
 def test_every_filter_pruner_has_a_dependency_aware_mode(name):
