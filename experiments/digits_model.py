@@ -76,6 +76,11 @@ class Trial:
         """Fine-tune epochs: the hyperband/bohb budget (``n_iterations``) if any, else ``epochs``."""
         return int(self.config.get("n_iterations", self.config.get("epochs", 1)))
 
+    def dense_accuracy(self) -> float:
+        """Test accuracy of the uncompressed pretrained model, logged as ``baseline_score`` so that
+        constraints like ``"score": ">= baseline_score - 0.01"`` can be stated."""
+        return evaluate(pretrained_model(), self.digits.x_test, self.digits.y_test)
+
     def output_folder(self) -> str:
         """``folder_name`` when the runner asks to keep the model, else a scratch folder."""
         return self.config["folder_name"] if self.config.get("save_model") else tempfile.mkdtemp(prefix="aup-digits-")
