@@ -353,6 +353,7 @@ def pretrained_digits():
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:slim. the global threshold would remove every channel")  # tested above
 @pytest.mark.parametrize("name", ALL_ONE_SHOT)
 def test_every_pruner_end_to_end_on_digits_at_half_sparsity(name, pretrained_digits, capsys):
     """Compress the trained CNN at 50%, fine-tune two epochs, shrink what is structured; report accuracy."""
