@@ -72,11 +72,13 @@ def test_shared_sparsity_sweep_records_sizes_that_shrink(sandbox: Path) -> None:
         assert job["config_list"][0]["sparsity"] == trial.params["sparsity (conv1, conv2)"]
         assert "expand_op_names" not in job["config_list"][0]
     by_sparsity = sorted(records, key=lambda t: t.params["sparsity (conv1, conv2)"])
-    # param_count / model_bytes stay dense today: the one-shot filter pruners leave the following
-    # BatchNorm's shift, so the exact shrink keeps those channels (see docs/compression-search.md)
-    for key in (M.NONZERO_PARAMS, M.MACS):
+    # the trial script shrinks the pruned model: the deployed parameters and the file shrink too
+    for key in (M.PARAM_COUNT, M.NONZERO_PARAMS, M.MACS, M.MODEL_BYTES):
         sizes = [t.user_attrs[key] for t in by_sparsity]
         assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1], (key, sizes)
+    for trial in records:  # against the dense model measured in the same trial
+        assert trial.user_attrs[M.PARAM_COUNT] < trial.user_attrs["baseline_param_count"]
+        assert trial.user_attrs[M.MODEL_BYTES] < trial.user_attrs["baseline_model_bytes"]
 
 
 def test_multi_objective_pipeline_gives_a_pareto_front(sandbox: Path) -> None:
