@@ -24,7 +24,6 @@ import sys
 import tempfile
 from typing import Any, Callable, ClassVar, Mapping
 
-import torch
 from torch import nn
 
 from .base import Pruner

@@ -20,6 +20,7 @@ from torch import nn
 from ..base import Compressor
 from ..config_list import LayerConfig, validate_against_model
 from ..masking import Masks, MaskStore
+from .dependency import following_batchnorms
 
 __all__ = ["Pruner"]
 
@@ -68,6 +69,7 @@ class Pruner(Compressor):
         # removed the pruned channels physically.
         self.dense_weight_numel = {name: layer.module.weight.numel() for name, layer in self.layers.items()}
         self.masks = MaskStore()
+        self._coupled_batchnorms: dict[str, str] | None = None
         self.masks_calculated = False
         self.speedup_masks: Masks | None = None
         self.shrink_report: Any = None
@@ -116,6 +118,24 @@ class Pruner(Compressor):
     def statistics_ready(self) -> bool:
         """Whether the criterion has what it needs (weight criteria: always)."""
         return True
+
+    def statistics_paused(self) -> Any:
+        """Context manager: forward passes inside do not count as statistics (activation pruners)."""
+        from contextlib import nullcontext
+
+        return nullcontext()
+
+    def coupled_batchnorms(self) -> dict[str, str]:
+        """``{conv: batchnorm}`` for every Conv2d whose only consumer is a BatchNorm (traced once).
+
+        Structured pruners mask both sides together so that ``apply_speedup`` can remove the
+        channel without changing the outputs (see ``dependency.following_batchnorms``).
+        """
+        if self._coupled_batchnorms is None:
+            convs = [n for n, m in self.model.named_modules() if isinstance(m, nn.Conv2d)]
+            with self.statistics_paused():
+                self._coupled_batchnorms = following_batchnorms(self.model, convs, self.dummy_input)
+        return self._coupled_batchnorms
 
     # ------------------------------------------------------------------ lifecycle
     def compress(self) -> nn.Module:

@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from .base import Pruner
-from .dependency import following_batchnorms
 
 __all__ = ["SlimPruner"]
 
@@ -111,8 +110,7 @@ class SlimPruner(Pruner):
         """BN masks by the global threshold, then the same filters masked in the conv feeding each BN."""
         super().compute_masks(sparsities)
         modules = dict(self.model.named_modules())
-        convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
-        for conv_name, bn_name in following_batchnorms(self.model, convs, self.dummy_input).items():
+        for conv_name, bn_name in self.coupled_batchnorms().items():
             if bn_name not in self.layers:
                 continue
             conv = modules[conv_name]

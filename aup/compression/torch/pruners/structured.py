@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .base import Pruner
-from .dependency import conv_dependency_sets, following_batchnorms
+from .dependency import conv_dependency_sets
 
 __all__ = ["FilterPruner"]
 
@@ -40,7 +40,6 @@ class FilterPruner(Pruner):
         super().__init__(model, config_list, optimizer=optimizer, dummy_input=dummy_input)
         self.dependency_aware = bool(dependency_aware)
         self._dependency_sets: list[list[str]] | None = None
-        self._coupled_batchnorms: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ criterion
     def filter_importance(self, name: str, module: nn.Module) -> torch.Tensor:
@@ -66,16 +65,11 @@ class FilterPruner(Pruner):
         self._mask_coupled_batchnorms()
         return self.get_masks()
 
-    def coupled_batchnorms(self) -> dict[str, str]:
-        """``{conv: batchnorm}`` pairs whose channels go together (see ``following_batchnorms``)."""
-        if self._coupled_batchnorms is None:
-            with self.statistics_paused():
-                self._coupled_batchnorms = following_batchnorms(self.model, list(self.layers), self.dummy_input)
-        return self._coupled_batchnorms
-
     def _mask_coupled_batchnorms(self) -> None:
         modules = dict(self.model.named_modules())
         for conv_name, bn_name in self.coupled_batchnorms().items():
+            if conv_name not in self.layers:
+                continue
             bn = modules[bn_name]
             if not isinstance(getattr(bn, "weight", None), nn.Parameter):
                 continue  # affine=False: nothing to mask; the shrink report names it
@@ -156,9 +150,3 @@ class FilterPruner(Pruner):
             return None
         groups = max(self._prune_groups(m) for m in modules)
         return ~self._select_keep(total, num_prune, groups)
-
-    def statistics_paused(self) -> Any:
-        """Context manager: forward passes inside do not count as statistics (activation pruners)."""
-        from contextlib import nullcontext
-
-        return nullcontext()
