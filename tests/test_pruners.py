@@ -312,15 +312,24 @@ def test_achieved_sparsity_is_within_one_point_of_the_target(name):
     assert abs(zeros / total - 0.5) <= 0.01  # the weights really are zero, not only the masks
 
 
-@pytest.mark.slow
-def test_end_to_end_digits_compress_half_and_fine_tune(capsys):
+@pytest.fixture(scope="module")
+def pretrained_digits():
+    """A DigitsCNN trained on the digits once for the module: (state_dict, data, dense accuracy)."""
     torch.manual_seed(0)
     data = zoo.load_digits_tensors(seed=0)
     model = zoo.DigitsCNN(width=16)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for epoch in range(4):
         zoo.train_epoch(model, data.x_train, data.y_train, optimizer, seed=epoch)
-    dense_acc = zoo.evaluate(model, data.x_test, data.y_test)
+    return copy.deepcopy(model.state_dict()), data, zoo.evaluate(model, data.x_test, data.y_test)
+
+
+@pytest.mark.slow
+def test_end_to_end_digits_compress_half_and_fine_tune(pretrained_digits, capsys):
+    state, data, dense_acc = pretrained_digits
+    model = zoo.DigitsCNN(width=16)
+    model.load_state_dict(state)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     dense_flops, dense_params, _ = aup.compression.count_flops_params(model, (1, 1, 8, 8), verbose=False)
     config = {"compression": {"framework": "torch", "type": "pruning", "compressor": "l1_filter",
                               "config_list": [{"sparsity": 0.5, "op_types": ["Conv2d"]}]}}
@@ -338,18 +347,6 @@ def test_end_to_end_digits_compress_half_and_fine_tune(capsys):
                for layer in pruner.layers.values())  # still pruned after Adam steps
     assert dense_acc > 0.9 and tuned_acc > 0.9
     assert flops < dense_flops and params < dense_params
-
-
-@pytest.fixture(scope="module")
-def pretrained_digits():
-    """A DigitsCNN trained on the digits once for the module: (state_dict, data, dense accuracy)."""
-    torch.manual_seed(0)
-    data = zoo.load_digits_tensors(seed=0)
-    model = zoo.DigitsCNN(width=16)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(4):
-        zoo.train_epoch(model, data.x_train, data.y_train, optimizer, seed=epoch)
-    return copy.deepcopy(model.state_dict()), data, zoo.evaluate(model, data.x_test, data.y_test)
 
 
 @pytest.mark.slow

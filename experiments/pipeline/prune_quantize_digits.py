@@ -27,6 +27,6 @@ for epoch in range(trial.epochs):
 accuracy = evaluate(model, digits.x_test, digits.y_test)
 
 compressor.export_model("digits_pipeline.pt", folder_name=trial.output_folder(), dummy_input=trial.dummy)
-aup.log_metrics(accuracy=accuracy, baseline_score=trial.dense_accuracy())
+aup.log_metrics(accuracy=accuracy, baseline_score=trial.dense_accuracy)
 print(f"accuracy={accuracy:.4f}")
 aup.print_result(accuracy)

@@ -34,6 +34,6 @@ except ValueError as exc:  # e.g. nothing to remove physically; the masked model
 accuracy = evaluate(model, digits.x_test, digits.y_test)
 
 compressor.export_model("digits_compressed.pt", folder_name=trial.output_folder(), dummy_input=trial.dummy)
-aup.log_metrics(accuracy=accuracy, baseline_score=trial.dense_accuracy())
+aup.log_metrics(accuracy=accuracy, baseline_score=trial.dense_accuracy)
 print(f"accuracy={accuracy:.4f}")
 aup.print_result(accuracy)
