@@ -16,7 +16,7 @@ from rich.console import Console
 from aup import store
 from aup.runner.experiment import run_experiment
 
-SCRIPTS = Path(__file__).parent / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def experiment(tmp_path: Path, script: str, **overrides: Any) -> dict[str, Any]:

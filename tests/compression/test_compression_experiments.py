@@ -16,7 +16,7 @@ import pytest
 
 from aup import metrics as M
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "experiments"
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from tests.test_runner import experiment, run
+from tests.runner.test_runner import experiment, run
 
 
 def test_sequence_runs_the_whole_grid_once(tmp_path: Path) -> None:
