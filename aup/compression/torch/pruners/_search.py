@@ -222,8 +222,7 @@ class SearchPruner(Pruner):
         mask_with(final, sparsities, initial_masks)
         self.masks = final.masks
         self.masks_calculated = True
-        if self._input_recorder is None and self.dummy_input is None:
-            self._input_recorder = final._input_recorder
+        final._recorder.remove()  # this pruner's own recorder already watches the model
 
     def compress(self) -> nn.Module:
         """Run the search, then prune the model with the best per-layer sparsities; returns it."""
