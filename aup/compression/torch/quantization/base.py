@@ -117,6 +117,8 @@ class Quantizer(Compressor):
         for handle in reversed(self._handles):
             handle.remove()
         self._handles.clear()
+        if not getattr(self, "_in_export_view", False):
+            self._recorder.remove()  # what it recorded stays available for export
         return self.model
 
     unwrap_model = remove
@@ -269,7 +271,11 @@ class _ExportedView:
         quant, values = q.quantized_weights()
         specs = q.activation_specs()
         self.was_attached = bool(q._handles)
-        q.remove()
+        q._in_export_view = True
+        try:
+            q.remove()
+        finally:
+            q._in_export_view = False
         params = dict(q.model.named_parameters())
         with torch.no_grad():
             for key, value in values.items():
