@@ -337,6 +337,8 @@ class DeployedModel:
     tuple. ``session`` is the underlying ``onnxruntime.InferenceSession``.
     """
 
+    training = False  # evaluation helpers written for nn.Module read and restore this flag
+
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
         ort = import_ort()
         options = ort.SessionOptions()

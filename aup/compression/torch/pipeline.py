@@ -141,6 +141,13 @@ class PipelineCompressor(Compressor):
                     merged[name] = dict(mask)
         return merged
 
+    def extra_metrics(self) -> dict[str, Any]:
+        """The stages' details (achieved sparsity against the dense layers, per-layer sparsity and bits)."""
+        merged: dict[str, Any] = {}
+        for stage in self.stages:
+            merged.update(stage.extra_metrics())
+        return merged
+
     def compressed_module_names(self) -> list[str]:
         names: list[str] = []
         for stage in self.stages:
