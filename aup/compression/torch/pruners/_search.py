@@ -26,19 +26,21 @@ from typing import Any, Callable, ClassVar, Mapping
 
 from torch import nn
 
+from aup.compression import catalog, registry
+
 from .base import Pruner
-from .filter_norm import L1FilterPruner, L2FilterPruner
-from .fpgm import FPGMPruner
-from .magnitude import LevelPruner
 
 logger = logging.getLogger("aup.compression.search")
 
-BASE_ALGOS: dict[str, type[Pruner]] = {
-    "l1": L1FilterPruner,
-    "l2": L2FilterPruner,
-    "fpgm": FPGMPruner,
-    "level": LevelPruner,
-}
+
+def _weight_criteria() -> dict[str, type[Pruner]]:
+    """The catalog's data-free criteria by NNI short name, filter criteria first (NNI's order)."""
+    found = [e for e in catalog.entries("torch", "pruning") if e.nni_alias and e.scores == "weights"]
+    found.sort(key=lambda e: not e.structured)
+    return {e.nni_alias: registry.import_entry(e) for e in found}  # type: ignore[misc]
+
+
+BASE_ALGOS: dict[str, type[Pruner]] = _weight_criteria()
 OPTIMIZE_MODES = ("maximize", "minimize")
 
 __all__ = [
@@ -118,7 +120,7 @@ def write_json(path: str, data: Any) -> None:
 
 # ----------------------------------------------------------------------------- units and copies
 def is_structured(base_algo: str) -> bool:
-    return base_algo != "level"
+    return catalog.is_structured("torch", "pruning", catalog.base_algos("torch")[base_algo])
 
 
 def layer_units(module: nn.Module, base_algo: str) -> tuple[int, int]:
@@ -166,7 +168,7 @@ def make_base_pruner(model: nn.Module, base_algo: str, layer_names: list[str], d
     """The base criterion over ``layer_names`` (its config sparsity is a placeholder)."""
     config = [{"sparsity": 0.5, "op_names": list(layer_names)}]
     cls = BASE_ALGOS[base_algo]
-    if cls is LevelPruner:
+    if not is_structured(base_algo):
         return cls(model, config)
     return cls(model, config, dummy_input=dummy_input)
 
@@ -200,7 +202,7 @@ class SearchPruner(Pruner):
 
     def check_module(self, name: str, module: nn.Module) -> str | None:
         """The base criterion decides which layers can be pruned (filters: Conv2d only)."""
-        base = BASE_ALGOS.get(getattr(self, "base_algo", "l1"), L1FilterPruner)
+        base = BASE_ALGOS[self.base_algo]
         types = base.supported_op_types
         if types is not None and type(module).__name__ not in types:
             return f"base_algo {self.base_algo!r} prunes only {', '.join(types)} layers"
