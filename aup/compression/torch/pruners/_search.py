@@ -29,6 +29,7 @@ from torch import nn
 from aup.compression import catalog, registry
 
 from .base import Pruner
+from .schedule import CriterionSchedule
 
 logger = logging.getLogger("aup.compression.search")
 
@@ -180,12 +181,13 @@ def weighted_sparsity(sparsities: Mapping[str, float], counts: Mapping[str, int]
 
 
 # ----------------------------------------------------------------------------- base class
-class SearchPruner(Pruner):
+class SearchPruner(CriterionSchedule):
     """A pruner that searches per-layer sparsities, then masks the model with ``base_algo``.
 
     Subclasses implement :meth:`search` returning ``{layer: sparsity}``; ``compress()`` runs it and
-    applies the result to the user's model. Afterwards the usual ``apply_speedup`` /
-    ``export_model`` work (structured base criteria shrink physically).
+    applies the result to the user's model through the criterion (``self.base``, built on the selected
+    layers once they are known). Afterwards the usual ``apply_speedup`` / ``export_model`` work
+    (structured base criteria shrink physically).
     """
 
     base_algo_choices: ClassVar[tuple[str, ...]] = tuple(BASE_ALGOS)
@@ -196,12 +198,13 @@ class SearchPruner(Pruner):
         self.optimize_mode = check_choice(self.compressor_name, "optimize_mode", optimize_mode, OPTIMIZE_MODES)
         self.target_sparsity = overall_target(self.compressor_name, config_list)
         super().__init__(model, config_list, dummy_input=dummy_input)
+        self.attach_criterion(make_base_pruner(model, self.base_algo, list(self.layers), dummy_input))
         self.weight_counts = {name: layer.module.weight.numel() for name, layer in self.layers.items()}
         self.best_sparsities: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []
 
     def check_module(self, name: str, module: nn.Module) -> str | None:
-        """The base criterion decides which layers can be pruned (filters: Conv2d only)."""
+        """The base criterion's layer types decide which layers can be pruned (filters: Conv2d only)."""
         base = BASE_ALGOS[self.base_algo]
         types = base.supported_op_types
         if types is not None and type(module).__name__ not in types:
@@ -218,14 +221,16 @@ class SearchPruner(Pruner):
 
     def apply_sparsities(self, sparsities: Mapping[str, float],
                          initial_masks: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-        """Mask the user's model at ``sparsities`` with the base criterion; masks become this pruner's."""
-        self.masks.detach()  # a second call replaces the masks instead of stacking hooks
-        final = make_base_pruner(self.model, self.base_algo, list(self.layers), self.dummy_input)
-        mask_with(final, sparsities, initial_masks)
-        self.masks = final.masks
+        """Mask the user's model at ``sparsities`` with the criterion, on top of ``initial_masks``.
+
+        A second call replaces the masks (weights already zeroed stay zero and so rank lowest)."""
+        self._attach_masks()
+        self.masks.reset()
+        for name, entry in (initial_masks or {}).items():
+            if name in self.layers:
+                self.masks.set(name, weight=entry.get("weight"), bias=entry.get("bias"))
+        self.prune_to({name: s for name, s in sparsities.items() if s > 0})
         self.masks_calculated = True
-        if self._input_recorder is None and self.dummy_input is None:
-            self._input_recorder = final._input_recorder
 
     def compress(self) -> nn.Module:
         """Run the search, then prune the model with the best per-layer sparsities; returns it."""
