@@ -6,10 +6,10 @@ intermediate results (``trial.report``) and asks the pruner, and tells the study
 ended. No worker threads means no shared-state races (Auptimizer ran callbacks on executor
 threads and mutated ``os.environ`` from them), and signals only set flags.
 
-Record of a trial (DESIGN.md "Per-trial record"): optuna params = the proposal's params; user
-attrs ``job_config``, ``job_config_path``, ``log_path``, ``attempts``, ``status_reason``, ``budget``,
-``score``, one attr per ``multi_res_labels`` label and per reported metric; intermediate values via
-``trial.report``.
+The modules around the loop: ``prepare`` (every check on an in-memory study before anything is
+written), ``recorder`` (what a trial's record holds: DESIGN.md "Per-trial record"), ``recovery``
+(what a killed runner left behind), ``state`` (the running trial shared by all of them) and
+``saved_models`` (``save_model``).
 
 Failure policy (``job_failure``): an unusable attempt is re-run with the same job config up to
 ``job_retries`` times; then the trial FAILs with its reason. ``ignore_fail: false`` stops the
@@ -30,14 +30,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aup import store
-from aup.config import validate_experiment
-from aup.errors import UserError
 from aup.runner.jobconfig import JobConfigBuilder
 from aup.runner.launcher import AttemptOutcome, TrialProcess
 from aup.runner.prepare import Prepared, prepare
-from aup.runner.progress import Progress, print_summary
+from aup.runner.progress import Progress, best_trials, print_summary
 from aup.runner.recorder import Recorder
-from aup.runner.recovery import alive_here, recover_interrupted, requeue
+from aup.runner.recovery import recover_interrupted, requeue, stored_experiment
 from aup.runner.saved_models import keep_best_model
 from aup.runner.state import INTERRUPTED, STOP_GRACE_S, ActiveTrial, iso, jsonable, quote
 
@@ -378,7 +376,7 @@ class ExperimentRunner:
             study.set_user_attr("status_reason", reason)
         extra: list[str] = []
         best_model = None
-        best = _best_trials(study, self._single)
+        best = best_trials(study, self._single)
         if status == "finished" and self.exp.resource_args.save_model:
             best_model, note = keep_best_model(study, self.workingdir, best[0] if best else None)
             extra.append(note)
@@ -390,18 +388,6 @@ class ExperimentRunner:
                       objectives=self.exp.objectives, storage_url=self.storage_url, best=best, extra=extra)
         code = {"finished": EXIT_OK, "failed": EXIT_FAILED, INTERRUPTED: EXIT_INTERRUPTED}[status]
         return RunResult(study.study_name, status, code, reason, best_model)
-
-
-def _best_trials(study: "optuna.Study", single: bool) -> list[Any]:
-    from optuna.trial import TrialState
-
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if not complete:
-        return []
-    if single:
-        reverse = study.direction.name == "MAXIMIZE"
-        return sorted(complete, key=lambda t: t.value, reverse=reverse)
-    return list(study.best_trials)
 
 
 def _is_wait(proposal: Any) -> bool:
@@ -424,22 +410,7 @@ def run_experiment(path: str, storage_url: str, *, console: "Console | None" = N
 def resume_experiment(name: str, storage_url: str, *, console: "Console | None" = None,
                       live: bool | None = None) -> RunResult:
     """Continue the study ``name`` with the experiment JSON stored in it."""
-    storage = store.open_storage(storage_url)
-    study = store.load_experiment_study(storage, name)
-    attrs = study.user_attrs
-    status = attrs.get(store.ATTR_STATUS)
-    if status == "finished":
-        raise UserError(f"experiment {name!r} already finished; nothing to resume")
-    runner_info = attrs.get("runner") or {}
-    if status == "running" and alive_here(runner_info):
-        raise UserError(f"experiment {name!r} is still running (pid {runner_info.get('pid')})")
-    raw = attrs.get(store.ATTR_EXPERIMENT)
-    if not isinstance(raw, dict):
-        raise UserError(f"experiment {name!r} has no stored experiment JSON; it was not created by aup")
-    source = attrs.get(store.ATTR_EXPERIMENT_PATH) or name
-    workingdir = attrs.get(store.ATTR_WORKINGDIR)
-    loaded = validate_experiment({**raw, "workingdir": workingdir or raw.get("workingdir")}, source)
-    loaded.raw = raw
+    loaded = stored_experiment(store.open_storage(storage_url), name)
     prepared = prepare(loaded)
     return ExperimentRunner(prepared, storage_url, resume_study=name, console=console, live=live).run()
 

@@ -12,6 +12,8 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from aup import store
+from aup.config import LoadedExperiment, validate_experiment
+from aup.errors import UserError
 from aup.runner.state import INTERRUPTED
 
 if TYPE_CHECKING:
@@ -90,3 +92,23 @@ def alive_here(runner_info: dict[str, Any]) -> bool:
             return b"aup" in handle.read()
     except OSError:
         return True
+
+
+def stored_experiment(storage: Any, name: str) -> LoadedExperiment:
+    """The experiment JSON stored in study ``name``, validated again; UserError if it cannot resume."""
+    study = store.load_experiment_study(storage, name)
+    attrs = study.user_attrs
+    status = attrs.get(store.ATTR_STATUS)
+    if status == "finished":
+        raise UserError(f"experiment {name!r} already finished; nothing to resume")
+    runner_info = attrs.get("runner") or {}
+    if status == "running" and alive_here(runner_info):
+        raise UserError(f"experiment {name!r} is still running (pid {runner_info.get('pid')})")
+    raw = attrs.get(store.ATTR_EXPERIMENT)
+    if not isinstance(raw, dict):
+        raise UserError(f"experiment {name!r} has no stored experiment JSON; it was not created by aup")
+    source = attrs.get(store.ATTR_EXPERIMENT_PATH) or name
+    workingdir = attrs.get(store.ATTR_WORKINGDIR)
+    loaded = validate_experiment({**raw, "workingdir": workingdir or raw.get("workingdir")}, source)
+    loaded.raw = raw
+    return loaded
