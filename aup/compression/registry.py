@@ -41,7 +41,7 @@ COMPRESSORS: dict[str, dict[str, dict[str, str]]] = {
     },
     "tensorflow": {
         "pruning": {
-            "level": "aup.compression.tensorflow.level:LevelPruner",
+            "level": "aup.compression.tensorflow.pruners:LevelPruner",
         },
     },
 }
