@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import keras
 import numpy as np
 
-from .config_list import iter_layers, layer_weight
+from .config_list import iter_layers, layer_weight, to_numpy
 from .masking import attach_mask, detach_mask, mask_of
 
 __all__ = ["FORMAT", "VERSION", "save_artifact", "read_artifact", "load_compressed", "save_masks", "restore_masks", "unmasked"]
@@ -86,7 +86,7 @@ def save_artifact(path: str | os.PathLike, model: keras.Model, meta: Mapping[str
     arrays: dict[str, np.ndarray] = {}
     described = []
     for index, variable in enumerate(model.weights):
-        value = keras.ops.convert_to_numpy(variable)
+        value = to_numpy(variable)
         encoded, encoding = _encode(index, value)
         arrays.update(encoded)
         described.append({"path": variable.path, "shape": list(value.shape), "dtype": str(value.dtype),
@@ -172,4 +172,4 @@ def restore_masks(model: keras.Model, path: str | os.PathLike) -> None:
                 raise ValueError(f"{path}: {key!r} is not a weight of the model")
             constraint = attach_mask(layer, attr, found[1])
             constraint.set_mask(data[key])
-            found[1].assign(keras.ops.convert_to_numpy(found[1]) * data[key])
+            found[1].assign(to_numpy(found[1]) * data[key])

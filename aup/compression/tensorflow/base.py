@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from . import artifact, measure
-from .config_list import LayerConfig, layer_weight, validate_against_model
+from .config_list import LayerConfig, layer_weight, to_numpy, validate_against_model
 from .masking import MaskConstraint, attach_mask
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class KerasPruner:
             attr, variable = self.weights[name]
             constraint = attach_mask(layer, attr, variable)
             self.constraints[name] = constraint
-            weight = keras.ops.convert_to_numpy(variable) * constraint.numpy()
+            weight = to_numpy(variable) * constraint.numpy()
             mask = self.calc_mask(name, weight, sparsity)
             constraint.set_mask(mask)
             variable.assign((weight * mask).astype(weight.dtype))

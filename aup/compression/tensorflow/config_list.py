@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import keras
+import numpy as np
 
 # Weights the level pruner can mask, in the order they are looked for on a layer. ``"default"``
 # selects only layers with a ``kernel``; the others are pruned when a layer type is named explicitly.
@@ -53,6 +54,19 @@ def layer_weight(layer: keras.layers.Layer, attrs: Sequence[str] = PRUNABLE_WEIG
             if isinstance(value, keras.Variable):
                 return attr, value
     return None
+
+
+def to_numpy(value: Any) -> Any:
+    """A NumPy copy of a Keras variable or tensor.
+
+    TensorFlow values are read with ``.numpy()``: ``keras.ops.convert_to_numpy`` goes through
+    ``np.array(tensor)``, which NumPy 2 flags with a DeprecationWarning on every call.
+    """
+    if isinstance(value, keras.Variable):
+        value = value.value
+    if type(value).__module__.startswith("tensorflow") and hasattr(value, "numpy"):
+        return np.asarray(value.numpy())
+    return keras.ops.convert_to_numpy(value)
 
 
 def has_kernel(layer: keras.layers.Layer) -> bool:

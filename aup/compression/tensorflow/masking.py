@@ -20,6 +20,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from .config_list import to_numpy
+
 __all__ = ["MaskConstraint", "attach_mask", "detach_mask", "mask_of"]
 
 
@@ -57,7 +59,7 @@ class MaskConstraint(keras.constraints.Constraint):
 
     def numpy(self) -> np.ndarray:
         """The mask as a boolean array (True = kept)."""
-        return keras.ops.convert_to_numpy(self.mask).astype(bool)
+        return to_numpy(self.mask).astype(bool)
 
     def get_config(self) -> dict[str, Any]:
         inner = keras.constraints.serialize(self.inner) if self.inner is not None else None

@@ -25,7 +25,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from .config_list import iter_layers, layer_weight
+from .config_list import iter_layers, layer_weight, to_numpy
 
 __all__ = ["measure_model", "count_flops_params", "layer_sparsity", "example_input_for", "latency_ms"]
 
@@ -59,7 +59,7 @@ def _first_sample(x: Any) -> Any:
         return type(x)(_first_sample(v) for v in x)
     if isinstance(x, dict):
         return {k: _first_sample(v) for k, v in x.items()}
-    array = keras.ops.convert_to_numpy(x)
+    array = to_numpy(x)
     return array[:1] if array.ndim > 0 else array
 
 
@@ -106,7 +106,7 @@ def count_flops_params(model: keras.Model, x: Any = None, verbose: bool = False)
         if found is None or name not in shapes:
             continue
         attr, variable = found
-        nonzero = int(np.count_nonzero(keras.ops.convert_to_numpy(variable)))
+        nonzero = int(np.count_nonzero(to_numpy(variable)))
         in_shape, out_shape = shapes[name]
         rows.append({"name": name, "type": type(layer).__name__, "weight": attr, "nonzero_weights": nonzero,
                      "macs": _layer_macs(layer, attr, nonzero, in_shape, out_shape), "output_shape": out_shape})
@@ -140,21 +140,21 @@ def _spatial(layer: keras.layers.Layer, shape: tuple) -> int:
 
 
 def _nonzero(model: keras.Model) -> int:
-    return sum(int(np.count_nonzero(keras.ops.convert_to_numpy(v))) for v in model.weights)
+    return sum(int(np.count_nonzero(to_numpy(v))) for v in model.weights)
 
 
 def layer_sparsity(layers: dict[str, keras.Variable]) -> dict[str, float]:
     """Fraction of zero elements of each named weight."""
     out = {}
     for name, variable in layers.items():
-        array = keras.ops.convert_to_numpy(variable)
+        array = to_numpy(variable)
         out[name] = round(1.0 - float(np.count_nonzero(array)) / array.size, 6) if array.size else 0.0
     return out
 
 
 def _sparsity(layers: dict[str, keras.Variable]) -> float:
     total = sum(int(np.prod(v.shape)) for v in layers.values())
-    zeros = sum(int(np.prod(v.shape)) - int(np.count_nonzero(keras.ops.convert_to_numpy(v))) for v in layers.values())
+    zeros = sum(int(np.prod(v.shape)) - int(np.count_nonzero(to_numpy(v))) for v in layers.values())
     return zeros / total if total else 0.0
 
 
