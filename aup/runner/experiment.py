@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,8 @@ from aup.runner.launcher import AttemptOutcome, TrialProcess
 from aup.runner.prepare import Prepared, prepare
 from aup.runner.progress import Progress, best_trials, print_summary
 from aup.runner.recorder import Recorder
-from aup.runner.recovery import recover_interrupted, requeue, stored_experiment
+from aup.runner.recovery import stored_experiment
+from aup.runner.session import open_session
 from aup.runner.saved_models import keep_best_model
 from aup.runner.state import INTERRUPTED, STOP_GRACE_S, ActiveTrial, iso, jsonable, quote
 
@@ -101,41 +101,13 @@ class ExperimentRunner:
             env["CUDA_VISIBLE_DEVICES"] = ""
         return env
 
-    def _open(self) -> tuple["optuna.Study", Any]:
-        import aup.proposer_ext as ext
-
-        storage = store.open_storage(self.storage_url)
-        sampler = self.prepared.sampler_factory()
-        if self.resume_study is None:
-            name = store.unique_study_name(storage, self.exp.name)
-            study = store.create_experiment_study(storage, name, self.exp.directions, sampler=sampler,
-                                                  pruner=self.prepared.pruner)
-            study.set_user_attr(store.ATTR_EXPERIMENT, self.loaded.raw)
-            study.set_user_attr(store.ATTR_EXPERIMENT_PATH, os.path.abspath(self.loaded.path))
-            study.set_user_attr(store.ATTR_WORKINGDIR, str(self.workingdir))
-            study.set_user_attr(store.ATTR_STARTED, store.now_iso())
-        else:
-            study = store.load_experiment_study(storage, self.resume_study, sampler=sampler,
-                                                pruner=self.prepared.pruner)
-            requeued = recover_interrupted(study)
-            study.set_user_attr("resumed", [*study.user_attrs.get("resumed", []), store.now_iso()])
-        study.set_user_attr(store.ATTR_STATUS, "running")
-        study.set_user_attr(store.ATTR_ENDED, None)
-        study.set_user_attr("runner", {"pid": os.getpid(), "host": socket.gethostname()})
-        proposer = ext.build_proposer(self.exp.proposer.lower(), self.exp.proposer_options,
-                                      self.prepared.builder.space, study, self.exp.n_samples,
-                                      self.exp.random_seed)
-        if self.resume_study is not None:
-            for number, params in requeued:
-                requeue(study, proposer, number, params)
-        return study, proposer
-
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> RunResult:
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        study, proposer = self._open()
+        session = open_session(self.prepared, self.storage_url, self.resume_study)
+        study, proposer, self.lease = session.study, session.proposer, session.lease
         self.study, self.proposer = study, proposer
         self.slug = store.slug(study.study_name)
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
         maximize = self.exp.directions[0] == "maximize"
         total = getattr(proposer, "total", self.exp.n_samples)
         progress = Progress(study.study_name, console=self.console, live=self.live, total=total,
@@ -161,10 +133,14 @@ class ExperimentRunner:
             except Exception:
                 for active in self.active:
                     active.process.kill()
+            self.lease.release()
             raise
         finally:
             self._restore_signals(previous)
-        return self._finish(status, reason)
+        try:
+            return self._finish(status, reason)
+        finally:
+            self.lease.release()
 
     def _seed_progress(self, study: "optuna.Study") -> None:
         """On resume, the counters start from what the study already holds."""
@@ -187,6 +163,8 @@ class ExperimentRunner:
         delay = POLL_MIN_S
         while True:
             busy = self._poll_active()
+            if not self.lease.heartbeat() and self._stop_reason is None:
+                self._stop_reason = "another runner took this experiment over (this runner's lease had expired)"
             if self._interrupt or self._stop_reason:
                 self._record_pending()
                 reason = INTERRUPTED if self._interrupt else f"{INTERRUPTED}: {self._stop_reason}"

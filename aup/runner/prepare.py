@@ -21,7 +21,7 @@ class Prepared:
     loaded: LoadedExperiment
     builder: JobConfigBuilder
     pruner: Any
-    sampler_factory: Callable[[], Any]  # a fresh sampler for the probe and for the real study
+    sampler_factory: Callable[..., Any]  # (seed=experiment's) -> a fresh sampler for the probe and the study
 
 
 def prepare(loaded: LoadedExperiment, builder: JobConfigBuilder | None = None) -> Prepared:
@@ -42,8 +42,8 @@ def prepare(loaded: LoadedExperiment, builder: JobConfigBuilder | None = None) -
     proposer = exp.proposer.lower()
     options = exp.proposer_options
 
-    def sampler_factory() -> Any:
-        return ext.build_sampler(proposer, options, exp.random_seed, len(exp.objectives), space=builder.space)
+    def sampler_factory(seed: int | None = exp.random_seed) -> Any:
+        return ext.build_sampler(proposer, options, seed, len(exp.objectives), space=builder.space)
 
     located(source, sampler_factory, "proposer")  # fail early on bad sampler options
     probe = optuna.create_study(directions=exp.directions, sampler=sampler_factory(), pruner=pruner)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from typing import TYPE_CHECKING, Any
 
 from aup import store
@@ -76,24 +75,6 @@ def _quiet_kill(pid: int) -> None:
         pass
 
 
-def alive_here(runner_info: dict[str, Any]) -> bool:
-    """True if the runner recorded in the study is a live aup process on this host."""
-    pid = runner_info.get("pid")
-    if runner_info.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a reused pid that is not a Python process is not our runner
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"aup" in handle.read()
-    except OSError:
-        return True
-
-
 def stored_experiment(storage: Any, name: str) -> LoadedExperiment:
     """The experiment JSON stored in study ``name``, validated again; UserError if it cannot resume."""
     study = store.load_experiment_study(storage, name)
@@ -101,9 +82,6 @@ def stored_experiment(storage: Any, name: str) -> LoadedExperiment:
     status = attrs.get(store.ATTR_STATUS)
     if status == "finished":
         raise UserError(f"experiment {name!r} already finished; nothing to resume")
-    runner_info = attrs.get("runner") or {}
-    if status == "running" and alive_here(runner_info):
-        raise UserError(f"experiment {name!r} is still running (pid {runner_info.get('pid')})")
     raw = attrs.get(store.ATTR_EXPERIMENT)
     if not isinstance(raw, dict):
         raise UserError(f"experiment {name!r} has no stored experiment JSON; it was not created by aup")
