@@ -60,7 +60,13 @@ def load_experiment(path: str | os.PathLike[str], *, base_dir: str | os.PathLike
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as handle:
-            raw = json.load(handle)
+            raw = json.load(handle, object_pairs_hook=_refuse_duplicates)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: the JSON is nested too deeply") from None
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such experiment file") from None
     except json.JSONDecodeError as exc:
@@ -68,6 +74,19 @@ def load_experiment(path: str | os.PathLike[str], *, base_dir: str | os.PathLike
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the file ({exc.strerror})") from None
     return validate_experiment(raw, path, base_dir=base_dir)
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object with the same key twice (json keeps the last one silently)."""
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise DuplicateKeyError(f"{key}: the key appears twice in one object (JSON would keep only the last)")
+        result[key] = value
+    return result
 
 
 def _check_required_mode_keys(raw: dict[str, Any]) -> list[Problem]:

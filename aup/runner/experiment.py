@@ -25,7 +25,9 @@ import json
 import os
 import signal
 import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aup import store
@@ -37,7 +39,8 @@ from aup.runner.recorder import Recorder
 from aup.runner.recovery import stored_experiment
 from aup.runner.session import open_session
 from aup.runner.saved_models import keep_best_model
-from aup.runner.state import INTERRUPTED, STOP_GRACE_S, ActiveTrial, iso, jsonable, quote
+from aup.runner.state import (INTERRUPTED, PROCESS_KEY, PROCESS_KEY_ENV, STOP_GRACE_S, ActiveTrial, iso, jsonable,
+                              quote, remove_trial_files)
 
 if TYPE_CHECKING:
     import optuna
@@ -82,6 +85,8 @@ class ExperimentRunner:
         self._retries = self.exp.job_failure.job_retries
         self._single = len(self.exp.objectives) == 1
         self._base_env = self._make_base_env()
+        limit = self.exp.runtime_args.log_limit_mb
+        self._log_limit = None if limit is None else int(limit * 1024 * 1024)
 
     # ---- set-up ----------------------------------------------------------------------------
     def _device_pool(self) -> list[str]:
@@ -230,38 +235,47 @@ class ExperimentRunner:
         with open(job_path, "w", encoding="utf-8") as handle:
             json.dump(job, handle, indent=2)
         device = self._take_device()
-        active = ActiveTrial(trial, params, trial_id, job, job_path, process=None, device=device)  # type: ignore[arg-type]
-        self._start_attempt(active, record=False)  # first: the database write overlaps the trial's start-up
-        self.active.append(active)
-        attrs = {"job_config": job, "job_config_path": str(job_path), "log_path": active.attempts[-1]["log"]}
+        active = ActiveTrial(trial, params, trial_id, job, job_path, process=None, device=device,  # type: ignore[arg-type]
+                             process_key=uuid.uuid4().hex)
+        # written before the process starts: a runner killed right after the start leaves a record
+        # by which the next resume finds and stops the orphan (recovery.kill_orphans)
+        attrs = {"job_config": job, "job_config_path": str(job_path), "log_path": str(self._log_path(active)),
+                 PROCESS_KEY: active.process_key}
         if budget is not None:
             attrs["budget"] = budget
         self.recorder.set_attrs(active, attrs)
+        self._start_attempt(active, record=False)
+        self.active.append(active)
 
-    def _release(self, active: ActiveTrial) -> None:
+    def _release(self, active: ActiveTrial, state: Any) -> None:
         """A trial leaves its slot (called by the recorder once the trial is told)."""
         if active in self.active:
             self.active.remove(active)
+        if self.exp.runtime_args.prune_job_files and state.name in ("COMPLETE", "PRUNED"):
+            remove_trial_files(active)
+
+    def _log_path(self, active: ActiveTrial) -> Path:
+        suffix = "" if active.attempt == 0 else f".{active.attempt}"
+        return self.jobs_dir / f"{active.trial_id}{suffix}.out"
 
     def _start_attempt(self, active: ActiveTrial, record: bool = True) -> None:
-        suffix = "" if active.attempt == 0 else f".{active.attempt}"
-        log_path = self.jobs_dir / f"{active.trial_id}{suffix}.out"
+        log_path = self._log_path(active)
         env = dict(self._base_env)
         env["AUP_TRIAL"] = str(active.trial.number)
         env["AUP_EXPERIMENT"] = self.study.study_name
+        env[PROCESS_KEY_ENV] = active.process_key
         if active.device is not None:
             env["CUDA_VISIBLE_DEVICES"] = active.device
         process = TrialProcess(
             command=[*self.loaded.command, str(active.job_path)], workingdir=self.workingdir, env=env,
-            log_path=log_path, channel_path=self.jobs_dir / f"{active.trial_id}{suffix}.channel.jsonl",
-            timeout=self.exp.runtime_args.timeout,
+            log_path=log_path, channel_path=log_path.with_suffix(".channel.jsonl"),
+            timeout=self.exp.runtime_args.timeout, log_limit=self._log_limit,
         )
         active.process = process
         process.start()
         if record:
             active.trial.set_user_attr("log_path", str(log_path))
-        # recorded when the attempt ends (one write less per trial; a killed runner's leftovers are
-        # found on resume by their job config path, see recovery.kill_orphans)
+        # recorded when the attempt ends (one write less per trial)
         active.attempts.append({"number": active.attempt, "start": iso(process.started), "end": None,
                                 "exit_code": None, "reason": None, "log": str(log_path)})
 

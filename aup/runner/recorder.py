@@ -24,10 +24,10 @@ if TYPE_CHECKING:
 
 
 class Recorder:
-    """Writes trials to ``study``; ``release(active)`` is called when a trial leaves its slot."""
+    """Writes trials to ``study``; ``release(active, state)`` is called when a trial leaves its slot."""
 
     def __init__(self, exp: "Experiment", study: "optuna.Study", proposer: Any, progress: "Progress",
-                 release: Callable[[ActiveTrial], None]) -> None:
+                 release: Callable[[ActiveTrial, Any], None]) -> None:
         self.exp = exp
         self.study = study
         self.proposer = proposer
@@ -161,10 +161,10 @@ class Recorder:
         self.set_attrs(active, {"attempts": active.attempts, "status_reason": reason, INTERRUPTED: True})
         self.study.tell(active.trial, state=TrialState.FAIL)
         requeue(self.study, self.proposer, active.trial.number, active.params)
-        self.release(active)
+        self.release(active, TrialState.FAIL)
 
     def tell(self, active: ActiveTrial, state: Any, values: list[float] | None, value: Any, reason: str | None) -> None:
         self.study.tell(active.trial, values=values if values else None, state=state)
-        self.release(active)
+        self.release(active, state)
         self.proposer.complete(active.trial.number, state, value)
         self.progress.finished(active.trial.number, state.name, value, active.params, reason)
