@@ -139,7 +139,7 @@ def validate_experiment(raw: Any, source: str, *, base_dir: str | os.PathLike[st
     try:
         experiment = Experiment.model_validate(raw)
     except ValidationError as exc:
-        problems += [_describe(error) for error in exc.errors()]
+        problems += _described(exc.errors())
     problems += _check_required_mode_keys(raw)
     problems += _check_compression(raw)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
@@ -168,7 +168,10 @@ def validate_experiment(raw: Any, source: str, *, base_dir: str | os.PathLike[st
 def _next_to_file_hint(experiment: Experiment, source: str, workingdir: Path) -> str:
     """A hint when the script sits next to the experiment file but trials run elsewhere."""
     folder = Path(source).resolve().parent
-    first = shlex.split(experiment.script)[0] if experiment.script.strip() else ""
+    try:
+        first = shlex.split(experiment.script)[0] if experiment.script.strip() else ""
+    except ValueError:  # unbalanced quotes: resolve_script has said so
+        return ""
     if first and folder != workingdir and (folder / first).is_file():
         return (f" (it is next to the experiment file: run from {folder} or set \"workingdir\"; a relative "
                 "workingdir is relative to the current directory, as in Auptimizer)")
@@ -229,8 +232,30 @@ _FRIENDLY = {
     "string_type": "expected a string",
     "list_type": "expected a list",
     "dict_type": "expected an object",
+    "model_type": "expected an object",
     "missing": "required key is missing",
 }
+
+
+def _described(errors: list[dict[str, Any]]) -> list[Problem]:
+    """One problem per pydantic error; of the errors one union value got from its members, the
+    deepest (``target.score`` rather than ``target``) is the one that says what is wrong."""
+    chosen: dict[tuple[Any, ...], tuple[int, Problem]] = {}
+    out: list[Problem | tuple[Any, ...]] = []
+    for error in errors:
+        loc = tuple(error["loc"])
+        tag = next((i for i, part in enumerate(loc) if _is_union_tag(part)), None)
+        problem = _describe(error)
+        if tag is None:
+            out.append(problem)
+            continue
+        root, depth = loc[:tag], len(loc)
+        if root not in chosen:
+            out.append(root)
+            chosen[root] = (depth, problem)
+        elif depth > chosen[root][0]:
+            chosen[root] = (depth, problem)
+    return [chosen[item][1] if isinstance(item, tuple) else item for item in out]
 
 
 def _describe(error: dict[str, Any]) -> Problem:

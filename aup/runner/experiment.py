@@ -325,7 +325,12 @@ class ExperimentRunner:
         """Write finished trials to the study (after the free slots were refilled)."""
         pending, self._pending = self._pending, []
         for active, outcome, results, values, reason in pending:
-            self.recorder.finished(active, outcome, results, values, reason)
+            try:
+                self.recorder.finished(active, outcome, results, values, reason)
+            except Exception as exc:  # noqa: BLE001 - whatever a trial reported, it fails that trial only
+                if store.is_lock_error(exc):
+                    raise
+                self.recorder.unrecordable(active, f"could not record the result ({type(exc).__name__}: {exc})")
 
     # ---- stopping ----------------------------------------------------------------------------
     def _stop_all(self, reason: str) -> None:

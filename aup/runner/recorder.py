@@ -137,6 +137,20 @@ class Recorder:
             self.set_attrs(active, {**attrs, "status_reason": reason})
             self.tell(active, TrialState.FAIL, None, None, reason)
 
+    def unrecordable(self, active: ActiveTrial, reason: str) -> None:
+        """Recording a finished trial failed: mark it FAIL with the reason, as far as the store allows."""
+        from optuna.trial import TrialState
+
+        for write in (lambda: self.set_attrs(active, {"status_reason": reason[:2000]}),
+                      lambda: self.study.tell(active.trial, state=TrialState.FAIL)):
+            try:
+                write()
+            except Exception:  # noqa: BLE001 - e.g. the trial was already told
+                pass
+        self.release(active, TrialState.FAIL)
+        self.proposer.complete(active.trial.number, TrialState.FAIL, None)
+        self.progress.finished(active.trial.number, "FAIL", None, active.params, reason)
+
     def pruned(self, active: ActiveTrial) -> None:
         """Stop a running trial the pruner rejected and record it PRUNED with its last value."""
         from optuna.trial import TrialState
