@@ -23,8 +23,8 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "experiments" / "tensorflow"
 @pytest.mark.parametrize("entry, message", [
     ({"sparsity": 1.6, "op_types": ["default"]}, r"config_list\[0\]\.sparsity: expected a number in \(0, 1\), got 1\.6"),
     ({"sparsity": "0.2", "op_types": ["default"]}, r"config_list\[0\]\.sparsity: expected a number in \(0, 1\), got '0\.2'"),
-    ({"sparsity": 0.5, "op_types": "default"}, r"config_list\[0\]\.op_types: expected a list of layer type names"),
-    ({"sparsity": 0.5, "op_names": "conv1"}, r"config_list\[0\]\.op_names: expected a list of module names"),
+    ({"sparsity": 0.5, "op_types": "default"}, r"config_list\[0\]\.op_types: expected a list of Keras layer class names"),
+    ({"sparsity": 0.5, "op_names": "conv1"}, r"config_list\[0\]\.op_names: expected a list of Keras layer names"),
     ({"sparsity": 0.5}, r"config_list\[0\]: expected \"op_types\" or \"op_names\""),
     ({"sparsty": 0.5, "op_types": ["Dense"]}, r"unknown key 'sparsty' \(did you mean 'sparsity'\?\) for 'level'"),
     ({"op_types": ["Dense"]}, r"config_list\[0\]\.sparsity: required by 'level'"),
