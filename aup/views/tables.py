@@ -18,7 +18,7 @@ from aup.views.records import StudyRecord, TrialRow, param_key
 
 # Metrics shown by compare, in this order, when a trial recorded them.
 COMPARE_METRICS = (M.SCORE, "accuracy", M.PARAM_COUNT, M.NONZERO_PARAMS, M.MACS, M.MODEL_BYTES, M.LATENCY_MS,
-                   M.SPARSITY, M.WEIGHT_BITS)
+                   M.LATENCY_MS_TORCH, M.DEPLOY_AGREEMENT, M.SPARSITY, M.WEIGHT_BITS)
 # Attributes that describe the run of a trial rather than the model: never shown as metrics.
 BOOKKEEPING = frozenset({"number", "state", "attempts", "log_path", "status_reason", "duration_s", "job_config",
                          "job_config_path", "budget", "grid_index", M.MODEL_BYTES_GZIP})
