@@ -118,7 +118,7 @@ def _check_identifier(name: Any, what: str, allow_dots: bool = False) -> str:
     return name
 
 
-def resolve_class(path: str, *, trust: bool, base: type = nn.Module) -> type:
+def resolve_class(path: str, *, trust: bool, base: type | tuple[type, ...] = nn.Module) -> type:
     """Class ``module:qualname``, a subclass of ``base``; imports only safe or already-imported modules."""
     if not isinstance(path, str) or ":" not in path:
         raise UnsafeArtifact(f"class reference {path!r} is malformed")
@@ -140,7 +140,8 @@ def resolve_class(path: str, *, trust: bool, base: type = nn.Module) -> type:
             raise UnsafeArtifact(f"class reference {path!r} is malformed")
         obj = getattr(obj, part, None)
     if not (isinstance(obj, type) and issubclass(obj, base)):
-        raise UnsafeArtifact(f"{path} is not a {base.__name__} class")
+        names = "/".join(b.__name__ for b in (base if isinstance(base, tuple) else (base,)))
+        raise UnsafeArtifact(f"{path} is not a {names} class")
     return obj
 
 
@@ -148,14 +149,15 @@ def class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _hf_config_base() -> type | None:
+def _hf_config_base() -> tuple[type, ...] | None:
+    """Hugging Face's config classes (model and generation configs), if transformers is loaded."""
     if "transformers" not in sys.modules:
         return None
     try:
-        from transformers import PretrainedConfig
+        from transformers import GenerationConfig, PretrainedConfig
     except ImportError:  # pragma: no cover - broken transformers install
         return None
-    return PretrainedConfig
+    return (PretrainedConfig, GenerationConfig)
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -221,13 +223,14 @@ class Encoder:
                 pass
         raise UnsafeArtifact(f"{where}: a {type(v).__name__} cannot be stored without pickle")
 
-    def _config(self, config: Any, base: type) -> int:
+    def _config(self, config: Any, base: tuple[type, ...]) -> int:
         index = self._configs.get(id(config))
         if index is None:
             index = len(self.configs)
             self._configs[id(config)] = index
             self.configs.append({"cls": class_path(type(config)),
-                                 "data": self.value(config.to_dict(), "config")})
+                                 "data": self.value(config.to_dict(), "config"),
+                                 "attn": getattr(config, "_attn_implementation", None)})
         return index
 
     # ---------------------------------------------------------------- modules
@@ -336,7 +339,11 @@ class Decoder:
                 import transformers  # noqa: F401  (the artifact names a transformers config)
                 base = _hf_config_base()
             cls = resolve_class(spec["cls"], trust=self.trust, base=base)
-            self._configs[index] = cls.from_dict(self.value(spec["data"]))
+            config = cls.from_dict(self.value(spec["data"]))
+            attn = spec.get("attn")
+            if isinstance(attn, str) and hasattr(config, "_attn_implementation"):
+                config._attn_implementation = attn
+            self._configs[index] = config
         return self._configs[index]
 
     def module(self, spec: dict[str, Any]) -> nn.Module:
