@@ -31,6 +31,7 @@ COMPRESSORS: dict[str, dict[str, dict[str, str]]] = {
             "admm": f"{_PRUNERS}.admm:ADMMPruner",
             "lottery_ticket": f"{_PRUNERS}.lottery_ticket:LotteryTicketPruner",
             "sensitivity": f"{_PRUNERS}.sensitivity:SensitivityPruner",
+            "transformer": f"{_PRUNERS}.heads:TransformerPruner",
         },
         "quantization": {
             "naive": f"{_QUANT}.naive:NaiveQuantizer",

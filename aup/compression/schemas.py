@@ -95,6 +95,8 @@ _CHECKERS: dict[str, Callable[[KeySpec, Any], bool]] = {
 
 SPARSITY = KeySpec("float", "a number in (0, 1)", 0.0, 1.0, low_open=True, high_open=True)
 SPARSITY_CLOSED = KeySpec("float", "a number in [0, 1]", 0.0, 1.0)
+UNIT_SPARSITY = KeySpec("float", "a number in [0, 1) (fraction of heads / hidden channels removed)", 0.0, 1.0,
+                        high_open=True)
 OP_TYPES = KeySpec("str_list", "a list of layer type names, e.g. [\"Conv2d\"]")
 OP_NAMES = KeySpec("str_list", "a list of module names, e.g. [\"conv1\"]")
 EXCLUDE = KeySpec("bool", "true or false")
@@ -161,6 +163,9 @@ SCHEMAS: dict[tuple[str, str, str], Schema] = {
     ("torch", "pruning", "sensitivity"): _OVERALL,
     ("torch", "pruning", "admm"): _OVERALL,
     ("torch", "pruning", "amc"): Schema(dict(COMMON), required=()),
+    ("torch", "pruning", "transformer"): Schema(
+        {"head_sparsity": UNIT_SPARSITY, "mlp_sparsity": UNIT_SPARSITY, **COMMON}, required=()
+    ),
     ("torch", "pruning", "lottery_ticket"): Schema(
         {"sparsity": SPARSITY, "prune_iterations": POSITIVE_INT, **COMMON},
         required=("sparsity", "prune_iterations"),

@@ -30,7 +30,8 @@ Criteria (``criterion``): ``"l1"`` (sum of |w| over the head's / channel's slice
 first ``statistics_batch_num`` optimizer steps; needs ``optimizer``).  Config keys:
 ``head_sparsity`` (fraction of heads removed per attention module) and ``mlp_sparsity`` (fraction
 of hidden channels removed per MLP), selected by ``op_names`` / ``op_types`` of the attention
-module or the MLP's parent module; at least one head and one channel always stay.
+module or the MLP's parent module (``"default"``: all of them); at least one head and one channel
+always stay.
 """
 from __future__ import annotations
 
@@ -330,7 +331,7 @@ class TransformerPruner(Compressor):
         for blocks, key in ((heads, "head_sparsity"), (mlps, "mlp_sparsity")):
             for block in blocks:
                 module = self.model.get_submodule(block.name) if block.name else self.model
-                entries = [e for e in self.config_list if key in e or e.get("exclude")]
+                entries = [_default_means_all(e) for e in self.config_list if key in e or e.get("exclude")]
                 match = match_module(block.name, module, entries)
                 if match is not None and float(match[1][key]) > 0:
                     selected.append((block, float(match[1][key])))
@@ -582,6 +583,14 @@ class TransformerPruner(Compressor):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _default_means_all(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """``op_types: ["default"]`` selects every attention module and MLP this pruner knows."""
+    entry = dict(entry)
+    if "default" in entry.get("op_types", ()):
+        entry.pop("op_types")
+    return entry
 
 
 def _pieces(block: HeadBlock | MlpBlock) -> list[Piece]:
