@@ -22,8 +22,14 @@ from aup.compression.torch.quantization.dorefa import DoReFaQuantizer
 from aup.compression.torch.quantization.naive import NaiveQuantizer
 from aup.compression.torch.quantization.qat import QATQuantizer
 
-transformers = pytest.importorskip("transformers")
-transformers.logging.set_verbosity_error()
+# Hugging Face tests are marked slow: importing transformers alone costs seconds (the fast suite's budget).
+hf = pytest.mark.slow
+
+
+def _hf():
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    return transformers
 
 
 class EncoderClassifier(nn.Module):
@@ -55,6 +61,7 @@ def _eval(model: nn.Module, x) -> list[torch.Tensor]:
 
 
 def _bert():
+    transformers = _hf()
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                      intermediate_size=64, max_position_embeddings=32)
@@ -62,6 +69,7 @@ def _bert():
 
 
 def _gpt2():
+    transformers = _hf()
     torch.manual_seed(0)
     config = transformers.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=32,
                                      bos_token_id=0, eos_token_id=0)
@@ -69,6 +77,7 @@ def _gpt2():
 
 
 def _vit():
+    transformers = _hf()
     torch.manual_seed(0)
     config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                                     image_size=16, patch_size=4, num_labels=3)
@@ -76,6 +85,7 @@ def _vit():
 
 
 def _llama():
+    transformers = _hf()
     torch.manual_seed(0)
     config = transformers.LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=8,
                                       num_key_value_heads=2, intermediate_size=64, max_position_embeddings=32,
@@ -121,6 +131,7 @@ def test_each_quantizer_changes_the_eval_output_of_a_transformer_encoder(cls, en
     assert torch.equal(_eval(model, x)[0], dense)  # fast path and plain forward are back
 
 
+@hf
 @pytest.mark.parametrize("cls,entry", QUANTIZERS, ids=[c.__name__ for c, _ in QUANTIZERS])
 @pytest.mark.parametrize("name", ["bert", "gpt2"])
 def test_each_quantizer_changes_hugging_face_outputs(cls, entry, name):
@@ -180,6 +191,7 @@ def test_head_pruning_shrinks_a_torch_transformer_encoder_exactly():
     model(x).sum().backward()  # trainable after the shrink
 
 
+@hf
 @pytest.mark.parametrize("name", sorted(HF_MODELS))
 def test_head_and_mlp_pruning_shrinks_hugging_face_models_exactly(name):
     build, inputs = HF_MODELS[name]
@@ -196,6 +208,7 @@ def test_head_and_mlp_pruning_shrinks_hugging_face_models_exactly(name):
     assert output_tensors(call_with(model, other))[0].shape[0] == 2
 
 
+@hf
 def test_grouped_query_attention_keeps_every_key_value_head():
     model, x = _llama(), _ids()
     _prune_and_shrink(model, x)
@@ -263,6 +276,7 @@ def test_created_by_name_with_a_criterion():
 # ----------------------------------------------------------------------------- export and MACs
 
 
+@hf
 @pytest.mark.parametrize("name", sorted(HF_MODELS))
 def test_export_load_round_trip_of_hugging_face_models(tmp_path, name):
     build, inputs = HF_MODELS[name]
@@ -277,6 +291,7 @@ def test_export_load_round_trip_of_hugging_face_models(tmp_path, name):
         assert loaded.lm_head.weight is loaded.transformer.wte.weight
 
 
+@hf
 def test_shrunk_models_export_and_reload(tmp_path):
     for name, (build, inputs) in (("bert", HF_MODELS["bert"]), ("encoder", (_encoder, _tokens))):
         model, x = build(), inputs()
@@ -298,7 +313,7 @@ def _torch_macs(model, x) -> int:
     return counter.get_total_flops() // 2
 
 
-@pytest.mark.parametrize("name", ["encoder", "bert", "gpt2"])
+@pytest.mark.parametrize("name", ["encoder", pytest.param("bert", marks=hf), pytest.param("gpt2", marks=hf)])
 def test_macs_equal_torchs_flop_counter(name):
     build, inputs = {"encoder": (_encoder, lambda: _tokens(1)), **HF_MODELS}[name]
     model, x = build(), inputs()
