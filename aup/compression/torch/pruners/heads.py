@@ -397,11 +397,13 @@ class TransformerPruner(Compressor):
                 if value is None:
                     raise ValueError("transformer: taylor importance needs statistics_batch_num optimizer steps first")
             else:
-                value = self._param(piece).detach().double()
-                value = value.abs() if self.criterion == "l1" else value.pow(2)
+                value = self._param(piece).detach()
+                value = value.abs() if self.criterion == "l1" else value.square()
             part = value.narrow(piece.dim, piece.offset, piece.size * block.units)
-            part = part.movedim(piece.dim, 0).reshape(block.units, -1)
-            total += part.sum(1)
+            # one score per unit: sum over the unit's rows (dim 0) or columns (dim 1)
+            part = part.unflatten(piece.dim, (block.units, piece.size))
+            other = tuple(d for d in range(part.dim()) if d != piece.dim)
+            total += part.sum(dim=other, dtype=torch.float64).cpu()
         return total.sqrt() if self.criterion == "l2" else total
 
     def _removed_units(self, block: HeadBlock | MlpBlock, sparsity: float) -> list[int]:
@@ -425,11 +427,16 @@ class TransformerPruner(Compressor):
         for block, sparsity in self.blocks:
             removed = self._removed_units(block, sparsity)
             self.removed[block.name + ("#heads" if isinstance(block, HeadBlock) else "#mlp")] = removed
+            if not removed:
+                continue
+            units = torch.tensor(removed, dtype=torch.long)
             for piece in block.producers + block.consumers:
                 param = self._param(piece)
-                mask = masks.setdefault(piece.module, {}).setdefault(piece.key, torch.ones_like(param))
-                for unit in removed:
-                    mask.narrow(piece.dim, piece.offset + unit * piece.size, piece.size).zero_()
+                mask = masks.setdefault(piece.module, {}).get(piece.key)
+                if mask is None:
+                    mask = masks[piece.module][piece.key] = torch.ones_like(param)
+                rows = (piece.offset + units[:, None] * piece.size + torch.arange(piece.size)).flatten()
+                mask.index_fill_(piece.dim, rows.to(mask.device), 0)
         for name, entry in masks.items():
             self.masks.set(name, **entry)
         self.masks_calculated = True
@@ -614,7 +621,7 @@ def _slice_param(module: nn.Module, key: str, dim: int, pieces: list[Piece], rem
         for unit in removed:
             drop[piece.offset + unit * piece.size:piece.offset + (unit + 1) * piece.size] = True
     keep = torch.nonzero(~drop).flatten().to(param.device)
-    module._parameters[key] = nn.Parameter(param.detach().index_select(dim, keep).clone(),
+    module._parameters[key] = nn.Parameter(param.detach().index_select(dim, keep),
                                            requires_grad=param.requires_grad)
 
 
