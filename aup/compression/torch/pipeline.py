@@ -155,6 +155,32 @@ class PipelineCompressor(Compressor):
             names += [n for n in stage.compressed_module_names() if n not in names]
         return names
 
+    def extra_metrics(self) -> dict[str, Any]:
+        """Achieved ``sparsity`` of the whole pipeline: (removed + zero) weights over the pruned layers'
+        original sizes, so channels a structured stage removed physically still count as pruned."""
+        metrics: dict[str, Any] = {}
+        quantizer = self._quantizer()
+        if quantizer is not None:
+            metrics.update(quantizer.extra_metrics())
+        dense: dict[str, int] = {}
+        for stage in self._pruners():
+            sizes = getattr(stage, "dense_weight_numel", None) or getattr(stage, "dense_numel", None) or {}
+            for name, numel in sizes.items():
+                dense.setdefault(name, int(numel))
+        if not dense:
+            return metrics
+        modules = dict(self.model.named_modules())
+        per_layer = {}
+        for name, numel in dense.items():
+            module = modules.get(name)
+            kept = sum(int(torch.count_nonzero(p.detach())) for k, p in module.named_parameters(recurse=False)
+                       if "weight" in k) if module is not None else 0
+            per_layer[name] = round(1.0 - kept / numel, 6) if numel else 0.0
+        total = sum(dense.values())
+        metrics["sparsity"] = sum(per_layer[n] * dense[n] for n in dense) / total if total else 0.0
+        metrics["layer_sparsity"] = per_layer
+        return metrics
+
     def example_input(self, dummy_input: Any = None) -> Any:
         if dummy_input is not None:
             return dummy_input

@@ -19,7 +19,7 @@ from torch import nn
 from ..base import Compressor
 from ..config_list import validate_against_model
 from .config import default_entries, quant_types_of, resolve_bits, validate_quant_config_list
-from .hooks import WeightOverride
+from .hooks import FastPathOff, WeightOverride, fast_path_owner, weight_reader
 from .primitives import QuantSpec
 
 __all__ = ["QuantLayer", "Quantizer"]
@@ -94,10 +94,16 @@ class Quantizer(Compressor):
         """Attach fake quantization to the selected layers (idempotent); returns the model."""
         if self._handles:
             return self.model
+        self._switch_off_fast_paths()
         for layer in self.layers:
+            reader = weight_reader(self.model, layer.name)
+            if reader is not None and ("input" in layer.quant_types or "output" in layer.quant_types):
+                raise ValueError(f"{self.compressor_name}: cannot quantize the input/output of {layer.name!r}: "
+                                 f"its parent {type(reader).__name__} reads its weight without calling it; "
+                                 f"quantize its weight only")
             if "weight" in layer.quant_types:
                 self._handles.append(WeightOverride(
-                    layer.module, lambda w, layer=layer: self.quantize_weight(layer, w)[0]))
+                    layer.module, lambda w, layer=layer: self.quantize_weight(layer, w)[0], host=reader))
             if "input" in layer.quant_types:
                 self._handles.append(layer.module.register_forward_pre_hook(
                     lambda _m, args, layer=layer: self._quantize_input(layer, args)))
@@ -105,6 +111,20 @@ class Quantizer(Compressor):
                 self._handles.append(layer.module.register_forward_hook(
                     lambda _m, _args, out, layer=layer: self.quantize_activation(layer, "output", out)))
         return self.model
+
+    def _switch_off_fast_paths(self) -> None:
+        """Fused transformer kernels would bypass the quantized layers in eval mode: switch them off."""
+        owners: dict[str, nn.Module] = {}
+        for layer in self.layers:
+            found = fast_path_owner(self.model, layer.name)
+            if found is not None:
+                owners.setdefault(*found)
+        for module in owners.values():
+            self._handles.append(FastPathOff(module))
+        if owners:
+            logger.info("%s: PyTorch's fused transformer fast path is off in %s while the quantizer is attached "
+                        "(it would skip the quantized layers in eval mode)", self.compressor_name,
+                        ", ".join(repr(n or "<model>") for n in owners))
 
     def _quantize_input(self, layer: QuantLayer, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         for i, arg in enumerate(args):
