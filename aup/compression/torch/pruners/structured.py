@@ -48,9 +48,9 @@ class FilterPruner(Pruner):
 
     def masked_weight(self, name: str, module: nn.Module) -> torch.Tensor:
         """The layer's weight with its current mask applied (a detached copy)."""
-        weight = module.weight.detach().clone()
+        weight = module.weight.detach()
         mask = self.masks.masks.get(name, {}).get("weight")
-        return weight * mask.to(weight) if mask is not None else weight
+        return weight * mask.to(weight) if mask is not None else weight.clone()
 
     def _pruned_filters(self, name: str, module: nn.Module) -> torch.Tensor:
         mask = self.masks.masks.get(name, {}).get("weight")
@@ -133,7 +133,8 @@ class FilterPruner(Pruner):
         """Tied conv sets among this pruner's layers (traced once, with ``dummy_input``)."""
         if self._dependency_sets is None:
             with self.statistics_paused():
-                self._dependency_sets = conv_dependency_sets(self.model, self.dummy_input, list(self.layers))
+                self._dependency_sets = conv_dependency_sets(self.model, self.dummy_input, list(self.layers),
+                                                             graph=self.graph.get(self.model, self.dummy_input))
         return self._dependency_sets
 
     def _shared_pruned(self, members: list[str], sparsities: dict[str, float]) -> torch.Tensor | None:
