@@ -135,7 +135,8 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
             removed_out, removed_in = _prune_groups(tp, graph, model, modules, masks, report)
             _finish_report(report, modules, masks, removed_out, removed_in, snapshot)
             if removed_out:
-                _verify(model, dummy_input, captured["out"], atol, report, snapshot, removed_out)
+                with torch.no_grad():  # the check needs no autograd graph
+                    _verify(model, dummy_input, captured["out"], atol, report, snapshot, removed_out)
     finally:
         _MASKED_CACHE.clear()
         model.train(was_training)
