@@ -54,6 +54,8 @@ class Entry:
     ``scores``: what the criterion reads, ``"weights"``, ``"bn"`` (BatchNorm scales),
     ``"activations"`` or ``"gradients"``; a weight criterion needs no data, so searches that prune
     many copies use only those.
+    ``model_family``: the models it applies to, ``"cnn"`` (convolutions, linear layers) or
+    ``"transformer"`` (attention heads and MLP channels), so that tests and examples pick a model.
     ``implemented``: False while the class does not exist in this build; the name stays
     reserved and creating it says so in one line instead of a traceback.
     """
@@ -68,6 +70,7 @@ class Entry:
     scores: str | None = None
     quant: Quantization | None = None
     implemented: bool = True
+    model_family: str = "cnn"
 
     @property
     def module(self) -> str:
@@ -139,7 +142,7 @@ ENTRIES: tuple[Entry, ...] = (
     # ---- torch pruning: transformer structure (whole attention heads, MLP hidden channels)
     _pruner("transformer", "heads:TransformerPruner",
             Schema({"head_sparsity": UNIT_SPARSITY, "mlp_sparsity": UNIT_SPARSITY, **COMMON}, required=()),
-            structured=True),
+            structured=True, model_family="transformer"),
     # ---- torch quantization
     _quantizer("naive", "naive:NaiveQuantizer", Quantization(("weight",), default_bits=8, fixed_bits=8),
                Schema({**quant_keys(("weight",), 8, _NAIVE_WHY), **COMMON}, required=(), allow_empty=True)),
