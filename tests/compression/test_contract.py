@@ -5,7 +5,8 @@ its constructor's parameter names (``optimizer``, ``trainer``, ``evaluator``, ``
 its config_list from its schema in the catalog; budgets are kept tiny through the argument names
 the searches share (``num_iterations``, ``train_episode`` ...). Random weights, a slice of the digits.
 
-The contract: ``compress()`` returns the model; the state_dict keys never change; masks are in NNI's
+The contract: ``compress()`` returns the bound model (the one passed in, or for simulated annealing
+the pruned copy NNI 2.0 returns, leaving the input untouched); the state_dict keys never change; masks are in NNI's
 format (``{module: {"weight": mask, "bias": mask or None}}``) with the parameters' shapes; the
 achieved sparsity is within one point of the configured target; ``export_model`` ->
 ``load_compressed`` gives back the same outputs; a bad config_list is refused naming entry and key.
@@ -144,7 +145,10 @@ def _compress(entry: catalog.Entry, harness: Harness, cfg: Any) -> Any:
     config_list = _entry_config(entry)
     kwargs = harness.arguments(registry.import_entry(entry))
     compressor = aup.create_compressor(harness.model, cfg(entry.name, config_list, entry.compression_type), **kwargs)
+    given = harness.model
     returned = compressor.compress()
+    harness.model = returned
+    harness.given = given
     for _ in compressor.get_prune_iterations():
         compressor.prune_iteration_start()
         harness.train_steps()
@@ -158,9 +162,12 @@ def _compress(entry: catalog.Entry, harness: Harness, cfg: Any) -> Any:
 def test_compressor_keeps_the_contract(entry: catalog.Entry, digits: zoo.DigitsData, cfg: Any, tmp_path: Any) -> None:
     harness = Harness(tmp_path, digits, entry.model_family)
     keys = list(harness.model.state_dict())
+    dense = {k: v.clone() for k, v in harness.model.state_dict().items()}
     compressor, returned, config_list = _compress(entry, harness, cfg)
     model = harness.model
-    assert returned is model
+    assert returned is compressor.model
+    if returned is not harness.given:  # a search NNI defines to return a pruned copy: the input is untouched
+        assert all(torch.equal(v, dense[k]) for k, v in harness.given.state_dict().items())
     assert list(model.state_dict()) == keys
     masks = compressor.get_masks()
     modules = dict(model.named_modules())

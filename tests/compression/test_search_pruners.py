@@ -88,7 +88,7 @@ def test_sa_accepts_worse_candidate_with_metropolis_probability(cfg, model, draw
     scores = iter([0.9] + [0.7] * 50)  # the start point, then every candidate is worse by 0.2
     pruner = aup.create_compressor(model, cfg("simulated_annealing", CONV50), lambda m: next(scores),
                                    start_temperature=1.0, stop_temperature=0.95, cool_down_rate=0.9,
-                                   experiment_data_dir=str(tmp_path / "sa"), seed=0)
+                                   experiment_data_dir=str(tmp_path / "sa"), seed=0, schedule="one_per_temperature")
     pruner.accept_rng = _FixedDraw(draw)  # exp(-0.2 / 1.0) = 0.8187
     pruner.compress()
     step = pruner.history[1]
@@ -110,7 +110,8 @@ def test_sa_rescaling_meets_target_and_prunes_larger_layers_more():
 @pytest.mark.slow
 def test_sa_search_masks_and_shrinks_model(cfg, model, digits, cwd, tmp_path):
     pruner = aup.create_compressor(model, cfg("simulated_annealing", CONV50), _accuracy(digits),
-                                   start_temperature=1.0, stop_temperature=0.5, experiment_data_dir=str(tmp_path), seed=1)
+                                   start_temperature=1.0, stop_temperature=0.5, experiment_data_dir=str(tmp_path), seed=1,
+                                   schedule="one_per_temperature", in_place=True)
     pruner.compress()
     assert pruner.n_steps == len(pruner.history) - 1 == 7
     assert pruner.sparsity() == pytest.approx(0.5, abs=0.05)

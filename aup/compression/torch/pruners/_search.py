@@ -16,6 +16,7 @@ elements). This module holds what they share:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -28,6 +29,8 @@ from torch import nn
 
 from aup.compression import catalog, registry
 
+from ..deploy import CalibrationRecorder
+from ..masking import MaskStore
 from .base import Pruner
 from .schedule import CriterionSchedule
 
@@ -231,6 +234,20 @@ class SearchPruner(CriterionSchedule):
                 self.masks.set(name, weight=entry.get("weight"), bias=entry.get("bias"))
         self.prune_to({name: s for name, s in sparsities.items() if s > 0})
         self.masks_calculated = True
+
+    def rebind(self, model: nn.Module) -> None:
+        """Work on ``model`` (a copy of the bound model) from now on: layers, criterion and masks move to it."""
+        modules = dict(model.named_modules())
+        self.masks.detach()
+        self.model = model
+        self.layers = {name: dataclasses.replace(layer, module=modules[name]) for name, layer in self.layers.items()}
+        self.masks = MaskStore()
+        self._coupled_batchnorms = None
+        self._input_recorder = None
+        seen = self._recorder
+        self._recorder = CalibrationRecorder(model)  # inputs seen so far stay the calibration data
+        self._recorder.first, self._recorder.batches, self._recorder.seen = seen.first, seen.batches, seen.seen
+        self.attach_criterion(make_base_pruner(model, self.base_algo, list(self.layers), self.dummy_input))
 
     def compress(self) -> nn.Module:
         """Run the search, then prune the model with the best per-layer sparsities; returns it."""
