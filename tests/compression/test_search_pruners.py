@@ -152,7 +152,8 @@ def test_net_adapt_resource_drops_every_iteration(cfg, digits, cwd, tmp_path):
         return zoo.evaluate(m, digits.x_test, digits.y_test)
 
     pruner = aup.create_compressor(model, cfg("net_adapt", CONV50), fine_tune, evaluator,
-                                   sparsity_per_iteration=0.15, experiment_data_dir=str(tmp_path))
+                                   sparsity_per_iteration=0.15, experiment_data_dir=str(tmp_path),
+                                   resource="configured_layers")
     pruner.compress()
     remaining = [h["remaining_weights"] for h in pruner.history]
     total = remaining[0]
