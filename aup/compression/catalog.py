@@ -54,6 +54,10 @@ class Entry:
     ``scores``: what the criterion reads, ``"weights"``, ``"bn"`` (BatchNorm scales),
     ``"activations"`` or ``"gradients"``; a weight criterion needs no data, so searches that prune
     many copies use only those.
+    ``exact_sparsity``: the achieved sparsity over the configured layers meets the configured target
+    (within rounding to whole units); False where the algorithm defines its target otherwise
+    (NNI's NetAdapt counts its steps against every Conv2d/Linear weight and the next layer's inputs
+    and stops on nominal progress, so it prunes less of the configured layers).
     ``model_family``: the models it applies to, ``"cnn"`` (convolutions, linear layers) or
     ``"transformer"`` (attention heads and MLP channels), so that tests and examples pick a model.
     ``implemented``: False while the class does not exist in this build; the name stays
@@ -71,6 +75,7 @@ class Entry:
     quant: Quantization | None = None
     implemented: bool = True
     model_family: str = "cnn"
+    exact_sparsity: bool = True
 
     @property
     def module(self) -> str:
@@ -129,7 +134,7 @@ ENTRIES: tuple[Entry, ...] = (
         ordered_pairs=(("start_epoch", "end_epoch", "an integer"),
                        ("initial_sparsity", "final_sparsity", "a number")),
     )),
-    _pruner("net_adapt", "net_adapt:NetAdaptPruner", _OVERALL),
+    _pruner("net_adapt", "net_adapt:NetAdaptPruner", _OVERALL, exact_sparsity=False),
     _pruner("simulated_annealing", "simulated_annealing:SimulatedAnnealingPruner", _OVERALL),
     _pruner("auto_compress", "auto_compress:AutoCompressPruner", _OVERALL),
     _pruner("amc", "amc:AMCPruner", Schema(dict(COMMON), required=())),

@@ -182,8 +182,10 @@ def test_compressor_keeps_the_contract(entry: catalog.Entry, digits: zoo.DigitsD
     if entry.compression_type == "pruning":
         assert masks or compressor.speedup_applied
         target = _target(config_list)
-        if target is not None:
+        if target is not None and entry.exact_sparsity:
             assert compressor.sparsity() == pytest.approx(target, abs=_tolerance(entry, compressor))
+        elif target is not None:  # a target of its own definition: never more than the configured one
+            assert 0 < compressor.sparsity() <= target + _tolerance(entry, compressor)
     model.eval()
     with torch.no_grad():
         expected = model(harness.example)
