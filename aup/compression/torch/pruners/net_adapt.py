@@ -181,8 +181,8 @@ class NetAdaptPruner(SearchPruner):
             generated[layer] = proposals[layer][layer]
             nominal += step
             self.history.append({"iteration": iteration, "remaining_weights": self.remaining_weights(masks),
-                                 "score": score, "layer": layer, "nominal_sparsity": nominal,
-                                 "evaluations": len(proposals)})
+                                 "score": score, "layer": layer, "layer_sparsity": generated[layer],
+                                 "nominal_sparsity": nominal, "evaluations": len(proposals)})
             self._save_iteration(current_model, masks)
             progress("net_adapt: iteration %d pruned %s to %.3f, nominal sparsity %.3f, score %.4f (%.1fs)",
                      iteration, layer, generated[layer], nominal, score, time.perf_counter() - started)
