@@ -1,8 +1,9 @@
 """Shared machinery of the search pruners (simulated annealing, NetAdapt, AutoCompress, AMC).
 
 A search pruner explores per-layer sparsities on *copies* of the model and finally applies the best
-ones to the user's model with a base criterion (``base_algo``: l1 / l2 / fpgm filters or level
-elements). This module holds what they share:
+ones with a base criterion (``base_algo``: l1 / l2 / fpgm filters or level elements) to the user's
+model, or, for simulated annealing as in NNI 2.0, to a copy it returns (:meth:`SearchPruner.rebind`).
+This module holds what they share:
 
 - :class:`SearchPruner`: the ``Pruner`` subclass whose final masks come from the base criterion;
 - :func:`prune_copy`: a masked deep copy at given sparsities (candidates to evaluate);
