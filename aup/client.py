@@ -130,6 +130,28 @@ def log_metrics(**metrics: Any) -> None:
 
 
 _save_callback: tuple[Callable[..., Any], tuple, dict] | None = None
+_trial_end_hooks: list[Callable[[], None]] = []
+
+
+def on_trial_end(hook: Callable[[], None]) -> None:
+    """Run ``hook`` once the trial's final result is known: after ``@aup_args`` reported it, and at
+    process exit. Compressors use it to report size metrics for scripts that never export. Hooks
+    must be idempotent; a failing hook prints one line and never changes the trial's outcome."""
+    if hook in _trial_end_hooks:
+        return
+    if not _trial_end_hooks:
+        import atexit
+
+        atexit.register(run_trial_end_hooks)
+    _trial_end_hooks.append(hook)
+
+
+def run_trial_end_hooks() -> None:
+    for hook in list(_trial_end_hooks):
+        try:
+            hook()
+        except Exception as exc:  # noqa: BLE001 - the trial is finished; never fail it here
+            print(f"aup: end-of-trial report failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
 
 def aup_save_model(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
@@ -198,6 +220,7 @@ def aup_args(fn: Callable[..., Any]) -> Callable[..., Any]:
             print_result(result)
         if config.get("save_model") and _save_callback is not None:
             _run_save_callback(config)
+        run_trial_end_hooks()
         return result
 
     return wrapper

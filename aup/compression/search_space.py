@@ -34,15 +34,14 @@ Translation rules (reference spec 7.3, with its bugs fixed):
 from __future__ import annotations
 
 import copy
-import difflib
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from aup.compression import registry, schemas
+from aup.compression import catalog, schemas
+from aup.errors import FieldError, did_you_mean
 
 RANGE_KEYS = ("type", "range", "interval", "n", "log")
-STAGE_KEYS = ("framework", "type", "compressor", "config_list", "compressor_args")
+STAGE_KEYS = ("framework", "type", "compressor", "config_list", "compressor_args", "deploy")
 _ALIASES = {"compression_framework": "framework", "compression_type": "type"}
 _EXPAND = "expand_op_names"
 
@@ -112,8 +111,7 @@ def _range_problem(spec: dict[str, Any]) -> str | None:
     """Why a range dict is malformed (None when it is fine); checked again by Dimension."""
     unknown = [k for k in spec if k not in RANGE_KEYS]
     if unknown:
-        hint = difflib.get_close_matches(str(unknown[0]), RANGE_KEYS, n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else f" (a range takes {', '.join(RANGE_KEYS)})"
+        extra = did_you_mean(str(unknown[0]), RANGE_KEYS, fallback=f" (a range takes {', '.join(RANGE_KEYS)})")
         return f"unknown key {unknown[0]!r} in a search range{extra}"
     kind = spec["type"]
     if kind not in ("float", "int", "choice"):
@@ -206,6 +204,7 @@ class _Parser:
     def __init__(self, section: Any, taken: Iterable[str]) -> None:
         self.problems: list[str] = []
         self.stages: list[_Stage] = []
+        self.deploy: Any = None
         self.taken = set(taken)
         stages = section if isinstance(section, list) else [section]
         self.pipeline = isinstance(section, list)
@@ -229,8 +228,7 @@ class _Parser:
         raw = {_ALIASES.get(k, k): v for k, v in raw.items()}
         for key in raw:
             if key not in STAGE_KEYS:
-                hint = difflib.get_close_matches(str(key), STAGE_KEYS, n=1)
-                extra = f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(STAGE_KEYS)})"
+                extra = did_you_mean(str(key), STAGE_KEYS, fallback=f" (known: {', '.join(STAGE_KEYS)})")
                 self._problem(f"{where}.{key}: unknown key{extra}")
         for key in ("compressor", "config_list"):
             if key not in raw:
@@ -238,11 +236,11 @@ class _Parser:
         if "compressor" not in raw or "config_list" not in raw:
             return None
         framework = raw.get("framework", "torch")
-        if not isinstance(framework, str) or registry.canonical_framework(framework) not in registry.COMPRESSORS:
-            self._problem(f"{where}.framework: expected one of {', '.join(sorted(registry.COMPRESSORS))}, "
+        if not isinstance(framework, str) or catalog.canonical_framework(framework) not in catalog.frameworks():
+            self._problem(f"{where}.framework: expected one of {', '.join(sorted(catalog.frameworks()))}, "
                           f"got {framework!r}")
             return None
-        framework = registry.canonical_framework(framework)
+        framework = catalog.canonical_framework(framework)
         names, choice = self._compressor_names(raw["compressor"], f"{where}.compressor")
         if names is None:
             return None
@@ -250,9 +248,22 @@ class _Parser:
         if types is None:
             return None
         stage = _Stage(index, where, framework, types, names, choice)
+        if "deploy" in raw:
+            self._deploy(raw["deploy"], f"{where}.deploy")
         self._config_lists(stage, raw["config_list"], f"{where}.config_list")
         self._compressor_args(stage, raw.get("compressor_args"), f"{where}.compressor_args")
         return stage
+
+    def _deploy(self, value: Any, where: str) -> None:
+        """``deploy``: the deployable artifact every trial measures (checked here, used in the trial)."""
+        if self.deploy is not None:
+            self._problem(f"{where}: give \"deploy\" once (it applies to the whole trial)")
+            return
+        problem = deploy_problem(value, where)
+        if problem:
+            self._problem(problem)
+        else:
+            self.deploy = value
 
     def _compressor_names(self, value: Any, where: str) -> tuple[tuple[str, ...] | None, bool]:
         if isinstance(value, str):
@@ -278,7 +289,7 @@ class _Parser:
 
     def _types(self, framework: str, given: Any, names: tuple[str, ...], where: str) -> dict[str, str] | None:
         """The compression type of each compressor: as given, else looked up by the unique name."""
-        known = registry.COMPRESSORS[framework]
+        known = {ty: catalog.names_of(framework, ty) for ty in catalog.types_of(framework)}
         if given is not None and given not in known:
             self._problem(f"{where}.type: unknown compression type {given!r} for framework {framework!r}; "
                           f"supported: {', '.join(sorted(known))}")
@@ -288,16 +299,16 @@ class _Parser:
             if given is not None:
                 if name not in known[given]:
                     self._problem(f"{where}.compressor: unknown compressor {name!r} for {framework} {given}"
-                                  f"{_hint(name, known[given])}; supported: {', '.join(sorted(known[given]))}")
+                                  f"{did_you_mean(name, known[given])}; supported: {', '.join(sorted(known[given]))}")
                     continue
                 types[name] = given
                 continue
-            found = [ty for fw, ty in registry.find(name) if fw == framework]
+            found = [ty for fw, ty in catalog.find_types(name) if fw == framework]
             if len(found) == 1:
                 types[name] = found[0]
             elif not found:
                 every = sorted({n for names_ in known.values() for n in names_})
-                self._problem(f"{where}.compressor: unknown compressor {name!r} for {framework}{_hint(name, every)}; "
+                self._problem(f"{where}.compressor: unknown compressor {name!r} for {framework}{did_you_mean(name, every)}; "
                               f"supported: {', '.join(every)}")
             else:
                 self._problem(f"{where}.type: {name!r} exists as {' and '.join(found)}; say which with \"type\"")
@@ -369,11 +380,6 @@ class _Parser:
         stage.ranges.append(_Range(spec, slot, base))
 
 
-def _hint(word: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, sorted(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 # ---------------------------------------------------------------------------------------------- naming
 def _assign_names(stages: list[_Stage], taken: set[str], pipeline: bool) -> None:
     """Stable, unique names: stage order, then entry order; `` @stageN`` then `` #k`` on collision."""
@@ -423,6 +429,7 @@ class CompressionJobConfigBuilder:
         problems = parser.problems
         self.stages = parser.stages
         self.pipeline = parser.pipeline
+        self.deploy = parser.deploy
         if problems:
             raise CompressionSpaceError(problems)
         _assign_names(self.stages, set(self.parameter_names), self.pipeline)
@@ -475,7 +482,7 @@ class CompressionJobConfigBuilder:
         try:
             schemas.validate_config_list(stage.framework, stage.types[name], name, config_list)
         except ValueError as exc:
-            return _relocate(str(exc), stage.origins.get(name, []), stage.where, name, stage.choice)
+            return _relocate(exc, stage.origins.get(name, []), stage.where, name, stage.choice)
         return None
 
     def _check_bounds(self, stage: _Stage, name: str, reference: list[Any], rng: _Range) -> list[str]:
@@ -486,10 +493,7 @@ class CompressionJobConfigBuilder:
             try:
                 schemas.validate_config_list(stage.framework, stage.types[name], name, trial)
             except ValueError as exc:
-                reason = str(exc)
-                head, sep, rest = reason.partition(": ")
-                if sep and re.fullmatch(r"config_list\[\d+\](\.[\w.]+)?", head):
-                    reason = rest
+                reason = exc.reason if isinstance(exc, FieldError) and exc.entry is not None else str(exc)
                 shown = "choice" if rng.spec["type"] == "choice" else "range"
                 problems.append(f"{rng.slot.where}: {shown} {rng.spec['range']!r} reaches {value!r}: {reason}")
                 break
@@ -504,6 +508,8 @@ class CompressionJobConfigBuilder:
             job["compression_pipeline"] = stages
         else:
             job.update(stages[0])
+        if self.deploy is not None:
+            job["compression_deploy"] = copy.deepcopy(self.deploy)
         return job
 
     def _build_stage(self, stage: _Stage, params: dict[str, Any]) -> dict[str, Any]:
@@ -558,18 +564,36 @@ def _dimension(cls: Any, rng: _Range) -> Any:
     )
 
 
-def _relocate(message: str, origins: list[str], where: str, name: str, choice: bool) -> str:
+def _relocate(error: ValueError, origins: list[str], where: str, name: str, choice: bool) -> str:
     """``config_list[3].sparsity: ...`` (expanded index) -> the user's path of that entry."""
-    match = re.match(r"config_list\[(\d+)\]", message)
-    if match and int(match.group(1)) < len(origins):
-        return origins[int(match.group(1))] + message[match.end():]
     base = f"{where}.config_list" + (f".{name}" if choice else "")
-    if message.startswith("config_list"):
-        return base + message[len("config_list"):]
-    return f"{base}: {message}"
+    if not isinstance(error, FieldError) or error.field != "config_list":
+        return f"{base}: {error}"
+    key_part = error.tail[len(f"[{error.entry}]"):] if error.entry is not None else error.tail
+    if error.entry is not None and error.entry < len(origins):
+        return f"{origins[error.entry]}{key_part}: {error.reason}"
+    return f"{base}{error.tail}: {error.reason}"
 
 
 # ---------------------------------------------------------------------------------------------- entry points
+def deploy_problem(value: Any, where: str) -> str | None:
+    """Why ``value`` is not a valid ``deploy`` setting (torch-free copy of DeploySettings.parse's rules)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if not isinstance(value, dict):
+        return f"{where}: expected an object such as {{\"format\": \"onnx\", \"int8\": \"static\"}}, got {value!r}"
+    for key in value:
+        if key not in ("format", "int8", "per_channel"):
+            return f"{where}.{key}: unknown key (known: format, int8, per_channel)"
+    if value.get("format", "onnx") != "onnx":
+        return f"{where}.format: expected \"onnx\", got {value.get('format')!r}"
+    if value.get("int8", "static") not in ("static", "none", None, False):
+        return f"{where}.int8: expected \"static\" or \"none\" (dynamic int8 is slower than fp32 on convolutions)"
+    if not isinstance(value.get("per_channel", True), bool):
+        return f"{where}.per_channel: expected true or false"
+    return None
+
+
 def job_config_builder(experiment: Any) -> CompressionJobConfigBuilder:
     """The runner's hook (``aup.runner.jobconfig``): builder for an ``aup.config.Experiment``."""
     return CompressionJobConfigBuilder(experiment.compression, experiment.parameter_dicts)

@@ -8,12 +8,13 @@ quantization needs them, and Auptimizer wrongly rejected them by looking at ``st
 """
 from __future__ import annotations
 
-import difflib
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from torch import nn
+
+from aup.errors import did_you_mean
 
 DEFAULT_OP_TYPES: tuple[str, ...] = (
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
@@ -49,8 +50,18 @@ def expand_op_types(op_types: Iterable[str]) -> set[str]:
     return expanded
 
 
+def type_names(module: nn.Module) -> set[str]:
+    """Lower-cased names of the module's class and its ``nn.Module`` base classes.
+
+    A subclass counts as its bases (``NonDynamicallyQuantizableLinear``, the attention output
+    projection, is a ``Linear``; a user's ``class MyConv(nn.Conv2d)`` is a ``Conv2d``).
+    """
+    return {cls.__name__.lower() for cls in type(module).__mro__
+            if isinstance(cls, type) and issubclass(cls, nn.Module) and cls is not nn.Module}
+
+
 def _matches(name: str, module: nn.Module, entry: Mapping[str, Any]) -> bool:
-    if "op_types" in entry and type(module).__name__.lower() not in expand_op_types(entry["op_types"]):
+    if "op_types" in entry and not type_names(module) & expand_op_types(entry["op_types"]):
         return False
     if "op_names" in entry and name not in entry["op_names"]:
         return False
@@ -85,8 +96,7 @@ def check_op_names(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -
     for index, entry in enumerate(config_list):
         for op_name in entry.get("op_names", ()):
             if op_name not in known:
-                close = difflib.get_close_matches(op_name, names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = did_you_mean(op_name, names)
                 shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
                 raise ValueError(
                     f"config_list[{index}].op_names: no module named {op_name!r} in the model{hint}; "
@@ -95,7 +105,7 @@ def check_op_names(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -
 
 
 def _warn_unmatched_types(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -> None:
-    present = {type(m).__name__.lower() for m in model.modules()}
+    present = set().union(*(type_names(m) for m in model.modules()))
     for index, entry in enumerate(config_list):
         for op_type in entry.get("op_types", ()):
             if op_type != "default" and op_type.lower() not in present:
