@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import functools
 import json
 import os
@@ -33,6 +34,7 @@ DEFAULT_DIR = ".aup"
 DEFAULT_FILE = "aup.db"
 SQLITE_BUSY_TIMEOUT_S = 30
 LOCK_WAIT_S = 600.0  # how long a call keeps waiting for a lock held by another program
+LOCK_NOTE_EVERY_S = 30.0
 
 # Study user attributes (the contract the views read).
 ATTR_EXPERIMENT = "experiment"
@@ -184,8 +186,10 @@ def _patient_storage_class() -> Any:
     import optuna
 
     base = optuna.storages.RDBStorage
-    names = [n for n in dir(optuna.storages.BaseStorage) if not n.startswith("_") and callable(getattr(base, n))]
-    namespace = {name: _patient(getattr(base, name)) for name in names}
+    # every plain method, private ones too: optuna's cache layer calls the storage's private readers/writers
+    names = {name for klass in base.__mro__[:-1] for name, value in vars(klass).items()
+             if inspect.isfunction(value) and not name.startswith("__")}
+    namespace = {name: _patient(getattr(base, name)) for name in sorted(names)}
     namespace["__doc__"] = "Optuna's RDBStorage; calls that meet a lock held past the busy timeout are retried."
     _patient_class = type("PatientRDBStorage", (base,), namespace)
     return _patient_class
@@ -208,14 +212,19 @@ def _retry_locked(action: Any) -> Any:
         return action()
     _retrying.active = True
     try:
-        deadline = time.monotonic() + LOCK_WAIT_S
+        began = time.monotonic()
+        told = -LOCK_NOTE_EVERY_S
         while True:
             try:
                 return action()
             except Exception as exc:  # noqa: BLE001 - filtered just below
-                if not is_lock_error(exc) or time.monotonic() > deadline:
+                waited = time.monotonic() - began
+                if not is_lock_error(exc) or waited > LOCK_WAIT_S:
                     raise
-                print("aup: the results database is locked by another program; waiting", file=sys.stderr)
+                if waited - told >= LOCK_NOTE_EVERY_S:
+                    told = waited
+                    print(f"aup: the results database is locked by another program; waiting ({waited:.0f} s so far)",
+                          file=sys.stderr, flush=True)
                 time.sleep(0.2)
     finally:
         _retrying.active = False
