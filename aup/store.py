@@ -26,6 +26,10 @@ STORAGE_ENV = "AUP_STORAGE"
 DEFAULT_DIR = ".aup"
 DEFAULT_FILE = "aup.db"
 SQLITE_BUSY_TIMEOUT_S = 30
+# A runner is one thread with at most one open session, so a small pool is plenty; many runners on
+# one server then stay well under PostgreSQL's max_connections (100 by default). pre_ping replaces
+# connections the server or a proxy dropped while a long trial ran.
+POSTGRES_ENGINE_KWARGS: dict[str, Any] = {"pool_size": 2, "max_overflow": 4, "pool_pre_ping": True}
 
 # Study user attributes (the contract the views read).
 ATTR_EXPERIMENT = "experiment"
@@ -47,12 +51,26 @@ def resolve_storage_url(cli_value: str | None) -> str:
 
     Nothing is created here: ``open_storage`` makes ``.aup/`` when a run writes, so read-only
     commands (``aup list`` in an empty folder) leave no trace."""
-    if cli_value:
-        return cli_value
-    env = os.environ.get(STORAGE_ENV)
-    if env:
-        return env
+    url = cli_value or os.environ.get(STORAGE_ENV)
+    if url:
+        return with_postgres_driver(url)
     return f"sqlite:///{Path.cwd() / DEFAULT_DIR / DEFAULT_FILE}"
+
+
+def with_postgres_driver(url: str) -> str:
+    """``postgresql://`` (or ``postgres://``) means psycopg 3 when psycopg2 is not installed.
+
+    SQLAlchemy maps a bare ``postgresql://`` to psycopg2, while aup's ``postgres`` extra installs
+    psycopg 3; without this a URL copied from ``psql`` fails with "No module named psycopg2".
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return url
+    from importlib.util import find_spec
+
+    if find_spec("psycopg2") is None and find_spec("psycopg") is not None:
+        return f"postgresql+psycopg://{rest}"
+    return f"postgresql://{rest}" if scheme == "postgres" else url
 
 
 def open_storage(url: str) -> "optuna.storages.BaseStorage":
@@ -71,6 +89,8 @@ def open_storage(url: str) -> "optuna.storages.BaseStorage":
     engine_kwargs: dict[str, Any] = {}
     if is_sqlite:
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    elif url.startswith("postgres"):
+        engine_kwargs.update(POSTGRES_ENGINE_KWARGS)
     try:
         storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError, ImportError, ValueError) as exc:
