@@ -106,6 +106,12 @@ class ResourceArgs(_Section):
     track_intermediate_results: bool = False
     early_stop: Union[dict[str, Any], None] = None
     gpus: Union[list[Union[str, int]], None] = None
+    # "resource": "ray" only: the cluster (None: $RAY_ADDRESS, else a local one), what each trial
+    # reserves, and Ray's runtime_env (working_dir, pip, env_vars...) for the workers
+    address: Union[str, None] = None
+    num_cpus: float = Field(default=1, ge=0)
+    num_gpus: float = Field(default=0, ge=0)
+    runtime_env: Union[dict[str, Any], None] = None
 
     @field_validator("early_stop")
     @classmethod
@@ -149,7 +155,7 @@ class Experiment(_Section):
 
     name: str
     script: str
-    resource: Literal["cpu", "gpu"]
+    resource: Literal["cpu", "gpu", "ray"]
     # Optional only for a one-time compression run (a ``compression`` section without ranges, see
     # ``_one_time_defaults``) and for several objectives (nsga2); otherwise required as in Auptimizer.
     proposer: Union[str, None] = None
@@ -397,11 +403,19 @@ def _check_proposer_and_top_keys(raw: dict[str, Any], options: dict[str, frozens
     if isinstance(resource, str) and resource in _REMOTE_RESOURCES:
         problems.append(
             f"resource: {resource!r} ({_REMOTE_RESOURCES[resource]}) is not supported by aup; remote and cloud "
-            "trials will run through the Ray resource (\"resource\": \"ray\", extra aup[ray]) in a later release; "
-            "use \"cpu\" or \"gpu\""
+            "trials run through Ray: \"resource\": \"ray\" with resource_args.address of a Ray cluster "
+            "(extra aup[ray]; see docs/scale-out.md)"
         )
     elif resource == "ray":
-        problems.append("resource: 'ray' is planned but not available yet; use \"cpu\" or \"gpu\"")
+        from importlib.util import find_spec
+
+        if find_spec("ray") is None:
+            problems.append("resource: 'ray' needs the Ray package (pip install 'aup[ray]')")
+    args = raw.get("resource_args")
+    if resource != "ray" and isinstance(args, dict):
+        for key in ("address", "num_cpus", "num_gpus", "runtime_env"):
+            if key in args:
+                problems.append(f"resource_args.{key}: only used with \"resource\": \"ray\"")
     return problems
 
 

@@ -160,3 +160,58 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """The SQLAlchemy URL of a new, empty database of its own for this test."""
     return postgres_server.new_database()
+
+
+# ---- Ray -----------------------------------------------------------------------------------------
+RAY_CPUS = 2
+# Ray reads its authentication settings when it is imported: set them before anything imports it.
+# Token auth with a token held in the environment (inherited by the runners the tests start), so
+# Ray never writes ~/.ray/auth_token.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+if os.environ["RAY_AUTH_MODE"] == "token":
+    os.environ.setdefault("RAY_AUTH_TOKEN", uuid.uuid4().hex + uuid.uuid4().hex)
+
+
+@dataclass
+class RayCluster:
+    """A local Ray cluster whose head is this test process; ``address`` is for runners in subprocesses."""
+
+    address: str
+    temp_dir: Path
+
+
+def start_ray(num_cpus: int = RAY_CPUS) -> RayCluster:
+    """``ray.init`` here (no dashboard, files in a temp dir, token auth with a token held in the
+    environment so that nothing is written to ``~/.ray``); subprocesses inherit the token."""
+    try:
+        import ray
+    except ImportError:
+        raise ServerUnavailable("Ray is not installed (pip install 'aup[ray]')") from None
+    temp_dir = Path(tempfile.mkdtemp(prefix="aup-ray-"))
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                 _node_ip_address="127.0.0.1", _temp_dir=str(temp_dir))
+    except Exception as exc:  # noqa: BLE001 - any start-up failure is a reason to skip, shown to the user
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise ServerUnavailable(f"ray.init failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}")
+    return RayCluster(ray.get_runtime_context().gcs_address, temp_dir)
+
+
+def stop_ray(cluster: RayCluster) -> None:
+    import ray
+
+    ray.shutdown()
+    shutil.rmtree(cluster.temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    """One local Ray cluster (``RAY_CPUS`` CPUs) for the whole session."""
+    try:
+        cluster = start_ray()
+    except ServerUnavailable as exc:
+        pytest.skip(f"no Ray cluster: {exc}")
+    try:
+        yield cluster
+    finally:
+        stop_ray(cluster)

@@ -37,7 +37,7 @@ from aup import store
 from aup.config import LoadedExperiment, validate_experiment
 from aup.errors import ConfigError, UserError
 from aup.runner.jobconfig import JobConfigBuilder, job_config_builder
-from aup.runner.launcher import AttemptOutcome, TrialProcess
+from aup.runner.launcher import AttemptOutcome, TrialProcess, launcher_for
 from aup.runner.progress import Progress, print_summary
 
 if TYPE_CHECKING:
@@ -191,6 +191,7 @@ class ExperimentRunner:
         # intermediate results go to the study as they come when something watches them live
         self._live_reports = self._early_stop or self.exp.resource_args.track_intermediate_results
         self._base_env = self._make_base_env()
+        self._new_process = launcher_for(self.loaded)  # a local process, or a Ray task for "ray"
         from aup.runner.constraints import parse_constraints  # issue 4: experiment "constraints"
 
         self._constraints = parse_constraints(self.exp.constraints or {})
@@ -399,7 +400,7 @@ class ExperimentRunner:
         env["AUP_EXPERIMENT"] = self.study.study_name
         if active.device is not None:
             env["CUDA_VISIBLE_DEVICES"] = active.device
-        process = TrialProcess(
+        process = self._new_process(
             command=[*self.loaded.command, str(active.job_path)], workingdir=self.workingdir, env=env,
             log_path=log_path, channel_path=self.jobs_dir / f"{active.trial_id}{suffix}.channel.jsonl",
             timeout=self.exp.runtime_args.timeout,
