@@ -219,3 +219,34 @@ def slug(name: str) -> str:
     """A file-name-safe form of a study name (``my exp (2)`` -> ``my_exp_2``)."""
     text = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.")
     return text or "experiment"
+
+
+def trials_in_budget(study: "optuna.Study", below_number: int | None = None) -> int:
+    """How many trials of ``study`` use up ``n_samples``: running or finished, not interrupted.
+
+    One COUNT query, whichever runner made the trials (several runners share one study). With
+    ``below_number``, only trials numbered below it. Storages other than Optuna's RDB fall back
+    to reading the trials.
+    """
+    from optuna.trial import TrialState
+
+    states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    backend = getattr(study._storage, "_backend", study._storage)
+    try:
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        session_factory = backend.scoped_session
+    except (ImportError, AttributeError):
+        return sum(1 for t in study.get_trials(deepcopy=False, states=states)
+                   if not t.user_attrs.get("interrupted") and (below_number is None or t.number < below_number))
+    trial, attr = models.TrialModel, models.TrialUserAttributeModel
+    interrupted = sa.select(attr.trial_id).where(attr.trial_id == trial.trial_id, attr.key == "interrupted",
+                                                 attr.value_json == "true")
+    query = sa.select(sa.func.count()).select_from(trial).where(
+        trial.study_id == study._study_id, trial.state.in_(states), ~sa.exists(interrupted))
+    if below_number is not None:
+        query = query.where(trial.number < below_number)
+    with _create_scoped_session(session_factory) as session:
+        return int(session.execute(query).scalar() or 0)

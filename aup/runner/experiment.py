@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from aup import store
 from aup.config import LoadedExperiment, validate_experiment
 from aup.errors import ConfigError, UserError
+from aup.runner import join
 from aup.runner.jobconfig import JobConfigBuilder, job_config_builder
 from aup.runner.launcher import AttemptOutcome, TrialProcess, launcher_for
 from aup.runner.progress import Progress, print_summary
@@ -50,7 +51,7 @@ STOP_GRACE_S = 3.0
 INTERRUPTED = "interrupted"
 # Trial user attributes the runner owns; a metric of the same name reported by a script is dropped.
 RUNNER_ATTRS = frozenset({"job_config", "job_config_path", "log_path", "attempts", "status_reason", "budget",
-                          INTERRUPTED, "requeued_from"})
+                          INTERRUPTED, "requeued_from", "runner"})
 
 
 @dataclass
@@ -167,7 +168,7 @@ class ExperimentRunner:
     """Runs (or resumes) one experiment to the end; ``run()`` returns a RunResult with the exit code."""
 
     def __init__(self, prepared: Prepared, storage_url: str, *, resume_study: str | None = None,
-                 console: "Console | None" = None, live: bool | None = None) -> None:
+                 console: "Console | None" = None, live: bool | None = None, join_study: str | None = None) -> None:
         from rich.console import Console
 
         self.prepared = prepared
@@ -175,6 +176,8 @@ class ExperimentRunner:
         self.exp = prepared.loaded.experiment
         self.storage_url = storage_url
         self.resume_study = resume_study
+        self.join_study = join_study  # a running study this runner joins as one more worker (join.py)
+        self._shared = False
         self.console = console or Console()
         self.live = live
         self.workingdir = prepared.loaded.workingdir
@@ -219,7 +222,10 @@ class ExperimentRunner:
 
         storage = store.open_storage(self.storage_url)
         sampler = self.prepared.sampler_factory()
-        if self.resume_study is None:
+        if self.join_study is not None:
+            study = store.load_experiment_study(storage, self.join_study, sampler=sampler, pruner=self.prepared.pruner)
+            join.register_worker(study)
+        elif self.resume_study is None:
             name = store.unique_study_name(storage, self.exp.name)
             study = store.create_experiment_study(storage, name, self.exp.directions, sampler=sampler,
                                                   pruner=self.prepared.pruner)
@@ -232,12 +238,16 @@ class ExperimentRunner:
                                                 pruner=self.prepared.pruner)
             requeue = self._recover_interrupted(study)
             study.set_user_attr("resumed", [*study.user_attrs.get("resumed", []), store.now_iso()])
-        study.set_user_attr(store.ATTR_STATUS, "running")
-        study.set_user_attr(store.ATTR_ENDED, None)
-        study.set_user_attr("runner", {"pid": os.getpid(), "host": socket.gethostname()})
+        if self.join_study is None:
+            study.set_user_attr(store.ATTR_STATUS, "running")
+            study.set_user_attr(store.ATTR_ENDED, None)
+            study.set_user_attr("runner", {"pid": os.getpid(), "host": socket.gethostname()})
         proposer = ext.build_proposer(self.exp.proposer.lower(), self.exp.proposer_options,
                                       self.prepared.builder.space, study, self.exp.n_samples,
                                       self.exp.random_seed)
+        if join.is_shared(self.storage_url) and self.exp.proposer.lower() in join.JOINABLE and self.exp.n_samples:
+            proposer = join.SharedBudget(proposer, study, self.exp.n_samples)  # other runners may join
+            self._shared = True
         if self.resume_study is not None:
             for number, params in requeue:
                 _requeue(study, proposer, number, params)
@@ -385,6 +395,8 @@ class ExperimentRunner:
         self._start_attempt(active, record=False)  # first: the database write overlaps the trial's start-up
         self.active.append(active)
         attrs = {"job_config": job, "job_config_path": str(job_path), "log_path": active.attempts[-1]["log"]}
+        if self._shared:  # which of the runners sharing the study ran it
+            attrs["runner"] = f"{socket.gethostname()}:{os.getpid()}"
         if budget is not None:
             attrs["budget"] = budget
         self._set_attrs(active, attrs)
@@ -614,11 +626,15 @@ class ExperimentRunner:
     # ---- the end -----------------------------------------------------------------------------
     def _finish(self, status: str, reason: str | None) -> RunResult:
         study = self.study
-        study.set_user_attr(store.ATTR_STATUS, status)
-        study.set_user_attr(store.ATTR_ENDED, store.now_iso())
-        if reason:
-            study.set_user_attr("status_reason", reason)
         extra: list[str] = []
+        if self._shared and (status == "finished" and join.others_running(study)
+                             or status != "finished" and self.join_study is not None):
+            extra.append("other runners are still working on this experiment")  # the last one marks it
+        else:
+            study.set_user_attr(store.ATTR_STATUS, status)
+            study.set_user_attr(store.ATTR_ENDED, store.now_iso())
+            if reason:
+                study.set_user_attr("status_reason", reason)
         best_model = None
         best = _best_trials(study, self._single)
         if status == "finished" and self.exp.resource_args.save_model:
@@ -761,6 +777,12 @@ def resume_experiment(name: str, storage_url: str, *, console: "Console | None" 
     runner_info = attrs.get("runner") or {}
     if status == "running" and _alive_here(runner_info):
         raise UserError(f"experiment {name!r} is still running (pid {runner_info.get('pid')})")
+    prepared = prepare(_stored_experiment(name, attrs))
+    return ExperimentRunner(prepared, storage_url, resume_study=name, console=console, live=live).run()
+
+
+def _stored_experiment(name: str, attrs: dict[str, Any]) -> LoadedExperiment:
+    """The experiment JSON kept in the study, validated again, with the run's working directory."""
     raw = attrs.get(store.ATTR_EXPERIMENT)
     if not isinstance(raw, dict):
         raise UserError(f"experiment {name!r} has no stored experiment JSON; it was not created by aup")
@@ -768,8 +790,22 @@ def resume_experiment(name: str, storage_url: str, *, console: "Console | None" 
     workingdir = attrs.get(store.ATTR_WORKINGDIR)
     loaded = validate_experiment({**raw, "workingdir": workingdir or raw.get("workingdir")}, source)
     loaded.raw = raw
+    return loaded
+
+
+def join_experiment(storage_url: str, *, name: str | None = None, loaded: LoadedExperiment | None = None,
+                    console: "Console | None" = None, live: bool | None = None) -> RunResult:
+    """Run one more worker on a running study: by study ``name`` (its stored JSON), or the latest
+    running study of ``loaded``'s experiment. See ``aup.runner.join``."""
+    storage = store.open_storage(storage_url)
+    if loaded is None:
+        assert name is not None
+        loaded = _stored_experiment(name, store.load_experiment_study(storage, name).user_attrs)
+    join.check_joinable(loaded.experiment.proposer or "", storage_url)
+    study_name = join.running_study(storage, name or loaded.experiment.name, exact=name is not None)
+    loaded.experiment.random_seed = join.worker_seed()
     prepared = prepare(loaded)
-    return ExperimentRunner(prepared, storage_url, resume_study=name, console=console, live=live).run()
+    return ExperimentRunner(prepared, storage_url, join_study=study_name, console=console, live=live).run()
 
 
 def _alive_here(runner_info: dict[str, Any]) -> bool:

@@ -1,0 +1,85 @@
+"""Several runners on one experiment in a shared PostgreSQL store (``aup run --join``, ``aup worker``)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from aup.cli import main
+
+SCRIPTS = Path(__file__).parent.parent / "scripts"
+
+
+def write(folder: Path, **overrides: Any) -> Path:
+    exp: dict[str, Any] = {
+        "name": "joined", "script": str(SCRIPTS / "objective.py"), "resource": "cpu", "proposer": "random",
+        "target": "max", "n_samples": 8, "n_parallel": 1, "workingdir": str(folder),
+        "runtime_args": {"env": {"AUP_TEST_SLEEP": "0.6"}},
+        "parameter_config": [{"name": "x", "type": "float", "range": [0.1, 1.0]}],
+    }
+    exp.update(overrides)
+    path = folder / "experiment.json"
+    path.write_text(json.dumps(exp))
+    return path
+
+
+def aup(folder: Path, url: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "aup", *args], cwd=folder, env={**os.environ, "AUP_STORAGE": url},
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_join_needs_a_server_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path)
+    assert main(["run", str(path), "--join", "--storage", f"sqlite:///{tmp_path / 'a.db'}"]) == 2
+    assert "--join needs a results store on a server" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_join_refuses_stateful_proposers_and_missing_runs(tmp_path: Path, postgres_url: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, proposer="sequence", parameter_config=[{"name": "x", "type": "int", "range": [1, 3]}])
+    assert main(["run", str(path), "--join", "--storage", postgres_url]) == 2
+    assert "the 'sequence' proposer keeps its state in the runner" in capsys.readouterr().err
+    path = write(tmp_path)
+    assert main(["run", str(path), "--join", "--storage", postgres_url]) == 2
+    assert "no run of the experiment 'joined'" in capsys.readouterr().err
+    assert main(["worker", "joined", "--storage", postgres_url]) == 2
+    assert "no experiment named 'joined'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_runners_share_one_study_without_repeating_a_trial(tmp_path: Path, postgres_url: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path)
+    first = aup(tmp_path, postgres_url, "experiment.json", "--no-live")
+    deadline = time.time() + 60
+    while time.time() < deadline:  # the second runner joins once the first has trials going
+        try:
+            if optuna.load_study(study_name="joined", storage=postgres_url).get_trials(deepcopy=False):
+                break
+        except KeyError:
+            pass
+        time.sleep(0.1)
+    second = aup(tmp_path, postgres_url, "worker", "joined", "--no-live")
+    outputs = [p.communicate(timeout=180) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outputs
+    study = optuna.load_study(study_name="joined", storage=postgres_url)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 8  # n_samples is the experiment's, not each runner's
+    assert len({t.params["x"] for t in complete}) == 8  # each runner samples with a seed of its own
+    runners = {t.user_attrs["runner"] for t in complete}
+    assert len(runners) == 2  # both did some of the work
+    assert [t for t in study.trials if t.state != TrialState.COMPLETE] == [] or all(
+        t.user_attrs.get("interrupted") for t in study.trials if t.state != TrialState.COMPLETE)
+    assert study.user_attrs["status"] == "finished" and len(study.user_attrs["workers"]) == 1
+    assert main(["show", "joined", "--json", "--storage", postgres_url]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["progress"]["complete"] == 8
