@@ -100,7 +100,7 @@ class SharedBudget:
     def _drop(self, trial: Any) -> None:
         from optuna.trial import TrialState
 
-        store.set_trial_user_attrs(self.study, trial._trial_id, {"status_reason": EXCESS_REASON, "interrupted": True})
+        store.set_trial_user_attrs(self.study, trial, {"status_reason": EXCESS_REASON, "interrupted": True})
         self.study.tell(trial, state=TrialState.FAIL)
         self.inner.complete(trial.number, TrialState.FAIL, None)
 
