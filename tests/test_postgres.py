@@ -179,4 +179,5 @@ def test_resume_after_sigkill_on_postgres(tmp_path: Path, postgres_url: str) -> 
         assert trials[number].state == TrialState.COMPLETE and trials[number].params == params
     for number, params in running.items():
         assert trials[number].user_attrs["status_reason"] == "interrupted"
-        assert [t.params for t in complete if t.user_attrs.get("requeued_from") == number] == [params]
+        if params:  # (a kill between ask and suggest leaves a trial without params: nothing to re-run)
+            assert [t.params for t in complete if t.user_attrs.get("requeued_from") == number] == [params]

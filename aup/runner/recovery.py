@@ -100,12 +100,10 @@ def stored_experiment(storage: Any, name: str, *, joining: bool = False) -> Load
     study = store.load_experiment_study(storage, name)
     attrs = study.user_attrs
     status = attrs.get(store.ATTR_STATUS)
-    if joining:
-        pass
-    elif status == "finished":
+    if status == "finished" and not joining:
         raise UserError(f"experiment {name!r} already finished; nothing to resume")
     runner_info = attrs.get("runner") or {}
-    if status == "running" and alive_here(runner_info):
+    if status == "running" and alive_here(runner_info) and not joining:
         raise UserError(f"experiment {name!r} is still running (pid {runner_info.get('pid')})")
     raw = attrs.get(store.ATTR_EXPERIMENT)
     if not isinstance(raw, dict):

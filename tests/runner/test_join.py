@@ -31,6 +31,15 @@ def write(folder: Path, **overrides: Any) -> Path:
     return path
 
 
+def wait_for(condition: Any, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
 def aup(folder: Path, url: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "aup", *args], cwd=folder, env={**os.environ, "AUP_STORAGE": url},
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -58,17 +67,21 @@ def test_join_refuses_stateful_proposers_and_missing_runs(tmp_path: Path, postgr
 @pytest.mark.slow
 def test_two_runners_share_one_study_without_repeating_a_trial(tmp_path: Path, postgres_url: str,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    write(tmp_path)
+    write(tmp_path, script=str(SCRIPTS / "sized.py"),
+          runtime_args={"env": {"AUP_TEST_SLEEP": "0.3", "AUP_TEST_GATE": str(tmp_path / "go")}})
     first = aup(tmp_path, postgres_url, "experiment.json", "--no-live")
-    deadline = time.time() + 60
-    while time.time() < deadline:  # the second runner joins once the first has trials going
+
+    def running() -> int:
         try:
-            if optuna.load_study(study_name="joined", storage=postgres_url).get_trials(deepcopy=False):
-                break
+            study = optuna.load_study(study_name="joined", storage=postgres_url)
         except KeyError:
-            pass
-        time.sleep(0.1)
+            return 0
+        return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    wait_for(lambda: running() == 1)
     second = aup(tmp_path, postgres_url, "worker", "joined", "--no-live")
+    wait_for(lambda: running() == 2)  # each runner has a trial waiting at the gate
+    (tmp_path / "go").touch()
     outputs = [p.communicate(timeout=180) for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], outputs
     study = optuna.load_study(study_name="joined", storage=postgres_url)

@@ -168,7 +168,8 @@ def test_ray_and_postgres_end_to_end_sigkill_and_resume(tmp_path: Path, ray_clus
         assert trials[number].state == TrialState.COMPLETE and trials[number].params == params
     for number, params in running.items():
         assert trials[number].user_attrs["status_reason"] == "interrupted"
-        assert [t.params for t in complete if t.user_attrs.get("requeued_from") == number] == [params]
+        if params:  # (a kill between ask and suggest leaves a trial without params: nothing to re-run)
+            assert [t.params for t in complete if t.user_attrs.get("requeued_from") == number] == [params]
 
 
 @pytest.mark.slow
