@@ -387,8 +387,9 @@ class ExperimentRunner:
     def _finish(self, status: str, reason: str | None) -> RunResult:
         study = self.study
         extra: list[str] = []
-        if self._shared and (status == "finished" and join.others_running(study)
-                             or status != "finished" and self.join_study is not None):
+        others = self._shared and (status == "finished" and join.others_running(study) > 0
+                                   or status != "finished" and self.join_study is not None)
+        if others:
             extra.append("other runners are still working on this experiment")  # the last one marks it
         else:
             study.set_user_attr(store.ATTR_STATUS, status)
@@ -397,10 +398,12 @@ class ExperimentRunner:
                 study.set_user_attr("status_reason", reason)
         best_model = None
         best = best_trials(study, self._single)
-        if status == "finished" and self.exp.resource_args.save_model:
+        if status == "finished" and self.exp.resource_args.save_model and not others:
             best_model, note = keep_best_model(study, self.workingdir, best[0] if best else None)
             extra.append(note)
-        if status == INTERRUPTED:
+        if status == INTERRUPTED and self.join_study is not None:
+            extra.append("this worker stopped; its unfinished trials were queued for the other runners")
+        elif status == INTERRUPTED:
             extra.append(f"interrupted; continue with: aup resume {quote(study.study_name)}")
         elif status == "failed":
             extra.append(f"experiment failed: {reason}")
