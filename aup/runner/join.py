@@ -68,6 +68,23 @@ def worker_seed() -> int:
     return secrets.randbelow(2**31 - 1)
 
 
+def runner_id() -> str:
+    """``host:pid`` of this runner, recorded on each trial it runs in a shared study."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_lease_name(study_name: str) -> str:
+    """A lease of this worker's own: the store then knows which workers of a study are alive."""
+    return f"worker:{study_name}:{runner_id()}:{secrets.token_hex(4)}"
+
+
+def shared_budget(proposer: Any, study: Any, exp: Any, url: str) -> Any:
+    """``proposer`` counting ``n_samples`` over every runner, where runners can join; else as is."""
+    if is_shared(url) and (exp.proposer or "").lower() in JOINABLE and exp.n_samples:
+        return SharedBudget(proposer, study, exp.n_samples)
+    return proposer
+
+
 def register_worker(study: Any) -> None:
     """Note this runner in the study (informative: ``aup show`` and the dashboard list it)."""
     from aup.store import now_iso
