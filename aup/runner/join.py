@@ -75,7 +75,21 @@ def runner_id() -> str:
 
 def worker_lease_name(study_name: str) -> str:
     """A lease of this worker's own: the store then knows which workers of a study are alive."""
-    return f"worker:{study_name}:{runner_id()}:{secrets.token_hex(4)}"
+    return f"{_worker_prefix(study_name)}{runner_id()}:{secrets.token_hex(4)}"
+
+
+def _worker_prefix(study_name: str) -> str:
+    return f"worker:{study_name}:"
+
+
+def live_workers(storage: Any, study_name: str) -> set[str]:
+    """``host:pid`` of the workers of ``study_name`` whose lease is alive (their trials are theirs)."""
+    from aup.runner.lease import LeaseError, live_holders
+
+    try:
+        return {f"{h.host}:{h.pid}" for h in live_holders(storage, _worker_prefix(study_name))}
+    except LeaseError:
+        return set()
 
 
 def shared_budget(proposer: Any, study: Any, exp: Any, url: str) -> Any:

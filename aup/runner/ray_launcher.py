@@ -40,7 +40,7 @@ from pathlib import Path
 from functools import lru_cache
 from typing import Any, Callable, Iterator
 
-from aup.runner.launcher import AttemptOutcome, TrialProcess, _Tail
+from aup.runner.launcher import MAX_LINE, AttemptOutcome, TrialProcess, _Tail
 
 STREAM_EVERY_S = 0.1
 CHUNK_LIMIT = 1 << 20  # at most 1 MiB of output per streamed item
@@ -222,6 +222,8 @@ class RayTrialProcess(TrialProcess):
     def poll(self) -> int | None:
         if not self._done:
             self._drain()
+        if not self._done:
+            self._cap_log()  # log_limit, as for a local trial
         if not self._done and self.timeout is not None and time.time() - self.started > self.timeout:
             self.kill(f"timed out after {self.timeout:g}s")
             self._wait(10.0)
@@ -291,7 +293,10 @@ class RayTrialProcess(TrialProcess):
             self.killed_reason = reason
         if not self._done:
             self.terminate()
-            self._wait(grace) if grace > 0 else self._drain()
+            if grace > 0:
+                self._wait(grace)
+            else:
+                self._drain()
             if not self._done:
                 self.kill()
                 self._wait(10.0)
@@ -301,7 +306,10 @@ class RayTrialProcess(TrialProcess):
 
     def outcome(self) -> AttemptOutcome:
         assert self._done
+        self._finish_log()
         self._absorb(self._channel_tail.close(), self._log_tail.close())
+        if self._channel_tail.overlong and self._bad_record is None:
+            self._bad_record = f"bad channel record: a line longer than {MAX_LINE // 1024} KB"
         results = list(self._current_results())
         if self._exit is None:
             reason = self.killed_reason or self._lost or "the Ray task ended without an exit code"

@@ -68,7 +68,7 @@ def open_session(prepared: "Prepared", storage_url: str, resume_study: str | Non
             lease.release()
             raise UserError(f"experiment {resume_study!r} already finished; nothing to resume")
         study.sampler = prepared.sampler_factory(resumed_seed(exp.random_seed, len(study.trials)))
-        requeued = recover_interrupted(study)
+        requeued = recover_interrupted(study, keep=frozenset(join.live_workers(storage, study.study_name)))
         study.set_user_attr("resumed", [*study.user_attrs.get("resumed", []), store.now_iso()])
     study.set_user_attr(store.ATTR_STATUS, "running")
     study.set_user_attr(store.ATTR_ENDED, None)

@@ -96,3 +96,39 @@ def test_two_runners_share_one_study_without_repeating_a_trial(tmp_path: Path, p
     assert main(["show", "joined", "--json", "--storage", postgres_url]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["progress"]["complete"] == 8
+
+
+@pytest.mark.slow
+def test_resume_after_the_owner_died_leaves_a_live_workers_trials_alone(tmp_path: Path, postgres_url: str) -> None:
+    write(tmp_path, script=str(SCRIPTS / "sized.py"), n_samples=4,
+          runtime_args={"env": {"AUP_TEST_SLEEP": "0.2", "AUP_TEST_GATE": str(tmp_path / "go")}})
+    owner = aup(tmp_path, postgres_url, "experiment.json", "--no-live")
+
+    def running() -> list[Any]:
+        try:
+            study = optuna.load_study(study_name="joined", storage=postgres_url)
+        except KeyError:
+            return []
+        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if "runner" in t.user_attrs]
+
+    wait_for(lambda: len(running()) == 1)
+    worker = aup(tmp_path, postgres_url, "worker", "joined", "--no-live")
+    wait_for(lambda: len(running()) == 2)
+    owner_trial = next(t for t in running() if t.user_attrs["runner"].endswith(f":{owner.pid}"))
+    worker_trial = next(t for t in running() if t.user_attrs["runner"].endswith(f":{worker.pid}"))
+    owner.kill()
+    owner.communicate()
+    resumed = aup(tmp_path, postgres_url, "resume", "joined", "--no-live")
+    wait_for(lambda: optuna.load_study(study_name="joined", storage=postgres_url).trials[owner_trial.number].state
+             == TrialState.FAIL)
+    (tmp_path / "go").touch()
+    outputs = [p.communicate(timeout=180) for p in (resumed, worker)]
+    assert [p.returncode for p in (resumed, worker)] == [0, 0], outputs
+    trials = optuna.load_study(study_name="joined", storage=postgres_url).trials
+    assert trials[owner_trial.number].user_attrs["status_reason"] == "interrupted"
+    assert trials[worker_trial.number].state == TrialState.COMPLETE  # the live worker's trial was its own
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4 and len({t.params["x"] for t in complete}) == 4
+    assert [t.params for t in complete if t.user_attrs.get("requeued_from") == owner_trial.number] == [
+        owner_trial.params]
+    assert optuna.load_study(study_name="joined", storage=postgres_url).user_attrs["status"] == "finished"
