@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from aup.compression.keyspec import (
-    COMMON, EPOCH, EXCLUDE, POSITIVE_INT, QUANT_TYPES, SPARSITY, SPARSITY_CLOSED, SPARSITY_KEYS, KeySpec, Schema,
+    COMMON, EPOCH, EXCLUDE, POSITIVE_INT, QUANT_TYPES, SPARSITY, SPARSITY_CLOSED, SPARSITY_KEYS, UNIT_SPARSITY, KeySpec,
+    Schema,
     quant_keys,
 )
 
@@ -135,6 +136,10 @@ ENTRIES: tuple[Entry, ...] = (
         required=("sparsity", "prune_iterations"), same_value=("prune_iterations",),
     )),
     _pruner("sensitivity", "sensitivity:SensitivityPruner", _OVERALL),
+    # ---- torch pruning: transformer structure (whole attention heads, MLP hidden channels)
+    _pruner("transformer", "heads:TransformerPruner",
+            Schema({"head_sparsity": UNIT_SPARSITY, "mlp_sparsity": UNIT_SPARSITY, **COMMON}, required=()),
+            structured=True),
     # ---- torch quantization
     _quantizer("naive", "naive:NaiveQuantizer", Quantization(("weight",), default_bits=8, fixed_bits=8),
                Schema({**quant_keys(("weight",), 8, _NAIVE_WHY), **COMMON}, required=(), allow_empty=True)),
