@@ -298,3 +298,18 @@ def test_deploy_example_experiment_scores_the_int8_artifact(tmp_path):
         assert attrs["deploy_agreement"] >= 0.95 and attrs["latency_ms_torch"] > 0
         assert attrs["model_bytes"] < 0.3 * attrs["baseline_model_bytes"]  # pruned + int8 vs dense fp32 ONNX
         assert abs(trial.values[0] - attrs["accuracy_in_memory"]) <= 0.02
+
+
+def test_onnx_export_of_a_pruner_compares_with_the_dense_onnx(tmp_path, monkeypatch):
+    channel = tmp_path / "channel.jsonl"
+    monkeypatch.setenv("AUP_CHANNEL", str(channel))
+    model = zoo.DigitsCNN()
+    pruner = aup.create_compressor(model, _job("l1_filter", [{"sparsity": 0.5, "op_types": ["Conv2d"]}], "pruning"),
+                                   dummy_input=torch.randn(2, 1, 8, 8))
+    pruner.compress()
+    path = pruner.export_model("model.onnx", folder_name=str(tmp_path), format="onnx")
+    metrics = _channel_metrics(channel)
+    assert metrics["model_bytes"] == os.path.getsize(path)
+    dense = os.path.getsize(export_onnx(zoo.DigitsCNN().eval(), torch.randn(1, 1, 8, 8), tmp_path / "dense.onnx"))
+    assert metrics["baseline_model_bytes"] == dense  # like for like: both ONNX files
+    assert metrics["model_bytes_packed"] < metrics["baseline_model_bytes_packed"]
