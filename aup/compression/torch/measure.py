@@ -52,7 +52,9 @@ def measure_model(model: nn.Module, example_input: Any, *, masks: Masks | None =
                   artifact_path: str | os.PathLike | None = None, compressed_modules: Iterable[str] | None = None,
                   quant_bits: Mapping[str, int] | None = None, latency: bool = True,
                   latency_runs: int = 20) -> dict[str, float]:
-    """All size metrics of ``model`` (see the module docstring); ``latency_ms`` only if ``latency``."""
+    """All size metrics of ``model`` (see the module docstring); ``latency_ms`` only if ``latency``.
+
+    Without ``example_input`` (a model that never ran) ``macs`` and ``latency_ms`` are left out."""
     masks = masks or {}
     if quant_bits and artifact_path is None:
         raise ValueError("measure_model: pass artifact_path for a quantized model (its size is measured on the "
@@ -61,15 +63,16 @@ def measure_model(model: nn.Module, example_input: Any, *, masks: Masks | None =
     unknown = [n for n in masks if n not in modules]
     if unknown:
         raise ValueError(f"measure_model: masks name modules that are not in the model: {unknown[:5]}")
-    macs, _rows = _count_macs(model, example_input, masks)
     metrics: dict[str, float] = {
         "param_count": float(sum(p.numel() for p in model.parameters())),
         "nonzero_params": float(_nonzero_params(model, masks)),
-        "macs": float(macs),
         **_file_sizes(model, example_input, masks, artifact_path),
         "sparsity": _sparsity(modules, masks, compressed_modules),
         "weight_bits": _weight_bits(model, quant_bits or {}),
     }
+    if example_input is None:  # the model never ran and no dummy input: what needs an input is left out
+        return metrics
+    metrics["macs"] = float(_count_macs(model, example_input, masks)[0])
     if latency:
         metrics["latency_ms"] = latency_ms(model, example_input, runs=latency_runs)
     return metrics
