@@ -35,13 +35,14 @@ always stay.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -481,10 +482,7 @@ class TransformerPruner(Compressor):
             reference = [t.clone() for t in output_tensors(call_with(self.model, dummy_input))]
         snapshot = _snapshot(self.model)
         try:
-            for block, _ in self.blocks:
-                key = block.name + ("#heads" if isinstance(block, HeadBlock) else "#mlp")
-                self._shrink_block(block, self.removed.get(key, []))
-            self._update_configs()
+            self._shrink(self.model)
             with torch.no_grad():
                 got = output_tensors(call_with(self.model, dummy_input))
             diff = _max_diff(reference, got)
@@ -509,66 +507,44 @@ class TransformerPruner(Compressor):
         self.report_metrics(example_input=dummy_input)
         return self.model
 
-    def _shrink_block(self, block: HeadBlock | MlpBlock, removed: list[int]) -> None:
-        if not removed:
-            return
-        keep_units = block.units - len(removed)
-        by_param: dict[tuple[str, str, int], list[Piece]] = {}
-        for piece in block.producers + block.consumers:
-            by_param.setdefault((piece.module, piece.key, piece.dim), []).append(piece)
-        for (name, key, dim), pieces in by_param.items():
-            _slice_param(self.modules[name], key, dim, pieces, removed)
-        for name, _, _ in by_param:
-            _fix_shape_attrs(self.modules[name])
-        if isinstance(block, HeadBlock):
-            self._set_head_count(block, keep_units)
-
-    def _set_head_count(self, block: HeadBlock, heads: int) -> None:
-        module = self.modules[block.name]
-        inner = heads * block.head_dim
-        if block.style == "torch_mha":
-            new = HeadPrunedMultiheadAttention(module.embed_dim, heads, block.head_dim,
-                                               bias=module.in_proj_bias is not None, dropout=module.dropout,
-                                               batch_first=module.batch_first)
-            new.in_proj_weight, new.in_proj_bias, new.out_proj = module.in_proj_weight, module.in_proj_bias, module.out_proj
-            new.train(module.training)
-            parent_name, _, child = block.name.rpartition(".")
-            parent = self.model.get_submodule(parent_name) if parent_name else None
-            if parent is None:
-                raise ValueError("a bare MultiheadAttention model cannot be replaced in place; wrap it in a module")
-            setattr(parent, child, new)
-            self.modules = dict(self.model.named_modules())
-        elif block.style == "gpt2":
-            module.num_heads, module.split_size = heads, inner
-        else:
-            for attr, value in (("num_attention_heads", heads), ("all_head_size", inner), ("num_heads", heads)):
-                if hasattr(module, attr):
-                    setattr(module, attr, value)
-            if block.num_kv_heads < block.num_heads and hasattr(module, "num_key_value_groups"):
-                module.num_key_value_groups = heads // block.num_kv_heads
-        block.num_heads = heads
-
-    def _update_configs(self) -> None:
-        """Hugging Face configs: head count and MLP width, when every layer sharing the config agrees."""
-        configs = {id(c): c for m in self.model.modules() if (c := getattr(m, "config", None)) is not None}
-        if not configs:
-            return
-        heads_all, mlps_all = find_blocks(self.model)
-        all_heads = {b.num_heads for b in heads_all}
-        all_widths = {b.hidden for b in mlps_all}
-        pruned_heads = any(isinstance(b, HeadBlock) for b, _ in self.blocks)
-        pruned_mlps = any(isinstance(b, MlpBlock) for b, _ in self.blocks)
-        for config in configs.values():
-            if pruned_heads and len(all_heads) == 1 and hasattr(config, "num_attention_heads"):
-                config.num_attention_heads = next(iter(all_heads))
-            for attr in ("intermediate_size", "n_inner"):
-                if pruned_mlps and len(all_widths) == 1 and getattr(config, attr, None) is not None:
-                    setattr(config, attr, next(iter(all_widths)))
+    def _shrink(self, model: nn.Module) -> None:
+        """Slice every block's removed units out of ``model`` (this model or a copy with the same names)."""
+        for block, _ in self.blocks:
+            key = block.name + ("#heads" if isinstance(block, HeadBlock) else "#mlp")
+            removed = self.removed.get(key, [])
+            if not removed:
+                continue
+            modules = dict(model.named_modules())
+            by_param: dict[tuple[str, str, int], list[Piece]] = {}
+            for piece in block.producers + block.consumers:
+                by_param.setdefault((piece.module, piece.key, piece.dim), []).append(piece)
+            for (name, key_, dim), pieces in by_param.items():
+                _slice_param(modules[name], key_, dim, pieces, removed)
+            for name, _, _ in by_param:
+                _fix_shape_attrs(modules[name])
+            if isinstance(block, HeadBlock):
+                _set_head_count(model, block, block.units - len(removed))
+        _update_configs(model, self.blocks)
 
     # ------------------------------------------------------------------ export
+    @contextlib.contextmanager
+    def deployable(self) -> Iterator[tuple[nn.Module, list[str] | None, dict[str, Any]]]:
+        """The model to deploy: already shrunk, or a shrunk clean copy of the masked model."""
+        if self.speedup_applied or not self.masks_calculated:
+            yield self.model, None, {}
+            return
+        from ..deploy import clean_copy
+
+        self.masks.apply_all()
+        clone = clean_copy(self.model)
+        self._shrink(clone)
+        yield clone, None, {}
+
     def export_model(self, model_path: str, mask_path: str | None = None, folder_name: str = ".",
-                     speedup: bool = False, dummy_input: Any = None, **ignored: Any) -> str:
-        """Write the artifact (shrunk with ``speedup``) and optionally the NNI mask file."""
+                     speedup: bool = False, dummy_input: Any = None, format: str | None = None,
+                     **ignored: Any) -> str:
+        """Write aup's artifact (shrunk with ``speedup``) or, with ``format="onnx"``, the deployable ONNX
+        file of the shrunk model; optionally the NNI mask file."""
         from ..artifact import save_artifact
 
         if ignored:
@@ -577,16 +553,62 @@ class TransformerPruner(Compressor):
         example = self.example_input(dummy_input)
         if speedup and not self.speedup_applied and example is not None:
             self.apply_speedup(example)
+        if not self.speedup_applied:
+            self.masks.apply_all()
         masks = self.speedup_masks if self.speedup_applied else self.get_masks()
         if mask_path is not None:
             torch.save(masks, os.path.join(folder_name, mask_path))
-        path = os.path.join(folder_name, model_path)
         meta = {"compressor": self.compressor_name, "framework": self.framework,
                 "compression_type": self.compression_type, "config_list": self.config_list,
                 "speedup_applied": self.speedup_applied, "criterion": self.criterion}
-        save_artifact(path, self.model, example_input=example, masks=None if self.speedup_applied else masks, meta=meta)
-        self.report_metrics(artifact_path=path, example_input=example)
-        return path
+
+        def write_packed(path: str) -> None:
+            save_artifact(path, self.model, example_input=example, masks=None if self.speedup_applied else masks,
+                          meta=meta)
+
+        return self._export(model_path, folder_name, format, example, write_packed)
+
+
+def _set_head_count(model: nn.Module, block: HeadBlock, heads: int) -> None:
+    """Tell the attention module (or its replacement) how many heads it has now."""
+    module = model.get_submodule(block.name)
+    inner = heads * block.head_dim
+    if block.style == "torch_mha":
+        new = HeadPrunedMultiheadAttention(module.embed_dim, heads, block.head_dim,
+                                           bias=module.in_proj_bias is not None, dropout=module.dropout,
+                                           batch_first=module.batch_first)
+        new.in_proj_weight, new.in_proj_bias, new.out_proj = module.in_proj_weight, module.in_proj_bias, module.out_proj
+        new.train(module.training)
+        parent_name, _, child = block.name.rpartition(".")
+        if not block.name:
+            raise ValueError("a bare MultiheadAttention model cannot be replaced in place; wrap it in a module")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    elif block.style == "gpt2":
+        module.num_heads, module.split_size = heads, inner
+    else:
+        for attr, value in (("num_attention_heads", heads), ("all_head_size", inner), ("num_heads", heads)):
+            if hasattr(module, attr):
+                setattr(module, attr, value)
+        if block.num_kv_heads < block.num_heads and hasattr(module, "num_key_value_groups"):
+            module.num_key_value_groups = heads // block.num_kv_heads
+
+
+def _update_configs(model: nn.Module, blocks: list[tuple[HeadBlock | MlpBlock, float]]) -> None:
+    """Hugging Face configs: head count and MLP width, when every layer sharing the config agrees."""
+    configs = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None}
+    if not configs:
+        return
+    heads_all, mlps_all = find_blocks(model)
+    all_heads = {b.num_heads for b in heads_all}
+    all_widths = {b.hidden for b in mlps_all}
+    pruned_heads = any(isinstance(b, HeadBlock) for b, _ in blocks)
+    pruned_mlps = any(isinstance(b, MlpBlock) for b, _ in blocks)
+    for config in configs.values():
+        if pruned_heads and len(all_heads) == 1 and hasattr(config, "num_attention_heads"):
+            config.num_attention_heads = next(iter(all_heads))
+        for attr in ("intermediate_size", "n_inner"):
+            if pruned_mlps and len(all_widths) == 1 and getattr(config, attr, None) is not None:
+                setattr(config, attr, next(iter(all_widths)))
 
 
 # ----------------------------------------------------------------------------- helpers
