@@ -397,14 +397,17 @@ class TransformerPruner(Compressor):
                 value = self.taylor.get((piece.module, piece.key))
                 if value is None:
                     raise ValueError("transformer: taylor importance needs statistics_batch_num optimizer steps first")
-            else:
-                value = self._param(piece).detach()
-                value = value.abs() if self.criterion == "l1" else value.square()
-            part = value.narrow(piece.dim, piece.offset, piece.size * block.units)
-            # one score per unit: sum over the unit's rows (dim 0) or columns (dim 1)
+                part = value.narrow(piece.dim, piece.offset, piece.size * block.units)
+                part = part.unflatten(piece.dim, (block.units, piece.size))
+                other = tuple(d for d in range(part.dim()) if d != piece.dim)
+                total += part.sum(dim=other).cpu()
+                continue
+            part = self._param(piece).detach().narrow(piece.dim, piece.offset, piece.size * block.units)
+            # one score per unit over the unit's rows (dim 0) or columns (dim 1), without a |w| copy
             part = part.unflatten(piece.dim, (block.units, piece.size))
             other = tuple(d for d in range(part.dim()) if d != piece.dim)
-            total += part.sum(dim=other, dtype=torch.float64).cpu()
+            norm = torch.linalg.vector_norm(part, ord=1 if self.criterion == "l1" else 2, dim=other)
+            total += (norm if self.criterion == "l1" else norm.square()).double().cpu()
         return total.sqrt() if self.criterion == "l2" else total
 
     def _removed_units(self, block: HeadBlock | MlpBlock, sparsity: float) -> list[int]:
@@ -472,19 +475,20 @@ class TransformerPruner(Compressor):
         from ..artifact import call_with, output_tensors
 
         start = time.perf_counter()
-        masks = self.get_masks()
+        masks = self.masks.masks  # no longer changed once detached: kept for the mask file, not copied
         self.masks.apply_all()
         self.masks.detach()
         was_training = self.model.training
         self.model.eval()
         params_before = sum(p.numel() for p in self.model.parameters())
-        with torch.no_grad():
-            reference = [t.clone() for t in output_tensors(call_with(self.model, dummy_input))]
+        probe = _verification_input(dummy_input)
+        with torch.inference_mode():
+            reference = [t.clone() for t in output_tensors(call_with(self.model, probe))]
         snapshot = _snapshot(self.model)
         try:
             self._shrink(self.model)
-            with torch.no_grad():
-                got = output_tensors(call_with(self.model, dummy_input))
+            with torch.inference_mode():
+                got = output_tensors(call_with(self.model, probe))
             diff = _max_diff(reference, got)
             if diff > 1e-4 * max(1.0, max((float(r.abs().max()) for r in reference if r.numel()), default=1.0)):
                 raise ValueError(f"shrunk and masked outputs differ (max abs diff {diff:.3g})")
@@ -612,6 +616,26 @@ def _update_configs(model: nn.Module, blocks: list[tuple[HeadBlock | MlpBlock, f
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+_TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+VERIFY_TOKENS = 16
+
+
+def _verification_input(example: Any) -> Any:
+    """The input the shrink is verified on: the example, cut to its first sample and, for token inputs
+    (a dict of ``input_ids``/``attention_mask``/... of shape (batch, length)), its first
+    ``VERIFY_TOKENS`` tokens.  Slicing a head or channel out is wrong for every input if it is wrong
+    at all, so a short sequence checks it as strictly as a long one at a fraction of the cost."""
+    if isinstance(example, torch.Tensor):
+        return example[:1] if example.dim() else example
+    if isinstance(example, Mapping):
+        tokens = all(k in _TOKEN_INPUTS and isinstance(v, torch.Tensor) and v.dim() == 2 for k, v in example.items())
+        cut = {k: v[:1] if isinstance(v, torch.Tensor) and v.dim() else v for k, v in example.items()}
+        return {k: v[:, :VERIFY_TOKENS] for k, v in cut.items()} if tokens else cut
+    if isinstance(example, (tuple, list)):
+        return type(example)(v[:1] if isinstance(v, torch.Tensor) and v.dim() else v for v in example)
+    return example
 
 
 def _default_means_all(entry: Mapping[str, Any]) -> dict[str, Any]:
