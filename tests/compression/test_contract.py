@@ -44,6 +44,8 @@ def _entry_config(entry: catalog.Entry) -> list[dict[str, Any]]:
     if entry.quant is not None:
         bits = entry.quant.fixed_bits or 8
         return [{"quant_types": ["weight"], "quant_bits": bits, "op_types": ["Conv2d", "Linear"]}]
+    if "mlp_sparsity" in schema.keys:  # the transformer pruner: the CNN's fc1 -> fc2 is an MLP to it
+        return [{"mlp_sparsity": 0.5, "op_types": ["default"]}]
     config: dict[str, Any] = {"op_types": list(schema.op_types or ("Conv2d",))}
     for key in schema.required:
         config[key] = {"prune_iterations": 1}.get(key, 0.5)

@@ -450,6 +450,10 @@ class TransformerPruner(Compressor):
         return {} if self.speedup_applied else self.masks.to_nni()
 
     # ------------------------------------------------------------------ metrics
+    def sparsity(self) -> float:
+        """Achieved fraction of removed or zero weights over the pruned projections' original sizes."""
+        return float(self.extra_metrics()["sparsity"])
+
     def extra_metrics(self) -> dict[str, Any]:
         """Achieved ``sparsity`` over the pruned projections (removed + zero vs their dense size)."""
         per_layer = {}
