@@ -50,7 +50,6 @@ from torch import nn
 
 from ..base import Compressor
 from ..config_list import match_module
-from ..masking import MaskStore
 
 __all__ = ["TransformerPruner", "HeadPrunedMultiheadAttention", "find_blocks", "HeadBlock", "MlpBlock"]
 
@@ -288,6 +287,106 @@ def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.to(dtype)
 
 
+# ----------------------------------------------------------------------------- masks as removed indices
+
+
+class _ZeroRows:
+    """Forward pre-hook: zero the removed rows/columns of the module's parameters (one index_fill each)."""
+
+    def __init__(self, slices: list[tuple[str, int, torch.Tensor]]) -> None:
+        self.slices = slices
+
+    def __call__(self, module: nn.Module, inputs: Any) -> None:
+        with torch.no_grad():
+            for key, dim, rows in self.slices:
+                param = module._parameters.get(key)
+                if param is not None:
+                    param.index_fill_(dim, rows.to(param.device), 0)
+
+
+class _ZeroGrad:
+    """Tensor hook: no gradient for removed rows/columns (so optimizers never move them)."""
+
+    def __init__(self, dim: int, rows: torch.Tensor) -> None:
+        self.dim, self.rows = dim, rows
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad.index_fill(self.dim, self.rows.to(grad.device), 0)
+
+
+class UnitMasks:
+    """The pruner's masks as removed indices per parameter, enforced like :class:`..masking.MaskStore`.
+
+    Why not full mask tensors: whole heads and channels are index sets, and on a BERT-base model
+    materialising, copying and multiplying a float mask per projection cost more than the shrink
+    itself.  Zeroing touches only the removed elements.  ``to_nni()`` builds NNI-format masks on
+    request (mask file, metrics).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.rows: dict[tuple[str, str, int], torch.Tensor] = {}
+        self.shapes: dict[tuple[str, str], torch.Size] = {}
+        self._handles: list[Any] = []
+        self._optimizer_handles: list[Any] = []
+        self.on_optimizer = False
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def set(self, rows: dict[tuple[str, str, int], torch.Tensor]) -> None:
+        """Replace the removed indices, (re)attach the hooks and zero the removed elements now."""
+        self.detach_modules()
+        self.rows = dict(rows)
+        modules = dict(self.model.named_modules())
+        per_module: dict[str, list[tuple[str, int, torch.Tensor]]] = {}
+        for (name, key, dim), index in self.rows.items():
+            param = modules[name]._parameters[key]
+            self.shapes[(name, key)] = param.shape
+            per_module.setdefault(name, []).append((key, dim, index))
+            self._handles.append(param.register_hook(_ZeroGrad(dim, index)))
+        for name, slices in per_module.items():
+            self._handles.append(modules[name].register_forward_pre_hook(_ZeroRows(slices)))
+        self.apply_all()
+
+    @torch.no_grad()
+    def apply_all(self) -> None:
+        modules = dict(self.model.named_modules())
+        for (name, key, dim), index in self.rows.items():
+            param = modules.get(name)._parameters.get(key) if name in modules else None
+            if param is not None and param.shape == self.shapes.get((name, key)):
+                param.index_fill_(dim, index.to(param.device), 0)
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Re-zero after each ``optimizer.step()`` (weight decay moves zeros)."""
+        self._optimizer_handles.append(optimizer.register_step_post_hook(lambda *_: self.apply_all()))
+        self.on_optimizer = True
+
+    def detach_modules(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def detach(self) -> None:
+        """Remove every hook (the removed elements stay zero)."""
+        self.detach_modules()
+        for handle in self._optimizer_handles:
+            handle.remove()
+        self._optimizer_handles.clear()
+
+    def to_nni(self) -> dict[str, dict[str, torch.Tensor | None]]:
+        """``{module: {"weight": mask, "bias": mask or None, ...}}`` for the original shapes."""
+        out: dict[str, dict[str, torch.Tensor | None]] = {}
+        for (name, key, dim), index in self.rows.items():
+            entry = out.setdefault(name, {"weight": None, "bias": None})
+            mask = entry.get(key)
+            if mask is None:
+                mask = entry[key] = torch.ones(self.shapes[(name, key)])
+            mask.index_fill_(dim, index, 0)
+        return out
+
+
 # ----------------------------------------------------------------------------- the pruner
 
 
@@ -315,13 +414,13 @@ class TransformerPruner(Compressor):
         names = {p.module for block, _ in self.blocks for p in _pieces(block)}
         self.layers = {n: self.modules[n] for n in sorted(names)}
         self.dense_numel = {n: _weight_numel(m) for n, m in self.layers.items()}
-        self.masks = MaskStore()
+        self.masks = UnitMasks(model)
         self.removed: dict[str, list[int]] = {}
         self.taylor: dict[tuple[str, str], torch.Tensor] = {}
         self.batches = 0
         self.masks_calculated = False
         self.shrink_report: dict[str, Any] | None = None
-        self.speedup_masks: dict[str, Any] | None = None
+        self.speedup_masks: Any = None
         if optimizer is not None and criterion == "taylor":
             optimizer.register_step_pre_hook(lambda *_: self._gather_taylor())
             optimizer.register_step_post_hook(lambda *_: self._maybe_compute())
@@ -348,13 +447,9 @@ class TransformerPruner(Compressor):
 
     # ------------------------------------------------------------------ importance and masks
     def compress(self) -> nn.Module:
-        """Attach masks and compute them now (weight criteria) or after the Taylor batches."""
-        if not self.masks.attached and not self.speedup_applied:
-            for name, module in self.layers.items():
-                keys = sorted({p.key for b, _ in self.blocks for p in _pieces(b) if p.module == name})
-                self.masks.attach(name, module, keys=keys)
-            if self.optimizer is not None:
-                self.masks.attach_optimizer(self.optimizer)
+        """Compute the masks now (weight criteria) or after the Taylor batches; they stay enforced."""
+        if self.optimizer is not None and not self.masks.on_optimizer:
+            self.masks.attach_optimizer(self.optimizer)
         if self.criterion != "taylor":
             self.compute_masks()
         return self.model
@@ -427,7 +522,7 @@ class TransformerPruner(Compressor):
         """(Re)compute every block's removed units and apply the masks; NNI-format masks."""
         if self.speedup_applied:
             return {}
-        masks: dict[str, dict[str, torch.Tensor]] = {}
+        rows: dict[tuple[str, str, int], list[torch.Tensor]] = {}
         for block, sparsity in self.blocks:
             removed = self._removed_units(block, sparsity)
             self.removed[block.name + ("#heads" if isinstance(block, HeadBlock) else "#mlp")] = removed
@@ -435,18 +530,14 @@ class TransformerPruner(Compressor):
                 continue
             units = torch.tensor(removed, dtype=torch.long)
             for piece in block.producers + block.consumers:
-                param = self._param(piece)
-                mask = masks.setdefault(piece.module, {}).get(piece.key)
-                if mask is None:
-                    mask = masks[piece.module][piece.key] = torch.ones_like(param)
-                rows = (piece.offset + units[:, None] * piece.size + torch.arange(piece.size)).flatten()
-                mask.index_fill_(piece.dim, rows.to(mask.device), 0)
-        for name, entry in masks.items():
-            self.masks.set(name, **entry)
+                index = (piece.offset + units[:, None] * piece.size + torch.arange(piece.size)).flatten()
+                rows.setdefault((piece.module, piece.key, piece.dim), []).append(index)
+        self.masks.set({key: torch.cat(parts) for key, parts in rows.items()})
         self.masks_calculated = True
         return self.get_masks()
 
     def get_masks(self) -> dict[str, dict[str, torch.Tensor | None]]:
+        """NNI-format masks (built on request: the pruner itself keeps only the removed indices)."""
         return {} if self.speedup_applied else self.masks.to_nni()
 
     # ------------------------------------------------------------------ metrics
@@ -479,9 +570,9 @@ class TransformerPruner(Compressor):
         from ..artifact import call_with, output_tensors
 
         start = time.perf_counter()
-        masks = self.masks.masks  # no longer changed once detached: kept for the mask file, not copied
         self.masks.apply_all()
         self.masks.detach()
+        masks = self.masks.to_nni  # the mask file, if asked for, is built from the removed indices
         was_training = self.model.training
         self.model.eval()
         params_before = sum(p.numel() for p in self.model.parameters())
@@ -545,6 +636,10 @@ class TransformerPruner(Compressor):
 
         self.masks.apply_all()
         clone = clean_copy(self.model)
+        for module in clone.modules():
+            for key, hook in list(module._forward_pre_hooks.items()):
+                if isinstance(hook, _ZeroRows):
+                    del module._forward_pre_hooks[key]
         self._shrink(clone)
         yield clone, None, {}
 
@@ -563,7 +658,7 @@ class TransformerPruner(Compressor):
             self.apply_speedup(example)
         if not self.speedup_applied:
             self.masks.apply_all()
-        masks = self.speedup_masks if self.speedup_applied else self.get_masks()
+        masks = self.speedup_masks() if self.speedup_applied and self.speedup_masks else self.get_masks()
         if mask_path is not None:
             torch.save(masks, os.path.join(folder_name, mask_path))
         meta = {"compressor": self.compressor_name, "framework": self.framework,
