@@ -518,10 +518,10 @@ class TransformerPruner(Compressor):
         count = min(int(math.floor(sparsity * block.units + 1e-9)), block.units - 1)
         return sorted(int(i) for i in torch.argsort(score, stable=True)[:count])
 
-    def compute_masks(self) -> dict[str, dict[str, torch.Tensor | None]]:
-        """(Re)compute every block's removed units and apply the masks; NNI-format masks."""
+    def compute_masks(self) -> None:
+        """(Re)compute every block's removed units and zero them (``get_masks()`` gives NNI's format)."""
         if self.speedup_applied:
-            return {}
+            return
         rows: dict[tuple[str, str, int], list[torch.Tensor]] = {}
         for block, sparsity in self.blocks:
             removed = self._removed_units(block, sparsity)
@@ -534,7 +534,6 @@ class TransformerPruner(Compressor):
                 rows.setdefault((piece.module, piece.key, piece.dim), []).append(index)
         self.masks.set({key: torch.cat(parts) for key, parts in rows.items()})
         self.masks_calculated = True
-        return self.get_masks()
 
     def get_masks(self) -> dict[str, dict[str, torch.Tensor | None]]:
         """NNI-format masks (built on request: the pruner itself keeps only the removed indices)."""
