@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     loaded = load_experiment(args.experiment)
     if args.resume:
         url = store.resolve_storage_url(args.storage)
-        name = _resumable(store.open_storage(url), loaded.experiment.name)
+        name = _resumable(store.open_storage(url, create=False), loaded.experiment.name)
         return resume_experiment(name, url, live=live).exit_code
     prepared = prepare(loaded)  # every check first: an invalid experiment creates nothing, not even .aup/
     url = store.resolve_storage_url(args.storage)

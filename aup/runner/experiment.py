@@ -407,7 +407,7 @@ def run_experiment(path: str, storage_url: str, *, console: "Console | None" = N
 def resume_experiment(name: str, storage_url: str, *, console: "Console | None" = None,
                       live: bool | None = None) -> RunResult:
     """Continue the study ``name`` with the experiment JSON stored in it."""
-    loaded = stored_experiment(store.open_storage(storage_url), name)
+    loaded = stored_experiment(store.open_storage(storage_url, create=False), name)
     prepared = prepare(loaded)
     return ExperimentRunner(prepared, storage_url, resume_study=name, console=console, live=live).run()
 
