@@ -286,6 +286,7 @@ def run_in_process(folder: Path, exp: dict[str, Any]) -> tuple[Any, optuna.Study
     return result, optuna.load_study(study_name=result.study_name, storage=storage)
 
 
+@pytest.mark.slow
 def test_poison_channel_records_fail_their_trial_never_the_runner(tmp_path: Path) -> None:
     (tmp_path / "poison.py").write_text(POISON)
     modes = ["no value", "text value", "empty list", "metrics list", "huge line", "torn line then good",
@@ -358,6 +359,7 @@ def test_runner_memory_does_not_follow_trial_output_and_logs_are_capped(tmp_path
     assert trial.state == TrialState.COMPLETE and trial.value == 1.0
 
 
+@pytest.mark.slow
 def test_pruned_job_files_leave_the_record(tmp_path: Path) -> None:
     folder = folder_with_trial(tmp_path)
     exp = json.loads(write_experiment(folder, n_samples=3).read_text())
@@ -381,6 +383,7 @@ main(sys.argv[1])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["..", "../../outside", "/tmp/abs", "a/../../b", "[bold]x[/]", "."])
 def test_names_cannot_leave_the_folder_or_delete_anything(name: str, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
