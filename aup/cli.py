@@ -12,6 +12,7 @@ import sys
 from typing import Sequence
 
 from aup.errors import UserError
+from aup.safe_text import printable
 
 COMMANDS = ("run", "resume", "list", "show", "compare", "pareto", "export", "plot", "dashboard")
 
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "debug", False):
             raise
         for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"aup: error: {line}", file=sys.stderr)
+            print(f"aup: error: {printable(line)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if getattr(args, "debug", False):
@@ -115,6 +116,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "debug", False):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"aup: internal error: {type(exc).__name__}{': ' + first if first else ''} "
+        print(f"aup: internal error: {type(exc).__name__}{': ' + printable(first) if first else ''} "
               "(run again with --debug for the traceback)", file=sys.stderr)
         return 1
