@@ -91,8 +91,14 @@ def _run_on_node(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
     child = None
     try:
         with open(log_path, "wb") as log:
-            child = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+            try:
+                child = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
+            except OSError as exc:  # the script or interpreter is missing on this node
+                yield {"log": f"aup: cannot start {command[0]} on this node: {exc.strerror}\n".encode(),
+                       "exit": 127, "files": None}
+                return
         readers = {"log": _Reader(log_path), "channel": _Reader(channel_path)}
         while child.poll() is None:
             time.sleep(STREAM_EVERY_S)
