@@ -208,3 +208,4 @@ def test_node_side_reports_a_script_it_cannot_start(tmp_path: Path, monkeypatch:
             "env": {}, "return_dirs": []}
     [item] = list(ray_launcher._run_on_node(spec))
     assert item["exit"] == 127 and b"cannot start" in item["log"] and b"missing-program" in item["log"]
+
