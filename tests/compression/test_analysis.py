@@ -36,6 +36,7 @@ def test_curves_are_monotone_and_the_weights_are_restored(prune_type):
         assert torch.equal(value, before[key]), key
 
 
+@pytest.mark.slow
 def test_accuracy_curves_on_digits_and_csv_export(tmp_path):
     torch.manual_seed(0)
     digits = zoo.load_digits_tensors(seed=0)

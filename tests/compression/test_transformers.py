@@ -115,13 +115,18 @@ QUANTIZERS = [
 ]
 
 
+def _eval_quantized(cls: type) -> dict:
+    """QAT evaluates an untrained model with float weights (NNI 2.0); these tests look at quantized eval."""
+    return {"quantize_eval_before_training": True} if cls is QATQuantizer else {}
+
+
 @pytest.mark.parametrize("cls,entry", QUANTIZERS, ids=[c.__name__ for c, _ in QUANTIZERS])
 @pytest.mark.parametrize("layer", ["encoder.layers.0.linear1", "encoder.layers.0.self_attn.out_proj"])
 def test_each_quantizer_changes_the_eval_output_of_a_transformer_encoder(cls, entry, layer, caplog):
     """eval() + no_grad takes PyTorch's fused fast path, which never calls linear1 or out_proj."""
     model, x = _encoder(), _tokens()
     dense = _eval(model, x)[0]
-    quantizer = cls(model, [{**entry, "op_names": [layer]}])
+    quantizer = cls(model, [{**entry, "op_names": [layer]}], **_eval_quantized(cls))
     with caplog.at_level(logging.INFO):
         quantizer.compress()
     assert "fast path is off in 'encoder'" in caplog.text
@@ -139,7 +144,7 @@ def test_each_quantizer_changes_hugging_face_outputs(cls, entry, name):
     model, x = build(), inputs()
     dense = _eval(model, x)[0]
     op_types = ["Conv1D"] if name == "gpt2" else ["Linear"]
-    cls(model, [{**entry, "op_types": op_types}]).compress()
+    cls(model, [{**entry, "op_types": op_types}], **_eval_quantized(cls)).compress()
     assert not torch.allclose(_eval(model, x)[0], dense, atol=1e-6)
 
 

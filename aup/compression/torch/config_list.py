@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from torch import nn
 
-from aup.errors import did_you_mean
+from aup.errors import FieldError, did_you_mean
 
 DEFAULT_OP_TYPES: tuple[str, ...] = (
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
@@ -98,10 +98,8 @@ def check_op_names(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -
             if op_name not in known:
                 hint = did_you_mean(op_name, names)
                 shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
-                raise ValueError(
-                    f"config_list[{index}].op_names: no module named {op_name!r} in the model{hint}; "
-                    f"modules: {shown}"
-                )
+                raise FieldError(f"no module named {op_name!r} in the model{hint}; modules: {shown}",
+                                 entry=index, key="op_names", expected="a module name of the model", got=op_name)
 
 
 def _warn_unmatched_types(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -> None:
@@ -136,13 +134,10 @@ def validate_against_model(
     for layer in selected:
         reason = check(layer.name, layer.module) if check is not None else None
         if reason:
-            raise ValueError(
-                f"config_list[{layer.entry_index}]: {compressor!r} cannot compress {layer.name!r} "
-                f"({layer.type_name}): {reason}"
-            )
+            raise FieldError(f"{compressor!r} cannot compress {layer.name!r} ({layer.type_name}): {reason}",
+                             entry=layer.entry_index, got=layer.name)
     if require_any and not selected and config_list:
-        raise ValueError(
-            f"config_list: no layer of the model matches any entry for {compressor!r}; "
-            f"layer types present: {', '.join(sorted({type(m).__name__ for m in model.modules()}))}"
-        )
+        present = ", ".join(sorted({type(m).__name__ for m in model.modules()}))
+        raise FieldError(f"no layer of the model matches any entry for {compressor!r}; layer types present: {present}",
+                         expected="an entry matching a layer of the model")
     return selected

@@ -51,7 +51,7 @@ def test_export_writes_plain_keras_model_compact_artifact_and_masks(keras: Any, 
     np.testing.assert_allclose(reloaded.predict_on_batch(x), model.predict_on_batch(x), atol=1e-6)
 
     packed = tmp_path / "models" / "compressed.aup.npz"
-    restored = artifact.load_compressed(packed)
+    restored = aup.compression.load_compressed(packed)  # dispatches on the .aup.npz suffix
     np.testing.assert_allclose(restored.predict_on_batch(x), model.predict_on_batch(x), atol=1e-6)
     meta, weights = artifact.read_artifact(packed)
     assert meta["compressor"] == "level" and meta["layer_sparsity"] == pytest.approx(TARGETS, abs=0.01)

@@ -62,10 +62,10 @@ def test_one_time_level_pruning(sandbox: Path) -> None:
 
 
 def test_automatic_per_layer_sparsity_search(sandbox: Path) -> None:
-    done = run(sandbox, "exp_auto_level.json", n_samples=3, n_parallel=2)
+    done = run(sandbox, "exp_auto_level.json", n_samples=2, n_parallel=2)
     assert done.returncode == 0, done.stdout + done.stderr
     records = optuna.load_study(study_name="digits_keras_auto_level", storage=storage(sandbox)).get_trials()
-    assert len(records) == 3 and all(t.state.name == "COMPLETE" for t in records)
+    assert len(records) == 2 and all(t.state.name == "COMPLETE" for t in records)
     for trial in records:
         attrs = trial.user_attrs
         assert set(trial.params) == {"sparsity (conv1)", "sparsity (conv2)", "sparsity (fc1)", "sparsity (fc2)"}
