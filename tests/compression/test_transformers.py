@@ -348,3 +348,42 @@ def test_pipeline_sparsity_counts_removed_and_zeroed_weights():
     metrics = pipeline.extra_metrics()
     assert 0.45 < metrics["sparsity"] < 0.55, metrics["sparsity"]
     assert metrics["layer_sparsity"]["encoder.layers.0.linear1"] == pytest.approx(0.5)
+
+
+# ----------------------------------------------------------------------------- ONNX deploy path
+
+
+def test_onnx_deploy_of_a_shrunk_and_of_an_int8_transformer_encoder(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from aup.compression.torch.deploy import agreement, load_deployed
+
+    model, x = _encoder(), _tokens()
+    pruner = TransformerPruner(model, [{"head_sparsity": 0.5, "mlp_sparsity": 0.5, "op_types": ["default"]}])
+    pruner.compress()
+    path = pruner.export_model("pruned.onnx", folder_name=str(tmp_path), dummy_input=x, format="onnx")
+    assert torch.allclose(load_deployed(path)(x), _eval(model, x)[0], atol=1e-5)
+    model, x = _encoder(), _tokens(32)
+    NaiveQuantizer(model, [{"quant_types": ["weight"], "quant_bits": 8, "op_types": ["Linear"]}]).compress()
+    quantizer_path = str(tmp_path / "int8.onnx")
+    from aup.compression.torch.deploy import export_onnx
+
+    export_onnx(model, x, quantizer_path, int8_modules=["encoder.layers.0.linear1", "head"])
+    assert agreement(load_deployed(quantizer_path), model, [x]) >= 0.9
+
+
+@hf
+def test_onnx_deploy_takes_keyword_inputs_and_gives_dict_outputs(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from aup.compression.torch.deploy import agreement, export_onnx, load_deployed
+
+    model, x = _bert(), _ids()
+    pruner = TransformerPruner(model, [{"head_sparsity": 0.5, "mlp_sparsity": 0.5, "op_types": ["default"]}])
+    pruner.compress()
+    path = pruner.export_model("bert.onnx", folder_name=str(tmp_path), dummy_input=x, format="onnx")
+    deployed = load_deployed(path)
+    assert deployed.input_names == ["input_ids", "attention_mask"] and deployed.output_names == ["logits"]
+    out = deployed(**x)
+    assert torch.allclose(out["logits"], _eval(model, x)[0], atol=1e-5)
+    int8 = export_onnx(model, x, tmp_path / "bert8.onnx",
+                       int8_modules=[n for n, m in model.named_modules() if isinstance(m, nn.Linear)])
+    assert agreement(load_deployed(int8), model, [x]) == 1.0
