@@ -313,3 +313,11 @@ def test_onnx_export_of_a_pruner_compares_with_the_dense_onnx(tmp_path, monkeypa
     dense = os.path.getsize(export_onnx(zoo.DigitsCNN().eval(), torch.randn(1, 1, 8, 8), tmp_path / "dense.onnx"))
     assert metrics["baseline_model_bytes"] == dense  # like for like: both ONNX files
     assert metrics["model_bytes_packed"] < metrics["baseline_model_bytes_packed"]
+
+
+def test_compressors_on_one_model_share_one_recorder():
+    model = zoo.DigitsCNN()
+    first = aup.create_compressor(model, _job("naive", QUANTIZERS["naive"]))
+    second = aup.create_compressor(model, _job("l1_filter", [{"sparsity": 0.5, "op_types": ["Conv2d"]}], "pruning"))
+    assert first._recorder is second._recorder
+    assert sum(isinstance(h, CalibrationRecorder) for h in model._forward_pre_hooks.values()) == 1
