@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from aup.compression import schemas
+import aup.compression.schemas as schemas
 from aup.compression.space_parse import (  # noqa: F401 - re-exported: part of this module's API
     RANGE_KEYS, STAGE_KEYS, CompressionSpaceError, Range, SectionParser, Stage, assign_names, deploy_problem,
     has_ranges, is_range, set_path,

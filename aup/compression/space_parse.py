@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from aup.compression import catalog
+import aup.compression.catalog as catalog
 from aup.errors import did_you_mean
 
 RANGE_KEYS = ("type", "range", "interval", "n", "log")
