@@ -154,6 +154,8 @@ class CalibrationRecorder:
     def __call__(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
         if self.paused or not inputs or not all(isinstance(x, torch.Tensor) and x.dim() > 0 for x in inputs):
             return
+        if any(x.is_meta for x in inputs):  # a shape-only trace (dependency graph): no data to keep
+            return
         if self.first is None:
             first = tuple(x[:1].detach().cpu().clone() for x in inputs)
             self.first = first[0] if len(first) == 1 else first

@@ -131,7 +131,7 @@ class MaskStore:
         entry = self.masks[name]
         for key, mask in entry.items():
             param = getattr(module, key, None)
-            if mask is None or param is None:
+            if mask is None or param is None or param.is_meta:  # a shape-only trace: nothing to zero
                 continue
             if mask.device != param.device or mask.dtype != param.dtype:
                 mask = entry[key] = mask.to(device=param.device, dtype=param.dtype)
@@ -141,12 +141,18 @@ class MaskStore:
         for name in self.modules:
             self.apply(name)
 
-    def to_nni(self) -> Masks:
-        """``{module: {"weight": mask, "bias": mask or None}}`` (copies, on CPU), NNI's mask-file format."""
-        return {
-            name: {key: (mask.detach().cpu().clone() if mask is not None else None) for key, mask in entry.items()}
-            for name, entry in self.masks.items()
-        }
+    def to_nni(self, copy: bool = True) -> Masks:
+        """``{module: {"weight": mask, "bias": mask or None}}`` (copies, on CPU), NNI's mask-file format.
+
+        ``copy=False`` hands out the stored tensors themselves (on CPU): cheaper for callers that
+        only read them; the store replaces a mask on every change, it never edits one in place.
+        """
+        def out(mask: torch.Tensor) -> torch.Tensor:
+            mask = mask.detach().cpu()
+            return mask.clone() if copy else mask
+
+        return {name: {key: (out(mask) if mask is not None else None) for key, mask in entry.items()}
+                for name, entry in self.masks.items()}
 
     def sparsity(self, names: Iterable[str] | None = None) -> float:
         """Fraction of masked weight elements over ``names`` (default: all masked modules)."""

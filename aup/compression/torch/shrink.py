@@ -107,9 +107,10 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
     ``model.named_modules()`` names; they are applied to the weights first (that is the "masked
     model" whose outputs the shrunk model must reproduce).  ``dummy_input`` is a tensor, a tuple of
     positional inputs, or a dict of keyword inputs.  The model's training flag is restored.
-    ``graph``: torch-pruning's dependency graph of this model when the caller already traced it
-    (``pruners.dependency.shared_graph``); then one plain forward pass gives the reference output
-    instead of a second trace.
+    ``graph``: torch-pruning's dependency graph of this model when the caller already built it
+    (``pruners.dependency.SharedGraph``). Either way the graph is traced on the meta device when
+    the model allows it, so the real forward passes are two: the masked reference output and the
+    check of the shrunk model (which has fewer channels, so costs less).
     """
     import torch_pruning as tp
 
@@ -125,8 +126,8 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
         captured: dict[str, torch.Tensor] = {}
         if graph is None:
             graph = _build_graph(tp, model, dummy_input, captured, report, masks)
-        else:
-            with torch.no_grad():
+        if graph is not None and "out" not in captured:
+            with torch.no_grad():  # the masked model's reference output
                 captured["out"] = _first_tensor(call_model(model, dummy_input)).detach().clone()
         if graph is None:
             report._masks = _copy_masks(masks)
@@ -178,7 +179,13 @@ def _copy_masks(masks: Masks) -> dict[str, dict[str, torch.Tensor | None]]:
 
 def _build_graph(tp: Any, model: nn.Module, dummy_input: Any, captured: dict[str, torch.Tensor],
                  report: ShrinkReport, masks: Masks) -> Any:
-    """Trace once; the trace's forward pass also gives the masked model's reference output."""
+    """The graph on the meta device (no forward computed), else traced for real: then the trace's
+    forward pass also gives the masked model's reference output."""
+    from .pruners.dependency import meta_graph
+
+    graph = meta_graph(model, dummy_input)
+    if graph is not None:
+        return graph
 
     def forward(m: nn.Module, x: Any) -> Any:
         out = call_model(m, x)

@@ -92,6 +92,12 @@ class Pruner(Compressor):
         Criteria see the current (already masked) weights, so a schedule raising the sparsity
         keeps what it pruned before. Returns the masks in NNI's format.
         """
+        self.update_masks(sparsities)
+        return self.get_masks()
+
+    def update_masks(self, sparsities: dict[str, float] | None = None) -> None:
+        """What :meth:`compute_masks` does, without building the returned NNI-format copies
+        (subclasses that mask more layers, e.g. coupled BatchNorms, extend this)."""
         self._attach_masks()
         sparsities = self.layer_sparsities() if sparsities is None else sparsities
         unknown = sorted(set(sparsities) - set(self.layers))
@@ -100,7 +106,6 @@ class Pruner(Compressor):
         for name, mask in self.calc_masks(sparsities).items():
             self.masks.set(name, weight=mask.get("weight"), bias=mask.get("bias"))
         self.masks_calculated = True
-        return self.get_masks()
 
     def statistics_ready(self) -> bool:
         """Whether the criterion has what it needs (weight criteria: always)."""
@@ -133,7 +138,10 @@ class Pruner(Compressor):
         self._attach_masks()
         self._attach_training_hooks()
         if self.statistics_ready():
-            self.compute_masks()
+            if type(self).compute_masks is Pruner.compute_masks:
+                self.update_masks()  # the returned copies would be thrown away
+            else:
+                self.compute_masks()  # a subclass adds steps there
         return self.model
 
     def _attach_masks(self) -> None:
@@ -204,10 +212,9 @@ class Pruner(Compressor):
             return self.model
         from aup.compression.torch.shrink import shrink_model
 
-        masks = self.get_masks()
-        self.masks.apply_all()
+        masks = self.masks.to_nni(copy=False)  # the store is detached now and never edits a mask in place
         self.masks.detach()
-        try:
+        try:  # shrink_model applies the masks to the weights first
             self.shrink_report = shrink_model(self.model, masks, dummy_input, graph=self.graph.current(self.model))
         except Exception as exc:
             raise ValueError(f"apply_speedup failed: {type(exc).__name__}: {exc}") from exc

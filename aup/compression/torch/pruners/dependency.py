@@ -10,23 +10,68 @@ The model is traced in eval mode (BatchNorm running statistics untouched) and le
 from __future__ import annotations
 
 import csv
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
+import torch
 import torch_pruning as tp
 from torch import nn
 
 
 def build_graph(model: nn.Module, dummy_input: Any) -> tp.DependencyGraph:
-    """A torch-pruning dependency graph of ``model``; training mode and parameters are restored."""
+    """A torch-pruning dependency graph of ``model``; training mode and parameters are restored.
+
+    Traced on the ``meta`` device first: the graph depends only on which ops connect which
+    modules, not on values, so shape-only tensors give the same graph without computing a
+    forward pass (ResNet-50 at 224x224: about 25x cheaper). Models that cannot run on meta
+    tensors (data-dependent control flow, tensors that are not parameters or buffers, parameters
+    used outside their module) are traced with the real input.
+    """
     was_training = model.training
     model.eval()
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=dummy_input, verbose=False)
+        graph = meta_graph(model, dummy_input)
+        if graph is None:
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=dummy_input, verbose=False)
+        return graph
     except Exception as exc:
         raise ValueError(f"dependency analysis failed while tracing the model with dummy_input: "
                          f"{type(exc).__name__}: {exc}") from exc
     finally:
         model.train(was_training)
+
+
+def meta_graph(model: nn.Module, dummy_input: Any) -> tp.DependencyGraph | None:
+    """The graph traced with meta parameters, buffers and inputs (the modules themselves, so the
+    graph's keys are the model's modules); None when the model does not run that way."""
+    from torch.func import functional_call
+
+    state = {k: torch.empty_like(v, device="meta").requires_grad_(v.requires_grad)
+             for k, v in model.named_parameters(remove_duplicate=False)}
+    state.update({k: torch.empty_like(v, device="meta") for k, v in model.named_buffers(remove_duplicate=False)})
+
+    def forward(m: nn.Module, x: Any) -> Any:
+        if isinstance(x, Mapping):
+            return functional_call(m, state, (), x, strict=True)
+        return functional_call(m, state, tuple(x) if isinstance(x, (tuple, list)) else (x,), strict=True)
+
+    try:
+        with torch.enable_grad():  # torch-pruning follows the autograd graph
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=_to_meta(dummy_input),
+                                                          forward_fn=forward, verbose=False)
+    except Exception:  # noqa: BLE001 - value-dependent forward or a plain tensor attribute: trace for real
+        return None
+    # parameters used outside their module are matched by identity, which the meta copies lose
+    return None if graph.unwrapped_parameters else graph
+
+
+def _to_meta(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to("meta")
+    if isinstance(x, Mapping):
+        return {k: _to_meta(v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to_meta(v) for v in x)
+    return x
 
 
 def structure_key(model: nn.Module) -> tuple:
@@ -162,7 +207,8 @@ class ChannelDependency:
                 writer.writerow([f"Set {index}", *layers])
 
 
-__all__ = ["ChannelDependency", "SharedGraph", "build_graph", "cached_group", "conv_dependency_sets", "structure_key"]
+__all__ = ["ChannelDependency", "SharedGraph", "build_graph", "cached_group", "conv_dependency_sets", "meta_graph",
+           "structure_key"]
 
 
 def following_batchnorms(model: nn.Module, conv_names: Iterable[str], dummy_input: Any = None) -> dict[str, str]:

@@ -66,14 +66,13 @@ class FilterPruner(Pruner):
         mask = self.masks.masks.get(name, {}).get("weight")
         if mask is None:
             return torch.zeros(module.out_channels, dtype=torch.bool)
-        return mask.detach().flatten(1).abs().sum(1).cpu() == 0
+        return ~mask.detach().flatten(1).any(1).cpu()  # one read of the mask, no temporary copy
 
     # ------------------------------------------------------------------ masks
-    def compute_masks(self, sparsities: dict[str, float] | None = None) -> dict:
+    def update_masks(self, sparsities: dict[str, float] | None = None) -> None:
         """Filter masks, then the same channels masked in the BatchNorm right after each conv."""
-        super().compute_masks(sparsities)
+        super().update_masks(sparsities)
         self._mask_coupled_batchnorms()
-        return self.get_masks()
 
     def _mask_coupled_batchnorms(self) -> None:
         modules = dict(self.model.named_modules())
