@@ -127,7 +127,7 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
         if graph is None:
             graph = _build_graph(tp, model, dummy_input, captured, report, masks)
         if graph is not None and "out" not in captured:
-            with torch.no_grad():  # the masked model's reference output
+            with torch.inference_mode():  # the masked model's reference output
                 captured["out"] = _first_tensor(call_model(model, dummy_input)).detach().clone()
         if graph is None:
             report._masks = _copy_masks(masks)
@@ -136,7 +136,7 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
             removed_out, removed_in = _prune_groups(tp, graph, model, modules, masks, report)
             _finish_report(report, modules, masks, removed_out, removed_in, snapshot)
             if removed_out:
-                with torch.no_grad():  # the check needs no autograd graph
+                with torch.inference_mode():  # the check needs no autograd graph
                     _verify(model, dummy_input, captured["out"], atol, report, snapshot, removed_out)
     finally:
         _MASKED_CACHE.clear()
@@ -493,7 +493,6 @@ def _drop(t: torch.Tensor, dim: int, idxs: Iterable[int]) -> torch.Tensor:
 # ----------------------------------------------------------------------------- verification
 
 
-@torch.no_grad()
 def _verify(model: nn.Module, dummy_input: Any, reference: torch.Tensor, atol: float, report: ShrinkReport,
             snapshot: Mapping[nn.Module, tuple[dict, dict, dict]], removed_out: Mapping[nn.Module, list[int]]) -> None:
     out = _first_tensor(call_model(model, dummy_input))

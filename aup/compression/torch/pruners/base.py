@@ -215,7 +215,9 @@ class Pruner(Compressor):
         masks = self.masks.to_nni(copy=False)  # the store is detached now and never edits a mask in place
         self.masks.detach()
         try:  # shrink_model applies the masks to the weights first
-            self.shrink_report = shrink_model(self.model, masks, dummy_input, graph=self.graph.current(self.model))
+            with self._paused():  # its forward passes are not training batches
+                self.shrink_report = shrink_model(self.model, masks, dummy_input,
+                                                  graph=self.graph.current(self.model))
         except Exception as exc:
             raise ValueError(f"apply_speedup failed: {type(exc).__name__}: {exc}") from exc
         finally:

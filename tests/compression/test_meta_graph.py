@@ -1,0 +1,113 @@
+"""The dependency graph is traced on the meta device (no forward computed) when the model allows it."""
+from __future__ import annotations
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+import aup
+from aup.compression.torch import zoo
+from aup.compression.torch.pruners import dependency
+
+L1_HALF = {"compression_framework": "torch", "compression_type": "pruning", "compressor": "l1_filter",
+           "config_list": [{"sparsity": 0.5, "op_types": ["Conv2d"]}]}
+
+
+class _Cat(nn.Module):
+    """Concatenation and a residual add: index mappings with offsets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 6, 3, padding=1)
+        self.c = nn.Conv2d(10, 10, 1)
+        self.head = nn.Linear(10, 2)
+
+    def forward(self, x):
+        y = torch.cat([self.a(x), self.b(x)], 1)
+        return self.head((self.c(y) + y).mean((2, 3)))
+
+
+class _ValueBranch(nn.Module):
+    """The forward reads a value: cannot run on shape-only tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3)
+
+    def forward(self, x):
+        y = self.a(x)
+        return self.b(y) if float(y.detach().sum()) > -1e9 else y
+
+
+class _Unwrapped(nn.Module):
+    """A parameter used outside any prunable module (torch-pruning matches it by identity)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.scale = nn.Parameter(torch.ones(1, 4, 1, 1))
+
+    def forward(self, x):
+        return self.conv(x) * self.scale
+
+
+def _signature(graph: tp.DependencyGraph) -> list:
+    out = []
+    for module in graph.module2node:
+        if isinstance(module, nn.Conv2d):
+            group = graph.get_pruning_group(module, tp.prune_conv_out_channels, list(range(module.out_channels)))
+            out.append([(str(i.dep), list(i.idxs), list(i.root_idxs)) for i in group.items])
+    return out
+
+
+def test_meta_graph_has_the_groups_of_a_real_trace():
+    for model, x in ((zoo.resnet_small(in_channels=1).eval(), torch.randn(1, 1, 16, 16)),
+                     (zoo.mobilenetv2_small(num_classes=10).eval(), torch.randn(1, 3, 32, 32)),
+                     (_Cat().eval(), torch.randn(1, 3, 8, 8))):
+        meta = dependency.meta_graph(model, x)
+        assert meta is not None
+        real = tp.DependencyGraph().build_dependency(model, example_inputs=x, verbose=False)
+        assert _signature(meta) == _signature(real)
+        assert all(not p.is_meta for p in model.parameters())  # the model keeps its real weights
+
+
+def test_models_that_need_values_are_traced_for_real():
+    for model in (_ValueBranch(), _Unwrapped()):
+        x = torch.randn(1, 1, 8, 8)
+        assert dependency.meta_graph(model, x) is None
+        graph = dependency.build_graph(model, x)
+        assert model.conv if isinstance(model, _Unwrapped) else model.a in graph.module2node
+
+
+def test_meta_trace_leaves_masks_and_calibration_inputs_real():
+    torch.manual_seed(0)
+    model = zoo.resnet_small(in_channels=1).eval()
+    x = torch.randn(2, 1, 16, 16)
+    pruner = aup.create_compressor(model, L1_HALF, dependency_aware=True, dummy_input=x)
+    pruner.compress()  # masks attached (forward pre-hooks) before the graph is traced
+    assert all(m is None or not m.is_meta for entry in pruner.masks.masks.values() for m in entry.values())
+    from aup.compression.torch.deploy import CalibrationRecorder
+
+    recorders = [h for h in model._forward_pre_hooks.values() if isinstance(h, CalibrationRecorder)]
+    assert all(r.first is None or not r.first.is_meta for r in recorders)
+    with torch.no_grad():
+        masked = model(x)
+    pruner.apply_speedup(x)
+    assert pruner.shrink_report.params_after < pruner.shrink_report.params_before
+    with torch.no_grad():
+        assert torch.allclose(model(x), masked, atol=1e-4)
+
+
+def test_value_dependent_model_still_shrinks_exactly():
+    torch.manual_seed(0)
+    model = _ValueBranch().eval()
+    x = torch.randn(1, 1, 10, 10)
+    pruner = aup.create_compressor(model, {**L1_HALF, "config_list": [{"sparsity": 0.5, "op_names": ["a"]}]},
+                                   dummy_input=x)
+    pruner.compress()
+    with torch.no_grad():
+        masked = model(x)
+    pruner.apply_speedup(x)
+    assert model.a.out_channels == 2
+    with torch.no_grad():
+        assert torch.allclose(model(x), masked, atol=1e-4)
