@@ -59,6 +59,7 @@ class MaskStore:
         self.modules: dict[str, nn.Module] = {}
         self._handles: list[Any] = []
         self._optimizer_handles: list[Any] = []
+        self._ones: set[tuple[str, str]] = set()  # masks still all ones (attached or reset, never set)
 
     def __getstate__(self) -> dict[str, Any]:
         """Hook handles point at the optimizer's hooks; a copied/saved model does not take them along."""
@@ -78,6 +79,7 @@ class MaskStore:
             param = getattr(module, key, None)
             if key in keys and isinstance(param, nn.Parameter):
                 self.masks[name][key] = torch.ones_like(param, memory_format=torch.contiguous_format).detach()
+                self.__dict__.setdefault("_ones", set()).add((name, key))
                 self._handles.append(param.register_hook(_GradMask(self, name, key)))
             else:
                 self.masks[name][key] = None
@@ -100,9 +102,17 @@ class MaskStore:
         return bool(self._handles)
 
     # -------------------------------------------------------------- masks
+    def is_ones(self, name: str, key: str = "weight") -> bool:
+        """Whether the mask is known to be all ones without reading it (attached or reset, not set
+        since): criteria skip multiplying by it and looking for pruned filters in it."""
+        return (name, key) in getattr(self, "_ones", ())
+
     def set(self, name: str, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-            **others: torch.Tensor | None) -> None:
-        """Replace the masks of one module (None keeps the current mask) and apply them."""
+            copy: bool = True, **others: torch.Tensor | None) -> None:
+        """Replace the masks of one module (None keeps the current mask) and apply them.
+
+        ``copy=False``: the caller hands over tensors nobody else keeps (they are stored as given
+        when already on the parameter's device and dtype)."""
         module = self.modules[name]
         for key, mask in (("weight", weight), ("bias", bias), *others.items()):
             if mask is None:
@@ -112,15 +122,19 @@ class MaskStore:
                 raise ValueError(f"cannot mask {name}.{key}: it is not a masked parameter")
             if mask.shape != param.shape:
                 raise ValueError(f"mask for {name}.{key} has shape {tuple(mask.shape)}, expected {tuple(param.shape)}")
-            self.masks[name][key] = mask.detach().to(device=param.device, dtype=param.dtype).clone()
+            stored = mask.detach().to(device=param.device, dtype=param.dtype)
+            self.masks[name][key] = stored.clone() if copy else stored
+            getattr(self, "_ones", set()).discard((name, key))
         self.apply(name)
 
     def reset(self) -> None:
         """All masks back to ones (weights already zeroed stay zero until retrained or restored)."""
-        for entry in self.masks.values():
+        ones = self.__dict__.setdefault("_ones", set())
+        for name, entry in self.masks.items():
             for key, mask in entry.items():
                 if mask is not None:
                     entry[key] = torch.ones_like(mask)
+                    ones.add((name, key))
 
     @torch.no_grad()
     def apply(self, name: str) -> None:

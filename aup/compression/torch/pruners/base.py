@@ -37,6 +37,8 @@ class Pruner(Compressor):
 
     compression_type: ClassVar[str] = "pruning"
     supported_op_types: ClassVar[tuple[str, ...] | None] = None
+    # calc_mask returns new tensors (or the stored ones) that nothing else keeps: stored without a copy
+    fresh_masks: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -104,7 +106,7 @@ class Pruner(Compressor):
         if unknown:
             raise ValueError(f"compute_masks: {unknown} are not layers of this pruner; layers: {sorted(self.layers)}")
         for name, mask in self.calc_masks(sparsities).items():
-            self.masks.set(name, weight=mask.get("weight"), bias=mask.get("bias"))
+            self.masks.set(name, weight=mask.get("weight"), bias=mask.get("bias"), copy=not self.fresh_masks)
         self.masks_calculated = True
 
     def statistics_ready(self) -> bool:

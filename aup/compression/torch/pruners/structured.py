@@ -32,6 +32,7 @@ class FilterPruner(Pruner):
 
     supported_op_types: ClassVar[tuple[str, ...] | None] = ("Conv2d",)
     prunes_ties: ClassVar[bool] = False  # NNI's threshold maskers (l1, l2) prune every filter tied at it
+    fresh_masks: ClassVar[bool] = True  # calc_mask builds new mask tensors
 
     def __init__(
         self,
@@ -60,13 +61,16 @@ class FilterPruner(Pruner):
         """The layer's weight with its current mask applied (detached; read-only for the criteria)."""
         weight = module.weight.detach()
         mask = self.masks.masks.get(name, {}).get("weight")
-        return weight * mask.to(weight) if mask is not None else weight  # criteria never write into it
+        if mask is None or self.masks.is_ones(name):
+            return weight  # criteria never write into it
+        return weight * mask.to(weight)
 
     def _pruned_filters(self, name: str, module: nn.Module) -> torch.Tensor:
         mask = self.masks.masks.get(name, {}).get("weight")
-        if mask is None:
-            return torch.zeros(module.out_channels, dtype=torch.bool)
-        return ~mask.detach().flatten(1).any(1).cpu()  # one read of the mask, no temporary copy
+        if mask is None or self.masks.is_ones(name):
+            return torch.zeros(module.weight.shape[0], dtype=torch.bool)
+        low, high = torch.aminmax(mask.detach().flatten(1), dim=1)  # one read of the mask, no copy
+        return ((low == 0) & (high == 0)).cpu()
 
     # ------------------------------------------------------------------ masks
     def update_masks(self, sparsities: dict[str, float] | None = None) -> None:
