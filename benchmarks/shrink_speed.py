@@ -14,7 +14,12 @@ printed next to each other (they differ slightly: aup keeps NNI's per-layer filt
 sums scores inside dependency sets, torch-pruning ranks whole groups). Reported: medians and the
 ratio aup / torch-pruning (target <= 1.0), on a ResNet-50 (224x224) and a MobileNetV2-style model.
 
+Every aup run asserts that the shrink checked masked against shrunk outputs (max abs diff <= 1e-4).
+``--plain`` also times the same pruning without ``dependency_aware`` (interleaved as a third run).
+Quick check: ``--runs 1 --size 64``.
+
 Run:  python benchmarks/shrink_speed.py [--runs 3] [--threads 2] [--size 224] [--models resnet50,mobilenetv2]
+      [--plain]
 """
 from __future__ import annotations
 
@@ -44,17 +49,18 @@ def classifier(model: nn.Module) -> nn.Module:
     return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
 
 
-def run_aup(name: str, x: torch.Tensor) -> dict:
+def run_aup(name: str, x: torch.Tensor, dependency_aware: bool = True) -> dict:
     import aup
 
     model = build(name)
     t0 = time.perf_counter()
-    pruner = aup.create_compressor(model, CONFIG, dependency_aware=True, dummy_input=x)
+    pruner = aup.create_compressor(model, CONFIG, dependency_aware=dependency_aware, dummy_input=x)
     t1 = time.perf_counter()
     pruner.compress()
     t2 = time.perf_counter()
     pruner.apply_speedup(x)
     t3 = time.perf_counter()
+    assert pruner.shrink_report.max_abs_diff <= 1e-4  # the shrink verified masked == shrunk outputs
     return {"total": t3 - t0, "create": t1 - t0, "compress": t2 - t1, "apply_speedup": t3 - t2,
             "params": sum(p.numel() for p in model.parameters())}
 
@@ -78,15 +84,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--models", default="resnet50,mobilenetv2")
+    parser.add_argument("--plain", action="store_true",
+                        help="also time the path without dependency_aware (interleaved), as a ratio to the aware one")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     x = torch.randn(1, 3, args.size, args.size)
     for name in args.models.split(","):
         run_aup(name, x), run_tp(name, x)  # warm-up: imports, first-call costs
-        ours, theirs = [], []
+        ours, theirs, plain = [], [], []
         for _ in range(args.runs):
             ours.append(run_aup(name, x))
             theirs.append(run_tp(name, x))
+            if args.plain:
+                plain.append(run_aup(name, x, dependency_aware=False))
         med = {k: statistics.median(r[k] for r in ours) for k in ("total", "create", "compress", "apply_speedup")}
         tp_med = {k: statistics.median(r[k] for r in theirs) for k in ("total", "create", "step")}
         dense = sum(p.numel() for p in build(name).parameters())
@@ -98,6 +108,10 @@ def main() -> None:
         print(f"  torch-pruning MetaPruner + step   : {tp_med['total']:.3f} s median (construct {tp_med['create']:.3f}, "
               f"step {tp_med['step']:.3f}); params {dense:,} -> {theirs[0]['params']:,}")
         print(f"  ratio aup / torch-pruning         : {med['total'] / tp_med['total']:.2f}  (target <= 1.0)")
+        if plain:
+            plain_total = statistics.median(r["total"] for r in plain)
+            print(f"  without dependency_aware          : {plain_total:.3f} s median, ratio to dependency_aware "
+                  f"{plain_total / med['total']:.2f} (target <= 1.0); params -> {plain[0]['params']:,}")
 
 
 if __name__ == "__main__":
