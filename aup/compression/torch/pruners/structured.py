@@ -51,6 +51,7 @@ class FilterPruner(Pruner):
         self.dependency_aware = bool(dependency_aware)
         self.ties_pruned = self.prunes_ties and not prune_exactly
         self._dependency_sets: list[list[str]] | None = None
+        self._kept_filters: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name: (mask built, keep vector)
 
     # ------------------------------------------------------------------ criterion
     def filter_importance(self, name: str, module: nn.Module) -> torch.Tensor:
@@ -69,6 +70,9 @@ class FilterPruner(Pruner):
         mask = self.masks.masks.get(name, {}).get("weight")
         if mask is None or self.masks.is_ones(name):
             return torch.zeros(module.weight.shape[0], dtype=torch.bool)
+        built = self._kept_filters.get(name)
+        if built is not None and built[0] is mask:  # the stored mask is the one calc_mask built
+            return ~built[1]
         low, high = torch.aminmax(mask.detach().flatten(1), dim=1)  # one read of the mask, no copy
         return ((low == 0) & (high == 0)).cpu()
 
@@ -108,8 +112,10 @@ class FilterPruner(Pruner):
         ranking[first] = -float("inf")
         keep = self._select_keep(ranking, num_prune, self._prune_groups(module), self.ties_pruned)
         weight_mask = keep.to(module.weight)[(...,) + (None,) * (module.weight.dim() - 1)].expand_as(module.weight)
+        weight_mask = weight_mask.contiguous()
+        self._kept_filters[name] = (weight_mask, keep)
         bias_mask = keep.to(module.bias) if getattr(module, "bias", None) is not None else None
-        return {"weight": weight_mask.contiguous(), "bias": bias_mask}
+        return {"weight": weight_mask, "bias": bias_mask}
 
     @staticmethod
     def _prune_groups(module: nn.Module) -> int:
