@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from aup.compression import create_compressor
 from aup.compression.torch.artifact import call_with, load_compressed, output_tensors, save_artifact
 from aup.compression.torch.measure import measure_model
-from aup.compression.torch.pruners.heads import HeadPrunedMultiheadAttention, TransformerPruner
+from aup.compression.torch.pruners.transformer import HeadPrunedMultiheadAttention, TransformerPruner
 from aup.compression.torch.pruners.magnitude import LevelPruner
 from aup.compression.torch.quantization.bnn import BNNQuantizer
 from aup.compression.torch.quantization.dorefa import DoReFaQuantizer
