@@ -19,6 +19,7 @@ from typing import Any, Callable, ClassVar, Iterator, Sequence
 import torch
 from torch import nn
 
+from ..lifecycle import TrainingLifecycle
 from .baseline import baseline_metrics, snapshot_baseline
 from .deploy import CalibrationRecorder, DeploySettings
 
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["Compressor", "count_flops_params", "as_example_input"]
 
 
-class Compressor:
+class Compressor(TrainingLifecycle):
     """Base of every torch compressor.
 
     ``Compressor(model, config_list, optimizer=None, dummy_input=None)``. ``compress()`` attaches
@@ -67,20 +68,6 @@ class Compressor:
     def compress(self) -> nn.Module:
         """Attach the compression; returns the (same) model."""
         return self.model
-
-    def update_epoch(self, epoch: int) -> None:
-        """Tell epoch-scheduled compressors (AGP) that ``epoch`` has started."""
-        self.epoch = int(epoch)
-
-    def step(self) -> None:
-        """Call after each optimizer step when no ``optimizer`` was given to the compressor."""
-
-    def get_prune_iterations(self) -> Sequence[int]:
-        """Rounds of iterative pruning (lottery ticket); one-shot compressors have exactly one."""
-        return [0]
-
-    def prune_iteration_start(self) -> None:
-        """Start the next pruning round (lottery ticket); nothing to do for one-shot compressors."""
 
     def get_masks(self) -> dict[str, dict[str, torch.Tensor | None]]:
         """Pruning masks in NNI's format; compressors without masks have none."""
