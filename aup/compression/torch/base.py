@@ -14,7 +14,7 @@ import os
 import tempfile
 import warnings
 import weakref
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ from torch import nn
 from ..lifecycle import TrainingLifecycle
 from .baseline import baseline_metrics, snapshot_baseline
 from .deploy import CalibrationRecorder, DeploySettings
+from .deployed_metrics import deployed_file_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -279,20 +280,6 @@ class Compressor(TrainingLifecycle):
 
 
 _UNSET: Any = object()
-
-
-def deployed_file_metrics(path: str, model: nn.Module | None, example: Any, batches: Sequence[Any],
-                          paused: Callable[[], Any] = contextlib.nullcontext) -> dict[str, float]:
-    """Bytes of ``path``, its ORT latency (batch 1, ``LATENCY_THREADS``) and agreement with ``model``."""
-    from .deploy import agreement, load_deployed, ort_latency_ms
-    from .measure import LATENCY_THREADS, _sizes_of
-
-    deployed = load_deployed(path, threads=LATENCY_THREADS)
-    metrics = {**_sizes_of(path), "latency_ms": ort_latency_ms(deployed, example)}
-    if model is not None:
-        with paused():
-            metrics["deploy_agreement"] = agreement(deployed, model, batches or [example])
-    return metrics
 
 
 # The compressors alive in this trial process, in creation order. At the end of a trial the first
