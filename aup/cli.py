@@ -12,6 +12,7 @@ import sys
 from typing import Sequence
 
 from aup.errors import UserError
+from aup.safe_text import printable
 
 COMMANDS = ("run", "resume", "worker", "list", "show", "compare", "pareto", "export", "plot", "dashboard")
 
@@ -79,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return join_experiment(store.resolve_storage_url(args.storage), loaded=loaded, live=live).exit_code
     if args.resume:
         url = store.resolve_storage_url(args.storage)
-        name = _resumable(store.open_storage(url), loaded.experiment.name)
+        name = _resumable(store.open_storage(url, create=False), loaded.experiment.name)
         return resume_experiment(name, url, live=live).exit_code
     prepared = prepare(loaded)  # every check first: an invalid experiment creates nothing, not even .aup/
     url = store.resolve_storage_url(args.storage)
@@ -126,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "debug", False):
             raise
         for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"aup: error: {line}", file=sys.stderr)
+            print(f"aup: error: {printable(line)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if getattr(args, "debug", False):
@@ -137,6 +138,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "debug", False):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"aup: internal error: {type(exc).__name__}{': ' + first if first else ''} "
+        print(f"aup: internal error: {type(exc).__name__}{': ' + printable(first) if first else ''} "
               "(run again with --debug for the traceback)", file=sys.stderr)
         return 1

@@ -82,7 +82,7 @@ def with_postgres_driver(url: str) -> str:
     return f"postgresql://{rest}" if scheme == "postgres" else url
 
 
-def open_storage(url: str) -> "optuna.storages.BaseStorage":
+def open_storage(url: str, *, create: bool = True) -> "optuna.storages.BaseStorage":
     """An RDBStorage on ``url``; SQLite gets a busy timeout, WAL and ``synchronous=NORMAL``.
 
     WAL lets readers (views, dashboard) work while the runner writes; NORMAL sync keeps the
@@ -90,7 +90,8 @@ def open_storage(url: str) -> "optuna.storages.BaseStorage":
     may lose the last transactions, never corrupt the file). A new SQLite file is created
     owner-only (``.aup/`` 0700, the file 0600) before SQLite sees it; several processes opening a
     brand-new store at once take turns creating the tables. Every storage call waits out a lock
-    held longer than the busy timeout (``LOCK_WAIT_S`` in all) instead of failing.
+    held longer than the busy timeout (``LOCK_WAIT_S`` in all) instead of failing. With
+    ``create=False`` a missing SQLite file is a UserError (``aup resume`` in the wrong folder).
     """
     import sqlalchemy
 
@@ -101,6 +102,8 @@ def open_storage(url: str) -> "optuna.storages.BaseStorage":
         engine_kwargs["connect_args"] = {"timeout": _busy_timeout_s()}
     elif url.startswith("postgres"):
         engine_kwargs.update(POSTGRES_ENGINE_KWARGS)
+    if path is not None and not create and not path.exists():
+        raise UserError(f"no results store at {path} (nothing has run here yet; see --storage / ${STORAGE_ENV})")
     if path is not None:
         _create_private_file(path)
     try:

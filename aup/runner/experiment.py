@@ -130,7 +130,7 @@ class ExperimentRunner:
                             maximize=maximize, multi_objective=not self._single)
         self.progress = progress
         self.recorder = Recorder(self.exp, study, proposer, progress, self._release)
-        self._seed_progress(study)
+        progress.count_existing(study.get_trials(deepcopy=False), INTERRUPTED)
         previous = self._install_signals()
         status, reason = "finished", None
         try:
@@ -157,21 +157,6 @@ class ExperimentRunner:
             return self._finish(status, reason)
         finally:
             self.lease.release()
-
-    def _seed_progress(self, study: "optuna.Study") -> None:
-        """On resume, the counters start from what the study already holds."""
-        from optuna.trial import TrialState
-
-        counts = self.progress.counts
-        for trial in study.get_trials(deepcopy=False):
-            if trial.state == TrialState.COMPLETE:
-                counts.done += 1
-                if self._single and trial.value is not None:
-                    self.progress.note_best(trial.number, trial.value)
-            elif trial.state == TrialState.PRUNED:
-                counts.pruned += 1
-            elif trial.state == TrialState.FAIL and not trial.user_attrs.get(INTERRUPTED):
-                counts.failed += 1
 
     def _loop(self) -> None:
         """Poll, refill free slots, then write down what finished (so a new trial starts first)."""
@@ -427,7 +412,7 @@ def run_experiment(path: str, storage_url: str, *, console: "Console | None" = N
 def resume_experiment(name: str, storage_url: str, *, console: "Console | None" = None,
                       live: bool | None = None) -> RunResult:
     """Continue the study ``name`` with the experiment JSON stored in it."""
-    loaded = stored_experiment(store.open_storage(storage_url), name)
+    loaded = stored_experiment(store.open_storage(storage_url, create=False), name)
     prepared = prepare(loaded)
     return ExperimentRunner(prepared, storage_url, resume_study=name, console=console, live=live).run()
 

@@ -286,6 +286,7 @@ def run_in_process(folder: Path, exp: dict[str, Any]) -> tuple[Any, optuna.Study
     return result, optuna.load_study(study_name=result.study_name, storage=storage)
 
 
+@pytest.mark.slow
 def test_poison_channel_records_fail_their_trial_never_the_runner(tmp_path: Path) -> None:
     (tmp_path / "poison.py").write_text(POISON)
     modes = ["no value", "text value", "empty list", "metrics list", "huge line", "torn line then good",
@@ -358,6 +359,7 @@ def test_runner_memory_does_not_follow_trial_output_and_logs_are_capped(tmp_path
     assert trial.state == TrialState.COMPLETE and trial.value == 1.0
 
 
+@pytest.mark.slow
 def test_pruned_job_files_leave_the_record(tmp_path: Path) -> None:
     folder = folder_with_trial(tmp_path)
     exp = json.loads(write_experiment(folder, n_samples=3).read_text())
@@ -381,6 +383,7 @@ main(sys.argv[1])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["..", "../../outside", "/tmp/abs", "a/../../b", "[bold]x[/]", "."])
 def test_names_cannot_leave_the_folder_or_delete_anything(name: str, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
@@ -451,3 +454,48 @@ def test_lease_is_exclusive_renewable_and_taken_over_when_stale(tmp_path: Path) 
     assert not first.renew() and not first.held
     second.release()
     assert second.holder() is None and first.acquire()
+
+
+# ---- the building blocks, without an experiment ----------------------------------------------------
+def test_slugs_are_safe_and_distinct_for_distinct_names() -> None:
+    from aup import store
+
+    names = ["exp", "exp a", "exp_a", "Exp", "exp (2)", "exp_2", "..", ".", "../../x", "/tmp/x", "a/b", "a_b",
+             "x" * 500, "x" * 501, "[bold]", "\x1b[2J", "ünï", "exp-2"]
+    slugs = [store.slug(name) for name in names]
+    assert len(set(slugs)) == len(names)
+    assert len({s.lower() for s in slugs}) == len(names)  # case-insensitive file systems too
+    assert all(store.is_safe_file_name(s) and len(s) <= store.SLUG_MAX for s in slugs)
+    assert store.slug("exp") == "exp" and store.slug("digits-2") == "digits-2"
+
+
+def test_channel_records_are_checked_before_use() -> None:
+    from aup.channel import record_problem
+
+    assert record_problem({"kind": "result", "value": 0.5}) is None
+    assert record_problem({"kind": "result", "value": [0.5, 3]}) is None
+    assert record_problem({"kind": "metrics", "metrics": {"a": [1]}}) is None
+    assert record_problem({"kind": "later kind"}) is None
+    for bad in ({"kind": "result"}, {"kind": "result", "value": []}, {"kind": "result", "value": True},
+                {"kind": "result", "value": [1, "2"]}, {"kind": "metrics", "metrics": [1]}, {"kind": "metrics"}):
+        assert record_problem(bad), bad
+
+
+def test_a_trial_log_is_cut_at_its_limit_with_a_note_and_its_end(tmp_path: Path) -> None:
+    from aup.runner.launcher import TrialProcess
+
+    script = tmp_path / "loud.py"
+    script.write_text("import os\nfor i in range(3000):\n    os.write(1, b'%05d' % i + b'.' * 1018 + b'\\n')\n"
+                      "print('#Auptimizer:0.25')\n")
+    process = TrialProcess(command=[sys.executable, str(script)], workingdir=tmp_path, env=dict(os.environ),
+                           log_path=tmp_path / "t.out", channel_path=tmp_path / "t.jsonl", log_limit=64 * 1024)
+    process.start()
+    while process.poll() is None:
+        process.new_results()
+        time.sleep(0.005)
+    outcome = process.outcome()
+    data = (tmp_path / "t.out").read_bytes()
+    assert outcome.reason is None and outcome.final == 0.25  # the result printed after the cut still counts
+    assert data[:5] == b"00000" and len(data) <= 64 * 1024 + 9 * 1024
+    note = data.index(b"[aup: the output passed 0.0625 MB; it is cut here")
+    assert note >= 64 * 1024 - 1 and data.endswith(b"#Auptimizer:0.25\n") and b"02999" in data[note:]
