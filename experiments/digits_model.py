@@ -7,23 +7,25 @@ them. A file lock makes parallel trials wait for one training instead of racing.
 """
 from __future__ import annotations
 
+import fcntl
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from aup.compression.torch.zoo import DigitsCNN, DigitsData, evaluate, load_digits_tensors, train_epoch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from pretrained_cache import cache_dir, train_once  # noqa: E402
-
 PRETRAIN_EPOCHS = 12
 SEED = 0
 CACHE_NAME = f"digits_cnn_e{PRETRAIN_EPOCHS}_s{SEED}_torch{torch.__version__.split('+')[0]}.pt"
+
+
+def cache_dir() -> Path:
+    """Where the pretrained weights live (``AUP_CACHE`` or ``~/.cache/aup``)."""
+    return Path(os.environ.get("AUP_CACHE", Path.home() / ".cache" / "aup"))
 
 
 def data() -> DigitsData:
@@ -38,9 +40,20 @@ def pretrained_model() -> torch.nn.Module:
 
 
 def cached_pretrained(build: Callable[[], torch.nn.Module], cache_name: str, epochs: int) -> torch.nn.Module:
-    """A fresh ``build()`` model holding the weights cached under ``cache_name`` (the first caller
-    trains them: ``epochs`` of Adam on the digits)."""
-    path = train_once(cache_name, lambda tmp: torch.save(_pretrain(build, epochs).state_dict(), tmp))
+    """A fresh ``build()`` model holding the weights cached under ``cache_name``.
+
+    The first caller trains them (``epochs`` of Adam on the digits) while the others wait on a file
+    lock and then load them, so parallel trials never train the same model twice.
+    """
+    path = cache_dir() / cache_name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process trains, the others wait and load
+        if not path.exists():
+            model = _pretrain(build, epochs)
+            tmp = path.with_suffix(".tmp")
+            torch.save(model.state_dict(), tmp)
+            os.replace(tmp, path)
     model = build()
     model.load_state_dict(torch.load(path, weights_only=True))
     return model

@@ -8,16 +8,13 @@ so ``op_names`` written for those examples select the same layers here.
 """
 from __future__ import annotations
 
+import fcntl
 import os
-import sys
+from pathlib import Path
 from typing import NamedTuple
 
 import keras
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from pretrained_cache import cache_dir, train_once  # noqa: E402
 
 PRETRAIN_EPOCHS = 15
 SEED = 0
@@ -67,9 +64,21 @@ def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == y))
 
 
+def cache_dir() -> Path:
+    return Path(os.environ.get("AUP_CACHE", Path.home() / ".cache" / "aup"))
+
+
 def pretrained_model() -> keras.Model:
     """A fresh model holding the cached pretrained weights (trained here on first use)."""
-    path = train_once(CACHE_NAME, lambda tmp: _pretrain().save_weights(tmp))
+    path = cache_dir() / CACHE_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process trains, the others wait and load
+        if not path.exists():
+            model = _pretrain()
+            tmp = path.parent / f"tmp-{os.getpid()}.weights.h5"
+            model.save_weights(tmp)
+            os.replace(tmp, path)
     model = build_model()
     model.load_weights(path)
     return model
