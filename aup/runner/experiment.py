@@ -109,6 +109,8 @@ class ExperimentRunner:
     def _make_base_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.exp.runtime_args.env)
+        # Keras writes keras.json into KERAS_HOME (default ~/.keras) on import: keep it in aup's folder
+        env.setdefault("KERAS_HOME", str(self.workingdir / store.DEFAULT_DIR / "cache" / "keras"))
         if self.exp.resource == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""
         return env
