@@ -40,12 +40,12 @@ from pathlib import Path
 from functools import lru_cache
 from typing import Any, Callable, Iterator
 
+from aup.errors import UserError
 from aup.runner.launcher import MAX_LINE, AttemptOutcome, TrialProcess, _Tail
 
 STREAM_EVERY_S = 0.1
 CHUNK_LIMIT = 1 << 20  # at most 1 MiB of output per streamed item
 LOST_EXIT_CODE = -1  # the exit code recorded when the task (not the script) ended the attempt
-RAY_KEYS = ("address", "num_cpus", "num_gpus", "runtime_env")
 
 
 # ---- the cluster ---------------------------------------------------------------------------------
@@ -66,11 +66,16 @@ def connect(address: str | None, *, local_cpus: float, local_gpus: float = 0,
     if runtime_env:
         options["runtime_env"] = runtime_env
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, **options)
-        return
-    ray.init(num_cpus=max(1, int(round(local_cpus))), num_gpus=int(local_gpus), _node_ip_address="127.0.0.1",
-             _temp_dir=os.path.join(tempfile.gettempdir(), "ray"), **options)
+    try:
+        if address:
+            ray.init(address=address, **options)
+        else:
+            ray.init(num_cpus=max(1, int(round(local_cpus))), num_gpus=int(local_gpus), _node_ip_address="127.0.0.1",
+                     _temp_dir=os.path.join(tempfile.gettempdir(), "ray"), **options)
+    except Exception as exc:  # noqa: BLE001 - Ray raises many types (ConnectionError, RuntimeError...)
+        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+        text = str(exc).strip().splitlines()
+        raise UserError(f"cannot connect to {where}: {text[0] if text else type(exc).__name__}") from None
 
 
 # ---- the task (runs on a Ray worker) -------------------------------------------------------------
@@ -91,8 +96,14 @@ def _run_on_node(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
     child = None
     try:
         with open(log_path, "wb") as log:
-            child = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+            try:
+                child = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
+            except OSError as exc:  # the script or interpreter is missing on this node
+                yield {"log": f"aup: cannot start {command[0]} on this node: {exc.strerror}\n".encode(),
+                       "exit": 127, "files": None}
+                return
         readers = {"log": _Reader(log_path), "channel": _Reader(channel_path)}
         while child.poll() is None:
             time.sleep(STREAM_EVERY_S)
@@ -343,7 +354,8 @@ def _unpack(data: bytes, workingdir: Path) -> None:
 def make_launcher(loaded: Any) -> Callable[..., RayTrialProcess]:
     """The launcher for ``"resource": "ray"``: takes ``TrialProcess``'s arguments, runs a Ray task.
 
-    Connects to the cluster on the first attempt (not before: a config error never starts Ray).
+    Connects to the cluster here, when the runner is built: after every check of the experiment
+    (a config error never starts Ray) and before the study is created or changed.
     Only the variables the experiment adds to the environment travel with the task; the node keeps
     its own ``PATH``, ``HOME``... and Ray sets ``CUDA_VISIBLE_DEVICES`` from ``num_gpus``.
     """
@@ -351,9 +363,10 @@ def make_launcher(loaded: Any) -> Callable[..., RayTrialProcess]:
     args = exp.resource_args
     script_rel = _script_relative(loaded.command, Path(loaded.workingdir))
 
+    connect(args.address, local_cpus=exp.n_parallel * args.num_cpus, local_gpus=exp.n_parallel * args.num_gpus,
+            runtime_env=args.runtime_env)
+
     def launch(**kwargs: Any) -> RayTrialProcess:
-        connect(args.address, local_cpus=exp.n_parallel * args.num_cpus, local_gpus=exp.n_parallel * args.num_gpus,
-                runtime_env=args.runtime_env)
         command = kwargs["command"]
         env = {**exp.runtime_args.env, **{k: v for k, v in kwargs["env"].items() if os.environ.get(k) != v}}
         env.pop("CUDA_VISIBLE_DEVICES", None)

@@ -199,3 +199,13 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_node_side_reports_a_script_it_cannot_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = {"command": [str(tmp_path / "missing-program")], "python": False, "script_rel": None,
+            "job_path": str(tmp_path / "elsewhere" / "t-0.json"), "job_text": "{}", "workingdir": str(tmp_path),
+            "env": {}, "return_dirs": []}
+    [item] = list(ray_launcher._run_on_node(spec))
+    assert item["exit"] == 127 and b"cannot start" in item["log"] and b"missing-program" in item["log"]
+

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from aup.compression import catalog
+import aup.compression.catalog as catalog
 from aup.compression.spec import CompressionSpec, build_stage, resolve_class
 
 from .base import Compressor

@@ -13,11 +13,9 @@ import numpy as np
 import pytest
 
 import aup
-from keras_helpers import TARGETS, level_config, per_layer_config, small_cnn, zero_fraction
+from keras_helpers import TARGETS, level_config, needs_keras, per_layer_config, small_cnn, to_numpy, zero_fraction
 
-pytestmark = pytest.mark.slow
-pytest.importorskip("keras")
-from aup.compression.tensorflow.config_list import to_numpy  # noqa: E402
+pytestmark = [pytest.mark.slow, needs_keras]
 
 
 def assert_targets(keras: Any, model: Any, targets: dict[str, float] = TARGETS) -> None:

@@ -2,6 +2,7 @@
 accuracy and the measured size metrics of every trial (experiments/tensorflow)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -14,10 +15,10 @@ import optuna
 import pytest
 
 from aup import metrics as M
+from keras_helpers import needs_keras
 
-pytestmark = pytest.mark.slow
-pytest.importorskip("keras")
-pytest.importorskip("sklearn")
+pytestmark = [pytest.mark.slow, needs_keras,
+              pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="scikit-learn not installed")]
 
 ROOT = Path(__file__).resolve().parents[3]
 SIZE = (M.PARAM_COUNT, M.NONZERO_PARAMS, M.MACS, M.MODEL_BYTES, M.MODEL_BYTES_GZIP, M.SPARSITY, M.LATENCY_MS)

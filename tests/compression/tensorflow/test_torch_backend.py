@@ -5,6 +5,7 @@ Masks must hold through ``fit``, a hand-written torch autograd loop feeding ``op
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-pytest.importorskip("keras")
-pytest.importorskip("torch")
+from keras_helpers import needs_keras
+
+pytestmark = [pytest.mark.slow, needs_keras,
+              pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")]
 
 ROOT = Path(__file__).resolve().parents[3]
 

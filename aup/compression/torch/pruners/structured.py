@@ -57,10 +57,10 @@ class FilterPruner(Pruner):
         raise NotImplementedError
 
     def masked_weight(self, name: str, module: nn.Module) -> torch.Tensor:
-        """The layer's weight with its current mask applied (a detached copy)."""
-        weight = module.weight.detach().clone()
+        """The layer's weight with its current mask applied (detached; read-only for the criteria)."""
+        weight = module.weight.detach()
         mask = self.masks.masks.get(name, {}).get("weight")
-        return weight * mask.to(weight) if mask is not None else weight
+        return weight * mask.to(weight) if mask is not None else weight  # criteria never write into it
 
     def _pruned_filters(self, name: str, module: nn.Module) -> torch.Tensor:
         mask = self.masks.masks.get(name, {}).get("weight")
@@ -139,9 +139,11 @@ class FilterPruner(Pruner):
             members = [m for m in members if m in sparsities]
             if not members:
                 continue
-            forced = self._shared_pruned(members, sparsities) if len(members) > 1 else None
+            scores = {n: self.filter_importance(n, self.layers[n].module) for n in members} if len(members) > 1 else {}
+            forced = self._shared_pruned(members, sparsities, scores) if len(members) > 1 else None
             for name in members:
-                masks[name] = self.calc_mask(name, self.layers[name].module, sparsities[name], forced=forced)
+                masks[name] = self.calc_mask(name, self.layers[name].module, sparsities[name], forced=forced,
+                                             scores=scores.get(name))
         return masks
 
     def dependency_sets(self) -> list[list[str]]:
@@ -151,7 +153,8 @@ class FilterPruner(Pruner):
         the shared channels could not be removed, so nothing is shared)."""
         if self._dependency_sets is None:
             with self.statistics_paused():
-                every = conv_dependency_sets(self.model, self.dummy_input)
+                every = conv_dependency_sets(self.model, self.dummy_input,
+                                             graph=self.graph.get(self.model, self.dummy_input))
             sets: list[list[str]] = []
             covered: set[str] = set()
             for members in every:
@@ -162,7 +165,8 @@ class FilterPruner(Pruner):
             self._dependency_sets = [s for s in sets if s]
         return self._dependency_sets
 
-    def _shared_pruned(self, members: list[str], sparsities: dict[str, float]) -> torch.Tensor | None:
+    def _shared_pruned(self, members: list[str], sparsities: dict[str, float],
+                       scores: dict[str, torch.Tensor] | None = None) -> torch.Tensor | None:
         """Channels the whole set loses: lowest summed scores, at the set's smallest sparsity."""
         modules = [self.layers[m].module for m in members]
         n_filters = modules[0].weight.shape[0]
@@ -170,7 +174,8 @@ class FilterPruner(Pruner):
             return None
         total = torch.zeros(n_filters)
         for name, module in zip(members, modules):
-            total += self.filter_importance(name, module).detach().float().cpu()
+            score = (scores or {}).get(name)
+            total += (score if score is not None else self.filter_importance(name, module)).detach().float().cpu()
         num_prune = int(n_filters * min(sparsities[m] for m in members))
         if num_prune < 1:
             return None
