@@ -33,6 +33,7 @@ Result = float | list[float]
 TAIL_BYTES = 8192
 READ_CHUNK = 1 << 20  # bytes read from a trial's file per call
 MAX_LINE = 1 << 20  # a channel record or output line longer than this is skipped
+KERAS_HOME_REL = os.path.join(".aup", "cache", "keras")  # trials' KERAS_HOME under the working dir, if unset
 DEFAULT_LOG_LIMIT = 50 * 1024 * 1024
 CUT_NOTE = "\n[aup: the output passed {limit}; it is cut here, the last {tail} KB follow at the end]\n"
 
