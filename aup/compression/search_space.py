@@ -42,7 +42,7 @@ from typing import Any, Iterable
 from aup.compression import registry, schemas
 
 RANGE_KEYS = ("type", "range", "interval", "n", "log")
-STAGE_KEYS = ("framework", "type", "compressor", "config_list", "compressor_args")
+STAGE_KEYS = ("framework", "type", "compressor", "config_list", "compressor_args", "model")
 _ALIASES = {"compression_framework": "framework", "compression_type": "type"}
 _EXPAND = "expand_op_names"
 
@@ -100,6 +100,7 @@ class _Stage:
     args: dict[str, dict[str, Any]] = field(default_factory=dict)  # templates of compressor_args
     ranges: list[_Range] = field(default_factory=list)
     expand_seen: bool = False
+    model: str | None = None  # "module:callable" building the model, for checking op names before trials
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -250,9 +251,19 @@ class _Parser:
         if types is None:
             return None
         stage = _Stage(index, where, framework, types, names, choice)
+        stage.model = self._model_ref(raw.get("model"), f"{where}.model")
         self._config_lists(stage, raw["config_list"], f"{where}.config_list")
         self._compressor_args(stage, raw.get("compressor_args"), f"{where}.compressor_args")
         return stage
+
+    def _model_ref(self, value: Any, where: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value.strip()):
+            self._problem(f"{where}: expected \"module:callable\" (a function or class in the working directory "
+                          f"that builds the model, e.g. \"model:Net\"), got {value!r}")
+            return None
+        return value.strip()
 
     def _compressor_names(self, value: Any, where: str) -> tuple[tuple[str, ...] | None, bool]:
         if isinstance(value, str):
@@ -527,6 +538,27 @@ class CompressionJobConfigBuilder:
         if args:
             out["compressor_args"] = args
         return out
+
+    @property
+    def model_ref(self) -> str | None:
+        """The ``"module:callable"`` a stage names to build the model, if any."""
+        return next((stage.model for stage in self.stages if stage.model), None)
+
+    def entries(self) -> Iterable[tuple[_Stage, str, int, Any, str]]:
+        """Every concrete entry template: (stage, compressor, expanded index, entry, the user's path of it)."""
+        for stage in self.stages:
+            for name in stage.compressors:
+                origins = stage.origins.get(name, [])
+                for index, entry in enumerate(stage.lists.get(name, [])):
+                    yield stage, name, index, entry, origins[index] if index < len(origins) else stage.where
+
+    def user_entry(self, compressor: str, index: int, stage_index: int | None = None) -> str | None:
+        """The user's path of expanded entry ``index`` of ``compressor``'s config_list (``compression.config_list[1]``)."""
+        for stage in self.stages:
+            if (stage_index is None or stage.index == stage_index) and compressor in stage.compressors:
+                origins = stage.origins.get(compressor, [])
+                return origins[index] if 0 <= index < len(origins) else None
+        return None
 
     def describe(self) -> list[tuple[str, str]]:
         """(dimension name, where it comes from) for every compression dimension, for docs and tests."""

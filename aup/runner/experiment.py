@@ -125,7 +125,21 @@ def prepare(loaded: LoadedExperiment, builder: JobConfigBuilder | None = None) -
     probe = optuna.create_study(directions=exp.directions, sampler=sampler_factory(), pruner=pruner)
     _wrap(source, lambda: ext.build_proposer(proposer, options, builder.space, probe, exp.n_samples,
                                              exp.random_seed), "proposer")
+    _check_model(source, builder, loaded.workingdir)
     return Prepared(loaded, builder, pruner, sampler_factory)
+
+
+def _check_model(source: str, builder: JobConfigBuilder, workingdir: Path) -> None:
+    """Op names/types of the compression section against the model it names (``"model": "module:callable"``)."""
+    if getattr(builder, "model_ref", None) is None:
+        return
+    from aup.compression.model_check import check_model
+
+    problems, warnings = check_model(builder, workingdir)
+    if problems:
+        raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
+    for line in warnings:
+        print(f"aup: warning: {source}: {line}", file=sys.stderr)
 
 
 def _wrap(source: str, make: Any, key: str | None = None) -> Any:
@@ -442,7 +456,9 @@ class ExperimentRunner:
         results = active.held + fresh + active.process.unreported()
         active.held = []
         values, reason = self._objective_values(outcome)
-        if reason is not None and active.attempt < self._retries and not self._interrupt:
+        if reason is not None and outcome.mismatch is not None:
+            reason = self._mismatch_stop(active, outcome.mismatch)
+        elif reason is not None and active.attempt < self._retries and not self._interrupt:
             self._report(active, results)  # not a pruning decision: this attempt is over
             self._record_attempt(active, outcome, reason)
             self.progress.retrying(active.trial.number, active.attempt, reason)
@@ -454,6 +470,16 @@ class ExperimentRunner:
         if reason is not None and not self.exp.job_failure.ignore_fail and self._stop_reason is None:
             self._stop_reason = f"trial {active.trial.number} failed: {reason}"
         self._pending.append((active, outcome, results, values, reason))
+
+    def _mismatch_stop(self, active: _Active, record: dict[str, Any]) -> str:
+        """The config_list does not fit the model: every trial would fail the same way, so stop now."""
+        from aup.compression.model_check import mismatch_line
+
+        builder = self.prepared.builder if hasattr(self.prepared.builder, "user_entry") else None
+        line = mismatch_line(builder, active.job_config, record)
+        if self._stop_reason is None:
+            self._stop_reason = f"trial {active.trial.number}: {line}"
+        return line
 
     def _record_pending(self) -> None:
         """Write finished trials to the study: intermediate values, attempts, metrics, state."""

@@ -35,6 +35,7 @@ class AttemptOutcome:
     results: list[Result]
     metrics: dict[str, Any]
     reason: str | None
+    mismatch: dict[str, Any] | None = None  # a ``model_mismatch`` record: the config_list does not fit the model
 
     @property
     def final(self) -> Result | None:
@@ -91,6 +92,7 @@ class TrialProcess:
     _process: subprocess.Popen | None = None
     _results: list[Result] = field(default_factory=list)
     _metrics: dict[str, Any] = field(default_factory=dict)
+    _mismatch: dict[str, Any] | None = None
     _legacy: list[Result] = field(default_factory=list)
     _from_channel: bool = False
     _reported: int = 0
@@ -148,6 +150,8 @@ class TrialProcess:
                 self._results.append(record["value"])
             elif record.get("kind") == "metrics":
                 self._metrics.update(record.get("metrics", {}))
+            elif record.get("kind") == "model_mismatch" and self._mismatch is None:
+                self._mismatch = record
         for line in log_lines:
             value = channel.parse_legacy_line(line)
             if value is not None:
@@ -195,7 +199,7 @@ class TrialProcess:
         self._absorb(self._channel_tail.close(), self._log_tail.close())
         code = self._process.returncode
         results = list(self._current_results())
-        return AttemptOutcome(code, results, dict(self._metrics), self._reason(code, results))
+        return AttemptOutcome(code, results, dict(self._metrics), self._reason(code, results), self._mismatch)
 
     def _reason(self, code: int, results: list[Result]) -> str | None:
         if self.killed_reason:

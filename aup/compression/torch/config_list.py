@@ -78,8 +78,12 @@ def select_modules(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -
     return selected
 
 
-def check_op_names(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -> None:
-    """Every ``op_names`` entry must be a module of the model (ValueError with a suggestion)."""
+def check_op_names(model: nn.Module, config_list: Sequence[Mapping[str, Any]], compressor: str = "") -> None:
+    """Every ``op_names`` entry must be a module of the model (ValueError with a suggestion).
+
+    Inside an aup trial the mismatch also goes to the runner (a ``model_mismatch`` channel record
+    with the model's layers), which stops the experiment instead of failing every trial.
+    """
     names = [name for name, _ in model.named_modules() if name]
     known = set(names)
     for index, entry in enumerate(config_list):
@@ -87,11 +91,17 @@ def check_op_names(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -
             if op_name not in known:
                 close = difflib.get_close_matches(op_name, names, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
+                message = f"config_list[{index}].op_names: no module named {op_name!r} in the model{hint}"
+                _report_mismatch(model, compressor, index, message)
                 shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
-                raise ValueError(
-                    f"config_list[{index}].op_names: no module named {op_name!r} in the model{hint}; "
-                    f"modules: {shown}"
-                )
+                raise ValueError(f"{message}; modules: {shown}")
+
+
+def _report_mismatch(model: nn.Module, compressor: str, index: int | None, message: str) -> None:
+    from aup.compression.model_check import report_mismatch
+
+    layers = [(name, type(module).__name__) for name, module in model.named_modules() if name]
+    report_mismatch(compressor, index, message, layers)
 
 
 def _warn_unmatched_types(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -> None:
@@ -120,19 +130,19 @@ def validate_against_model(
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    check_op_names(model, config_list)
+    check_op_names(model, config_list, compressor)
     _warn_unmatched_types(model, config_list)
     selected = select_modules(model, config_list)
     for layer in selected:
         reason = check(layer.name, layer.module) if check is not None else None
         if reason:
-            raise ValueError(
-                f"config_list[{layer.entry_index}]: {compressor!r} cannot compress {layer.name!r} "
-                f"({layer.type_name}): {reason}"
-            )
+            message = (f"config_list[{layer.entry_index}]: {compressor!r} cannot compress {layer.name!r} "
+                       f"({layer.type_name}): {reason}")
+            _report_mismatch(model, compressor, layer.entry_index, message)
+            raise ValueError(message)
     if require_any and not selected and config_list:
-        raise ValueError(
-            f"config_list: no layer of the model matches any entry for {compressor!r}; "
-            f"layer types present: {', '.join(sorted({type(m).__name__ for m in model.modules()}))}"
-        )
+        message = (f"config_list: no layer of the model matches any entry for {compressor!r}; "
+                   f"layer types present: {', '.join(sorted({type(m).__name__ for m in model.modules()}))}")
+        _report_mismatch(model, compressor, None, message)
+        raise ValueError(message)
     return selected

@@ -28,7 +28,7 @@ from torch import nn
 
 from aup.compression.factory import CompressionSpec, build_stage, resolve_class
 
-from .base import Compressor
+from .base import Compressor, ignore_export_arguments
 from .masking import Masks
 
 __all__ = ["PipelineCompressor"]
@@ -192,8 +192,7 @@ class PipelineCompressor(Compressor):
     def export_model(self, model_path: str, mask_path: str | None = None, folder_name: str = ".",
                      speedup: bool = False, dummy_input: Any = None, **ignored: Any) -> str:
         """One artifact with the remaining masks and the quantized integer weights; combined metrics."""
-        if ignored:
-            warnings.warn(f"export_model: ignoring unknown arguments {sorted(ignored)}", stacklevel=2)
+        ignore_export_arguments(ignored)
         if not self.compressed:
             warnings.warn("export_model: compress() was never called; exporting the uncompressed model", stacklevel=2)
         os.makedirs(folder_name, exist_ok=True)

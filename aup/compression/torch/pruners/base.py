@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..base import Compressor
+from ..base import Compressor, ignore_export_arguments
 from ..config_list import LayerConfig, validate_against_model
 from ..masking import Masks, MaskStore
 from .dependency import following_batchnorms
@@ -254,8 +254,7 @@ class Pruner(Compressor):
         size metrics are reported to the runner. Unknown keyword arguments (Auptimizer's examples
         pass ``**config``) are ignored with a warning. Returns the model file path.
         """
-        if ignored:
-            warnings.warn(f"export_model: ignoring unknown arguments {sorted(ignored)}", stacklevel=2)
+        ignore_export_arguments(ignored)
         os.makedirs(folder_name, exist_ok=True)
         model_file = os.path.join(folder_name, model_path)
         example = self.example_input(dummy_input)
