@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="serve the read-only dashboard on 127.0.0.1 while the experiment runs")
     parser.add_argument("--dashboard_port", "--dashboard-port", type=int, default=None, metavar="PORT",
                         help="dashboard port (default 8080; 0 picks a free one); needs --launch_dashboard")
+    parser.add_argument("--n_samples", "--n-samples", type=int, default=None, metavar="N",
+                        help="with --automatic: run at most N trials instead of the JSON's n_samples (a quick check)")
     parser.add_argument("--storage", metavar="URL",
                         help="results store (default: $AUP_STORAGE, else sqlite:///.aup/aup.db)")
     parser.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live display")
@@ -118,9 +120,15 @@ def run(args: argparse.Namespace) -> int:
         raw = _raw_json(args.experiment)
         if raw is not None:
             one_time_experiment(raw, args.experiment)  # "needs --automatic" before any other complaint
+    if args.n_samples is not None and (not args.automatic or args.n_samples < 1):
+        raise UserError("--n_samples takes a positive number and applies to --automatic runs only")
     loaded = load_experiment(args.experiment)  # the file as written must be valid in either mode
     if not args.automatic:
         loaded = validate_experiment(one_time_experiment(loaded.raw, args.experiment), args.experiment)
+    elif args.n_samples is not None:
+        raw = {**loaded.raw, "n_samples": args.n_samples}
+        loaded = validate_experiment(raw, args.experiment)
+        loaded.raw = raw
     from aup.runner.experiment import ExperimentRunner, prepare
 
     prepared = prepare(loaded)  # every check before anything is created

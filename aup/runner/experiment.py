@@ -654,7 +654,8 @@ class ExperimentRunner:
         elif status == "failed":
             extra.append(f"experiment failed: {reason}")
         print_summary(self.console, study_name=study.study_name, status=status, trials=study.get_trials(deepcopy=False),
-                      objectives=self.exp.objectives, storage_url=self.storage_url, best=best, extra=extra)
+                      objectives=self.exp.objectives, storage_url=self.storage_url, best=best, extra=extra,
+                      planned=getattr(self.proposer, "total", None) or self.exp.n_samples)
         code = {"finished": EXIT_OK, "failed": EXIT_FAILED, INTERRUPTED: EXIT_INTERRUPTED}[status]
         return RunResult(study.study_name, status, code, reason, best_model)
 
