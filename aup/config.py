@@ -11,7 +11,6 @@ keys come from ``aup.proposer_ext.PROPOSER_OPTIONS`` (imported lazily, see ``pro
 """
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -24,6 +23,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aup.errors import ConfigError
+from aup.errors import did_you_mean as _did_you_mean
 
 # Keys the runner writes into every job config; a hyperparameter may not shadow them.
 RESERVED_PARAMETER_NAMES = frozenset({"tid", "n_iterations", "save_model", "folder_name", "job_id"})
@@ -403,11 +403,6 @@ def _check_proposer_and_top_keys(raw: dict[str, Any], options: dict[str, frozens
     elif resource == "ray":
         problems.append("resource: 'ray' is planned but not available yet; use \"cpu\" or \"gpu\"")
     return problems
-
-
-def _did_you_mean(word: str, candidates: Any) -> str:
-    matches = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {matches[0]!r}?)" if matches else ""
 
 
 _SECTION_FIELDS = {

@@ -17,7 +17,6 @@ This module is torch-free.
 """
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import subprocess
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import aup
+from aup.errors import did_you_mean
 
 # NNI's "default" op types per framework (compared case-insensitively)
 DEFAULT_OP_TYPES = {
@@ -115,8 +115,7 @@ def check_entries(builder: Any, layers: Layers, model: str) -> tuple[list[str], 
             continue
         for op_name in entry.get("op_names") or ():
             if isinstance(op_name, str) and op_name not in known:
-                close = difflib.get_close_matches(op_name, names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = did_you_mean(op_name, names)
                 problems[f"{origin}.op_names: the model {model} has no layer {op_name!r}{hint}; its layers: {shown}"] = None
         for op_type in entry.get("op_types") or ():
             if isinstance(op_type, str) and op_type != "default" and op_type.lower() not in present:

@@ -1,107 +1,54 @@
-"""Names of every compressor -> the class that implements it (torch-free).
+"""Compressor names -> classes, read from :mod:`aup.compression.catalog` (torch-free).
 
 The experiment validator resolves compressor names before any trial runs, so this module must not
-import torch or tensorflow: classes are referenced as ``"module:Class"`` strings and imported only by
-:func:`load_class`. Adding a compressor means adding one module and one line here.
+import torch or tensorflow: classes are imported only by :func:`load_class`.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
-_PRUNERS = "aup.compression.torch.pruners"
-_QUANT = "aup.compression.torch.quantization"
+from aup.compression import catalog
+from aup.compression.catalog import FRAMEWORK_ALIASES, Entry, canonical_framework, find_types
 
+__all__ = ["COMPRESSORS", "FRAMEWORK_ALIASES", "resolve", "canonical_framework", "find", "load_class",
+           "import_entry"]
+
+# {framework: {type: {name: "module:Class"}}}, a read-only view of the catalog for listings
 COMPRESSORS: dict[str, dict[str, dict[str, str]]] = {
-    "torch": {
-        "pruning": {
-            "level": f"{_PRUNERS}.magnitude:LevelPruner",
-            "slim": f"{_PRUNERS}.slim:SlimPruner",
-            "fpgm": f"{_PRUNERS}.fpgm:FPGMPruner",
-            "l1_filter": f"{_PRUNERS}.filter_norm:L1FilterPruner",
-            "l2_filter": f"{_PRUNERS}.filter_norm:L2FilterPruner",
-            "activation_apoz_rank_filter": f"{_PRUNERS}.activation:ActivationAPoZRankFilterPruner",
-            "activation_mean_rank_filter": f"{_PRUNERS}.activation:ActivationMeanRankFilterPruner",
-            "taylor_fo_weight_filter": f"{_PRUNERS}.taylor:TaylorFOWeightFilterPruner",
-            "agp": f"{_PRUNERS}.agp:AGPPruner",
-            "net_adapt": f"{_PRUNERS}.net_adapt:NetAdaptPruner",
-            "simulated_annealing": f"{_PRUNERS}.simulated_annealing:SimulatedAnnealingPruner",
-            "auto_compress": f"{_PRUNERS}.auto_compress:AutoCompressPruner",
-            "amc": f"{_PRUNERS}.amc:AMCPruner",
-            "admm": f"{_PRUNERS}.admm:ADMMPruner",
-            "lottery_ticket": f"{_PRUNERS}.lottery_ticket:LotteryTicketPruner",
-            "sensitivity": f"{_PRUNERS}.sensitivity:SensitivityPruner",
-        },
-        "quantization": {
-            "naive": f"{_QUANT}.naive:NaiveQuantizer",
-            "qat": f"{_QUANT}.qat:QATQuantizer",
-            "dorefa": f"{_QUANT}.dorefa:DoReFaQuantizer",
-            "bnn": f"{_QUANT}.bnn:BNNQuantizer",
-        },
-    },
-    "tensorflow": {
-        "pruning": {
-            "level": "aup.compression.tensorflow.level:LevelPruner",
-        },
-    },
+    fw: {ty: {e.name: e.class_path for e in catalog.entries(fw, ty)} for ty in catalog.types_of(fw)}
+    for fw in catalog.frameworks()
 }
-
-FRAMEWORK_ALIASES = {"pytorch": "torch", "tf": "tensorflow"}
-
-
-def _listing(names: Any) -> str:
-    return ", ".join(sorted(names))
 
 
 def resolve(framework: str, compression_type: str, name: str) -> str:
     """Return the ``"module:Class"`` path of a compressor, or raise ValueError listing what exists."""
-    framework = FRAMEWORK_ALIASES.get(framework, framework) if isinstance(framework, str) else framework
-    if framework not in COMPRESSORS:
-        raise ValueError(f"unknown compression framework {framework!r}; supported: {_listing(COMPRESSORS)}")
-    types = COMPRESSORS[framework]
-    if compression_type not in types:
-        raise ValueError(
-            f"unknown compression type {compression_type!r} for framework {framework!r}; "
-            f"supported: {_listing(types)}"
-        )
-    names = types[compression_type]
-    if name not in names:
-        raise ValueError(
-            f"unknown compressor {name!r} for {framework} {compression_type}; supported: {_listing(names)}"
-        )
-    return names[name]
-
-
-def canonical_framework(framework: str) -> str:
-    """``"pytorch"`` -> ``"torch"``; other values unchanged."""
-    return FRAMEWORK_ALIASES.get(framework, framework)
+    return catalog.lookup(framework, compression_type, name).class_path
 
 
 def find(name: str) -> list[tuple[str, str]]:
     """All ``(framework, type)`` pairs that define a compressor called ``name``."""
-    return [(fw, ty) for fw, types in COMPRESSORS.items() for ty, names in types.items() if name in names]
+    return find_types(name)
 
 
 def load_class(framework: str, compression_type: str, name: str) -> type:
     """Import and return the compressor class; a missing module gives a clear ValueError."""
-    target = resolve(framework, compression_type, name)
-    module_name, _, class_name = target.partition(":")
+    return import_entry(catalog.lookup(framework, compression_type, name))
+
+
+def import_entry(entry: Entry) -> type:
+    """The class an entry names; a module or class missing from this build is a one-line ValueError."""
+    module_name, class_name = entry.module, entry.class_name
+    where = f"compressor {entry.name!r} ({entry.framework} {entry.compression_type})"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise ValueError(
-                f"compressor {name!r} ({framework} {compression_type}) is not implemented yet in this build "
-                f"(module {module_name} is missing)"
-            ) from exc
+            raise ValueError(f"{where} is not implemented yet in this build (module {module_name} is missing)") from exc
         raise ValueError(
-            f"compressor {name!r} needs the package {exc.name!r}, which is not installed "
+            f"compressor {entry.name!r} needs the package {exc.name!r}, which is not installed "
             f"(pip install it, e.g. the matching aup extra)"
         ) from exc
     try:
         return getattr(module, class_name)
     except AttributeError:
-        raise ValueError(
-            f"compressor {name!r} ({framework} {compression_type}) is not implemented yet in this build "
-            f"({module_name} has no {class_name})"
-        ) from None
+        raise ValueError(f"{where} is not implemented yet in this build ({module_name} has no {class_name})") from None

@@ -34,12 +34,12 @@ Translation rules (reference spec 7.3, with its bugs fixed):
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from aup.compression import registry, schemas
+from aup.compression import catalog, schemas
+from aup.errors import FieldError, did_you_mean
 
 RANGE_KEYS = ("type", "range", "interval", "n", "log")
 STAGE_KEYS = ("framework", "type", "compressor", "config_list", "compressor_args", "model")
@@ -113,8 +113,7 @@ def _range_problem(spec: dict[str, Any]) -> str | None:
     """Why a range dict is malformed (None when it is fine); checked again by Dimension."""
     unknown = [k for k in spec if k not in RANGE_KEYS]
     if unknown:
-        hint = difflib.get_close_matches(str(unknown[0]), RANGE_KEYS, n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else f" (a range takes {', '.join(RANGE_KEYS)})"
+        extra = did_you_mean(str(unknown[0]), RANGE_KEYS, fallback=f" (a range takes {', '.join(RANGE_KEYS)})")
         return f"unknown key {unknown[0]!r} in a search range{extra}"
     kind = spec["type"]
     if kind not in ("float", "int", "choice"):
@@ -230,8 +229,7 @@ class _Parser:
         raw = {_ALIASES.get(k, k): v for k, v in raw.items()}
         for key in raw:
             if key not in STAGE_KEYS:
-                hint = difflib.get_close_matches(str(key), STAGE_KEYS, n=1)
-                extra = f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(STAGE_KEYS)})"
+                extra = did_you_mean(str(key), STAGE_KEYS, fallback=f" (known: {', '.join(STAGE_KEYS)})")
                 self._problem(f"{where}.{key}: unknown key{extra}")
         for key in ("compressor", "config_list"):
             if key not in raw:
@@ -239,11 +237,11 @@ class _Parser:
         if "compressor" not in raw or "config_list" not in raw:
             return None
         framework = raw.get("framework", "torch")
-        if not isinstance(framework, str) or registry.canonical_framework(framework) not in registry.COMPRESSORS:
-            self._problem(f"{where}.framework: expected one of {', '.join(sorted(registry.COMPRESSORS))}, "
+        if not isinstance(framework, str) or catalog.canonical_framework(framework) not in catalog.frameworks():
+            self._problem(f"{where}.framework: expected one of {', '.join(sorted(catalog.frameworks()))}, "
                           f"got {framework!r}")
             return None
-        framework = registry.canonical_framework(framework)
+        framework = catalog.canonical_framework(framework)
         names, choice = self._compressor_names(raw["compressor"], f"{where}.compressor")
         if names is None:
             return None
@@ -289,7 +287,7 @@ class _Parser:
 
     def _types(self, framework: str, given: Any, names: tuple[str, ...], where: str) -> dict[str, str] | None:
         """The compression type of each compressor: as given, else looked up by the unique name."""
-        known = registry.COMPRESSORS[framework]
+        known = {ty: catalog.names_of(framework, ty) for ty in catalog.types_of(framework)}
         if given is not None and given not in known:
             self._problem(f"{where}.type: unknown compression type {given!r} for framework {framework!r}; "
                           f"supported: {', '.join(sorted(known))}")
@@ -299,16 +297,16 @@ class _Parser:
             if given is not None:
                 if name not in known[given]:
                     self._problem(f"{where}.compressor: unknown compressor {name!r} for {framework} {given}"
-                                  f"{_hint(name, known[given])}; supported: {', '.join(sorted(known[given]))}")
+                                  f"{did_you_mean(name, known[given])}; supported: {', '.join(sorted(known[given]))}")
                     continue
                 types[name] = given
                 continue
-            found = [ty for fw, ty in registry.find(name) if fw == framework]
+            found = [ty for fw, ty in catalog.find_types(name) if fw == framework]
             if len(found) == 1:
                 types[name] = found[0]
             elif not found:
                 every = sorted({n for names_ in known.values() for n in names_})
-                self._problem(f"{where}.compressor: unknown compressor {name!r} for {framework}{_hint(name, every)}; "
+                self._problem(f"{where}.compressor: unknown compressor {name!r} for {framework}{did_you_mean(name, every)}; "
                               f"supported: {', '.join(every)}")
             else:
                 self._problem(f"{where}.type: {name!r} exists as {' and '.join(found)}; say which with \"type\"")
@@ -378,11 +376,6 @@ class _Parser:
         if stage.choice and slot.per_compressor is not None:
             base = f"{base} [{slot.per_compressor}]"
         stage.ranges.append(_Range(spec, slot, base))
-
-
-def _hint(word: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, sorted(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 # ---------------------------------------------------------------------------------------------- naming
@@ -486,7 +479,7 @@ class CompressionJobConfigBuilder:
         try:
             schemas.validate_config_list(stage.framework, stage.types[name], name, config_list)
         except ValueError as exc:
-            return _relocate(str(exc), stage.origins.get(name, []), stage.where, name, stage.choice)
+            return _relocate(exc, stage.origins.get(name, []), stage.where, name, stage.choice)
         return None
 
     def _check_bounds(self, stage: _Stage, name: str, reference: list[Any], rng: _Range) -> list[str]:
@@ -497,10 +490,7 @@ class CompressionJobConfigBuilder:
             try:
                 schemas.validate_config_list(stage.framework, stage.types[name], name, trial)
             except ValueError as exc:
-                reason = str(exc)
-                head, sep, rest = reason.partition(": ")
-                if sep and re.fullmatch(r"config_list\[\d+\](\.[\w.]+)?", head):
-                    reason = rest
+                reason = exc.reason if isinstance(exc, FieldError) and exc.entry is not None else str(exc)
                 shown = "choice" if rng.spec["type"] == "choice" else "range"
                 problems.append(f"{rng.slot.where}: {shown} {rng.spec['range']!r} reaches {value!r}: {reason}")
                 break
@@ -590,15 +580,15 @@ def _dimension(cls: Any, rng: _Range) -> Any:
     )
 
 
-def _relocate(message: str, origins: list[str], where: str, name: str, choice: bool) -> str:
+def _relocate(error: ValueError, origins: list[str], where: str, name: str, choice: bool) -> str:
     """``config_list[3].sparsity: ...`` (expanded index) -> the user's path of that entry."""
-    match = re.match(r"config_list\[(\d+)\]", message)
-    if match and int(match.group(1)) < len(origins):
-        return origins[int(match.group(1))] + message[match.end():]
     base = f"{where}.config_list" + (f".{name}" if choice else "")
-    if message.startswith("config_list"):
-        return base + message[len("config_list"):]
-    return f"{base}: {message}"
+    if not isinstance(error, FieldError) or error.field != "config_list":
+        return f"{base}: {error}"
+    key_part = error.tail[len(f"[{error.entry}]"):] if error.entry is not None else error.tail
+    if error.entry is not None and error.entry < len(origins):
+        return f"{origins[error.entry]}{key_part}: {error.reason}"
+    return f"{base}{error.tail}: {error.reason}"
 
 
 # ---------------------------------------------------------------------------------------------- entry points

@@ -12,7 +12,7 @@ from aup.proposer_ext.common import WAIT, Proposal, ProposerError
 from aup.proposer_ext.hyperband import (SuccessiveHalvingProposer, bohb_proposer, bohb_schedule,
                                         hyperband_proposer, hyperband_schedule, schedule_runs)
 from aup.proposer_ext.proposers import INTERRUPTED_ATTR, GridProposer, Proposer, SamplerProposer
-from aup.proposer_ext.pruners import BanditPruner, build_pruner, validate_early_stop
+from aup.proposer_ext.early_stopping import BanditPruner, build_pruner, validate_early_stop
 from aup.proposer_ext.samplers import (EAS_REASON, NEEDS_N_SAMPLES, PROPOSER_OPTIONS, PROPOSERS, build_sampler,
                                        check_options, validate_options)
 from aup.proposer_ext.space import Dimension, SearchSpace

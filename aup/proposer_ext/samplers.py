@@ -22,7 +22,6 @@ Seeded samplers make a run reproducible: the same seed and the same results give
 """
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import logging
 import math
@@ -33,6 +32,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
+from aup.errors import did_you_mean
 from aup.proposer_ext.common import ProposerError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -93,9 +93,7 @@ def canonical_name(name: Any) -> str:
     if key == "eas":
         raise ProposerError(f"proposer 'eas' is not supported: {EAS_REASON}")
     if key not in PROPOSER_OPTIONS:
-        hint = difflib.get_close_matches(key, SUPPORTED, n=1)
-        did = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ProposerError(f"proposer: unknown proposer {name!r}{did}; known: {', '.join(SUPPORTED)}")
+        raise ProposerError(f"proposer: unknown proposer {name!r}{did_you_mean(key, SUPPORTED)}; known: {', '.join(SUPPORTED)}")
     return key
 
 

@@ -17,11 +17,11 @@ becomes 0 when ``n - 1 > max - min``.
 """
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from aup.errors import did_you_mean
 from aup.proposer_ext.common import ProposerError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -328,8 +328,7 @@ def _entry_to_dimension(entry: Any, where: str) -> Dimension:
         raise ProposerError(f"{where}: expected an object with name/type/range, got {type(entry).__name__}")
     for key in entry:
         if key not in _ENTRY_KEYS:
-            hint = difflib.get_close_matches(str(key), _ENTRY_KEYS, n=1)
-            extra = f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(_ENTRY_KEYS)})"
+            extra = did_you_mean(str(key), _ENTRY_KEYS, fallback=f" (known: {', '.join(_ENTRY_KEYS)})")
             raise ProposerError(f"{where}.{key}: unknown key{extra}")
     if "name" not in entry:
         raise ProposerError(f"{where}.name: missing (the key under which the value reaches the job config)")

@@ -14,12 +14,12 @@ import math
 from typing import Any, Sequence
 
 from aup import metrics as M
-from aup.views.records import Experiment, TrialRow
+from aup.views.records import StudyRecord, TrialRow
 
 TAIL = ("duration_s", "attempts", "status_reason", "log_path", "job_config_path", "budget", "grid_index")
 
 
-def export_columns(experiment: Experiment, trials: Sequence[TrialRow], rows: Sequence[dict[str, Any]]) -> list[str]:
+def export_columns(experiment: StudyRecord, trials: Sequence[TrialRow], rows: Sequence[dict[str, Any]]) -> list[str]:
     from aup.views.tables import param_names
 
     seen: dict[str, None] = {}
@@ -41,7 +41,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def to_records(experiment: Experiment, trials: Sequence[TrialRow]) -> tuple[list[str], list[dict[str, Any]]]:
+def to_records(experiment: StudyRecord, trials: Sequence[TrialRow]) -> tuple[list[str], list[dict[str, Any]]]:
     rows = [trial.flat() for trial in trials]
     columns = export_columns(experiment, trials, rows)
     return columns, [{c: _clean(row.get(c)) for c in columns} for row in rows]

@@ -17,7 +17,7 @@ from aup import metrics as M
 from aup.errors import UserError
 from aup.views import fmt
 from aup.views.pareto import Objective, default_direction, pareto_front
-from aup.views.records import Experiment, TrialRow
+from aup.views.records import StudyRecord, TrialRow
 
 SIZE_CANDIDATES = (M.MODEL_BYTES, M.NONZERO_PARAMS, M.PARAM_COUNT, M.MACS, M.LATENCY_MS)
 TRIAL_COLOUR = "#4C72B0"
@@ -55,7 +55,7 @@ def _num(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def plot_data(experiment: Experiment, trials: Sequence[TrialRow], x: str | None = None,
+def plot_data(experiment: StudyRecord, trials: Sequence[TrialRow], x: str | None = None,
               y: str | None = None) -> PlotData:
     """Choose the axes and compute the points, the front, the history and the per-parameter views."""
     from aup.views.query import check_fields
@@ -91,7 +91,7 @@ def plot_data(experiment: Experiment, trials: Sequence[TrialRow], x: str | None 
                     front=front, history=history, params=dict(list(params.items())[:MAX_PARAM_PANELS]))
 
 
-def plot_experiment(experiment: Experiment, trials: Sequence[TrialRow], output: Path, *, x: str | None = None,
+def plot_experiment(experiment: StudyRecord, trials: Sequence[TrialRow], output: Path, *, x: str | None = None,
                     y: str | None = None, label: bool = True) -> Path:
     """Write ``output`` (.png with matplotlib, .html with plotly) and return its path."""
     suffix = output.suffix.lower()

@@ -128,7 +128,7 @@ def _is_number(value: Any) -> bool:
 
 
 @dataclass
-class Experiment:
+class StudyRecord:
     """One experiment (an Optuna study) with its study-level facts."""
 
     name: str
@@ -214,7 +214,7 @@ def objective_names_for(directions: Sequence[str], user_attrs: dict[str, Any], s
 # Opening a store
 
 
-class Store:
+class RecordReader:
     """A read-only handle on a results store: a SQL reader, or an Optuna storage as fallback."""
 
     def __init__(self, url: str, reader: "Callable[[], Any] | None" = None,
@@ -231,7 +231,7 @@ class Store:
             self.storage = open_storage(self.url)
         return self.storage
 
-    def experiments(self) -> list[Experiment]:
+    def experiments(self) -> list[StudyRecord]:
         if self.reader is not None:
             with self.reader() as reader:
                 return _sql_experiments(reader, self.url)
@@ -240,7 +240,7 @@ class Store:
     def experiment_names(self) -> list[str]:
         return [experiment.name for experiment in self.experiments()]
 
-    def load(self, name: str) -> tuple[Experiment, list[TrialRow]]:
+    def load(self, name: str) -> tuple[StudyRecord, list[TrialRow]]:
         """The experiment ``name`` and all its trials, ordered by trial number."""
         if self.reader is not None:
             with self.reader() as reader:
@@ -318,8 +318,8 @@ def sqlite_path(url: str) -> str | None:
     return None if path in ("", ":memory:") or path.startswith("file:") else path
 
 
-def open_store(url: str) -> Store:
-    """A read-only Store on ``url``; a missing SQLite file is a UserError, never silently created."""
+def open_store(url: str) -> RecordReader:
+    """A read-only RecordReader on ``url``; a missing SQLite file is a UserError, never silently created."""
     path = sqlite_path(url)
     if path is not None:
         if not Path(path).expanduser().exists():
@@ -344,7 +344,7 @@ def open_store(url: str) -> Store:
         if not tables:
             raise UserError(f"{url} holds no aup results yet (run an experiment first)")
         raise UserError(f"{url} is not an Optuna/aup results store (tables: {', '.join(sorted(tables)[:6])})")
-    return Store(url, reader=factory)
+    return RecordReader(url, reader=factory)
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -357,7 +357,7 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
 # Fast path: bulk SQL over Optuna's tables
 
 
-def _sql_experiments(reader: Any, url: str) -> list[Experiment]:
+def _sql_experiments(reader: Any, url: str) -> list[StudyRecord]:
     studies = reader.query("SELECT study_id, study_name FROM studies ORDER BY study_id")
     directions = reader.query("SELECT study_id, objective, direction FROM study_directions")
     attrs = reader.query("SELECT study_id, key, value_json FROM study_user_attributes")
@@ -379,7 +379,7 @@ def _sql_experiments(reader: Any, url: str) -> list[Experiment]:
 
 
 def _assemble_experiments(studies: Iterable[Any], directions: Iterable[Any], attrs: Iterable[Any],
-                          names: Iterable[Any], counts: Iterable[Any], url: str) -> list[Experiment]:
+                          names: Iterable[Any], counts: Iterable[Any], url: str) -> list[StudyRecord]:
     by_id: dict[int, dict[str, Any]] = {sid: {"name": name, "dirs": {}, "attrs": {}, "names": None, "counts": Counter(),
                                               "t0": [], "t1": []} for sid, name in studies}
     for sid, objective, direction in directions:
@@ -401,7 +401,7 @@ def _assemble_experiments(studies: Iterable[Any], directions: Iterable[Any], att
         dirs = [info["dirs"][k] for k in sorted(info["dirs"])] or ["minimize"]
         starts = [t for t in info["t0"] if t is not None]
         ends = [t for t in info["t1"] if t is not None]
-        experiments.append(Experiment(
+        experiments.append(StudyRecord(
             name=info["name"], study_id=sid, directions=dirs,
             objective_names=objective_names_for(dirs, info["attrs"], info["names"]),
             user_attrs=info["attrs"], counts=info["counts"], storage_url=url,
@@ -409,7 +409,7 @@ def _assemble_experiments(studies: Iterable[Any], directions: Iterable[Any], att
     return experiments
 
 
-def _sql_load(reader: Any, url: str, name: str) -> tuple[Experiment, list[TrialRow]] | None:
+def _sql_load(reader: Any, url: str, name: str) -> tuple[StudyRecord, list[TrialRow]] | None:
     found = reader.query("SELECT study_id, study_name FROM studies WHERE study_name = :n", {"n": name})
     if not found:
         return None
@@ -439,7 +439,7 @@ def _sql_load(reader: Any, url: str, name: str) -> tuple[Experiment, list[TrialR
     return experiment, rows
 
 
-def _assemble_trials(experiment: Experiment, trials: Sequence[Any], values: Iterable[Any], params: Iterable[Any],
+def _assemble_trials(experiment: StudyRecord, trials: Sequence[Any], values: Iterable[Any], params: Iterable[Any],
                      user_attrs: Iterable[Any]) -> list[TrialRow]:
     rows: dict[int, TrialRow] = {}
     for trial_id, number, state, started, completed in trials:
@@ -530,7 +530,7 @@ def _as_datetime(value: Any) -> datetime | None:
 # Fallback: Optuna's public API (non-SQL storages, and the reference the fast path is tested against)
 
 
-def _api_experiments(storage: "optuna.storages.BaseStorage", url: str) -> list[Experiment]:
+def _api_experiments(storage: "optuna.storages.BaseStorage", url: str) -> list[StudyRecord]:
     experiments = []
     for summary in storage.get_all_studies():
         trials = storage.get_all_trials(summary._study_id, deepcopy=False)
@@ -538,13 +538,13 @@ def _api_experiments(storage: "optuna.storages.BaseStorage", url: str) -> list[E
     return experiments
 
 
-def _api_experiment(study: Any, storage: Any, url: str, trials: Sequence[Any]) -> Experiment:
+def _api_experiment(study: Any, storage: Any, url: str, trials: Sequence[Any]) -> StudyRecord:
     sid = study._study_id
     dirs = ["maximize" if d.name == "MAXIMIZE" else "minimize" for d in study.directions]
     system = storage.get_study_system_attrs(sid)
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
-    experiment = Experiment(
+    experiment = StudyRecord(
         name=study.study_name, study_id=sid, directions=dirs,
         objective_names=objective_names_for(dirs, dict(study.user_attrs), system.get(METRIC_NAMES_KEY)),
         user_attrs=dict(study.user_attrs), counts=Counter(t.state.name for t in trials), storage_url=url,
@@ -561,7 +561,7 @@ def _naive_utc(moment: datetime) -> datetime:
 
 
 def _api_load(storage: "optuna.storages.BaseStorage", url: str, name: str,
-              unknown: Any) -> tuple[Experiment, list[TrialRow]]:
+              unknown: Any) -> tuple[StudyRecord, list[TrialRow]]:
     import optuna
 
     try:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from aup import metrics as M
 from aup.views import counts, fmt
 from aup.views.pareto import Objective, default_objectives, pareto_front
-from aup.views.records import Experiment, TrialRow, param_key
+from aup.views.records import StudyRecord, TrialRow, param_key
 
 # Metrics shown by compare, in this order, when a trial recorded them.
 COMPARE_METRICS = (M.SCORE, "accuracy", M.PARAM_COUNT, M.NONZERO_PARAMS, M.MACS, M.MODEL_BYTES, M.LATENCY_MS,
@@ -29,7 +29,7 @@ SIDE_BY_SIDE_MAX = 6  # up to this many trials, compare puts them in columns nex
 # aup list
 
 
-def list_data(experiments: Sequence[Experiment]) -> list[dict[str, Any]]:
+def list_data(experiments: Sequence[StudyRecord]) -> list[dict[str, Any]]:
     return [{
         "name": e.name, "status": e.status, "trials": e.n_trials,
         "complete": e.counts.get("COMPLETE", 0), "pruned": e.counts.get("PRUNED", 0),
@@ -110,7 +110,7 @@ def param_names(trials: Sequence[TrialRow]) -> list[str]:
     return list(names)
 
 
-def front_numbers(experiment: Experiment, rows: Sequence[dict[str, Any]]) -> set[int]:
+def front_numbers(experiment: StudyRecord, rows: Sequence[dict[str, Any]]) -> set[int]:
     """Trial numbers on the experiment's default front (objectives + model size), over completed trials."""
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     objectives = default_objectives(experiment.objective_names, experiment.directions, complete)
@@ -119,7 +119,7 @@ def front_numbers(experiment: Experiment, rows: Sequence[dict[str, Any]]) -> set
     return {complete[i]["number"] for i in pareto_front(complete, objectives)}
 
 
-def compare_columns(experiment: Experiment, rows: Sequence[dict[str, Any]], params: Sequence[str], *,
+def compare_columns(experiment: StudyRecord, rows: Sequence[dict[str, Any]], params: Sequence[str], *,
                     all_params: bool = False, layers: bool = False) -> list[str]:
     """Columns for a comparison: objectives, recorded metrics, differing params, optional per-layer detail."""
     present = {key for row in rows for key, value in row.items() if value is not None}
@@ -218,7 +218,7 @@ def failure_groups(trials: Sequence[TrialRow]) -> list[dict[str, Any]]:
             for (state, reason), numbers in ordered]
 
 
-def show_data(experiment: Experiment, trials: Sequence[TrialRow]) -> dict[str, Any]:
+def show_data(experiment: StudyRecord, trials: Sequence[TrialRow]) -> dict[str, Any]:
     rows = flat_rows(trials)
     best_rows = [r for r in rows if r["number"] in set(experiment.best_trials)]
     best_rows.sort(key=lambda r: experiment.best_trials.index(r["number"]))
@@ -236,7 +236,7 @@ def show_data(experiment: Experiment, trials: Sequence[TrialRow]) -> dict[str, A
     }
 
 
-def render_show(data: dict[str, Any], experiment: Experiment, trials: Sequence[TrialRow]) -> list[Any]:
+def render_show(data: dict[str, Any], experiment: StudyRecord, trials: Sequence[TrialRow]) -> list[Any]:
     from rich.json import JSON
     from rich.markup import escape
     from rich.panel import Panel
@@ -280,7 +280,7 @@ def render_show(data: dict[str, Any], experiment: Experiment, trials: Sequence[T
 
 
 def pareto_data(rows: Sequence[dict[str, Any]], objectives: Sequence[Objective], params: Sequence[str],
-                experiment: Experiment) -> Comparison:
+                experiment: StudyRecord) -> Comparison:
     """The non-dominated completed trials for ``objectives``, first objective best first."""
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     chosen = [complete[i] for i in pareto_front(complete, objectives)]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import io
 import json
@@ -14,7 +15,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import aup  # noqa: E402
-from aup.compression import registry  # noqa: E402
+from aup.compression import catalog, registry  # noqa: E402
 from aup.compression.torch import zoo  # noqa: E402
 
 L1_HALF = {"compression_framework": "torch", "compression_type": "pruning", "compressor": "l1_filter",
@@ -56,7 +57,9 @@ def test_registry_lists_every_compressor():
 
 
 def test_unwritten_compressor_gives_a_clear_message(monkeypatch):
-    monkeypatch.setitem(registry.COMPRESSORS["torch"]["pruning"], "level", "aup.compression.torch.pruners.nothing:X")
+    entry = dataclasses.replace(catalog.lookup("torch", "pruning", "level"),
+                                class_path="aup.compression.torch.pruners.nothing:X")
+    monkeypatch.setattr(catalog, "lookup", lambda *names: entry)
     with pytest.raises(ValueError, match="not implemented yet in this build"):
         registry.load_class("torch", "pruning", "level")
 

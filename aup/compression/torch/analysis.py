@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from aup.compression import catalog, registry
+
 from .base import count_flops_params
 from .pruners.dependency import ChannelDependency
 
@@ -33,18 +35,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# NNI 2.0's base algorithm names (MASKER_DICT / PRUNER_DICT) -> aup registry keys
-BASE_ALGOS: dict[str, str] = {
-    "level": "level",
-    "slim": "slim",
-    "l1": "l1_filter",
-    "l2": "l2_filter",
-    "fpgm": "fpgm",
-    "taylorfo": "taylor_fo_weight_filter",
-    "apoz": "activation_apoz_rank_filter",
-    "mean_activation": "activation_mean_rank_filter",
-}
-WEIGHT_ALGOS: tuple[str, ...] = ("level", "l1", "l2", "fpgm")
+# NNI 2.0's base algorithm names (MASKER_DICT / PRUNER_DICT) -> aup compressor names, from the catalog
+BASE_ALGOS: dict[str, str] = catalog.base_algos("torch")
+# the data-free (weight) criteria, which searches can run on many copies
+WEIGHT_ALGOS: tuple[str, ...] = tuple(catalog.base_algos("torch", scores=("weights",)))
 
 
 def base_pruner_class(name: str, allowed: Sequence[str] = tuple(BASE_ALGOS), *, key: str = "base_algo") -> type:
@@ -53,8 +47,6 @@ def base_pruner_class(name: str, allowed: Sequence[str] = tuple(BASE_ALGOS), *, 
     ``allowed`` lists the short names the caller supports; anything else is a one-line ValueError
     naming ``key``.
     """
-    from aup.compression import registry
-
     short = {v: k for k, v in BASE_ALGOS.items()}.get(name, name) if isinstance(name, str) else name
     if short not in allowed:
         raise ValueError(f"{key}: expected one of {', '.join(repr(a) for a in allowed)}, got {name!r}")

@@ -8,12 +8,13 @@ quantization needs them, and Auptimizer wrongly rejected them by looking at ``st
 """
 from __future__ import annotations
 
-import difflib
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from torch import nn
+
+from aup.errors import did_you_mean
 
 DEFAULT_OP_TYPES: tuple[str, ...] = (
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
@@ -89,8 +90,7 @@ def check_op_names(model: nn.Module, config_list: Sequence[Mapping[str, Any]], c
     for index, entry in enumerate(config_list):
         for op_name in entry.get("op_names", ()):
             if op_name not in known:
-                close = difflib.get_close_matches(op_name, names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = did_you_mean(op_name, names)
                 message = f"config_list[{index}].op_names: no module named {op_name!r} in the model{hint}"
                 _report_mismatch(model, compressor, index, message)
                 shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")

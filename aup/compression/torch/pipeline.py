@@ -26,7 +26,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from aup.compression.factory import CompressionSpec, build_stage, resolve_class
+from aup.compression import catalog
+from aup.compression.spec import CompressionSpec, build_stage, resolve_class
 
 from .base import Compressor, ignore_export_arguments
 from .masking import Masks
@@ -227,10 +228,7 @@ class PipelineCompressor(Compressor):
 
 def _structured(stage: Compressor) -> bool:
     """Pruners that remove whole filters/channels (so that a physical shrink is possible)."""
-    from .pruners.slim import SlimPruner
-    from .pruners.structured import FilterPruner
-
-    return isinstance(stage, (FilterPruner, SlimPruner))
+    return catalog.is_structured(stage.framework, stage.compression_type, stage.compressor_name)
 
 
 def _both(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:

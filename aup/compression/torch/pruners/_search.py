@@ -26,19 +26,22 @@ from typing import Any, Callable, ClassVar, Mapping
 
 from torch import nn
 
+from aup.compression import catalog, registry
+
 from .base import Pruner
-from .filter_norm import L1FilterPruner, L2FilterPruner
-from .fpgm import FPGMPruner
-from .magnitude import LevelPruner
+from .schedule import CriterionSchedule
 
 logger = logging.getLogger("aup.compression.search")
 
-BASE_ALGOS: dict[str, type[Pruner]] = {
-    "l1": L1FilterPruner,
-    "l2": L2FilterPruner,
-    "fpgm": FPGMPruner,
-    "level": LevelPruner,
-}
+
+def _weight_criteria() -> dict[str, type[Pruner]]:
+    """The catalog's data-free criteria by NNI short name, filter criteria first (NNI's order)."""
+    found = [e for e in catalog.entries("torch", "pruning") if e.nni_alias and e.scores == "weights"]
+    found.sort(key=lambda e: not e.structured)
+    return {e.nni_alias: registry.import_entry(e) for e in found}  # type: ignore[misc]
+
+
+BASE_ALGOS: dict[str, type[Pruner]] = _weight_criteria()
 OPTIMIZE_MODES = ("maximize", "minimize")
 
 __all__ = [
@@ -118,7 +121,7 @@ def write_json(path: str, data: Any) -> None:
 
 # ----------------------------------------------------------------------------- units and copies
 def is_structured(base_algo: str) -> bool:
-    return base_algo != "level"
+    return catalog.is_structured("torch", "pruning", catalog.base_algos("torch")[base_algo])
 
 
 def layer_units(module: nn.Module, base_algo: str) -> tuple[int, int]:
@@ -166,7 +169,7 @@ def make_base_pruner(model: nn.Module, base_algo: str, layer_names: list[str], d
     """The base criterion over ``layer_names`` (its config sparsity is a placeholder)."""
     config = [{"sparsity": 0.5, "op_names": list(layer_names)}]
     cls = BASE_ALGOS[base_algo]
-    if cls is LevelPruner:
+    if not is_structured(base_algo):
         return cls(model, config)
     return cls(model, config, dummy_input=dummy_input)
 
@@ -178,12 +181,13 @@ def weighted_sparsity(sparsities: Mapping[str, float], counts: Mapping[str, int]
 
 
 # ----------------------------------------------------------------------------- base class
-class SearchPruner(Pruner):
+class SearchPruner(CriterionSchedule):
     """A pruner that searches per-layer sparsities, then masks the model with ``base_algo``.
 
     Subclasses implement :meth:`search` returning ``{layer: sparsity}``; ``compress()`` runs it and
-    applies the result to the user's model. Afterwards the usual ``apply_speedup`` /
-    ``export_model`` work (structured base criteria shrink physically).
+    applies the result to the user's model through the criterion (``self.base``, built on the selected
+    layers once they are known). Afterwards the usual ``apply_speedup`` / ``export_model`` work
+    (structured base criteria shrink physically).
     """
 
     base_algo_choices: ClassVar[tuple[str, ...]] = tuple(BASE_ALGOS)
@@ -194,13 +198,14 @@ class SearchPruner(Pruner):
         self.optimize_mode = check_choice(self.compressor_name, "optimize_mode", optimize_mode, OPTIMIZE_MODES)
         self.target_sparsity = overall_target(self.compressor_name, config_list)
         super().__init__(model, config_list, dummy_input=dummy_input)
+        self.attach_criterion(make_base_pruner(model, self.base_algo, list(self.layers), dummy_input))
         self.weight_counts = {name: layer.module.weight.numel() for name, layer in self.layers.items()}
         self.best_sparsities: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []
 
     def check_module(self, name: str, module: nn.Module) -> str | None:
-        """The base criterion decides which layers can be pruned (filters: Conv2d only)."""
-        base = BASE_ALGOS.get(getattr(self, "base_algo", "l1"), L1FilterPruner)
+        """The base criterion's layer types decide which layers can be pruned (filters: Conv2d only)."""
+        base = BASE_ALGOS[self.base_algo]
         types = base.supported_op_types
         if types is not None and type(module).__name__ not in types:
             return f"base_algo {self.base_algo!r} prunes only {', '.join(types)} layers"
@@ -216,14 +221,16 @@ class SearchPruner(Pruner):
 
     def apply_sparsities(self, sparsities: Mapping[str, float],
                          initial_masks: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-        """Mask the user's model at ``sparsities`` with the base criterion; masks become this pruner's."""
-        self.masks.detach()  # a second call replaces the masks instead of stacking hooks
-        final = make_base_pruner(self.model, self.base_algo, list(self.layers), self.dummy_input)
-        mask_with(final, sparsities, initial_masks)
-        self.masks = final.masks
+        """Mask the user's model at ``sparsities`` with the criterion, on top of ``initial_masks``.
+
+        A second call replaces the masks (weights already zeroed stay zero and so rank lowest)."""
+        self._attach_masks()
+        self.masks.reset()
+        for name, entry in (initial_masks or {}).items():
+            if name in self.layers:
+                self.masks.set(name, weight=entry.get("weight"), bias=entry.get("bias"))
+        self.prune_to({name: s for name, s in sparsities.items() if s > 0})
         self.masks_calculated = True
-        if self._input_recorder is None and self.dummy_input is None:
-            self._input_recorder = final._input_recorder
 
     def compress(self) -> nn.Module:
         """Run the search, then prune the model with the best per-layer sparsities; returns it."""

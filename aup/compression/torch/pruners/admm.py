@@ -32,6 +32,7 @@ from torch import nn
 
 from ..analysis import WEIGHT_ALGOS, base_pruner_class, progress
 from .base import Pruner
+from .schedule import CriterionSchedule
 
 __all__ = ["ADMMPruner", "ADMMResult", "admm_optimize", "make_projection"]
 
@@ -152,7 +153,7 @@ def _check_admm_args(trainer: Any, num_iterations: Any, training_epochs: Any, ro
         raise ValueError(f"admm: row (the ADMM penalty rho) must be a number > 0, got {row!r}")
 
 
-class ADMMPruner(Pruner):
+class ADMMPruner(CriterionSchedule):
     """``ADMMPruner(model, config_list, trainer, num_iterations=30, training_epochs=5, row=1e-4,
     base_algo='l1', criterion=None)``.
 
@@ -176,10 +177,7 @@ class ADMMPruner(Pruner):
         criterion: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         _check_admm_args(trainer, num_iterations, training_epochs, row)
-        self.base: Pruner = base_pruner_class(base_algo, WEIGHT_ALGOS)(model, config_list)
-        self.check_module = self.base.check_module  # type: ignore[method-assign]
-        super().__init__(model, config_list)
-        self.base.masks = self.masks
+        super().__init__(model, config_list, base_pruner_class(base_algo, WEIGHT_ALGOS)(model, config_list))
         self.trainer = trainer
         self.num_iterations = num_iterations
         self.training_epochs = training_epochs
@@ -187,9 +185,6 @@ class ADMMPruner(Pruner):
         self.base_algo = base_algo
         self.criterion = criterion
         self.admm: ADMMResult | None = None
-
-    def calc_masks(self, sparsities: dict[str, float]) -> dict[str, dict[str, torch.Tensor | None]]:
-        return self.base.calc_masks(sparsities)
 
     def compress(self) -> nn.Module:
         """ADMM-train the model, then apply the base algorithm's masks. Returns the model."""
@@ -202,6 +197,6 @@ class ADMMPruner(Pruner):
             self.training_epochs, self.row, self.base_algo,
         )
         self._attach_masks()
-        self.base.compute_masks(sparsities)  # the base pruner's full rule (e.g. filters + their BatchNorm)
+        self.prune_to(sparsities)  # the criterion's full rule (e.g. filters + their BatchNorm)
         self.masks_calculated = True
         return self.model

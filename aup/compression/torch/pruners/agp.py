@@ -28,6 +28,7 @@ from torch import nn
 
 from ..analysis import BASE_ALGOS, base_pruner_class
 from .base import Pruner
+from .schedule import CriterionSchedule
 
 __all__ = ["AGPPruner", "agp_target_sparsity"]
 
@@ -57,7 +58,7 @@ def is_pruning_epoch(config: Mapping[str, Any], epoch: int) -> bool:
     return epoch >= start and (epoch - start) % freq == 0
 
 
-class AGPPruner(Pruner):
+class AGPPruner(CriterionSchedule):
     """``AGPPruner(model, config_list, optimizer, pruning_algorithm='level', **algo_kwargs)``.
 
     ``optimizer`` is required (AGP prunes while training, as NNI asserts). ``algo_kwargs`` go to the
@@ -81,12 +82,10 @@ class AGPPruner(Pruner):
                              f"pass optimizer=<your torch.optim optimizer>, got {optimizer!r}")
         base_cls = base_pruner_class(pruning_algorithm, tuple(BASE_ALGOS), key="pruning_algorithm")
         try:
-            self.base: Pruner = base_cls(model, config_list, optimizer=optimizer, **algo_kwargs)
+            base: Pruner = base_cls(model, config_list, optimizer=optimizer, **algo_kwargs)
         except TypeError as exc:
             raise ValueError(f"agp: pruning_algorithm={pruning_algorithm!r} does not accept {sorted(algo_kwargs)}: {exc}") from None
-        self.check_module = self.base.check_module  # type: ignore[method-assign]
-        super().__init__(model, config_list, optimizer=optimizer, dummy_input=algo_kwargs.get("dummy_input"))
-        self.base.masks = self.masks  # one mask store: the base criterion sees and writes AGP's masks
+        super().__init__(model, config_list, base, optimizer=optimizer, dummy_input=algo_kwargs.get("dummy_input"))
         self.pruning_algorithm = pruning_algorithm
         self.now_epoch = 0
         self.applied: dict[str, float] = {}
@@ -117,15 +116,14 @@ class AGPPruner(Pruner):
         if not due:
             return
         self.pending = due
-        reset = getattr(self.base, "reset_statistics", None)
-        if callable(reset) and self.masks_calculated:
-            reset()  # rank on fresh statistics from this epoch's batches
+        if self.masks_calculated:
+            self.base.reset_statistics()  # rank on fresh statistics from this epoch's batches
         self._apply_if_ready()
 
     def _apply_if_ready(self) -> None:
         if not self.pending or self.speedup_applied or not self.base.statistics_ready():
             return
-        self.base.compute_masks(self.pending)
+        self.prune_to(self.pending)
         self.applied.update(self.pending)
         self.history.append((self.now_epoch, dict(self.pending)))
         logger.info("agp: epoch %d sparsities %s", self.now_epoch,
@@ -152,9 +150,6 @@ class AGPPruner(Pruner):
 
     def _attach_training_hooks(self) -> None:
         self.base._attach_training_hooks()
-
-    def calc_masks(self, sparsities: dict[str, float]) -> dict[str, dict[str, torch.Tensor | None]]:
-        return self.base.calc_masks(sparsities)
 
     def statistics_ready(self) -> bool:
         return self.base.statistics_ready()

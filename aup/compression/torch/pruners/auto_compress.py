@@ -28,74 +28,10 @@ from torch import nn
 from ._search import (
     SearchPruner, check_callable, check_number, make_base_pruner, mask_with, progress, working_dir, write_json,
 )
-from .fpgm import distance_sums
-from .magnitude import smallest_magnitude_mask
+from .admm import admm_optimize
 from .simulated_annealing import SimulatedAnnealingPruner
 
-__all__ = ["AutoCompressPruner", "admm_train", "project"]
-
-
-# ----------------------------------------------------------------------------- ADMM
-def project(weight: torch.Tensor, sparsity: float, base_algo: str) -> torch.Tensor:
-    """Euclidean-style projection of ``weight`` onto the base criterion's sparsity set (keep the rest)."""
-    if base_algo == "level":
-        return weight * smallest_magnitude_mask(weight, sparsity).to(weight)
-    n = weight.shape[0]
-    k = int(n * sparsity)
-    if k < 1 or n < 2:
-        return weight.clone()
-    flat = weight.detach().flatten(1)
-    scores = {"l1": lambda: flat.abs().sum(1), "l2": lambda: flat.pow(2).sum(1).sqrt(),
-              "fpgm": lambda: distance_sums(weight)}[base_algo]()
-    keep = torch.ones(n, dtype=weight.dtype, device=weight.device)
-    keep[torch.argsort(scores.cpu(), stable=True)[:k].to(weight.device)] = 0
-    return weight * keep[(...,) + (None,) * (weight.dim() - 1)]
-
-
-def admm_train(model: nn.Module, layers: Mapping[str, nn.Module], sparsities: Mapping[str, float],
-               trainer: Callable[..., Any], base_algo: str, num_iterations: int, training_epochs: int,
-               row: float, criterion: nn.Module | None = None) -> None:
-    """ADMM regularised training of ``model`` towards per-layer ``sparsities`` (weights change in place).
-
-    ``trainer(model, optimizer=, criterion=, epoch=, callback=)`` runs one epoch and calls
-    ``callback()`` after ``loss.backward()``, NNI 2.0's contract.
-    """
-    criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=5e-5)
-    names = [n for n in layers if sparsities.get(n, 0) > 0]
-    Z = {n: project(layers[n].weight.detach().clone(), sparsities[n], base_algo) for n in names}
-    U = {n: torch.zeros_like(layers[n].weight) for n in names}
-
-    def callback() -> None:
-        for n in names:
-            weight = layers[n].weight
-            if weight.grad is not None:
-                weight.grad.add_(row * (weight.detach() - Z[n] + U[n]))
-
-    for iteration in range(num_iterations):
-        for epoch in range(training_epochs):
-            trainer(model, optimizer=optimizer, criterion=criterion, epoch=epoch, callback=callback)
-        with torch.no_grad():
-            for n in names:
-                weight = layers[n].weight.detach()
-                Z[n] = project(weight + U[n], sparsities[n], base_algo)
-                U[n] = U[n] + weight - Z[n]
-        gap = sum(float((layers[n].weight.detach() - Z[n]).norm()) for n in names)
-        progress("auto_compress: ADMM iteration %d/%d, ||W - Z|| = %.4f", iteration + 1, num_iterations, gap)
-
-
-def _admm(model: nn.Module, layers: Mapping[str, nn.Module], sparsities: Mapping[str, float], trainer: Callable,
-          base_algo: str, num_iterations: int, training_epochs: int, row: float) -> None:
-    """ADMM step of a round: the ADMM pruner's loop (``admm.admm_optimize``) when this build has it,
-    else the same algorithm in :func:`admm_train`."""
-    active = {n: s for n, s in sparsities.items() if s > 0}
-    try:
-        from .admm import admm_optimize
-    except ImportError:
-        admm_train(model, layers, active, trainer, base_algo, num_iterations, training_epochs, row)
-        return
-    admm_optimize(model, layers, active, trainer, num_iterations=num_iterations, training_epochs=training_epochs,
-                  row=row, base_algo=base_algo)
+__all__ = ["AutoCompressPruner"]
 
 
 # ----------------------------------------------------------------------------- pruner
@@ -176,8 +112,9 @@ class AutoCompressPruner(SearchPruner):
                                       **self.sa_args)
         sparsities = sa.search()
         modules = {n: layer.module for n, layer in self.layers.items()}
-        _admm(self.model, modules, sparsities, self.trainer, self.base_algo, self.admm_num_iterations,
-              self.admm_training_epochs, self.row)
+        active = {n: s for n, s in sparsities.items() if s > 0}
+        admm_optimize(self.model, modules, active, self.trainer, num_iterations=self.admm_num_iterations,
+                      training_epochs=self.admm_training_epochs, row=self.row, base_algo=self.base_algo)
         pruner = make_base_pruner(self.model, self.base_algo, list(self.layers), self.dummy_input)
         mask_with(pruner, sparsities)
         masks = pruner.masks.to_nni()
@@ -194,7 +131,5 @@ class AutoCompressPruner(SearchPruner):
         return sparsities
 
     def _keep_level_masks(self, masks: Mapping[str, Mapping[str, Any]]) -> None:
-        self.masks.detach()
-        final = make_base_pruner(self.model, self.base_algo, list(self.layers))
-        mask_with(final, {}, None, masks)
-        self.masks = final.masks
+        """Element masks cannot shrink: keep this round's enforced on the model for the next rounds."""
+        self.apply_sparsities({}, masks)

@@ -76,6 +76,10 @@ class Pruner(Compressor):
         self._input_recorder: _InputRecorder | None = None
 
     # ------------------------------------------------------------------ criterion API
+    def use_masks(self, store: MaskStore) -> None:
+        """Read and write ``store`` instead of an own one (a schedule over this criterion owns the masks)."""
+        self.masks = store
+
     def check_module(self, name: str, module: nn.Module) -> str | None:
         """Why this pruner cannot prune ``module`` (None when it can)."""
         if self.supported_op_types is not None and type(module).__name__ not in self.supported_op_types:
@@ -118,6 +122,9 @@ class Pruner(Compressor):
     def statistics_ready(self) -> bool:
         """Whether the criterion has what it needs (weight criteria: always)."""
         return True
+
+    def reset_statistics(self) -> None:
+        """Forget gathered statistics so the next masks rank on fresh batches (weight criteria: nothing)."""
 
     def statistics_paused(self) -> Any:
         """Context manager: forward passes inside do not count as statistics (activation pruners)."""
@@ -286,10 +293,7 @@ class Pruner(Compressor):
             "config_list": self.config_list,
             "speedup_applied": self.speedup_applied,
         }
-        try:
-            from aup.compression.torch.artifact import save_artifact
-        except ImportError:  # artifact module not in this build: plain state_dict
-            torch.save(self.model.state_dict(), path)
-            return
+        from aup.compression.torch.artifact import save_artifact
+
         save_artifact(path, self.model, example_input=example,
                       masks=None if self.speedup_applied else masks, meta=meta)

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..analysis import WEIGHT_ALGOS, SensitivityAnalysis, as_metric, base_pruner_class
-from .base import Pruner
+from .schedule import CriterionSchedule
 
 __all__ = ["SensitivityPruner", "max_prune_ratio", "MAX_PRUNE_RATIO_PER_ITER"]
 
@@ -59,7 +59,7 @@ def max_prune_ratio(ori_acc: float, threshold: float, sensitivities: Curves) -> 
     return ratios
 
 
-class SensitivityPruner(Pruner):
+class SensitivityPruner(CriterionSchedule):
     """``SensitivityPruner(model, config_list, evaluator, finetuner=None, base_algo='l1',
     sparsity_proportion_calc=None, sparsity_per_iter=0.1, acc_drop_threshold=0.05,
     checkpoint_dir=None, max_iterations=None)``.
@@ -85,10 +85,7 @@ class SensitivityPruner(Pruner):
         max_iterations: int | None = None,
     ) -> None:
         _check_args(evaluator, finetuner, sparsity_per_iter, acc_drop_threshold, max_iterations)
-        self.base: Pruner = base_pruner_class(base_algo, WEIGHT_ALGOS)(model, config_list)
-        self.check_module = self.base.check_module  # type: ignore[method-assign]
-        super().__init__(model, config_list)
-        self.base.masks = self.masks
+        super().__init__(model, config_list, base_pruner_class(base_algo, WEIGHT_ALGOS)(model, config_list))
         self.evaluator = evaluator
         self.finetuner = finetuner
         self.base_algo = base_algo
@@ -195,7 +192,7 @@ class SensitivityPruner(Pruner):
                 logger.error("sensitivity: no layer can be pruned further within acc_drop_threshold=%s",
                              self.acc_drop_threshold)
                 return None
-            self.base.compute_masks(sparsities)
+            self.prune_to(sparsities)
             achieved = {name: _mask_sparsity(self.masks.masks[name]["weight"]) for name in sparsities}
             gained = sum(self.weight_count[n] * (a - self.already_pruned[n]) for n, a in achieved.items())
             if gained > 0:
@@ -248,10 +245,6 @@ class SensitivityPruner(Pruner):
         with open(f"{stem}_pruner.json", "w", encoding="utf-8") as handle:
             json.dump([{"sparsity": s, "op_names": [n]} for n, s in record["sparsities"].items()], handle)
         self.analyzer.export(f"{stem}_sensitivity.csv")
-
-    def calc_masks(self, sparsities: dict[str, float]) -> dict[str, dict[str, torch.Tensor | None]]:
-        return self.base.calc_masks(sparsities)
-
 
 def _mask_sparsity(mask: torch.Tensor | None) -> float:
     return 0.0 if mask is None else float((mask == 0).sum()) / max(mask.numel(), 1)

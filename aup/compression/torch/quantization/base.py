@@ -64,11 +64,11 @@ class Quantizer(Compressor):
         selected = validate_against_model(self.model, entries, compressor=self.compressor_name)
         for sel in selected:
             name, module, entry, where = sel.name, sel.module, sel.config, f"config_list[{sel.entry_index}]"
-            types = tuple(quant_types_of(self.compressor_name, entry, where))
+            types = tuple(quant_types_of(self.compressor_name, entry, sel.entry_index))
             if "weight" in types and not isinstance(getattr(module, "weight", None), nn.Parameter):
                 raise ValueError(f"{where}.quant_types: {self.compressor_name!r} cannot quantize the weight of "
                                  f"{name!r} ({type(module).__name__}): it has no weight parameter")
-            bits = {t: resolve_bits(self.compressor_name, entry, t, where) for t in types}
+            bits = {t: resolve_bits(self.compressor_name, entry, t, sel.entry_index) for t in types}
             layers.append(QuantLayer(name, module, entry, types, bits))
         return layers
 

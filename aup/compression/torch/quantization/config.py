@@ -2,23 +2,18 @@
 
 ``aup.compression.schemas`` checks keys, value types and bit ranges for every compressor (NNI 2.0's
 schema with clear one-line errors; naive is int8 only, BNN binary).  This module adds which bit width
-applies to which quant type and the defaults.  Errors name the entry and key, e.g. ``config_list[0].quant_bits: ...``.
+applies to which quant type and the defaults, both read from the quantizer's entry in
+:mod:`aup.compression.catalog`.  Errors name the entry and key, e.g. ``config_list[0].quant_bits: ...``.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from aup.compression import catalog
 from aup.compression.schemas import validate_config_list
+from aup.errors import FieldError
 
-__all__ = ["QUANTIZER_RULES", "validate_quant_config_list", "quant_types_of", "resolve_bits", "default_entries"]
-
-# Per quantizer: the quant types it implements and the bit width used when an entry gives none.
-QUANTIZER_RULES: dict[str, dict[str, Any]] = {
-    "naive": {"types": ("weight",), "default_bits": 8},
-    "qat": {"types": ("weight", "input", "output"), "default_bits": None},
-    "dorefa": {"types": ("weight",), "default_bits": None},
-    "bnn": {"types": ("weight", "output"), "default_bits": 1},
-}
+__all__ = ["validate_quant_config_list", "quant_types_of", "resolve_bits", "default_entries"]
 
 
 def validate_quant_config_list(name: str, config_list: Any) -> None:
@@ -29,33 +24,40 @@ def validate_quant_config_list(name: str, config_list: Any) -> None:
     """
     validate_config_list("torch", "quantization", name, config_list)
     for index, entry in enumerate(config_list):
-        where = f"config_list[{index}]"
         if entry.get("exclude") is True:
             continue
-        for quant_type in quant_types_of(name, entry, where):
-            resolve_bits(name, entry, quant_type, where)
+        for quant_type in quant_types_of(name, entry, index):
+            resolve_bits(name, entry, quant_type, index)
 
 
-def quant_types_of(name: str, entry: Mapping[str, Any], where: str = "") -> list[str]:
+def _error(reason: str, name: str, index: int | None, key: str, expected: str) -> FieldError:
+    """Located at ``config_list[index].key``, or at ``<name>.key`` when no entry index is known."""
+    if index is None:
+        return FieldError(reason, field=f"{name}.{key}", expected=expected)
+    return FieldError(reason, entry=index, key=key, expected=expected)
+
+
+def quant_types_of(name: str, entry: Mapping[str, Any], index: int | None = None) -> list[str]:
     """The entry's quant types; a weight-only quantizer defaults to ``["weight"]``."""
     if "quant_types" in entry:
         return list(entry["quant_types"])
-    types = QUANTIZER_RULES[name]["types"]
+    types = catalog.quantization(name).types
     if len(types) == 1:
         return list(types)
-    raise ValueError(f"{where or name}.quant_types: required by {name!r} (a list from {list(types)})")
+    expected = f"a list from {list(types)}"
+    raise _error(f"required by {name!r} ({expected})", name, index, "quant_types", expected)
 
 
-def resolve_bits(name: str, entry: Mapping[str, Any], quant_type: str, where: str = "") -> int:
+def resolve_bits(name: str, entry: Mapping[str, Any], quant_type: str, index: int | None = None) -> int:
     """Bit width of ``quant_type`` in ``entry``: the int, the per-type dict value, or the default."""
     bits: Any = entry.get("quant_bits")
     if isinstance(bits, Mapping):
         bits = bits.get(quant_type)
     if bits is None:
-        bits = QUANTIZER_RULES[name]["default_bits"]
+        bits = catalog.quantization(name).default_bits
     if bits is None:
-        raise ValueError(f"{where or name}.quant_bits: no bit width for {quant_type!r}; give an integer "
-                         f"in [1, 31] or {{\"{quant_type}\": integer}}")
+        expected = f"an integer in [1, 31] or {{\"{quant_type}\": integer}}"
+        raise _error(f"no bit width for {quant_type!r}; give {expected}", name, index, "quant_bits", expected)
     return int(bits)
 
 
