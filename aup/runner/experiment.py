@@ -386,9 +386,9 @@ class ExperimentRunner:
         budget = getattr(proposal, "budget", None)
         if budget is not None:
             job["n_iterations"] = budget
+        job["folder_name"] = trial_id  # every trial its own output folder, so parallel trials never share files
         if self.exp.resource_args.save_model:
             job["save_model"] = True
-            job["folder_name"] = trial_id
         job = json.loads(json.dumps(job, default=_jsonable))  # exactly what the file will hold
         job_path = self.jobs_dir / f"{trial_id}.json"
         with open(job_path, "w", encoding="utf-8") as handle:

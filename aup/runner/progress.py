@@ -186,4 +186,4 @@ def print_summary(console: Console, *, study_name: str, status: str, trials: Seq
     for line in extra:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     quoted = study_name if study_name.replace("_", "").replace("-", "").isalnum() else repr(study_name)
-    console.print(f"results: {storage_url}  (see: aup show {quoted})", highlight=False, markup=False)
+    console.print(f"results: {storage_url}  (see: aup show {quoted})", highlight=False, markup=False, soft_wrap=True)
