@@ -9,7 +9,8 @@ What a user writes (Auptimizer's automatic mode, plus pruner choice and pipeline
       "compressor": "l1_filter" | {"type": "choice", "range": ["l1_filter", "fpgm"]},
       "config_list": [ {"sparsity": {"type": "float", "range": [0.1, 0.9]}, "op_names": ["conv1", "conv2"]} ]
                      | {"l1_filter": [...], "fpgm": [...]},          # per compressor
-      "compressor_args": {"taylor_fo_weight_filter": {"statistics_batch_num": {"type": "int", "range": [1, 4]}}}
+      "compressor_args": {"taylor_fo_weight_filter": {"statistics_batch_num": {"type": "int", "range": [1, 4]}}},
+      "model": "model_def:Net"          # optional: builds the model, so op names are checked before any trial
     }
 
 or a list of such stages (a pipeline, applied in order in one trial).
