@@ -668,19 +668,22 @@ class ExperimentRunner:
         target = models / self.study.study_name
         kept = None
         if best is not None:
-            source = models / best.user_attrs.get("job_config", {}).get("folder_name", "")
+            folder_name = best.user_attrs.get("job_config", {}).get("folder_name", "")
+            source = models / folder_name
             if source.is_dir() and source != models:
                 if target.exists():
                     shutil.rmtree(target)
                 shutil.move(str(source), str(target))
                 kept = str(target)
+            elif folder_name and (self.workingdir / folder_name).is_dir():
+                kept = str(self.workingdir / folder_name)  # Auptimizer's examples export to <workingdir>/<folder_name>
         for folder in folders:
             if folder.is_dir() and folder != target:
                 shutil.rmtree(folder, ignore_errors=True)
         if kept:
             self.study.set_user_attr("best_model_path", kept)
             return kept, f"best model (trial {best.number}): {kept}"
-        return None, "save_model: the best trial saved no model (nothing under aup_models/<folder_name>)"
+        return None, "save_model: the best trial saved no model (nothing under aup_models/<folder_name> or <folder_name>)"
 
 
 # Proposers that re-propose interrupted configurations themselves (grid points, hyperband rungs:
