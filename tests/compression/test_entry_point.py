@@ -213,6 +213,7 @@ def test_one_time_run_is_one_trial_with_the_model_saved_in_its_folder(tmp_path: 
     assert job["save_model"] is True and job["config_list"] == [{"sparsity": 0.5, "op_types": ["Conv2d"]}]
     assert isinstance(trial.user_attrs.get("model_bytes"), (int, float))
     assert (tmp_path / job["folder_name"] / "model.pt").is_file()
+    assert f"best model (trial 0): {tmp_path / job['folder_name']}" in done.stdout.replace("\n", "")
 
 
 @pytest.mark.slow
