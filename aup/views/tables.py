@@ -31,9 +31,11 @@ SIDE_BY_SIDE_MAX = 6  # up to this many trials, compare puts them in columns nex
 
 def list_data(experiments: Sequence[StudyRecord]) -> list[dict[str, Any]]:
     return [{
-        "name": e.name, "status": e.status, "trials": e.n_trials,
+        # a WAITING trial is an interrupted trial's configuration queued again (see views/counts.py):
+        # counting both read "3/2" after one failure
+        "name": e.name, "status": e.status, "trials": e.n_trials - e.counts.get("WAITING", 0),
         "complete": e.counts.get("COMPLETE", 0), "pruned": e.counts.get("PRUNED", 0),
-        "failed": e.counts.get("FAIL", 0), "running": e.counts.get("RUNNING", 0) + e.counts.get("WAITING", 0),
+        "failed": e.counts.get("FAIL", 0), "running": e.counts.get("RUNNING", 0), "queued": e.counts.get("WAITING", 0),
         "n_samples": e.n_samples, "objectives": e.objective_directions(),
         "best_trials": e.best_trials, "best_values": e.best_values,
         "started": e.started, "ended": e.ended, "storage": e.storage_url,

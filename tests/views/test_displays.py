@@ -124,3 +124,15 @@ def test_show_gives_the_log_of_each_failure_group(tmp_path: Path) -> None:
     text = out.getvalue()
     assert f"/tmp/synthetic/jobs/{first_oom}.out" in text
     assert "50 trials of 50 planned:" in text and "log of the first" in text
+
+
+def test_list_does_not_count_a_queued_copy_as_a_run_trial(tmp_path: Path) -> None:
+    import optuna
+
+    from aup.views.records import open_store
+
+    url = f"sqlite:///{tmp_path / 'aup.db'}"
+    make_store(url, name="demo", n_trials=4, fail_every=0, prune_every=0)
+    optuna.load_study(study_name="demo", storage=url).enqueue_trial({"lr": 0.01})  # what an interruption leaves
+    (item,) = tables.list_data(open_store(url).experiments())
+    assert (item["trials"], item["complete"], item["queued"], item["running"]) == (4, 4, 1, 0)
