@@ -38,22 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live display")
     _common(resume)
     resume.set_defaults(func=cmd_resume)
-    try:
-        from aup.views.cli import register
-    except ImportError:
-        register = None
-    if register is not None:
-        register(subparsers)
-        for name, sub in subparsers.choices.items():
-            if name not in ("run", "resume") and not any(a.dest == "debug" for a in sub._actions):
-                _add_missing_common(sub)
+    from aup.views.cli import register
+
+    register(subparsers)
+    for name, sub in subparsers.choices.items():  # the views' subcommands get the common --debug
+        if not any(action.dest == "debug" for action in sub._actions):
+            sub.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
-
-
-def _add_missing_common(parser: argparse.ArgumentParser) -> None:
-    if not any(a.dest == "storage" for a in parser._actions):
-        parser.add_argument("--storage", metavar="URL", help="SQLAlchemy URL of the results database")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def _normalise(argv: list[str]) -> list[str]:

@@ -139,8 +139,13 @@ def create_experiment_study(storage: "optuna.storages.BaseStorage", name: str, d
                                sampler=sampler, pruner=pruner)
 
 
-def set_trial_user_attrs(study: "optuna.Study", trial_id: int, attrs: dict[str, Any]) -> None:
-    """Set several user attributes of a running trial in one transaction.
+def trial_id(trial: Any) -> int:
+    """The storage id of a trial (``optuna.Trial`` or ``FrozenTrial``); optuna keeps it private."""
+    return trial._trial_id
+
+
+def set_trial_user_attrs(study: "optuna.Study", trial: Any, attrs: dict[str, Any]) -> None:
+    """Set several user attributes of a trial (``optuna.Trial`` or ``FrozenTrial``) in one transaction.
 
     Optuna writes one attribute per transaction (a trial lookup and an upsert each); the runner
     records six to ten attributes per trial, so this is most of its database time. With an
@@ -149,6 +154,7 @@ def set_trial_user_attrs(study: "optuna.Study", trial_id: int, attrs: dict[str, 
     optuna without those internals) gets the public one-by-one calls.
     """
     storage = study._storage
+    ident = trial_id(trial)
     backend = getattr(storage, "_backend", storage)
     writer = getattr(backend, "_set_trial_attr_without_commit", None)
     if writer is not None and len(attrs) > 1:
@@ -160,13 +166,13 @@ def set_trial_user_attrs(study: "optuna.Study", trial_id: int, attrs: dict[str, 
         else:
             with _create_scoped_session(backend.scoped_session, True) as session:
                 if getattr(getattr(backend, "engine", None), "name", "") == "sqlite":
-                    _upsert_sqlite_attrs(backend, session, models, trial_id, attrs)
+                    _upsert_sqlite_attrs(backend, session, models, ident, attrs)
                 else:
                     for key, value in attrs.items():
-                        writer(session, models.TrialUserAttributeModel, trial_id, key, value)
+                        writer(session, models.TrialUserAttributeModel, ident, key, value)
             return
     for key, value in attrs.items():
-        storage.set_trial_user_attr(trial_id, key, value)
+        storage.set_trial_user_attr(ident, key, value)
 
 
 def _upsert_sqlite_attrs(backend: Any, session: Any, models: Any, trial_id: int, attrs: dict[str, Any]) -> None:

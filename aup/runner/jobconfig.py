@@ -1,28 +1,22 @@
 """What goes into a job config besides the runner's bookkeeping: the hook for compression.
 
 A plain HPO experiment searches ``parameter_config`` and writes the sampled values as they are. A
-compression experiment (a later issue) adds search dimensions (sparsity per layer, bits, pruner
+compression experiment adds search dimensions (sparsity per layer, bits, pruner
 choice) and turns the sampled values into concrete ``compression_framework`` / ``compression_type``
 / ``compressor`` / ``config_list`` keys. Both are a ``JobConfigBuilder``: the runner only needs the
 search space to hand to the proposer and ``build(params)`` to write each job config.
 
-The translator is looked up as ``aup.compression.search_space.job_config_builder(experiment)``; while
-it does not exist the ``compression`` section is stored with the experiment and otherwise passed
-through untouched.
+Compression experiments get theirs from ``aup.compression.search_space.job_config_builder`` (torch-free).
 """
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from aup.compression.search_space import job_config_builder as compression_job_config_builder
 from aup.errors import ConfigError
 
 if TYPE_CHECKING:
     from aup.config import Experiment
-
-TRANSLATOR_MODULE = "aup.compression.search_space"
-TRANSLATOR_FUNCTION = "job_config_builder"
-
 
 @runtime_checkable
 class JobConfigBuilder(Protocol):
@@ -50,23 +44,12 @@ class PlainJobConfigBuilder:
 def job_config_builder(experiment: "Experiment") -> JobConfigBuilder:
     """The builder for ``experiment``; a bad search space is a ConfigError naming ``parameter_config``."""
     if experiment.compression is not None:
-        translator = _compression_translator()
-        if translator is not None:
-            try:
-                return translator(experiment)
-            except ValueError as exc:
-                raise ConfigError(f"compression: {exc}") from None
+        try:
+            return compression_job_config_builder(experiment)
+        except ValueError as exc:
+            raise ConfigError(f"compression: {exc}") from None
     try:
         return PlainJobConfigBuilder(experiment.parameter_dicts)
     except ValueError as exc:
         raise ConfigError(f"parameter_config: {exc}") from None
 
-
-def _compression_translator() -> Any:
-    try:
-        module = importlib.import_module(TRANSLATOR_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name and TRANSLATOR_MODULE.startswith(exc.name):
-            return None  # not written yet: the section is passed through
-        raise
-    return getattr(module, TRANSLATOR_FUNCTION, None)

@@ -187,3 +187,16 @@ def print_summary(console: Console, *, study_name: str, status: str, trials: Seq
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     quoted = study_name if study_name.replace("_", "").replace("-", "").isalnum() else repr(study_name)
     console.print(f"results: {storage_url}  (see: aup show {quoted})", highlight=False, markup=False, soft_wrap=True)
+
+
+def best_trials(study: "optuna.Study", single: bool) -> list[Any]:
+    """Complete trials, best first (one objective), or the Pareto front (several)."""
+    from optuna.trial import TrialState
+
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not complete:
+        return []
+    if single:
+        reverse = study.direction.name == "MAXIMIZE"
+        return sorted(complete, key=lambda t: t.value, reverse=reverse)
+    return list(study.best_trials)

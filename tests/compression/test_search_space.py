@@ -176,7 +176,7 @@ def test_config_validation_reports_every_problem_and_the_one_time_defaults(tmp_p
 
 
 def test_constraint_values() -> None:
-    from aup.runner.constraints import INFEASIBLE, constraint_values, parse_constraints
+    from aup.constraints import INFEASIBLE, constraint_values, parse_constraints
 
     cons = parse_constraints({"score": ">= baseline_score - 0.01", "model_bytes": "<= 0.25 * baseline_model_bytes",
                               "param_count": 1000, "latency_ms": {"max": 2}})

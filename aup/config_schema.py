@@ -1,0 +1,226 @@
+"""The experiment JSON's schema: one strict pydantic model per section.
+
+Auptimizer accepted any key silently, so a typo such as ``n_sample`` ran a different experiment than
+the user meant. Here every section is closed (``extra="forbid"``) with strict types; the loader
+(``aup.config``) turns pydantic's errors into one line per problem. Free of optuna and torch.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from aup.errors import ProblemError
+
+# Keys the runner writes into every job config; a hyperparameter may not shadow them.
+RESERVED_PARAMETER_NAMES = frozenset({"tid", "n_iterations", "save_model", "folder_name", "job_id"})
+
+# Trial attributes the runner records itself; a multi_res_labels label may not take these names.
+RESERVED_LABELS = frozenset({"score", "job_config", "job_config_path", "log_path", "attempts", "status_reason",
+                             "budget", "interrupted", "requeued_from"})
+
+
+class _Section(BaseModel):
+    """Strict and closed: JSON types must match, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=False)
+
+
+class Parameter(_Section):
+    """One entry of ``parameter_config`` (Auptimizer's keys plus ``log``)."""
+
+    name: str
+    type: Literal["float", "int", "choice"] = "int"  # Auptimizer's default
+    range: list[Any]
+    interval: Union[float, None] = None
+    n: Union[int, None] = Field(default=None, ge=2)
+    log: bool = False
+    condition: Union[list[Any], None] = None  # [parent name, value]: sampled only when the parent has it
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a non-empty string")
+        if value in RESERVED_PARAMETER_NAMES:
+            raise ValueError(f"{value!r} is reserved for the runner's own job config keys")
+        return value
+
+    @model_validator(mode="after")
+    def _range_ok(self) -> "Parameter":
+        if self.type == "choice":
+            if not self.range:
+                raise ProblemError("range", "a choice needs a non-empty list of values")
+            if self.log:
+                raise ProblemError("log", "only float and int parameters can be log-scaled")
+            return self
+        if len(self.range) != 2:
+            raise ProblemError("range", f"expected [min, max] for a {self.type} parameter, got {self.range!r}")
+        low, high = self.range
+        for bound in (low, high):
+            if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
+                raise ProblemError("range", f"expected two finite numbers, got {self.range!r}")
+            if self.type == "int" and not float(bound).is_integer():
+                raise ProblemError("range", f"expected two integers for an int parameter, got {self.range!r}")
+        if low > high or (self.type == "float" and low == high):
+            raise ProblemError("range", f"the range {self.range!r} is empty (expected min < max)")
+        if self.log and low <= 0:
+            raise ProblemError("range", f"a log-scaled range must be positive, got {self.range!r}")
+        if self.interval is not None and self.interval <= 0:
+            raise ProblemError("interval", f"expected a positive step, got {self.interval!r}")
+        return self
+
+
+class RuntimeArgs(_Section):
+    """How each trial process runs: extra environment variables and a wall-clock limit."""
+
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: Union[float, None] = Field(default=None, gt=0)
+
+
+class ResourceArgs(_Section):
+    """Auptimizer's ``resource_args`` for local trials, plus ``gpus`` (the device list for ``gpu``)."""
+
+    save_model: bool = False
+    multi_res_labels: Union[list[str], None] = None
+    track_intermediate_results: bool = False
+    early_stop: Union[dict[str, Any], None] = None
+    gpus: Union[list[Union[str, int]], None] = None
+
+    @field_validator("early_stop")
+    @classmethod
+    def _policy_named(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and "aup_policy" not in value:
+            raise ValueError("early_stop needs 'aup_policy' (bandit, median, truncation, curve_fitting)")
+        return value
+
+    @field_validator("multi_res_labels")
+    @classmethod
+    def _labels_unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("labels must be unique")
+        taken = sorted(set(value or ()) & RESERVED_LABELS)
+        if taken:
+            raise ValueError(f"{taken[0]!r} is a name the runner records itself; choose another label")
+        return value
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus_nonempty(cls, value: list[str | int] | None) -> list[str | int] | None:
+        if value is not None and not value:
+            raise ValueError("expected at least one device id")
+        return value
+
+
+class JobFailure(_Section):
+    """Auptimizer's ``job_failure``: when the section exists, ``job_retries`` defaults to 3."""
+
+    ignore_fail: bool = False
+    job_retries: int = Field(default=3, ge=0)
+
+
+Direction = Literal["max", "min"]
+
+
+class Experiment(_Section):
+    """A validated experiment. Proposer-specific top-level keys are kept in ``proposer_options``."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    name: str
+    script: str
+    resource: Literal["cpu", "gpu"]
+    # Optional only for a one-time compression run (a ``compression`` section without ranges, see
+    # ``_one_time_defaults``) and for several objectives (nsga2); otherwise required as in Auptimizer.
+    proposer: Union[str, None] = None
+    target: Union[Direction, dict[str, Direction], None] = None
+    n_samples: Union[int, None] = Field(default=None, ge=1)
+    n_parallel: int = Field(default=1, ge=1)
+    random_seed: int = 0
+    workingdir: Union[str, None] = None
+    cwd: Union[str, None] = None
+    parameter_config: list[Parameter] = Field(default_factory=list)
+    runtime_args: RuntimeArgs = Field(default_factory=RuntimeArgs)
+    resource_args: ResourceArgs = Field(default_factory=ResourceArgs)
+    job_failure: JobFailure = Field(default_factory=lambda: JobFailure(job_retries=0))
+    # one stage or a pipeline (list of stages); checked by aup.compression.search_space
+    compression: Union[dict[str, Any], list[Any], None] = None
+    # feasibility conditions over recorded metrics, e.g. {"model_bytes": "<= 0.25 * baseline_model_bytes"}
+    constraints: Union[dict[str, Union[str, float, int, dict[str, Union[float, int]]]], None] = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a non-empty string")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _target_ok(cls, value: Any) -> Any:
+        if isinstance(value, dict) and not value:
+            raise ValueError("expected 'max', 'min' or a non-empty {objective: 'max'|'min'} object")
+        return value
+
+    @model_validator(mode="after")
+    def _one_time_defaults(self) -> "Experiment":
+        """Fill ``proposer``/``target`` where Auptimizer had a mode without them.
+
+        A ``compression`` section that searches nothing, with no ``parameter_config`` and no
+        ``proposer``, is Auptimizer's one-time compression: exactly one trial with that config
+        (``random`` over an empty space, ``n_samples`` 1), ``target`` max unless given. Several
+        objectives without a proposer default to ``nsga2``.
+        """
+        if self.proposer is None:
+            if self.compression is not None and not self.parameter_config and not _compression_searches(self.compression):
+                self.proposer = "random"
+                if self.n_samples not in (None, 1):
+                    raise ProblemError("n_samples", "a one-time compression (no ranges, no proposer) runs exactly one "
+                                     f"trial, got {self.n_samples}")
+                self.n_samples = 1
+                if self.target is None:
+                    self.target = "max"
+            elif isinstance(self.target, dict) and len(self.target) > 1:
+                self.proposer = "nsga2"
+            else:
+                raise ProblemError("proposer", "required key is missing")
+        if self.target is None:
+            raise ProblemError("target", "required key is missing")
+        return self
+
+    @model_validator(mode="after")
+    def _parameters_unique(self) -> "Experiment":
+        seen: set[str] = set()
+        for parameter in self.parameter_config:
+            if parameter.name in seen:
+                raise ProblemError("parameter_config", f"the name {parameter.name!r} is used twice")
+            seen.add(parameter.name)
+        return self
+
+    # ---- derived values the runner uses -------------------------------------------------------
+    @property
+    def objectives(self) -> list[str]:
+        """Objective names in order: ``["score"]`` for the string form of ``target``."""
+        return ["score"] if isinstance(self.target, str) else list(self.target)
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna directions matching ``objectives``."""
+        targets = [self.target] if isinstance(self.target, str) else list(self.target.values())
+        return ["maximize" if t == "max" else "minimize" for t in targets]
+
+    @property
+    def proposer_options(self) -> dict[str, Any]:
+        """The proposer-specific top-level keys (``engine``, ``max_iter``...), as given."""
+        return dict(self.model_extra or {})
+
+    @property
+    def parameter_dicts(self) -> list[dict[str, Any]]:
+        return [p.model_dump(exclude_none=True) for p in self.parameter_config]
+
+
+def _compression_searches(section: Any) -> bool:
+    from aup.compression.search_space import has_ranges
+
+    return has_ranges(section)
