@@ -246,3 +246,26 @@ def test_launch_dashboard_serves_the_store_while_the_trial_runs(tmp_path: Path) 
     assert trial.user_attrs["dashboard_status"] == 200  # the trial itself read the dashboard's API
     with pytest.raises(OSError):  # and it is gone after the run (not a terminal: no lingering server)
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+@pytest.mark.parametrize("compressor", ["naive", "dorefa"])
+def test_quantizer_export_measures_with_an_input_seen_in_training(tmp_path: Path, monkeypatch: Any,
+                                                                  compressor: str) -> None:
+    """Auptimizer's mnist_no_speedup.py exports a quantizer without a dummy input: the sizes must still
+    reach the store (the quantizer keeps one input sample seen while the script trains/evaluates)."""
+    import torch
+    from torch import nn
+
+    import aup
+
+    channel = tmp_path / "channel.jsonl"
+    monkeypatch.setenv("AUP_CHANNEL", str(channel))
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    config = {"compression_framework": "torch", "compression_type": "quantization", "compressor": compressor,
+              "config_list": [{"quant_types": ["weight"], "quant_bits": {"weight": 8}, "op_types": ["default"]}]}
+    quantizer = aup.create_compressor(model, config)
+    quantizer.compress()
+    model(torch.randn(5, 1, 8, 8))  # the script's test pass
+    quantizer.export_model("q.pt", folder_name=str(tmp_path), save_best_only=True, **config)
+    metrics = {k: v for line in channel.read_text().splitlines() for k, v in json.loads(line).get("metrics", {}).items()}
+    assert metrics["model_bytes"] > 0 and metrics["param_count"] == sum(p.numel() for p in model.parameters())

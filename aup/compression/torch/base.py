@@ -17,7 +17,7 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Compressor", "count_flops_params", "as_example_input", "ignore_export_arguments"]
+__all__ = ["Compressor", "InputRecorder", "count_flops_params", "as_example_input", "ignore_export_arguments"]
 
 
 def ignore_export_arguments(ignored: dict[str, Any]) -> None:
@@ -29,6 +29,25 @@ def ignore_export_arguments(ignored: dict[str, Any]) -> None:
     """
     if ignored:
         logger.debug("export_model: ignoring arguments it does not use: %s", ", ".join(sorted(ignored)))
+
+
+class InputRecorder:
+    """One-shot forward pre-hook keeping one sample of the first real input, so that export can
+    measure the model without the user passing a dummy input. Picklable (no handle in its state)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.value: torch.Tensor | None = None
+        self.handle: Any = model.register_forward_pre_hook(self)
+
+    def __call__(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() > 0:
+            self.value = inputs[0][:1].detach().clone()
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"value": self.value, "handle": None}
 
 
 class Compressor:
@@ -105,7 +124,11 @@ class Compressor:
         """The input used for measuring: the argument, else the one given earlier or seen in training."""
         if dummy_input is not None:
             return dummy_input
-        return getattr(self, "dummy_input", None)
+        given = getattr(self, "dummy_input", None)
+        recorder = getattr(self, "_input_recorder", None)
+        if given is None and recorder is not None:
+            return recorder.value
+        return given
 
     def measure(self, artifact_path: str | None = None, example_input: Any = None,
                 quant_bits: dict[str, Any] | None = None) -> dict[str, float]:

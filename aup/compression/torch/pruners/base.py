@@ -18,30 +18,12 @@ import torch
 from torch import nn
 
 from ..base import Compressor, ignore_export_arguments
+from ..base import InputRecorder as _InputRecorder
 from ..config_list import LayerConfig, validate_against_model
 from ..masking import Masks, MaskStore
 from .dependency import following_batchnorms
 
 __all__ = ["Pruner"]
-
-
-class _InputRecorder:
-    """One-shot forward pre-hook keeping one sample of the first real input, so that export can
-    measure the model without the user passing a dummy input. Picklable (no handle in its state)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.value: torch.Tensor | None = None
-        self.handle: Any = model.register_forward_pre_hook(self)
-
-    def __call__(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
-        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() > 0:
-            self.value = inputs[0][:1].detach().clone()
-        if self.handle is not None:
-            self.handle.remove()
-            self.handle = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"value": self.value, "handle": None}
 
 
 class Pruner(Compressor):

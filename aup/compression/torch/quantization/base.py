@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..base import Compressor, ignore_export_arguments
+from ..base import Compressor, InputRecorder, ignore_export_arguments
 from ..config_list import validate_against_model
 from .config import default_entries, quant_types_of, resolve_bits, validate_quant_config_list
 from .hooks import WeightOverride
@@ -94,6 +94,8 @@ class Quantizer(Compressor):
         """Attach fake quantization to the selected layers (idempotent); returns the model."""
         if self._handles:
             return self.model
+        if self.dummy_input is None and getattr(self, "_input_recorder", None) is None:
+            self._input_recorder = InputRecorder(self.model)  # export measures with a sample seen in training
         for layer in self.layers:
             if "weight" in layer.quant_types:
                 self._handles.append(WeightOverride(
