@@ -78,6 +78,33 @@ def parse_record(line: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def record_problem(record: dict[str, Any]) -> str | None:
+    """What is wrong with a ``result`` or ``metrics`` record, in one line; None when it is usable.
+
+    Records of other kinds are ignored by the runner (room for later kinds), so they are fine here.
+    """
+    kind = record.get("kind")
+    if kind == "result":
+        if "value" not in record:
+            return "a result record without 'value'"
+        value = record["value"]
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            return "a result with no value (expected a number or a non-empty list of numbers)"
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+            return f"a result must be a number or a list of numbers, got {_short(value)}"
+    elif kind == "metrics":
+        metrics = record.get("metrics")
+        if not isinstance(metrics, dict):
+            return f"'metrics' must be an object {{name: value}}, got {_short(metrics)}"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def parse_legacy_line(line: str) -> float | list[float] | None:
     """Parse one output line of Auptimizer's protocol; None if the line carries no result.
 

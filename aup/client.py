@@ -22,7 +22,11 @@ from aup import channel
 
 
 class BasicConfig(dict):
-    """A dict with attribute access, loadable from and savable to ``.json`` / ``.pkl`` files."""
+    """A dict with attribute access, loadable from and savable to ``.json`` (and ``.yaml``) files.
+
+    Auptimizer also read ``.pkl`` configs; unpickling runs code from the file, so ``load`` refuses a
+    pickle unless the caller says it trusts the file (``load(path, trust=True)``).
+    """
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -39,16 +43,22 @@ class BasicConfig(dict):
         except KeyError:
             raise AttributeError(name) from None
 
-    def load(self, path: str | os.PathLike[str]) -> "BasicConfig":
+    def load(self, path: str | os.PathLike[str], *, trust: bool = False) -> "BasicConfig":
+        """Read a JSON (or YAML, with PyYAML installed) config; a pickle only with ``trust=True``."""
         path = os.fspath(path)
         if path.endswith(".json"):
             with open(path, encoding="utf-8") as handle:
                 data = json.load(handle)
+        elif path.endswith((".yaml", ".yml")):
+            data = _load_yaml(path)
         elif path.endswith(".pkl"):
+            if not trust:
+                raise ValueError(f"{path}: refusing to unpickle a config (a pickle can run code when loaded); "
+                                 "use a .json config, or load(path, trust=True) for a file you made yourself")
             with open(path, "rb") as handle:
-                data = pickle.load(handle)
+                data = pickle.load(handle)  # noqa: S301 - the caller vouched for the file
         else:
-            raise ValueError(f"{path}: a config must be a .json or .pkl file")
+            raise ValueError(f"{path}: a config must be a .json or .yaml file")
         if not isinstance(data, dict):
             raise TypeError(f"{path}: the config must hold a JSON object, not {type(data).__name__}")
         self.update(data)
@@ -68,6 +78,15 @@ class BasicConfig(dict):
         for key, value in self.items():
             setattr(flags, key, value)
         return flags
+
+
+def _load_yaml(path: str) -> Any:
+    try:
+        import yaml
+    except ImportError:
+        raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml); or use a .json config") from None
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
 
 
 def _as_number_list(value: Any) -> float | list[float]:
@@ -90,6 +109,8 @@ def print_result(value: Any) -> None:
     ``#Auptimizer:<value>`` line so that the script's log shows it and legacy runners understand it.
     """
     number = _as_number_list(value)
+    if isinstance(number, list) and not number:
+        raise ValueError("print_result: expected a number or a non-empty list of numbers, got an empty list")
     channel.emit({"kind": "result", "value": number})
     text = ",".join(repr(v) for v in number) if isinstance(number, list) else repr(number)
     print(f"\n{channel.LEGACY_MARKER}{text}", file=sys.stderr, flush=True)
@@ -109,6 +130,28 @@ def log_metrics(**metrics: Any) -> None:
 
 
 _save_callback: tuple[Callable[..., Any], tuple, dict] | None = None
+_trial_end_hooks: list[Callable[[], None]] = []
+
+
+def on_trial_end(hook: Callable[[], None]) -> None:
+    """Run ``hook`` once the trial's final result is known: after ``@aup_args`` reported it, and at
+    process exit. Compressors use it to report size metrics for scripts that never export. Hooks
+    must be idempotent; a failing hook prints one line and never changes the trial's outcome."""
+    if hook in _trial_end_hooks:
+        return
+    if not _trial_end_hooks:
+        import atexit
+
+        atexit.register(run_trial_end_hooks)
+    _trial_end_hooks.append(hook)
+
+
+def run_trial_end_hooks() -> None:
+    for hook in list(_trial_end_hooks):
+        try:
+            hook()
+        except Exception as exc:  # noqa: BLE001 - the trial is finished; never fail it here
+            print(f"aup: end-of-trial report failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
 
 def aup_save_model(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
@@ -118,8 +161,15 @@ def aup_save_model(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
 
 
 def model_folder(config: dict[str, Any]) -> str:
-    """Where a trial should save its model: ``aup_models/<folder_name>`` under the working dir."""
-    return os.path.join("aup_models", str(config["folder_name"]))
+    """Where a trial should save its model: ``aup_models/<folder_name>`` under the working dir.
+
+    ``folder_name`` must be one plain file name (the runner writes ``<experiment slug>-<trial>``);
+    anything that could point elsewhere (``..``, a path) is refused, since the folder is emptied first.
+    """
+    name = str(config["folder_name"])
+    if name in (".", "..") or not name or any(c in name for c in "/\\\0") or name != name.strip():
+        raise ValueError(f"folder_name: expected a plain folder name, got {name!r}")
+    return os.path.join("aup_models", name)
 
 
 def _call_init_functions(module_globals: dict[str, Any], config: dict[str, Any]) -> None:
@@ -170,6 +220,7 @@ def aup_args(fn: Callable[..., Any]) -> Callable[..., Any]:
             print_result(result)
         if config.get("save_model") and _save_callback is not None:
             _run_save_callback(config)
+        run_trial_end_hooks()
         return result
 
     return wrapper

@@ -60,7 +60,13 @@ def load_experiment(path: str | os.PathLike[str], *, base_dir: str | os.PathLike
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as handle:
-            raw = json.load(handle)
+            raw = json.load(handle, object_pairs_hook=_refuse_duplicates)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: the JSON is nested too deeply") from None
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such experiment file") from None
     except json.JSONDecodeError as exc:
@@ -68,6 +74,19 @@ def load_experiment(path: str | os.PathLike[str], *, base_dir: str | os.PathLike
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the file ({exc.strerror})") from None
     return validate_experiment(raw, path, base_dir=base_dir)
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object with the same key twice (json keeps the last one silently)."""
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise DuplicateKeyError(f"{key}: the key appears twice in one object (JSON would keep only the last)")
+        result[key] = value
+    return result
 
 
 def _check_required_mode_keys(raw: dict[str, Any]) -> list[Problem]:
@@ -120,7 +139,7 @@ def validate_experiment(raw: Any, source: str, *, base_dir: str | os.PathLike[st
     try:
         experiment = Experiment.model_validate(raw)
     except ValidationError as exc:
-        problems += [_describe(error) for error in exc.errors()]
+        problems += _described(exc.errors())
     problems += _check_required_mode_keys(raw)
     problems += _check_compression(raw)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
@@ -149,7 +168,10 @@ def validate_experiment(raw: Any, source: str, *, base_dir: str | os.PathLike[st
 def _next_to_file_hint(experiment: Experiment, source: str, workingdir: Path) -> str:
     """A hint when the script sits next to the experiment file but trials run elsewhere."""
     folder = Path(source).resolve().parent
-    first = shlex.split(experiment.script)[0] if experiment.script.strip() else ""
+    try:
+        first = shlex.split(experiment.script)[0] if experiment.script.strip() else ""
+    except ValueError:  # unbalanced quotes: resolve_script has said so
+        return ""
     if first and folder != workingdir and (folder / first).is_file():
         return (f" (it is next to the experiment file: run from {folder} or set \"workingdir\"; a relative "
                 "workingdir is relative to the current directory, as in Auptimizer)")
@@ -210,8 +232,30 @@ _FRIENDLY = {
     "string_type": "expected a string",
     "list_type": "expected a list",
     "dict_type": "expected an object",
+    "model_type": "expected an object",
     "missing": "required key is missing",
 }
+
+
+def _described(errors: list[dict[str, Any]]) -> list[Problem]:
+    """One problem per pydantic error; of the errors one union value got from its members, the
+    deepest (``target.score`` rather than ``target``) is the one that says what is wrong."""
+    chosen: dict[tuple[Any, ...], tuple[int, Problem]] = {}
+    out: list[Problem | tuple[Any, ...]] = []
+    for error in errors:
+        loc = tuple(error["loc"])
+        tag = next((i for i, part in enumerate(loc) if _is_union_tag(part)), None)
+        problem = _describe(error)
+        if tag is None:
+            out.append(problem)
+            continue
+        root, depth = loc[:tag], len(loc)
+        if root not in chosen:
+            out.append(root)
+            chosen[root] = (depth, problem)
+        elif depth > chosen[root][0]:
+            chosen[root] = (depth, problem)
+    return [chosen[item][1] if isinstance(item, tuple) else item for item in out]
 
 
 def _describe(error: dict[str, Any]) -> Problem:

@@ -7,6 +7,7 @@ the user meant. Here every section is closed (``extra="forbid"``) with strict ty
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -19,6 +20,11 @@ RESERVED_PARAMETER_NAMES = frozenset({"tid", "n_iterations", "save_model", "fold
 # Trial attributes the runner records itself; a multi_res_labels label may not take these names.
 RESERVED_LABELS = frozenset({"score", "job_config", "job_config_path", "log_path", "attempts", "status_reason",
                              "budget", "interrupted", "requeued_from"})
+
+
+MAX_NAME_LENGTH = 200
+# control, format (bidi overrides, zero-width), surrogate, private-use, unassigned, line/paragraph separators
+_BAD_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 class _Section(BaseModel):
@@ -73,10 +79,15 @@ class Parameter(_Section):
 
 
 class RuntimeArgs(_Section):
-    """How each trial process runs: extra environment variables and a wall-clock limit."""
+    """How each trial process runs: extra environment variables, a wall-clock limit, output limits."""
 
     env: dict[str, str] = Field(default_factory=dict)
     timeout: Union[float, None] = Field(default=None, gt=0)
+    # a trial's output beyond this many MB is cut (a note marks the place; the last 8 KB are kept); null: no cap
+    log_limit_mb: Union[float, None] = Field(default=50.0, gt=0)
+    # delete the job config, log and channel files of trials that completed or were pruned (the store keeps
+    # the job config); failed trials keep theirs for inspection
+    prune_job_files: bool = False
 
 
 class ResourceArgs(_Section):
@@ -135,7 +146,7 @@ class Experiment(_Section):
     # ``_one_time_defaults``) and for several objectives (nsga2); otherwise required as in Auptimizer.
     proposer: Union[str, None] = None
     target: Union[Direction, dict[str, Direction], None] = None
-    n_samples: Union[int, None] = Field(default=None, ge=1)
+    n_samples: Union[int, None] = Field(default=None, ge=1, le=1_000_000)
     n_parallel: int = Field(default=1, ge=1)
     random_seed: int = 0
     workingdir: Union[str, None] = None
@@ -154,6 +165,11 @@ class Experiment(_Section):
     def _name_ok(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must be a non-empty string")
+        if len(value) > MAX_NAME_LENGTH:
+            raise ValueError(f"expected at most {MAX_NAME_LENGTH} characters, got {len(value):,}")
+        bad = next((ch for ch in value if unicodedata.category(ch) in _BAD_NAME_CATEGORIES), None)
+        if bad is not None:
+            raise ValueError(f"control or invisible characters are not allowed (found U+{ord(bad):04X})")
         return value
 
     @field_validator("target")

@@ -9,17 +9,26 @@ SCORE = "score"  # the trial's main result
 PARAM_COUNT = "param_count"  # parameters as deployed, after any physical shrink
 NONZERO_PARAMS = "nonzero_params"
 MACS = "macs"  # mask-aware multiply-accumulates for one sample
-MODEL_BYTES = "model_bytes"  # bytes of the exported artifact on disk
+MODEL_BYTES = "model_bytes"  # bytes of the exported artifact on disk (the deployed ONNX file when there is one)
+MODEL_BYTES_PACKED = "model_bytes_packed"  # bytes of aup's packed torch artifact when an ONNX file is deployed
 MODEL_BYTES_GZIP = "model_bytes_gzip"
 SPARSITY = "sparsity"  # achieved, over the compressed layers
 WEIGHT_BITS = "weight_bits"  # average bits per weight as stored
-LATENCY_MS = "latency_ms"  # median CPU latency, batch 1, fixed threads
+# median CPU latency, batch 1, fixed threads: of the deployed artifact in ONNX Runtime when one exists
+# (never of a fake-quantized torch model), else of the torch model
+LATENCY_MS = "latency_ms"
+LATENCY_MS_TORCH = "latency_ms_torch"  # the same for the in-memory torch model (eager)
+# deployed vs in-memory model on the calibration batches: top-1 agreement (fraction) for class
+# scores, the maximum absolute difference for other outputs
+DEPLOY_AGREEMENT = "deploy_agreement"
 
 SIZE_METRICS = (PARAM_COUNT, NONZERO_PARAMS, MACS, MODEL_BYTES, MODEL_BYTES_GZIP, SPARSITY, WEIGHT_BITS, LATENCY_MS)
-ALL_METRICS = (SCORE, *SIZE_METRICS)
+DEPLOY_METRICS = (LATENCY_MS_TORCH, MODEL_BYTES_PACKED, DEPLOY_AGREEMENT)
+ALL_METRICS = (SCORE, *SIZE_METRICS, *DEPLOY_METRICS)
 
 # Direction in which each size metric is "better"; used for Pareto fronts and ratios to a baseline.
-LOWER_IS_BETTER = frozenset({PARAM_COUNT, NONZERO_PARAMS, MACS, MODEL_BYTES, MODEL_BYTES_GZIP, WEIGHT_BITS, LATENCY_MS})
+LOWER_IS_BETTER = frozenset({PARAM_COUNT, NONZERO_PARAMS, MACS, MODEL_BYTES, MODEL_BYTES_GZIP, WEIGHT_BITS, LATENCY_MS,
+                             LATENCY_MS_TORCH, MODEL_BYTES_PACKED})
 
 # Prefix of per-layer details recorded as user attributes, e.g. "layer_sparsity" -> {"conv1": 0.5}.
 LAYER_SPARSITY = "layer_sparsity"

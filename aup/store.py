@@ -10,12 +10,18 @@ dashboard can use the same file at the same time (Auptimizer's shared connection
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import functools
 import json
 import os
 import re
+import sys
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from aup.errors import UserError
 
@@ -26,6 +32,7 @@ STORAGE_ENV = "AUP_STORAGE"
 DEFAULT_DIR = ".aup"
 DEFAULT_FILE = "aup.db"
 SQLITE_BUSY_TIMEOUT_S = 30
+LOCK_WAIT_S = 600.0  # how long a call keeps waiting for a lock held by another program
 
 # Study user attributes (the contract the views read).
 ATTR_EXPERIMENT = "experiment"
@@ -60,19 +67,23 @@ def open_storage(url: str) -> "optuna.storages.BaseStorage":
 
     WAL lets readers (views, dashboard) work while the runner writes; NORMAL sync keeps the
     per-trial cost of the many small writes low and is still crash-safe in WAL mode (a power cut
-    may lose the last transactions, never corrupt the file).
+    may lose the last transactions, never corrupt the file). A new SQLite file is created
+    owner-only (``.aup/`` 0700, the file 0600) before SQLite sees it; several processes opening a
+    brand-new store at once take turns creating the tables. Every storage call waits out a lock
+    held longer than the busy timeout (``LOCK_WAIT_S`` in all) instead of failing.
     """
-    import optuna
     import sqlalchemy
 
     is_sqlite = url.startswith("sqlite")
-    if is_sqlite:
-        _ensure_sqlite_parent(url)
     engine_kwargs: dict[str, Any] = {}
+    path = _sqlite_path(url) if is_sqlite else None
     if is_sqlite:
-        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+        engine_kwargs["connect_args"] = {"timeout": _busy_timeout_s()}
+    if path is not None:
+        _create_private_file(path)
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        with _creation_lock(path):
+            storage = _with_creation_retries(lambda: _patient_storage_class()(url, engine_kwargs=engine_kwargs))
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError, ImportError, ValueError) as exc:
         raise UserError(f"cannot open the storage {url!r}: {str(exc).splitlines()[0]}") from None
     if is_sqlite:
@@ -80,10 +91,134 @@ def open_storage(url: str) -> "optuna.storages.BaseStorage":
     return storage
 
 
-def _ensure_sqlite_parent(url: str) -> None:
+def _busy_timeout_s() -> float:
+    """SQLite's busy timeout; ``AUP_SQLITE_BUSY_TIMEOUT`` overrides it (tests use a short one)."""
+    try:
+        return float(os.environ.get("AUP_SQLITE_BUSY_TIMEOUT", SQLITE_BUSY_TIMEOUT_S))
+    except ValueError:
+        return float(SQLITE_BUSY_TIMEOUT_S)
+
+
+def _sqlite_path(url: str) -> Path | None:
     path = url.split(":///", 1)[1] if ":///" in url else ""
-    if path and path != ":memory:" and not path.startswith("file:"):
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return Path(path).expanduser()
+
+
+def _create_private_file(path: Path) -> None:
+    """Create ``path`` (and missing parents) readable by the owner only; an existing file is left alone.
+
+    ``O_EXCL`` makes the creation race-free; SQLite gives its -wal/-shm files the database's mode.
+    """
+    parent = path.parent
+    if not parent.is_dir():
+        try:
+            parent.mkdir(mode=0o700, parents=True)
+        except FileExistsError:
+            pass
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # a read-only place: SQLAlchemy reports it with the storage URL
+    os.close(descriptor)
+
+
+@contextlib.contextmanager
+def _creation_lock(path: Path | None) -> Iterator[None]:
+    """Serialise table creation on one SQLite file across processes (a sidecar ``.lock`` file)."""
+    if path is None:
+        yield
+        return
+    try:
+        import fcntl
+
+        descriptor = os.open(f"{path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _with_creation_retries(make: Any, attempts: int = 5) -> Any:
+    """Run ``make``; "table already exists" from a concurrent creator (PostgreSQL, MySQL) is retried."""
+    import sqlalchemy
+
+    for attempt in range(attempts):
+        try:
+            return make()
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError,
+                sqlalchemy.exc.IntegrityError) as exc:
+            text = str(exc).lower()
+            if attempt == attempts - 1 or not ("already exists" in text or "duplicate" in text):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """True for SQLite's "database is locked" however optuna wrapped it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if "database is locked" in str(seen) or "database table is locked" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+_patient_class: Any = None
+_retrying = threading.local()
+
+
+def _patient_storage_class() -> Any:
+    """``RDBStorage`` whose public calls wait out a lock instead of failing (built once, lazily)."""
+    global _patient_class
+    if _patient_class is not None:
+        return _patient_class
+    import optuna
+
+    base = optuna.storages.RDBStorage
+    names = [n for n in dir(optuna.storages.BaseStorage) if not n.startswith("_") and callable(getattr(base, n))]
+    namespace = {name: _patient(getattr(base, name)) for name in names}
+    namespace["__doc__"] = "Optuna's RDBStorage; calls that meet a lock held past the busy timeout are retried."
+    _patient_class = type("PatientRDBStorage", (base,), namespace)
+    return _patient_class
+
+
+def _patient(method: Any) -> Any:
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return _retry_locked(lambda: method(self, *args, **kwargs))
+
+    return call
+
+
+def _retry_locked(action: Any) -> Any:
+    """Run ``action``; while SQLite reports a lock, try again until ``LOCK_WAIT_S`` have passed.
+
+    Only the outermost call retries (a storage method calling another one does not multiply waits).
+    """
+    if getattr(_retrying, "active", False):
+        return action()
+    _retrying.active = True
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                return action()
+            except Exception as exc:  # noqa: BLE001 - filtered just below
+                if not is_lock_error(exc) or time.monotonic() > deadline:
+                    raise
+                print("aup: the results database is locked by another program; waiting", file=sys.stderr)
+                time.sleep(0.2)
+    finally:
+        _retrying.active = False
 
 
 def _tune_sqlite(storage: "optuna.storages.RDBStorage") -> None:
@@ -91,7 +226,7 @@ def _tune_sqlite(storage: "optuna.storages.RDBStorage") -> None:
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cursor.execute(f"PRAGMA busy_timeout={int(_busy_timeout_s() * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -131,12 +266,29 @@ def load_experiment_study(storage: "optuna.storages.BaseStorage", name: str, *,
 
 
 def create_experiment_study(storage: "optuna.storages.BaseStorage", name: str, directions: Sequence[str], *,
-                            sampler: Any = None, pruner: Any = None) -> "optuna.Study":
-    """The single place where aup creates a study (sampler and pruner come from ``aup.proposer_ext``)."""
+                            sampler: Any = None, pruner: Any = None, unique: bool = False) -> "optuna.Study":
+    """The single place where aup creates a study (sampler and pruner come from ``aup.proposer_ext``).
+
+    With ``unique``, a name already taken becomes ``name (2)``, ``name (3)``...: two runs started
+    at the same moment both try a name and the one that loses the insert tries the next.
+    """
     import optuna
 
-    return optuna.create_study(storage=storage, study_name=name, directions=list(directions),
-                               sampler=sampler, pruner=pruner)
+    candidate = unique_study_name(storage, name) if unique else name
+    for _ in range(1000):
+        try:
+            return optuna.create_study(storage=storage, study_name=candidate, directions=list(directions),
+                                       sampler=sampler, pruner=pruner)
+        except optuna.exceptions.DuplicatedStudyError:
+            if not unique:
+                raise
+            candidate = unique_study_name(storage, name)
+    raise UserError(f"cannot find a free study name for {name!r}")
+
+
+def study_id(study: "optuna.Study") -> int:
+    """The storage id of a study (optuna keeps it private)."""
+    return study._study_id
 
 
 def trial_id(trial: Any) -> int:
@@ -153,6 +305,10 @@ def set_trial_user_attrs(study: "optuna.Study", trial: Any, attrs: dict[str, Any
     RDB engines use optuna's own per-attribute writer inside one session; any other storage (or an
     optuna without those internals) gets the public one-by-one calls.
     """
+    _retry_locked(lambda: _write_trial_user_attrs(study, trial, attrs))
+
+
+def _write_trial_user_attrs(study: "optuna.Study", trial: Any, attrs: dict[str, Any]) -> None:
     storage = study._storage
     ident = trial_id(trial)
     backend = getattr(storage, "_backend", storage)
@@ -201,7 +357,36 @@ def latest_study_for(storage: "optuna.storages.BaseStorage", name: str) -> str |
     return best[1] if best else None
 
 
+SLUG_MAX = 60
+_SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
 def slug(name: str) -> str:
-    """A file-name-safe form of a study name (``my exp (2)`` -> ``my_exp_2``)."""
-    text = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.")
-    return text or "experiment"
+    """A file-name-safe prefix for a study's files, distinct for distinct names.
+
+    A plain lowercase name (``exp``, ``digits-2``) is its own slug. Any other name (spaces,
+    capitals, slashes, ``..``, markup, very long names) becomes its safe characters plus a short
+    hash of the exact name, so ``exp a`` and ``exp_a`` never share files, ``..`` or ``../x`` cannot
+    leave the folder, and case-insensitive file systems keep ``Exp`` and ``exp`` apart.
+    """
+    if _SAFE_NAME.match(name) and len(name) <= SLUG_MAX and ".." not in name:
+        return name
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.-")[:SLUG_MAX - 9].rstrip("_.-")
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{text or 'experiment'}-{digest}"
+
+
+def is_safe_file_name(name: str) -> bool:
+    """True for a single path component aup may create and delete (no separators, not ``.``/``..``)."""
+    return bool(name) and name not in (".", "..") and re.fullmatch(r"[A-Za-z0-9._-]+", name) is not None
+
+
+def sql_engine(storage: "optuna.storages.BaseStorage") -> Any:
+    """The SQLAlchemy engine under an RDB storage (for aup's own tables, e.g. leases), or None."""
+    backend = getattr(storage, "_backend", storage)
+    return getattr(backend, "engine", None)
+
+
+def retry_locked(action: Any) -> Any:
+    """Run ``action`` (a database call of aup's own), waiting out a lock as the storage does."""
+    return _retry_locked(action)

@@ -15,6 +15,7 @@ from aup.compression.registry import COMPRESSORS
 # public name -> "module:attribute", imported on first access
 _LAZY = {
     "load_compressed": "aup.compression.torch.artifact:load_compressed",
+    "load_deployed": "aup.compression.torch.deploy:load_deployed",
     "count_flops_params": "aup.compression.torch.base:count_flops_params",
     "SensitivityAnalysis": "aup.compression.torch.analysis:SensitivityAnalysis",
     "ChannelDependency": "aup.compression.torch.pruners.dependency:ChannelDependency",

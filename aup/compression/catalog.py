@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from aup.compression.keyspec import (
-    COMMON, EPOCH, POSITIVE_INT, QUANT_TYPES, SPARSITY, SPARSITY_CLOSED, SPARSITY_KEYS, Schema, quant_keys,
+    COMMON, EPOCH, EXCLUDE, POSITIVE_INT, QUANT_TYPES, SPARSITY, SPARSITY_CLOSED, SPARSITY_KEYS, UNIT_SPARSITY, KeySpec,
+    Schema,
+    quant_keys,
 )
 
 FRAMEWORK_ALIASES = {"pytorch": "torch", "tf": "tensorflow"}
@@ -92,6 +94,14 @@ def _filter(name: str, path: str, alias: str, scores: str) -> Entry:
     return _pruner(name, path, _FILTER, structured=True, nni_alias=alias, scores=scores)
 
 
+# Keras names layers by class (Conv2D, Dense) and by layer name (conv2d, conv2d_1, dense)
+_KERAS_SPARSITY_KEYS = {
+    "sparsity": SPARSITY,
+    "op_types": KeySpec("str_list", "a list of Keras layer class names, e.g. [\"Conv2D\", \"Dense\"] or [\"default\"]"),
+    "op_names": KeySpec("str_list", "a list of Keras layer names, e.g. [\"conv2d\", \"dense\"]"),
+    "exclude": EXCLUDE,
+}
+
 _NAIVE_WHY = "naive is symmetric int8"
 _BNN_WHY = "bnn binarises to +-1"
 
@@ -126,6 +136,10 @@ ENTRIES: tuple[Entry, ...] = (
         required=("sparsity", "prune_iterations"), same_value=("prune_iterations",),
     )),
     _pruner("sensitivity", "sensitivity:SensitivityPruner", _OVERALL),
+    # ---- torch pruning: transformer structure (whole attention heads, MLP hidden channels)
+    _pruner("transformer", "heads:TransformerPruner",
+            Schema({"head_sparsity": UNIT_SPARSITY, "mlp_sparsity": UNIT_SPARSITY, **COMMON}, required=()),
+            structured=True),
     # ---- torch quantization
     _quantizer("naive", "naive:NaiveQuantizer", Quantization(("weight",), default_bits=8, fixed_bits=8),
                Schema({**quant_keys(("weight",), 8, _NAIVE_WHY), **COMMON}, required=(), allow_empty=True)),
@@ -139,7 +153,7 @@ ENTRIES: tuple[Entry, ...] = (
                       required=("quant_types", "quant_bits"))),
     # ---- tensorflow (Keras 3)
     Entry("tensorflow", "pruning", "level", "aup.compression.tensorflow.pruners:LevelPruner",
-          Schema(SPARSITY_KEYS), nni_alias="level", scores="weights", implemented=False),
+          Schema(_KERAS_SPARSITY_KEYS), nni_alias="level", scores="weights"),
 )
 
 _INDEX: dict[tuple[str, str, str], Entry] = {(e.framework, e.compression_type, e.name): e for e in ENTRIES}

@@ -32,12 +32,35 @@ def create_compressor(model: Any, config: Mapping[str, Any], *args: Any, **kwarg
     (:class:`aup.compression.torch.pipeline.PipelineCompressor`); extra arguments go by keyword to
     every stage whose constructor takes them.
     """
+    deploy = deploy_setting(config)
     if is_pipeline(config):
         if args:
             raise ValueError("create_compressor: a compression pipeline takes its extra arguments by keyword "
                              "(each stage receives those its constructor accepts)")
         from aup.compression.torch.pipeline import PipelineCompressor
 
-        return PipelineCompressor(model, pipeline_stages(config), **kwargs)
-    spec = normalize_config(config)
-    return build_stage(model, spec, args, kwargs)
+        compressor = PipelineCompressor(model, pipeline_stages(config), **kwargs)
+    else:
+        compressor = build_stage(model, normalize_config(config), args, kwargs)
+    if deploy is not _NO_DEPLOY_KEY:
+        from aup.compression.torch.deploy import DeploySettings
+
+        compressor.deploy_settings = DeploySettings.parse(deploy, "compression_deploy")
+    return compressor
+
+
+_NO_DEPLOY_KEY: Any = object()
+
+
+def deploy_setting(config: Mapping[str, Any]) -> Any:
+    """The ``deploy`` request of a job config (``compression_deploy``) or of a compression section."""
+    if not isinstance(config, Mapping):
+        return _NO_DEPLOY_KEY
+    if "compression_deploy" in config:
+        return config["compression_deploy"]
+    section = config.get("compression", config)
+    stages = section if isinstance(section, list) else [section]
+    for stage in stages:
+        if isinstance(stage, Mapping) and "deploy" in stage:
+            return stage["deploy"]
+    return _NO_DEPLOY_KEY

@@ -105,6 +105,8 @@ _CHECKERS: dict[str, Callable[[KeySpec, Any], bool]] = {
 
 SPARSITY = KeySpec("float", "a number in (0, 1)", 0.0, 1.0, low_open=True, high_open=True)
 SPARSITY_CLOSED = KeySpec("float", "a number in [0, 1]", 0.0, 1.0)
+# fraction of attention heads / MLP hidden channels removed (0: none; at least one always stays)
+UNIT_SPARSITY = KeySpec("float", "a number in [0, 1)", 0.0, 1.0, high_open=True)
 OP_TYPES = KeySpec("str_list", "a list of layer type names, e.g. [\"Conv2d\"]")
 OP_NAMES = KeySpec("str_list", "a list of module names, e.g. [\"conv1\"]")
 EXCLUDE = KeySpec("bool", "true or false")

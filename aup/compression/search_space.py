@@ -43,7 +43,7 @@ from aup.compression import catalog, schemas
 from aup.errors import FieldError, did_you_mean
 
 RANGE_KEYS = ("type", "range", "interval", "n", "log")
-STAGE_KEYS = ("framework", "type", "compressor", "config_list", "compressor_args", "model")
+STAGE_KEYS = ("framework", "type", "compressor", "config_list", "compressor_args", "deploy", "model")
 _ALIASES = {"compression_framework": "framework", "compression_type": "type"}
 _EXPAND = "expand_op_names"
 
@@ -207,6 +207,7 @@ class _Parser:
     def __init__(self, section: Any, taken: Iterable[str]) -> None:
         self.problems: list[str] = []
         self.stages: list[_Stage] = []
+        self.deploy: Any = None
         self.taken = set(taken)
         stages = section if isinstance(section, list) else [section]
         self.pipeline = isinstance(section, list)
@@ -251,6 +252,8 @@ class _Parser:
             return None
         stage = _Stage(index, where, framework, types, names, choice)
         stage.model = self._model_ref(raw.get("model"), f"{where}.model")
+        if "deploy" in raw:
+            self._deploy(raw["deploy"], f"{where}.deploy")
         self._config_lists(stage, raw["config_list"], f"{where}.config_list")
         self._compressor_args(stage, raw.get("compressor_args"), f"{where}.compressor_args")
         return stage
@@ -263,6 +266,17 @@ class _Parser:
                           f"that builds the model, e.g. \"model:Net\"), got {value!r}")
             return None
         return value.strip()
+
+    def _deploy(self, value: Any, where: str) -> None:
+        """``deploy``: the deployable artifact every trial measures (checked here, used in the trial)."""
+        if self.deploy is not None:
+            self._problem(f"{where}: give \"deploy\" once (it applies to the whole trial)")
+            return
+        problem = deploy_problem(value, where)
+        if problem:
+            self._problem(problem)
+        else:
+            self.deploy = value
 
     def _compressor_names(self, value: Any, where: str) -> tuple[tuple[str, ...] | None, bool]:
         if isinstance(value, str):
@@ -428,6 +442,7 @@ class CompressionJobConfigBuilder:
         problems = parser.problems
         self.stages = parser.stages
         self.pipeline = parser.pipeline
+        self.deploy = parser.deploy
         if problems:
             raise CompressionSpaceError(problems)
         _assign_names(self.stages, set(self.parameter_names), self.pipeline)
@@ -506,6 +521,8 @@ class CompressionJobConfigBuilder:
             job["compression_pipeline"] = stages
         else:
             job.update(stages[0])
+        if self.deploy is not None:
+            job["compression_deploy"] = copy.deepcopy(self.deploy)
         return job
 
     def _build_stage(self, stage: _Stage, params: dict[str, Any]) -> dict[str, Any]:
@@ -593,6 +610,24 @@ def _relocate(error: ValueError, origins: list[str], where: str, name: str, choi
 
 
 # ---------------------------------------------------------------------------------------------- entry points
+def deploy_problem(value: Any, where: str) -> str | None:
+    """Why ``value`` is not a valid ``deploy`` setting (torch-free copy of DeploySettings.parse's rules)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if not isinstance(value, dict):
+        return f"{where}: expected an object such as {{\"format\": \"onnx\", \"int8\": \"static\"}}, got {value!r}"
+    for key in value:
+        if key not in ("format", "int8", "per_channel"):
+            return f"{where}.{key}: unknown key (known: format, int8, per_channel)"
+    if value.get("format", "onnx") != "onnx":
+        return f"{where}.format: expected \"onnx\", got {value.get('format')!r}"
+    if value.get("int8", "static") not in ("static", "none", None, False):
+        return f"{where}.int8: expected \"static\" or \"none\" (dynamic int8 is slower than fp32 on convolutions)"
+    if not isinstance(value.get("per_channel", True), bool):
+        return f"{where}.per_channel: expected true or false"
+    return None
+
+
 def job_config_builder(experiment: Any) -> CompressionJobConfigBuilder:
     """The runner's hook (``aup.runner.jobconfig``): builder for an ``aup.config.Experiment``."""
     return CompressionJobConfigBuilder(experiment.compression, experiment.parameter_dicts)

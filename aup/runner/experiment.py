@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aup import store
@@ -35,9 +36,11 @@ from aup.runner.launcher import AttemptOutcome, TrialProcess
 from aup.runner.prepare import Prepared, prepare
 from aup.runner.progress import Progress, best_trials, print_summary
 from aup.runner.recorder import Recorder
-from aup.runner.recovery import recover_interrupted, requeue, stored_experiment
+from aup.runner.recovery import stored_experiment
+from aup.runner.session import open_session
 from aup.runner.saved_models import keep_best_model
-from aup.runner.state import INTERRUPTED, STOP_GRACE_S, ActiveTrial, iso, jsonable, quote
+from aup.runner.state import (INTERRUPTED, PROCESS_KEY, PROCESS_KEY_ENV, STOP_GRACE_S, ActiveTrial, iso, jsonable,
+                              quote, remove_trial_files)
 
 if TYPE_CHECKING:
     import optuna
@@ -82,6 +85,8 @@ class ExperimentRunner:
         self._retries = self.exp.job_failure.job_retries
         self._single = len(self.exp.objectives) == 1
         self._base_env = self._make_base_env()
+        limit = self.exp.runtime_args.log_limit_mb
+        self._log_limit = None if limit is None else int(limit * 1024 * 1024)
 
     # ---- set-up ----------------------------------------------------------------------------
     def _device_pool(self) -> list[str]:
@@ -101,41 +106,13 @@ class ExperimentRunner:
             env["CUDA_VISIBLE_DEVICES"] = ""
         return env
 
-    def _open(self) -> tuple["optuna.Study", Any]:
-        import aup.proposer_ext as ext
-
-        storage = store.open_storage(self.storage_url)
-        sampler = self.prepared.sampler_factory()
-        if self.resume_study is None:
-            name = store.unique_study_name(storage, self.exp.name)
-            study = store.create_experiment_study(storage, name, self.exp.directions, sampler=sampler,
-                                                  pruner=self.prepared.pruner)
-            study.set_user_attr(store.ATTR_EXPERIMENT, self.loaded.raw)
-            study.set_user_attr(store.ATTR_EXPERIMENT_PATH, os.path.abspath(self.loaded.path))
-            study.set_user_attr(store.ATTR_WORKINGDIR, str(self.workingdir))
-            study.set_user_attr(store.ATTR_STARTED, store.now_iso())
-        else:
-            study = store.load_experiment_study(storage, self.resume_study, sampler=sampler,
-                                                pruner=self.prepared.pruner)
-            requeued = recover_interrupted(study)
-            study.set_user_attr("resumed", [*study.user_attrs.get("resumed", []), store.now_iso()])
-        study.set_user_attr(store.ATTR_STATUS, "running")
-        study.set_user_attr(store.ATTR_ENDED, None)
-        study.set_user_attr("runner", {"pid": os.getpid(), "host": socket.gethostname()})
-        proposer = ext.build_proposer(self.exp.proposer.lower(), self.exp.proposer_options,
-                                      self.prepared.builder.space, study, self.exp.n_samples,
-                                      self.exp.random_seed)
-        if self.resume_study is not None:
-            for number, params in requeued:
-                requeue(study, proposer, number, params)
-        return study, proposer
-
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> RunResult:
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        study, proposer = self._open()
+        session = open_session(self.prepared, self.storage_url, self.resume_study)
+        study, proposer, self.lease = session.study, session.proposer, session.lease
         self.study, self.proposer = study, proposer
         self.slug = store.slug(study.study_name)
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
         maximize = self.exp.directions[0] == "maximize"
         total = getattr(proposer, "total", self.exp.n_samples)
         progress = Progress(study.study_name, console=self.console, live=self.live, total=total,
@@ -161,10 +138,14 @@ class ExperimentRunner:
             except Exception:
                 for active in self.active:
                     active.process.kill()
+            self.lease.release()
             raise
         finally:
             self._restore_signals(previous)
-        return self._finish(status, reason)
+        try:
+            return self._finish(status, reason)
+        finally:
+            self.lease.release()
 
     def _seed_progress(self, study: "optuna.Study") -> None:
         """On resume, the counters start from what the study already holds."""
@@ -187,6 +168,8 @@ class ExperimentRunner:
         delay = POLL_MIN_S
         while True:
             busy = self._poll_active()
+            if not self.lease.heartbeat() and self._stop_reason is None:
+                self._stop_reason = "another runner took this experiment over (this runner's lease had expired)"
             if self._interrupt or self._stop_reason:
                 self._record_pending()
                 reason = INTERRUPTED if self._interrupt else f"{INTERRUPTED}: {self._stop_reason}"
@@ -252,38 +235,47 @@ class ExperimentRunner:
         with open(job_path, "w", encoding="utf-8") as handle:
             json.dump(job, handle, indent=2)
         device = self._take_device()
-        active = ActiveTrial(trial, params, trial_id, job, job_path, process=None, device=device)  # type: ignore[arg-type]
-        self._start_attempt(active, record=False)  # first: the database write overlaps the trial's start-up
-        self.active.append(active)
-        attrs = {"job_config": job, "job_config_path": str(job_path), "log_path": active.attempts[-1]["log"]}
+        active = ActiveTrial(trial, params, trial_id, job, job_path, process=None, device=device,  # type: ignore[arg-type]
+                             process_key=uuid.uuid4().hex)
+        # written before the process starts: a runner killed right after the start leaves a record
+        # by which the next resume finds and stops the orphan (recovery.kill_orphans)
+        attrs = {"job_config": job, "job_config_path": str(job_path), "log_path": str(self._log_path(active)),
+                 PROCESS_KEY: active.process_key}
         if budget is not None:
             attrs["budget"] = budget
         self.recorder.set_attrs(active, attrs)
+        self._start_attempt(active, record=False)
+        self.active.append(active)
 
-    def _release(self, active: ActiveTrial) -> None:
+    def _release(self, active: ActiveTrial, state: Any) -> None:
         """A trial leaves its slot (called by the recorder once the trial is told)."""
         if active in self.active:
             self.active.remove(active)
+        if self.exp.runtime_args.prune_job_files and state.name in ("COMPLETE", "PRUNED"):
+            remove_trial_files(active)
+
+    def _log_path(self, active: ActiveTrial) -> Path:
+        suffix = "" if active.attempt == 0 else f".{active.attempt}"
+        return self.jobs_dir / f"{active.trial_id}{suffix}.out"
 
     def _start_attempt(self, active: ActiveTrial, record: bool = True) -> None:
-        suffix = "" if active.attempt == 0 else f".{active.attempt}"
-        log_path = self.jobs_dir / f"{active.trial_id}{suffix}.out"
+        log_path = self._log_path(active)
         env = dict(self._base_env)
         env["AUP_TRIAL"] = str(active.trial.number)
         env["AUP_EXPERIMENT"] = self.study.study_name
+        env[PROCESS_KEY_ENV] = active.process_key
         if active.device is not None:
             env["CUDA_VISIBLE_DEVICES"] = active.device
         process = TrialProcess(
             command=[*self.loaded.command, str(active.job_path)], workingdir=self.workingdir, env=env,
-            log_path=log_path, channel_path=self.jobs_dir / f"{active.trial_id}{suffix}.channel.jsonl",
-            timeout=self.exp.runtime_args.timeout,
+            log_path=log_path, channel_path=log_path.with_suffix(".channel.jsonl"),
+            timeout=self.exp.runtime_args.timeout, log_limit=self._log_limit,
         )
         active.process = process
         process.start()
         if record:
             active.trial.set_user_attr("log_path", str(log_path))
-        # recorded when the attempt ends (one write less per trial; a killed runner's leftovers are
-        # found on resume by their job config path, see recovery.kill_orphans)
+        # recorded when the attempt ends (one write less per trial)
         active.attempts.append({"number": active.attempt, "start": iso(process.started), "end": None,
                                 "exit_code": None, "reason": None, "log": str(log_path)})
 
@@ -345,7 +337,12 @@ class ExperimentRunner:
         """Write finished trials to the study (after the free slots were refilled)."""
         pending, self._pending = self._pending, []
         for active, outcome, results, values, reason in pending:
-            self.recorder.finished(active, outcome, results, values, reason)
+            try:
+                self.recorder.finished(active, outcome, results, values, reason)
+            except Exception as exc:  # noqa: BLE001 - whatever a trial reported, it fails that trial only
+                if store.is_lock_error(exc):
+                    raise
+                self.recorder.unrecordable(active, f"could not record the result ({type(exc).__name__}: {exc})")
 
     # ---- stopping ----------------------------------------------------------------------------
     def _stop_all(self, reason: str) -> None:

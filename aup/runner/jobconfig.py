@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from aup.compression.search_space import job_config_builder as compression_job_config_builder
-from aup.errors import ConfigError
+from aup.errors import ConfigError, Problem
 
 if TYPE_CHECKING:
     from aup.config import Experiment
@@ -51,5 +51,8 @@ def job_config_builder(experiment: "Experiment") -> JobConfigBuilder:
     try:
         return PlainJobConfigBuilder(experiment.parameter_dicts)
     except ValueError as exc:
-        raise ConfigError(f"parameter_config: {exc}") from None
+        problem = Problem.from_line(str(exc))
+        if not problem.key.startswith("parameter_config"):
+            problem = Problem("parameter_config", str(exc))
+        raise ConfigError(problems=[problem]) from None
 

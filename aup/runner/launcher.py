@@ -10,6 +10,12 @@ between output lines).
 Results come from the structured channel (``AUP_CHANNEL``) when the trial wrote any, else from
 Auptimizer's ``#Auptimizer:`` lines in the output. Both files are tailed incrementally so that
 intermediate results can drive early stopping while the trial runs.
+
+The runner's memory does not depend on what a trial prints: files are read in bounded chunks, an
+over-long line is skipped, and the log is capped (``log_limit`` bytes, default 50 MB): past the cap
+the output is cut, a note marks the place, and the last few kilobytes are appended when the trial
+ends (that is where the error usually is). A malformed channel record fails the trial with the
+reason; it never reaches the runner's own code.
 """
 from __future__ import annotations
 
@@ -25,6 +31,10 @@ from aup import channel
 
 Result = float | list[float]
 TAIL_BYTES = 8192
+READ_CHUNK = 1 << 20  # bytes read from a trial's file per call
+MAX_LINE = 1 << 20  # a channel record or output line longer than this is skipped
+DEFAULT_LOG_LIMIT = 50 * 1024 * 1024
+CUT_NOTE = "\n[aup: the output passed {limit}; it is cut here, the last {tail} KB follow at the end]\n"
 
 
 @dataclass
@@ -43,33 +53,63 @@ class AttemptOutcome:
 
 
 class _Tail:
-    """Incremental reader of a growing text file; only complete lines are returned."""
+    """Incremental reader of a growing file; complete lines only, at most ``READ_CHUNK`` bytes a call.
+
+    A line longer than ``MAX_LINE`` is dropped (``overlong`` counts them), so memory stays bounded
+    whatever the trial writes.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._handle: Any = None
-        self._partial = ""
+        self._partial = b""
+        self._skipping = False  # inside an over-long line: drop bytes up to its end
+        self.overlong = 0
 
     def read_lines(self) -> list[str]:
         if self._handle is None:
             try:
-                self._handle = open(self.path, encoding="utf-8", errors="replace")
+                self._handle = open(self.path, "rb")
             except FileNotFoundError:
                 return []
-        data = self._handle.read()
+        data = self._handle.read(READ_CHUNK)
         if not data:
             return []
-        data = self._partial + data
-        lines = data.split("\n")
-        self._partial = lines.pop()
+        pieces = (self._partial + data).split(b"\n")
+        self._partial = pieces.pop()
+        lines = []
+        for piece in pieces:
+            if self._skipping:
+                self._skipping = False
+                continue
+            lines.append(piece.decode("utf-8", errors="replace"))
+        if len(self._partial) > MAX_LINE:
+            self._partial = b""
+            if not self._skipping:
+                self.overlong += 1
+            self._skipping = True
         return lines
+
+    def position(self) -> int:
+        return self._handle.tell() if self._handle is not None else 0
+
+    def seek(self, offset: int) -> None:
+        """Continue reading at ``offset`` (after the log was cut); a partial line is dropped."""
+        if self._handle is not None:
+            self._handle.seek(offset)
+        self._partial = b""
 
     def close(self) -> list[str]:
         """Read what is left, including a last line without newline, and close."""
-        lines = self.read_lines()
-        if self._partial:
-            lines.append(self._partial)
-            self._partial = ""
+        lines = []
+        while True:
+            more = self.read_lines()
+            if not more and (self._handle is None or self._handle.tell() >= _size(self.path)):
+                break
+            lines += more
+        if self._partial and not self._skipping:
+            lines.append(self._partial.decode("utf-8", errors="replace"))
+        self._partial = b""
         if self._handle is not None:
             self._handle.close()
             self._handle = None
@@ -86,6 +126,7 @@ class TrialProcess:
     log_path: Path
     channel_path: Path
     timeout: float | None = None
+    log_limit: int | None = DEFAULT_LOG_LIMIT
     started: float = 0.0
     ended: float | None = None
     killed_reason: str | None = None
@@ -96,12 +137,15 @@ class TrialProcess:
     _legacy: list[Result] = field(default_factory=list)
     _from_channel: bool = False
     _reported: int = 0
+    _bad_record: str | None = None
+    _cut_at: int | None = None  # where the log was cut (bytes), once it passed log_limit
+    _last_bytes: bytes = b""
 
     def start(self) -> None:
         for stale in (self.channel_path, self.log_path):
             stale.unlink(missing_ok=True)  # a retry or a resumed run must not read an old result
         env = {**self.env, channel.CHANNEL_ENV: str(self.channel_path)}
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:  # append mode: cutting the file keeps the writer at its end
             self._process = subprocess.Popen(
                 self.command, cwd=self.workingdir, env=env, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -118,6 +162,8 @@ class TrialProcess:
         """The exit code once the process has ended (the group is then cleaned up), else None."""
         assert self._process is not None
         code = self._process.poll()
+        if code is None:
+            self._cap_log()
         if code is None and self.timeout is not None and time.time() - self.started > self.timeout:
             self.kill(f"timed out after {self.timeout:g}s")
             code = self._process.wait()
@@ -131,6 +177,51 @@ class TrialProcess:
         self._absorb(self._channel_tail.read_lines(), self._log_tail.read_lines())
         return self.unreported()
 
+    def _cap_log(self) -> None:
+        """Keep the log under ``log_limit``: cut it at the limit, remember its last bytes."""
+        if self.log_limit is None:
+            return
+        size = _size(self.log_path)
+        limit = self.log_limit if self._cut_at is None else self._cut_at
+        if size <= limit:
+            return
+        self._read_log_until(min(size, limit))  # results printed before the cut still count
+        with open(self.log_path, "r+b") as log:
+            log.seek(max(limit, size - TAIL_BYTES))
+            self._last_bytes = (self._last_bytes + log.read(TAIL_BYTES))[-TAIL_BYTES:]
+            log.truncate(limit)
+            if self._cut_at is None:
+                log.seek(limit)
+                log.write(CUT_NOTE.format(limit=_megabytes(limit), tail=TAIL_BYTES // 1024).encode())
+                self._cut_at = log.tell()
+        self._log_tail.seek(self._cut_at)
+
+    def _read_log_until(self, offset: int) -> None:
+        """Parse the log up to ``offset`` in bounded chunks."""
+        while self._log_tail.position() < offset:
+            before = self._log_tail.position()
+            self._absorb([], self._log_tail.read_lines())
+            if self._log_tail.position() == before:
+                break
+
+    def _finish_log(self) -> None:
+        """After the process ended: cut what is over the limit and append the output's last bytes."""
+        self._cap_log()
+        if self._cut_at is not None:
+            self._cap_log_to_tail()
+
+    def _cap_log_to_tail(self) -> None:
+        assert self._cut_at is not None
+        with open(self.log_path, "r+b") as log:
+            log.seek(0, os.SEEK_END)
+            size = log.tell()
+            log.seek(max(self._cut_at, size - TAIL_BYTES))
+            tail = (self._last_bytes + log.read(TAIL_BYTES))[-TAIL_BYTES:]
+            log.truncate(self._cut_at)
+            log.seek(self._cut_at)
+            log.write(tail)
+        self._log_tail.seek(self._cut_at)
+
     def unreported(self) -> list[Result]:
         """Results not yet handed out by ``new_results`` (after ``outcome``: the last ones)."""
         results = self._current_results()
@@ -143,13 +234,18 @@ class TrialProcess:
             record = channel.parse_record(line)
             if record is None:
                 continue
+            problem = channel.record_problem(record)
+            if problem is not None:
+                if self._bad_record is None:
+                    self._bad_record = f"bad channel record: {problem}"
+                continue
             if record.get("kind") == "result":
                 if not self._from_channel:
                     self._from_channel = True
                     self._reported = 0 if not self._legacy else self._reported
                 self._results.append(record["value"])
             elif record.get("kind") == "metrics":
-                self._metrics.update(record.get("metrics", {}))
+                self._metrics.update(record["metrics"])
             elif record.get("kind") == "model_mismatch" and self._mismatch is None:
                 self._mismatch = record
         for line in log_lines:
@@ -196,7 +292,10 @@ class TrialProcess:
     def outcome(self) -> AttemptOutcome:
         """Everything the finished attempt reported and, if unusable, the one-line reason."""
         assert self._process is not None and self._process.returncode is not None
+        self._finish_log()
         self._absorb(self._channel_tail.close(), self._log_tail.close())
+        if self._channel_tail.overlong and self._bad_record is None:
+            self._bad_record = f"bad channel record: a line longer than {MAX_LINE // 1024} KB"
         code = self._process.returncode
         results = list(self._current_results())
         return AttemptOutcome(code, results, dict(self._metrics), self._reason(code, results), self._mismatch)
@@ -204,6 +303,8 @@ class TrialProcess:
     def _reason(self, code: int, results: list[Result]) -> str | None:
         if self.killed_reason:
             return self.killed_reason
+        if self._bad_record:
+            return self._bad_record
         if code < 0:
             return f"killed by signal {_signal_name(-code)}"
         if code != 0:
@@ -216,6 +317,17 @@ class TrialProcess:
                 (v for v in results[-1] if not _finite(v)), results[-1])
             return f"result is {bad}"
         return None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MB"
 
 
 def _finite(value: Any) -> bool:

@@ -6,6 +6,7 @@ raised before the first trial and before anything is written.
 """
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,10 @@ from aup.config import LoadedExperiment
 from aup.errors import ConfigError, Problem
 from aup.runner.jobconfig import JobConfigBuilder, job_config_builder
 
+MAX_GRID_POINTS = 100_000  # a grid is listed in memory before the first trial
+MAX_ITER = 100_000  # hyperband's largest budget per configuration
+MAX_TRIALS = 1_000_000  # trials a proposer's schedule may plan
+
 
 @dataclass
 class Prepared:
@@ -23,7 +28,7 @@ class Prepared:
     loaded: LoadedExperiment
     builder: JobConfigBuilder
     pruner: Any
-    sampler_factory: Callable[[], Any]  # a fresh sampler for the probe and for the real study
+    sampler_factory: Callable[..., Any]  # (seed=experiment's) -> a fresh sampler for the probe and the study
 
 
 def prepare(loaded: LoadedExperiment, builder: JobConfigBuilder | None = None) -> Prepared:
@@ -44,13 +49,19 @@ def prepare(loaded: LoadedExperiment, builder: JobConfigBuilder | None = None) -
     proposer = exp.proposer.lower()
     options = exp.proposer_options
 
-    def sampler_factory() -> Any:
-        return ext.build_sampler(proposer, options, exp.random_seed, len(exp.objectives), space=builder.space)
+    def sampler_factory(seed: int | None = exp.random_seed) -> Any:
+        return ext.build_sampler(proposer, options, seed, len(exp.objectives), space=builder.space)
 
     located(source, sampler_factory, "proposer")  # fail early on bad sampler options
+    _check_budgets(source, proposer, options, builder.space)
     probe = optuna.create_study(directions=exp.directions, sampler=sampler_factory(), pruner=pruner)
-    located(source, lambda: ext.build_proposer(proposer, options, builder.space, probe, exp.n_samples,
-                                               exp.random_seed), "proposer")
+    built = located(source, lambda: ext.build_proposer(proposer, options, builder.space, probe, exp.n_samples,
+                                                       exp.random_seed), "proposer")
+    total = built.total
+    if isinstance(total, int) and total > MAX_TRIALS:
+        raise ConfigError(problems=[Problem("proposer", f"the {proposer!r} schedule runs {total:,} trials "
+                                                        f"(at most {MAX_TRIALS:,}); lower max_iter or set n_samples")],
+                          source=source)
     check_named_model(source, builder, loaded.workingdir)
     return Prepared(loaded, builder, pruner, sampler_factory)
 
@@ -66,6 +77,43 @@ def check_named_model(source: str, builder: JobConfigBuilder, workingdir: Path) 
         raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
     for line in warnings:
         print(f"aup: warning: {source}: {line}", file=sys.stderr)
+
+
+def _check_budgets(source: str, proposer: str, options: dict[str, Any], space: Any) -> None:
+    """Refuse, before anything is built, a grid or a budget too large to ever finish (with the number)."""
+    max_iter = options.get("max_iter")
+    if isinstance(max_iter, (int, float)) and max_iter > MAX_ITER:
+        raise ConfigError(problems=[Problem("max_iter", f"expected at most {MAX_ITER:,} (the largest budget of "
+                                                        f"one configuration), got {max_iter:g}")], source=source)
+    grid = proposer == "sequence" or (proposer in ("hyperband", "bohb") and options.get("engine") == "sequence")
+    if not grid:
+        return
+    sizes = [(dim.name, grid_count(dim)) for dim in space.dimensions]
+    points = math.prod(count for _, count in sizes)
+    if points > MAX_GRID_POINTS:
+        detail = " x ".join(f"{name}: {count:,}" for name, count in sizes)
+        raise ConfigError(problems=[Problem("parameter_config", f"the grid has up to {points:,} points ({detail}); "
+                                            f"use a larger interval or a smaller n (at most {MAX_GRID_POINTS:,})")],
+                          source=source)
+
+
+def grid_count(dim: Any) -> int:
+    """How many grid points a search dimension has, computed without listing them."""
+    if dim.kind == "choice":
+        return len(dim.choices or ())
+    low, high = dim.low, dim.high
+    if dim.kind == "int":
+        if dim.interval is not None:
+            step = max(1, int(dim.interval))
+        elif dim.n is not None:
+            step = max(1, (int(high) - int(low)) // (dim.n - 1))
+        else:
+            step = 1
+        return len(range(int(low), int(high) + 1, step))
+    if dim.interval is None and dim.n is not None:
+        return int(dim.n)
+    step = float(dim.interval if dim.interval is not None else 1)
+    return math.floor((float(high) - float(low) + 0.1 * step) / step) + 1
 
 
 def located(source: str, make: Callable[[], Any], key: str | None = None) -> Any:

@@ -16,6 +16,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from aup.safe_text import escape, printable
+
 
 @dataclass
 class Counts:
@@ -105,12 +107,14 @@ class Progress:
             self._event(f"trial {number} failed: {reason}")
 
     def message(self, text: str) -> None:
+        text = printable(text)
         if self._live is not None:
             self._live.console.print(text, markup=False, highlight=False)
         else:
             self.console.print(text, markup=False, highlight=False)
 
     def _event(self, text: str) -> None:
+        text = printable(text)
         self.counts.last_event = text
         if self._live is None:
             self.console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -120,7 +124,7 @@ class Progress:
         table = Table.grid(padding=(0, 2))
         total = f"/{c.total}" if c.total else ""
         table.add_row(
-            Text(self.name, style="bold"),
+            Text(printable(self.name), style="bold"),
             Text(f"done {c.done}{total}", style="green"),
             Text(f"running {c.running}", style="cyan"),
             Text(f"failed {c.failed}", style="red" if c.failed else "dim"),
@@ -158,13 +162,11 @@ def print_summary(console: Console, *, study_name: str, status: str, trials: Seq
                   limit: int = 5, planned: int | None = None) -> None:
     """The end-of-run table of the best trials (the Pareto front for several objectives) with their
     recorded size metrics, the state counts, and where the results are."""
-    from rich.markup import escape
-
     from aup.views import counts as trial_counts
 
     counted = trial_counts.count((t.state.name, t.user_attrs) for t in trials)
     text = trial_counts.describe(counted, planned)
-    console.print(f"[bold]{escape(study_name)}[/bold]: {status} ({escape(text)})", highlight=False)
+    console.print(f"[bold]{escape(study_name)}[/bold]: {escape(status)} ({escape(text)})", highlight=False)
     if best:
         pareto = len(objectives) > 1
         shown = list(best)[: max(limit, 10) if pareto else limit]
@@ -174,19 +176,20 @@ def print_summary(console: Console, *, study_name: str, status: str, trials: Seq
         table = Table(title=title, title_justify="left")
         table.add_column("trial", justify="right")
         for name in [*objectives, *metrics]:
-            table.add_column(name, justify="right")
+            table.add_column(escape(name), justify="right")
         table.add_column("hyperparameters", ratio=1, overflow="fold")
         for trial in shown:
-            values = [_fmt_metric(v) for v in (trial.values or [])]
-            extras = [_fmt_metric(trial.user_attrs.get(m, "-")) for m in metrics]
-            table.add_row(str(trial.number), *values, *extras, format_params(trial.params, 100))
+            values = [escape(_fmt_metric(v)) for v in (trial.values or [])]
+            extras = [escape(_fmt_metric(trial.user_attrs.get(m, "-"))) for m in metrics]
+            table.add_row(str(trial.number), *values, *extras, escape(format_params(trial.params, 100)))
         console.print(table)
     for line in failure_lines(trials):
-        console.print(line, highlight=False, markup=False, soft_wrap=True)
+        console.print(printable(line), highlight=False, markup=False, soft_wrap=True)
     for line in extra:
-        console.print(line, highlight=False, markup=False, soft_wrap=True)
+        console.print(printable(line), highlight=False, markup=False, soft_wrap=True)
     quoted = study_name if study_name.replace("_", "").replace("-", "").isalnum() else repr(study_name)
-    console.print(f"results: {storage_url}  (see: aup show {quoted})", highlight=False, markup=False, soft_wrap=True)
+    console.print(printable(f"results: {storage_url}  (see: aup show {quoted})"), highlight=False, markup=False,
+                  soft_wrap=True)
 
 
 def best_trials(study: "optuna.Study", single: bool) -> list[Any]:

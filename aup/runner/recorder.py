@@ -24,10 +24,10 @@ if TYPE_CHECKING:
 
 
 class Recorder:
-    """Writes trials to ``study``; ``release(active)`` is called when a trial leaves its slot."""
+    """Writes trials to ``study``; ``release(active, state)`` is called when a trial leaves its slot."""
 
     def __init__(self, exp: "Experiment", study: "optuna.Study", proposer: Any, progress: "Progress",
-                 release: Callable[[ActiveTrial], None]) -> None:
+                 release: Callable[[ActiveTrial, Any], None]) -> None:
         self.exp = exp
         self.study = study
         self.proposer = proposer
@@ -137,6 +137,20 @@ class Recorder:
             self.set_attrs(active, {**attrs, "status_reason": reason})
             self.tell(active, TrialState.FAIL, None, None, reason)
 
+    def unrecordable(self, active: ActiveTrial, reason: str) -> None:
+        """Recording a finished trial failed: mark it FAIL with the reason, as far as the store allows."""
+        from optuna.trial import TrialState
+
+        for write in (lambda: self.set_attrs(active, {"status_reason": reason[:2000]}),
+                      lambda: self.study.tell(active.trial, state=TrialState.FAIL)):
+            try:
+                write()
+            except Exception:  # noqa: BLE001 - e.g. the trial was already told
+                pass
+        self.release(active, TrialState.FAIL)
+        self.proposer.complete(active.trial.number, TrialState.FAIL, None)
+        self.progress.finished(active.trial.number, "FAIL", None, active.params, reason)
+
     def pruned(self, active: ActiveTrial) -> None:
         """Stop a running trial the pruner rejected and record it PRUNED with its last value."""
         from optuna.trial import TrialState
@@ -161,10 +175,10 @@ class Recorder:
         self.set_attrs(active, {"attempts": active.attempts, "status_reason": reason, INTERRUPTED: True})
         self.study.tell(active.trial, state=TrialState.FAIL)
         requeue(self.study, self.proposer, active.trial.number, active.params)
-        self.release(active)
+        self.release(active, TrialState.FAIL)
 
     def tell(self, active: ActiveTrial, state: Any, values: list[float] | None, value: Any, reason: str | None) -> None:
         self.study.tell(active.trial, values=values if values else None, state=state)
-        self.release(active)
+        self.release(active, state)
         self.proposer.complete(active.trial.number, state, value)
         self.progress.finished(active.trial.number, state.name, value, active.params, reason)

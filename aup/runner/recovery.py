@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from typing import TYPE_CHECKING, Any
 
 from aup import store
 from aup.config import LoadedExperiment, validate_experiment
 from aup.errors import UserError
-from aup.runner.state import INTERRUPTED
+from aup.runner.state import INTERRUPTED, PROCESS_KEY, PROCESS_KEY_ENV
 
 if TYPE_CHECKING:
     import optuna
@@ -33,7 +32,7 @@ def recover_interrupted(study: "optuna.Study") -> list[tuple[int, dict[str, Any]
 
     requeue = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        kill_orphans(trial.user_attrs.get("job_config_path"))
+        kill_orphans(trial.user_attrs.get("job_config_path"), trial.user_attrs.get(PROCESS_KEY))
         store.set_trial_user_attrs(study, trial, {"status_reason": INTERRUPTED, INTERRUPTED: True})
         study.tell(trial.number, state=TrialState.FAIL)
         requeue.append((trial.number, dict(trial.params)))
@@ -47,26 +46,46 @@ def requeue(study: "optuna.Study", proposer: Any, number: int, params: dict[str,
     study.enqueue_trial(params, user_attrs={"requeued_from": number})
 
 
-def kill_orphans(job_config_path: str | None) -> None:
-    """Stop trial processes a killed runner left behind: those whose command line holds the job path."""
-    if not job_config_path or not os.path.isdir("/proc"):
-        return
-    needle = job_config_path.encode()
+def kill_orphans(job_config_path: str | None, process_key: str | None = None) -> int:
+    """Stop trial processes a killed runner left behind; returns how many were signalled.
+
+    A process belongs to the trial when its environment holds the trial's ``AUP_PROCESS_KEY`` (the
+    key is recorded before the process starts and inherited by everything it spawns, whatever its
+    process group) or, for trials recorded without a key, when its command line holds the job path.
+    """
+    if not os.path.isdir("/proc") or not (job_config_path or process_key):
+        return 0
+    key = f"{PROCESS_KEY_ENV}={process_key}".encode() if process_key else None
+    needle = job_config_path.encode() if job_config_path else None
+    killed = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
-                arguments = handle.read().split(b"\0")
-        except OSError:
-            continue
-        if needle in arguments:
-            try:
-                os.killpg(int(entry.name), signal.SIGKILL)  # trials lead their own process group
-            except ProcessLookupError:
-                _quiet_kill(int(entry.name))
-            except PermissionError:
-                pass
+        if _belongs(entry.name, key, needle):
+            _kill_group_or_process(int(entry.name))
+            killed += 1
+    return killed
+
+
+def _belongs(pid: str, key: bytes | None, needle: bytes | None) -> bool:
+    try:
+        if key is not None:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                return key in handle.read().split(b"\0")
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return needle in handle.read().split(b"\0")
+    except OSError:  # gone, or another user's process
+        return False
+
+
+def _kill_group_or_process(pid: int) -> None:
+    try:
+        if os.getpgid(pid) == pid:  # a trial leads its own process group
+            os.killpg(pid, signal.SIGKILL)
+            return
+    except (ProcessLookupError, PermissionError):
+        pass
+    _quiet_kill(pid)
 
 
 def _quiet_kill(pid: int) -> None:
@@ -76,24 +95,6 @@ def _quiet_kill(pid: int) -> None:
         pass
 
 
-def alive_here(runner_info: dict[str, Any]) -> bool:
-    """True if the runner recorded in the study is a live aup process on this host."""
-    pid = runner_info.get("pid")
-    if runner_info.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a reused pid that is not a Python process is not our runner
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"aup" in handle.read()
-    except OSError:
-        return True
-
-
 def stored_experiment(storage: Any, name: str) -> LoadedExperiment:
     """The experiment JSON stored in study ``name``, validated again; UserError if it cannot resume."""
     study = store.load_experiment_study(storage, name)
@@ -101,9 +102,6 @@ def stored_experiment(storage: Any, name: str) -> LoadedExperiment:
     status = attrs.get(store.ATTR_STATUS)
     if status == "finished":
         raise UserError(f"experiment {name!r} already finished; nothing to resume")
-    runner_info = attrs.get("runner") or {}
-    if status == "running" and alive_here(runner_info):
-        raise UserError(f"experiment {name!r} is still running (pid {runner_info.get('pid')})")
     raw = attrs.get(store.ATTR_EXPERIMENT)
     if not isinstance(raw, dict):
         raise UserError(f"experiment {name!r} has no stored experiment JSON; it was not created by aup")

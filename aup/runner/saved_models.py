@@ -1,39 +1,69 @@
-"""``save_model``: keep the best trial's saved model, remove the others' (only inside ``aup_models/``)."""
+"""``save_model``: keep the best trial's saved model, remove the others' (only inside ``aup_models/``).
+
+Every folder this module moves or deletes is a single safe file name directly under
+``<workingdir>/aup_models`` (names come from the runner's own slugs, but they are read back from
+the store, so they are checked again): an experiment name such as ``..`` or ``../../x`` can never
+make aup delete anything outside that folder.
+"""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aup import store
+
 if TYPE_CHECKING:
     import optuna
 
+MODELS_DIR = "aup_models"
+
+
+def model_folder(models: Path, name: Any) -> Path | None:
+    """``models/name`` when ``name`` is one safe file name and the result stays inside ``models``."""
+    if not isinstance(name, str) or not store.is_safe_file_name(name):
+        return None
+    folder = models / name
+    try:
+        folder.resolve().relative_to(models.resolve())
+    except ValueError:
+        return None
+    if folder.is_symlink():
+        return None
+    return folder
+
 
 def keep_best_model(study: "optuna.Study", workingdir: Path, best: Any) -> tuple[str | None, str]:
-    """Move the best trial's saved model to ``aup_models/<experiment>/``; delete the others'.
+    """Move the best trial's saved model to ``aup_models/<safe experiment name>/``; delete the others'.
 
     Returns the kept folder (or None) and the line the summary shows.
     """
-    models = workingdir / "aup_models"
-    folders = [models / t.user_attrs["job_config"]["folder_name"]
-               for t in study.get_trials(deepcopy=False)
-               if isinstance(t.user_attrs.get("job_config"), dict) and "folder_name" in t.user_attrs["job_config"]]
-    target = models / study.study_name
+    models = workingdir / MODELS_DIR
+    folders = [model_folder(models, _folder_name(t)) for t in study.get_trials(deepcopy=False)]
+    target = models / store.slug(study.study_name)
     kept = None
     if best is not None:
-        folder_name = best.user_attrs.get("job_config", {}).get("folder_name", "")
-        source = models / folder_name
-        if source.is_dir() and source != models:
-            if target.exists():
+        source = model_folder(models, _folder_name(best))
+        if source is not None and source.is_dir():
+            if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
             shutil.move(str(source), str(target))
             kept = str(target)
-        elif folder_name and (workingdir / folder_name).is_dir():
-            kept = str(workingdir / folder_name)  # Auptimizer's examples export to <workingdir>/<folder_name>
+        else:  # Auptimizer's examples export to <workingdir>/<folder_name>: report it where it is, untouched
+            beside = model_folder(workingdir, _folder_name(best))
+            if beside is not None and beside.is_dir():
+                kept = str(beside)
     for folder in folders:
-        if folder.is_dir() and folder != target:
+        if folder is not None and folder.is_dir() and folder != target:
             shutil.rmtree(folder, ignore_errors=True)
     if kept:
         study.set_user_attr("best_model_path", kept)
         return kept, f"best model (trial {best.number}): {kept}"
     return None, "save_model: the best trial saved no model (nothing under aup_models/<folder_name> or <folder_name>)"
+
+
+def _folder_name(trial: Any) -> Any:
+    job = trial.user_attrs.get("job_config")
+    return job.get("folder_name") if isinstance(job, dict) else None

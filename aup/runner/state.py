@@ -14,10 +14,12 @@ from typing import Any
 from aup.runner.launcher import TrialProcess
 
 INTERRUPTED = "interrupted"
+PROCESS_KEY = "process_key"  # trial attribute, written before the trial's process starts
+PROCESS_KEY_ENV = "AUP_PROCESS_KEY"  # the same key in the environment of the trial and all its children
 STOP_GRACE_S = 3.0
 # Trial user attributes the runner owns; a metric of the same name reported by a script is dropped.
 RUNNER_ATTRS = frozenset({"job_config", "job_config_path", "log_path", "attempts", "status_reason", "budget",
-                          INTERRUPTED, "requeued_from", "pids"})
+                          INTERRUPTED, "requeued_from", PROCESS_KEY})
 
 
 @dataclass
@@ -36,6 +38,20 @@ class ActiveTrial:
     steps_reported: int = 0
     intermediate: list[float] = field(default_factory=list)
     held: list[Any] = field(default_factory=list)  # results not yet reported (no live reporting)
+    process_key: str = ""
+
+
+def remove_trial_files(active: ActiveTrial) -> None:
+    """Delete a finished trial's job config, logs and channel files (its record stays in the store)."""
+    paths = [active.job_path]
+    for attempt in active.attempts:
+        log = Path(attempt["log"])
+        paths += [log, log.with_suffix(".channel.jsonl")]
+    for path in paths:
+        try:
+            path.unlink()
+        except OSError:
+            pass
 
 
 def finite(value: float) -> bool:

@@ -10,13 +10,16 @@ from typing import Any
 
 from aup import metrics as M
 
-BYTES = frozenset({M.MODEL_BYTES, M.MODEL_BYTES_GZIP})
+BYTES = frozenset({M.MODEL_BYTES, M.MODEL_BYTES_GZIP, M.MODEL_BYTES_PACKED})
 COUNTS = frozenset({M.PARAM_COUNT, M.NONZERO_PARAMS, M.MACS})
 UNITS = {M.MODEL_BYTES: "bytes", M.MODEL_BYTES_GZIP: "bytes", M.PARAM_COUNT: "parameters",
          M.NONZERO_PARAMS: "non-zero parameters", M.MACS: "MACs per sample", M.LATENCY_MS: "ms",
+         M.LATENCY_MS_TORCH: "ms", M.MODEL_BYTES_PACKED: "bytes",
          M.WEIGHT_BITS: "bits per weight", M.SPARSITY: "fraction of zeros", "duration_s": "s"}
 LABELS = {M.MODEL_BYTES: "model size", M.MODEL_BYTES_GZIP: "gzipped model size", M.PARAM_COUNT: "parameters",
           M.NONZERO_PARAMS: "non-zero parameters", M.MACS: "MACs", M.LATENCY_MS: "CPU latency (batch 1)",
+          M.LATENCY_MS_TORCH: "torch eager latency (batch 1)", M.MODEL_BYTES_PACKED: "packed torch artifact",
+          M.DEPLOY_AGREEMENT: "deployed vs in-memory agreement",
           M.WEIGHT_BITS: "weight bits", M.SPARSITY: "sparsity", M.SCORE: "score"}
 # Metrics whose natural scale is logarithmic: sizes span orders of magnitude across compressions.
 LOG_SCALE = BYTES | COUNTS
@@ -54,7 +57,7 @@ def value(name: str, raw: Any) -> str:
         return _si(float(raw), (" B", " kB", " MB", " GB"), 1000.0)
     if name in COUNTS:
         return _si(float(raw), ("", "k", "M", "G"), 1000.0)
-    if name == M.LATENCY_MS:
+    if name in (M.LATENCY_MS, M.LATENCY_MS_TORCH):
         return f"{raw:.3g} ms"
     if name == "duration_s":
         return f"{raw:.1f} s"

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 RATIO_METRICS = (M.SCORE, M.PARAM_COUNT, M.NONZERO_PARAMS, M.MACS, M.MODEL_BYTES, M.MODEL_BYTES_GZIP, M.LATENCY_MS,
+                 M.LATENCY_MS_TORCH, M.MODEL_BYTES_PACKED,
                  "accuracy")
 LAYER_PREFIXES = {M.LAYER_SPARSITY: "sparsity", M.LAYER_BITS: "bits"}
 # Bookkeeping attributes that are not metrics: kept out of the flat row (job_config repeats the params).

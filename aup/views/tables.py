@@ -18,7 +18,7 @@ from aup.views.records import StudyRecord, TrialRow, param_key
 
 # Metrics shown by compare, in this order, when a trial recorded them.
 COMPARE_METRICS = (M.SCORE, "accuracy", M.PARAM_COUNT, M.NONZERO_PARAMS, M.MACS, M.MODEL_BYTES, M.LATENCY_MS,
-                   M.SPARSITY, M.WEIGHT_BITS)
+                   M.LATENCY_MS_TORCH, M.DEPLOY_AGREEMENT, M.SPARSITY, M.WEIGHT_BITS)
 # Attributes that describe the run of a trial rather than the model: never shown as metrics.
 BOOKKEEPING = frozenset({"number", "state", "attempts", "log_path", "status_reason", "duration_s", "job_config",
                          "job_config_path", "budget", "grid_index", M.MODEL_BYTES_GZIP})
@@ -52,7 +52,7 @@ def _best_text(item: dict[str, Any]) -> str:
 
 
 def render_list(data: Sequence[dict[str, Any]], storage_url: str) -> Any:
-    from rich.markup import escape
+    from aup.safe_text import escape
     from rich.table import Table
 
     table = Table(title="Experiments", caption=escape(f"storage: {storage_url}"), caption_justify="left")
@@ -163,7 +163,7 @@ def header(column: str) -> str:
 
 def cell(column: str, row: dict[str, Any], params: Sequence[str]) -> str:
     """Cell text, escaped: layer names such as ``sparsity[conv1]`` must not read as rich markup."""
-    from rich.markup import escape
+    from aup.safe_text import escape
 
     if column in params or column.startswith("param:"):
         return escape(fmt.value("", row.get(column)))
@@ -173,7 +173,7 @@ def cell(column: str, row: dict[str, Any], params: Sequence[str]) -> str:
 def render_comparison(comparison: Comparison, *, side_by_side: bool, title: str | None = None,
                       caption: str | None = None) -> Any:
     """Trials as rows (many trials) or as columns next to each other (a few trials)."""
-    from rich.markup import escape
+    from aup.safe_text import escape
     from rich.table import Table
 
     table = Table(title=title and escape(title), caption=caption and escape(caption), caption_justify="left")
@@ -240,7 +240,7 @@ def show_data(experiment: StudyRecord, trials: Sequence[TrialRow]) -> dict[str, 
 
 def render_show(data: dict[str, Any], experiment: StudyRecord, trials: Sequence[TrialRow]) -> list[Any]:
     from rich.json import JSON
-    from rich.markup import escape
+    from aup.safe_text import escape
     from rich.panel import Panel
     from rich.table import Table
 

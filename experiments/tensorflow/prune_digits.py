@@ -30,7 +30,7 @@ epochs = int(config.get("n_iterations", config.get("epochs", 2)))  # hyperband/b
 model.fit(digits.x_train, digits.y_train, epochs=epochs, batch_size=32, verbose=0)
 accuracy = evaluate(model, digits.x_test, digits.y_test)
 
-folder = config["folder_name"] if config.get("save_model") else tempfile.mkdtemp(prefix="aup-digits-keras-")
+folder = aup.model_folder(config) if config.get("save_model") else tempfile.mkdtemp(prefix="aup-digits-keras-")
 compressor.export_model("digits_compressed.keras", folder_name=folder)
 aup.log_metrics(accuracy=accuracy, baseline_score=dense_accuracy)
 print(f"accuracy={accuracy:.4f} (dense {dense_accuracy:.4f}), layer sparsity {compressor.layer_sparsity()}")

@@ -143,14 +143,14 @@ def test_activation_quant_reattached_on_load(tmp_path):
     assert len(levels) <= 4 and bool(((levels / 0.5) == torch.round(levels / 0.5)).all())
 
 
-def test_untraceable_model_falls_back_to_pickle(tmp_path):
+def test_untraceable_model_is_stored_as_a_module_tree(tmp_path):
     torch.manual_seed(0)
     model = Branchy()
     x = torch.randn(3, 4)
     info = save_artifact(tmp_path / "b.aup", model, example_input=x)
-    assert info["kind"] == "pickle"
-    meta = read_artifact(tmp_path / "b.aup")["meta"]
-    assert meta["needs_class"] and "fx_error" in meta
+    assert info["kind"] == "tree"
+    doc = read_artifact(tmp_path / "b.aup")
+    assert doc["meta"]["needs_class"] and "torch.fx could not trace" in doc["fx_error"]
     assert torch.equal(load_compressed(tmp_path / "b.aup")(x), model(x))
 
 

@@ -51,7 +51,7 @@ def test_unknown_names_are_refused_before_the_model_is_touched(config, message):
 
 
 def test_registry_lists_every_compressor():
-    assert len(registry.COMPRESSORS["torch"]["pruning"]) == 16
+    assert len(registry.COMPRESSORS["torch"]["pruning"]) == 17  # the seed's 16 and the transformer pruner
     assert set(registry.COMPRESSORS["torch"]["quantization"]) == {"naive", "qat", "dorefa", "bnn"}
     assert set(registry.COMPRESSORS["tensorflow"]["pruning"]) == {"level"}
 

@@ -25,10 +25,6 @@ class Net(nn.Module):
         return self.fc1(x.flatten(1))
 
 
-def cfg(name, config_list, ctype="pruning"):
-    return {"compression_framework": "torch", "compression_type": ctype, "compressor": name, "config_list": config_list}
-
-
 def names(selected):
     return {s.name: s.config.get("sparsity") for s in selected}
 
@@ -57,7 +53,7 @@ def test_parameterless_modules_are_valid_op_names_and_types_match_case_insensiti
     assert [s.name for s in selected] == ["relu1"]
 
 
-def test_unknown_op_name_is_refused_with_a_suggestion():
+def test_unknown_op_name_is_refused_with_a_suggestion(cfg):
     with pytest.raises(ValueError, match=r"config_list\[0\]\.op_names: no module named 'conv3'.*did you mean 'conv"):
         aup.create_compressor(Net(), cfg("level", [{"sparsity": 0.5, "op_names": ["conv3"]}]))
 
@@ -77,7 +73,7 @@ def test_unknown_op_name_is_refused_with_a_suggestion():
 ])
 @pytest.mark.parametrize("pruner", ["level", "fpgm", "l1_filter", "l2_filter", "activation_apoz_rank_filter",
                                     "activation_mean_rank_filter", "taylor_fo_weight_filter"])
-def test_bad_entries_are_refused_before_the_model_is_touched(pruner, entry, message):
+def test_bad_entries_are_refused_before_the_model_is_touched(cfg, pruner, entry, message):
     with pytest.raises(ValueError, match=message):
         aup.create_compressor(None, cfg(pruner, [entry]))
 
@@ -88,7 +84,7 @@ def test_error_names_the_entry_index():
         schemas.validate_config_list("torch", "pruning", "l1_filter", cl)
 
 
-def test_filter_pruners_refuse_other_layer_types():
+def test_filter_pruners_refuse_other_layer_types(cfg):
     with pytest.raises(ValueError, match=r"config_list\[0\]\.op_types: 'fpgm' can only prune Conv2d layers, got 'Linear'"):
         aup.create_compressor(Net(), cfg("fpgm", [{"sparsity": 0.5, "op_types": ["Linear"]}]))
     with pytest.raises(ValueError, match=r"op_types: .*got 'default'"):
@@ -102,18 +98,18 @@ def test_filter_pruners_refuse_other_layer_types():
         aup.create_compressor(Net(), cfg("level", [{"sparsity": 0.5, "op_names": ["relu1"]}]))
 
 
-def test_dependency_aware_needs_dummy_input():
+def test_dependency_aware_needs_dummy_input(cfg):
     with pytest.raises(ValueError, match="dependency_aware=True needs dummy_input"):
         aup.create_compressor(Net(), cfg("l1_filter", [{"sparsity": 0.5, "op_types": ["Conv2d"]}]),
                               dependency_aware=True)
 
 
-def test_config_list_matching_nothing_is_an_error():
+def test_config_list_matching_nothing_is_an_error(cfg):
     with pytest.raises(ValueError, match="no layer of the model matches"):
         aup.create_compressor(Net(), cfg("fpgm", [{"sparsity": 0.5, "op_types": ["Conv2d"], "op_names": ["fc1"]}]))
 
 
-def test_empty_and_non_list_config_lists():
+def test_empty_and_non_list_config_lists(cfg):
     with pytest.raises(ValueError, match=r"config_list: expected at least one entry"):
         aup.create_compressor(Net(), cfg("level", []))
     with pytest.raises(ValueError, match=r"config_list: expected a list"):

@@ -23,19 +23,15 @@ N_TRAIN = 384
 
 
 @pytest.fixture(scope="module")
-def digits():
-    d = zoo.load_digits_tensors(seed=0)
+def digits(pretrained_digits):
+    """A slice of the training set keeps the schedules' training short; the test set is whole."""
+    d = pretrained_digits.data
     return zoo.DigitsData(d.x_train[:N_TRAIN], d.y_train[:N_TRAIN], d.x_test, d.y_test)
 
 
 @pytest.fixture(scope="module")
-def pretrained_state(digits):
-    torch.manual_seed(0)
-    model = zoo.DigitsCNN(width=8)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for epoch in range(4):
-        zoo.train_epoch(model, digits.x_train, digits.y_train, optimizer, seed=epoch)
-    return copy.deepcopy(model.state_dict())
+def pretrained_state(pretrained_digits):
+    return pretrained_digits.state
 
 
 def pretrained(state):
@@ -60,11 +56,6 @@ class PlainCNN(nn.Module):
         return self.fc(x.flatten(1))
 
 
-def cfg(name, config_list):
-    return {"compression_framework": "torch", "compression_type": "pruning", "compressor": name,
-            "config_list": config_list}
-
-
 def layer_sparsity(masks, name):
     mask = masks[name]["weight"]
     return float((mask == 0).sum()) / mask.numel()
@@ -84,7 +75,7 @@ def cubic(epoch, initial=0.1, final=0.8, start=1, end=7, freq=2):
     return final + (initial - final) * (1 - (epoch - start) / span) ** 3
 
 
-def test_agp_sparsity_at_each_epoch_follows_the_cubic_formula(digits, pretrained_state):
+def test_agp_sparsity_at_each_epoch_follows_the_cubic_formula(cfg, digits, pretrained_state):
     model = pretrained(pretrained_state)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     entry = {"initial_sparsity": 0.1, "final_sparsity": 0.8, "start_epoch": 1, "end_epoch": 7, "frequency": 2,
@@ -112,7 +103,7 @@ def test_agp_sparsity_at_each_epoch_follows_the_cubic_formula(digits, pretrained
     assert pruner.history[1][1]["conv1"] == pytest.approx(0.8 - 0.7 * 0.5 ** 3)
 
 
-def test_agp_with_a_filter_criterion_prunes_whole_filters_that_speedup_removes(digits):
+def test_agp_with_a_filter_criterion_prunes_whole_filters_that_speedup_removes(cfg, digits):
     torch.manual_seed(0)
     model = PlainCNN()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
@@ -135,7 +126,7 @@ def test_agp_with_a_filter_criterion_prunes_whole_filters_that_speedup_removes(d
     assert torch.allclose(model(x), masked_out, atol=1e-4)
 
 
-def test_agp_statistics_criterion_waits_for_its_batches(digits, pretrained_state):
+def test_agp_statistics_criterion_waits_for_its_batches(cfg, digits, pretrained_state):
     model = pretrained(pretrained_state)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     entry = {"initial_sparsity": 0.25, "final_sparsity": 0.5, "start_epoch": 0, "end_epoch": 2, "op_types": ["Conv2d"]}
@@ -152,7 +143,7 @@ def test_agp_statistics_criterion_waits_for_its_batches(digits, pretrained_state
     assert model.conv2.out_channels == 8 and model.bn2.num_features == 8
 
 
-def test_agp_argument_errors_are_one_line(pretrained_state):
+def test_agp_argument_errors_are_one_line(cfg, pretrained_state):
     entry = [{"final_sparsity": 0.5, "op_types": ["Conv2d"]}]
     with pytest.raises(ValueError, match="optimizer is required"):
         aup.create_compressor(pretrained(pretrained_state), cfg("agp", entry))
@@ -166,7 +157,7 @@ def test_agp_argument_errors_are_one_line(pretrained_state):
 
 # ----------------------------------------------------------------------------- lottery ticket
 
-def test_lottery_ticket_rewinds_to_the_saved_initial_weights_and_optimizer_state(digits):
+def test_lottery_ticket_rewinds_to_the_saved_initial_weights_and_optimizer_state(cfg, digits):
     torch.manual_seed(1)
     model = zoo.DigitsCNN(width=8)
     initial = copy.deepcopy(model.state_dict())
@@ -202,7 +193,7 @@ def test_lottery_ticket_rewinds_to_the_saved_initial_weights_and_optimizer_state
         pruner.prune_iteration_start()
 
 
-def test_lottery_ticket_without_reset_keeps_the_trained_weights(digits):
+def test_lottery_ticket_without_reset_keeps_the_trained_weights(cfg, digits):
     torch.manual_seed(1)
     model = zoo.DigitsCNN(width=8)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -234,7 +225,7 @@ def make_trainer(digits, calls):
     return trainer
 
 
-def test_admm_auxiliary_variables_converge_to_the_sparse_projection(digits, pretrained_state):
+def test_admm_auxiliary_variables_converge_to_the_sparse_projection(cfg, digits, pretrained_state):
     calls: list = []
     model = pretrained(pretrained_state)
     config_list = [{"sparsity": 0.5, "op_types": ["Conv2d"]}]
@@ -267,7 +258,7 @@ def test_admm_auxiliary_variables_converge_to_the_sparse_projection(digits, pret
     assert weak_result.primal_residuals[-1] > 3 * residuals[-1]
 
 
-def test_admm_level_base_projects_elementwise(digits, pretrained_state):
+def test_admm_level_base_projects_elementwise(cfg, digits, pretrained_state):
     model = pretrained(pretrained_state)
     pruner = aup.create_compressor(model, cfg("admm", [{"sparsity": 0.75, "op_names": ["fc1"]}]),
                                    trainer=make_trainer(digits, []), num_iterations=2, training_epochs=1,
@@ -278,7 +269,7 @@ def test_admm_level_base_projects_elementwise(digits, pretrained_state):
     assert layer_sparsity(pruner.get_masks(), "fc1") == pytest.approx(int(0.75 * z.numel()) / z.numel())
 
 
-def test_admm_argument_errors(pretrained_state):
+def test_admm_argument_errors(cfg, pretrained_state):
     model = pretrained(pretrained_state)
     with pytest.raises(ValueError, match="trainer is required"):
         aup.create_compressor(model, cfg("admm", [{"sparsity": 0.5, "op_types": ["Conv2d"]}]))
@@ -300,7 +291,7 @@ def conv_density(model):
     return float(sum(int((w != 0).sum()) for w in weights)) / sum(w.numel() for w in weights)
 
 
-def test_sensitivity_pruner_prunes_by_its_proportions_until_the_target(pretrained_state, tmp_path, monkeypatch):
+def test_sensitivity_pruner_prunes_by_its_proportions_until_the_target(cfg, pretrained_state, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model = pretrained(pretrained_state)
     seen = []
@@ -331,7 +322,7 @@ def test_sensitivity_pruner_prunes_by_its_proportions_until_the_target(pretraine
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # nothing else in the working directory
 
 
-def test_sensitivity_pruner_stops_and_undoes_a_round_past_the_accuracy_threshold(pretrained_state, tmp_path,
+def test_sensitivity_pruner_stops_and_undoes_a_round_past_the_accuracy_threshold(cfg, pretrained_state, tmp_path,
                                                                                  monkeypatch):
     monkeypatch.chdir(tmp_path)
     model = pretrained(pretrained_state)
@@ -347,7 +338,7 @@ def test_sensitivity_pruner_stops_and_undoes_a_round_past_the_accuracy_threshold
     assert list(tmp_path.iterdir()) == []  # no checkpoint_dir: no files
 
 
-def test_sensitivity_pruner_on_digits_reaches_target_and_shrinks(digits):
+def test_sensitivity_pruner_on_digits_reaches_target_and_shrinks(cfg, digits):
     torch.manual_seed(0)
     model = PlainCNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -378,7 +369,7 @@ def test_sensitivity_pruner_on_digits_reaches_target_and_shrinks(digits):
 
 # ----------------------------------------------------------------------------- other models
 
-def test_schedules_work_on_models_they_were_not_written_for():
+def test_schedules_work_on_models_they_were_not_written_for(cfg):
     torch.manual_seed(0)
     x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 10, (16,))
     model = zoo.resnet_small()

@@ -19,28 +19,6 @@ from aup.compression.torch import zoo  # noqa: E402
 from aup.compression.torch.pruners.dependency import conv_dependency_sets  # noqa: E402
 
 
-class NNIModel(nn.Module):
-    """NNI's TorchModel: conv1 has 5 filters of 1x5x5 (25 weights), conv2 10 filters of 5x5x5 (125)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 5, 5, 1)
-        self.bn1 = nn.BatchNorm2d(5)
-        self.conv2 = nn.Conv2d(5, 10, 5, 1)
-        self.bn2 = nn.BatchNorm2d(10)
-        self.fc1 = nn.Linear(4 * 4 * 10, 100)
-        self.fc2 = nn.Linear(100, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2, 2)
-        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2, 2)
-        return F.log_softmax(self.fc2(F.relu(self.fc1(x.flatten(1)))), dim=1)
-
-
-def cfg(name, config_list):
-    return {"compression_framework": "torch", "compression_type": "pruning", "compressor": name, "config_list": config_list}
-
-
 def filter_sums(masks, name):
     return masks[name]["weight"].sum(dim=(1, 2, 3)).tolist()
 
@@ -51,16 +29,16 @@ TWO_ENTRIES = [{"sparsity": 0.2, "op_types": ["Conv2d"], "op_names": ["conv1"]},
                {"sparsity": 0.6, "op_types": ["Conv2d"], "op_names": ["conv2"]}]
 
 
-def test_fpgm_prunes_the_geometric_median_filters():
+def test_fpgm_prunes_the_geometric_median_filters(cfg, make_nni_model):
     # filters 1..10 on a line: the sums of distances are smallest in the middle (filters 4, 5)
-    model = NNIModel()
+    model = make_nni_model()
     model.conv2.weight.data = W2.clone()
     config_list = [{"sparsity": 0.6, "op_types": ["Conv2d"]}, {"sparsity": 0.2, "op_types": ["Conv2d"]}]
     pruner = aup.create_compressor(model, cfg("fpgm", config_list))
     pruner.compress()
     masks = pruner.get_masks()
     assert filter_sums(masks, "conv2") == [125, 125, 125, 125, 0, 0, 125, 125, 125, 125]  # last entry (0.2) wins
-    model = NNIModel()
+    model = make_nni_model()
     model.conv2.weight.data = W2.clone()
     pruner = aup.create_compressor(model, cfg("fpgm", config_list[:1]))
     pruner.compress()
@@ -69,8 +47,8 @@ def test_fpgm_prunes_the_geometric_median_filters():
     assert masks["conv2"]["bias"].tolist() == [1, 1, 0, 0, 0, 0, 0, 0, 1, 1]  # bias of pruned filters masked
 
 
-def test_l1_filter_prunes_smallest_l1_norms_and_their_biases():
-    model = NNIModel()
+def test_l1_filter_prunes_smallest_l1_norms_and_their_biases(cfg, make_nni_model):
+    model = make_nni_model()
     model.conv1.weight.data = W1.clone()
     model.conv2.weight.data = W2.clone()
     pruner = aup.create_compressor(model, cfg("l1_filter", TWO_ENTRIES))
@@ -82,9 +60,9 @@ def test_l1_filter_prunes_smallest_l1_norms_and_their_biases():
     assert model.conv1.bias[0].item() == 0 and model.conv1.weight[0].abs().sum() == 0
 
 
-def test_l1_and_l2_disagree_where_the_norms_do():
+def test_l1_and_l2_disagree_where_the_norms_do(cfg, make_nni_model):
     # filter 0 = one big weight (L1 3, L2 3); filter 1 = many small ones (L1 4.5, L2 ~1.5)
-    model = NNIModel()
+    model = make_nni_model()
     w = torch.ones(5, 1, 5, 5) * 10
     w[0] = 0
     w[0, 0, 0, 0] = 3.0
@@ -99,7 +77,7 @@ def test_l1_and_l2_disagree_where_the_norms_do():
     assert filter_sums(l2.get_masks(), "conv1") == [25, 0, 25, 25, 25]
 
 
-def test_slim_uses_one_global_threshold_and_masks_bn_weight_and_bias():
+def test_slim_uses_one_global_threshold_and_masks_bn_weight_and_bias(cfg):
     class TwoBN(nn.Module):
         def __init__(self):
             super().__init__()
@@ -129,8 +107,8 @@ def test_slim_uses_one_global_threshold_and_masks_bn_weight_and_bias():
     assert masks["bn1"]["weight"].tolist() == [0, 0, 0, 0, 1] and masks["bn2"]["weight"].sum() == 5
 
 
-def test_taylor_fo_ranks_filters_by_squared_weight_times_gradient():
-    model = NNIModel()
+def test_taylor_fo_ranks_filters_by_squared_weight_times_gradient(cfg, make_nni_model):
+    model = make_nni_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     pruner = aup.create_compressor(model, cfg("taylor_fo_weight_filter", TWO_ENTRIES), optimizer, statistics_batch_num=1)
     pruner.compress()
@@ -148,9 +126,9 @@ def test_taylor_fo_ranks_filters_by_squared_weight_times_gradient():
     assert filter_sums(masks, "conv2") == [125, 125, 125, 125, 0, 0, 0, 0, 0, 0]
 
 
-def test_taylor_needs_the_optimizer():
+def test_taylor_needs_the_optimizer(cfg, make_nni_model):
     with pytest.raises(ValueError, match="optimizer is required"):
-        aup.create_compressor(NNIModel(), cfg("taylor_fo_weight_filter", TWO_ENTRIES))
+        aup.create_compressor(make_nni_model(), cfg("taylor_fo_weight_filter", TWO_ENTRIES))
 
 
 class OneConv(nn.Module):
@@ -169,7 +147,7 @@ class OneConv(nn.Module):
 
 
 @pytest.mark.parametrize("name, pruned", [("activation_apoz_rank_filter", [0, 1]), ("activation_mean_rank_filter", [0, 2])])
-def test_activation_pruners_rank_filters_by_their_outputs(name, pruned):
+def test_activation_pruners_rank_filters_by_their_outputs(cfg, name, pruned):
     torch.manual_seed(0)
     model = OneConv()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
@@ -187,7 +165,7 @@ def test_activation_pruners_rank_filters_by_their_outputs(name, pruned):
     assert pruner.stats["conv"].batches == 3
 
 
-def test_activation_pruner_without_optimizer_computes_masks_on_step():
+def test_activation_pruner_without_optimizer_computes_masks_on_step(cfg):
     model = OneConv()
     pruner = aup.create_compressor(model, cfg("activation_apoz_rank_filter", [{"sparsity": 0.5, "op_types": ["Conv2d"]}]))
     pruner.compress()
@@ -196,9 +174,9 @@ def test_activation_pruner_without_optimizer_computes_masks_on_step():
     assert pruner.get_masks()["conv"]["weight"].flatten().tolist() == [0, 0, 1, 1]
 
 
-def test_level_prunes_exactly_the_smallest_magnitudes():
+def test_level_prunes_exactly_the_smallest_magnitudes(cfg, make_nni_model):
     torch.manual_seed(0)
-    model = NNIModel()
+    model = make_nni_model()
     pruner = aup.create_compressor(model, cfg("level", [{"sparsity": 0.8, "op_types": ["default"]}]))
     pruner.compress()
     masks = pruner.get_masks()
@@ -209,7 +187,7 @@ def test_level_prunes_exactly_the_smallest_magnitudes():
         assert masks[name]["bias"].sum() == masks[name]["bias"].numel()  # biases untouched
         assert torch.equal(weight, original.detach())
     # the kept elements are all at least as large as the pruned ones (checked on a fresh copy)
-    fresh = NNIModel()
+    fresh = make_nni_model()
     w = fresh.fc1.weight.detach().abs()
     pruner = aup.create_compressor(fresh, cfg("level", [{"sparsity": 0.5, "op_names": ["fc1"]}]))
     pruner.compress()
@@ -217,9 +195,9 @@ def test_level_prunes_exactly_the_smallest_magnitudes():
     assert w[mask == 1].min() >= w[mask == 0].max()
 
 
-def test_compute_masks_is_the_schedule_api_and_only_grows_the_pruned_set():
+def test_compute_masks_is_the_schedule_api_and_only_grows_the_pruned_set(cfg, make_nni_model):
     torch.manual_seed(0)
-    model = NNIModel()
+    model = make_nni_model()
     pruner = aup.create_compressor(model, cfg("fpgm", [{"sparsity": 0.2, "op_types": ["Conv2d"]}]))
     pruner.compress()
     before = pruner.get_masks()["conv2"]["weight"].flatten(1).sum(1) == 0
@@ -231,7 +209,7 @@ def test_compute_masks_is_the_schedule_api_and_only_grows_the_pruned_set():
         pruner.compute_masks({"fc1": 0.5})
 
 
-def test_dependency_aware_shares_channels_across_residual_adds():
+def test_dependency_aware_shares_channels_across_residual_adds(cfg):
     torch.manual_seed(0)
     model = zoo.resnet_small(num_classes=10, in_channels=3, base=8)
     x = torch.randn(2, 3, 16, 16)
@@ -251,7 +229,7 @@ def test_dependency_aware_shares_channels_across_residual_adds():
         assert sum(pruned[0]) == int(0.5 * len(pruned[0]))
 
 
-def test_dependency_aware_shared_set_then_per_layer_remainder():
+def test_dependency_aware_shared_set_then_per_layer_remainder(cfg):
     class Res(nn.Module):
         def __init__(self):
             super().__init__()
@@ -276,7 +254,7 @@ def test_dependency_aware_shared_set_then_per_layer_remainder():
     assert all(summed[i] == 0 for i in p1)
 
 
-def test_grouped_conv_loses_the_same_number_of_filters_per_group():
+def test_grouped_conv_loses_the_same_number_of_filters_per_group(cfg):
     model = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2))
     pruner = aup.create_compressor(model, cfg("l1_filter", [{"sparsity": 0.5, "op_types": ["Conv2d"]}]))
     pruner.compress()
@@ -289,7 +267,7 @@ ALL_ONE_SHOT = ["level", "slim", "fpgm", "l1_filter", "l2_filter", "activation_a
 
 
 @pytest.mark.parametrize("name", ALL_ONE_SHOT)
-def test_achieved_sparsity_is_within_one_point_of_the_target(name):
+def test_achieved_sparsity_is_within_one_point_of_the_target(cfg, name):
     torch.manual_seed(0)
     model = zoo.DigitsCNN(width=16)
     for module in model.modules():  # trained-like BN scales (a fresh net's all-equal gammas tie)
@@ -312,22 +290,10 @@ def test_achieved_sparsity_is_within_one_point_of_the_target(name):
     assert abs(zeros / total - 0.5) <= 0.01  # the weights really are zero, not only the masks
 
 
-@pytest.fixture(scope="module")
-def pretrained_digits():
-    """A DigitsCNN trained on the digits once for the module: (state_dict, data, dense accuracy)."""
-    torch.manual_seed(0)
-    data = zoo.load_digits_tensors(seed=0)
-    model = zoo.DigitsCNN(width=16)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(4):
-        zoo.train_epoch(model, data.x_train, data.y_train, optimizer, seed=epoch)
-    return copy.deepcopy(model.state_dict()), data, zoo.evaluate(model, data.x_test, data.y_test)
-
-
 @pytest.mark.slow
 def test_end_to_end_digits_compress_half_and_fine_tune(pretrained_digits, capsys):
     state, data, dense_acc = pretrained_digits
-    model = zoo.DigitsCNN(width=16)
+    model = zoo.DigitsCNN(width=8)
     model.load_state_dict(state)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     dense_flops, dense_params, _ = aup.compression.count_flops_params(model, (1, 1, 8, 8), verbose=False)
@@ -352,10 +318,10 @@ def test_end_to_end_digits_compress_half_and_fine_tune(pretrained_digits, capsys
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:slim. the global threshold would remove every channel")  # tested above
 @pytest.mark.parametrize("name", ALL_ONE_SHOT)
-def test_every_pruner_end_to_end_on_digits_at_half_sparsity(name, pretrained_digits, capsys):
+def test_every_pruner_end_to_end_on_digits_at_half_sparsity(cfg, name, pretrained_digits, capsys):
     """Compress the trained CNN at 50%, fine-tune two epochs, shrink what is structured; report accuracy."""
     state, data, dense_acc = pretrained_digits
-    model = zoo.DigitsCNN(width=16)
+    model = zoo.DigitsCNN(width=8)
     model.load_state_dict(state)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     op_types = {"level": ["default"], "slim": ["BatchNorm2d"]}.get(name, ["Conv2d"])
@@ -377,7 +343,7 @@ def test_every_pruner_end_to_end_on_digits_at_half_sparsity(name, pretrained_dig
 
 @pytest.mark.parametrize("name", ["fpgm", "l2_filter", "activation_apoz_rank_filter", "activation_mean_rank_filter",
                                   "taylor_fo_weight_filter"])
-def test_every_filter_pruner_has_a_dependency_aware_mode(name):
+def test_every_filter_pruner_has_a_dependency_aware_mode(cfg, name):
     torch.manual_seed(0)
     model = zoo.resnet_small(num_classes=10, in_channels=3, base=8)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -395,7 +361,7 @@ def test_every_filter_pruner_has_a_dependency_aware_mode(name):
         assert len({tuple((masks[n]["weight"].flatten(1).sum(1) == 0).tolist()) for n in members}) == 1
 
 
-def test_slim_keeps_one_channel_of_a_layer_the_global_threshold_would_empty_and_shrinks():
+def test_slim_keeps_one_channel_of_a_layer_the_global_threshold_would_empty_and_shrinks(cfg):
     torch.manual_seed(0)
     model = zoo.DigitsCNN(width=16)
     model.bn1.weight.data.uniform_(0.1, 0.2)  # every bn1 gamma below every bn2 gamma
@@ -418,7 +384,7 @@ def test_slim_keeps_one_channel_of_a_layer_the_global_threshold_would_empty_and_
         assert torch.allclose(model(x), before, atol=1e-4)
 
 
-def test_slim_sparsity_training_pushes_gammas_down_before_masking():
+def test_slim_sparsity_training_pushes_gammas_down_before_masking(cfg):
     torch.manual_seed(0)
     model = zoo.DigitsCNN(width=16)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aup.compression.torch import zoo
 from aup.compression.torch.quantization import attach_activation_quant
 from aup.compression.torch.quantization.bnn import BNNQuantizer
 from aup.compression.torch.quantization.dorefa import DoReFaQuantizer
@@ -21,28 +22,6 @@ from aup.compression.torch.quantization.primitives import affine_qparams
 from aup.compression.torch.quantization.qat import QATQuantizer
 
 ALL = [NaiveQuantizer, QATQuantizer, DoReFaQuantizer, BNNQuantizer]
-
-
-class TorchModel(nn.Module):
-    """NNI's test model, with named activation modules so outputs can be quantized."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 5, 5, 1)
-        self.bn1 = nn.BatchNorm2d(5)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(5, 10, 5, 1)
-        self.bn2 = nn.BatchNorm2d(10)
-        self.relu2 = nn.ReLU()
-        self.fc1 = nn.Linear(4 * 4 * 10, 100)
-        self.relu3 = nn.ReLU()
-        self.fc2 = nn.Linear(100, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(self.relu1(self.bn1(self.conv1(x))), 2, 2)
-        x = F.max_pool2d(self.relu2(self.bn2(self.conv2(x))), 2, 2)
-        x = self.relu3(self.fc1(x.flatten(1)))
-        return F.log_softmax(self.fc2(x), dim=1)
 
 
 def _config(cls: type, bits: int) -> list[dict]:
@@ -71,9 +50,9 @@ NNI_BAD_CONFIGS = [
 
 @pytest.mark.parametrize("cls", ALL)
 @pytest.mark.parametrize("config_list,key", NNI_BAD_CONFIGS)
-def test_nni_bad_configs_rejected_with_entry_and_key(cls: type, config_list: list, key: str) -> None:
+def test_nni_bad_configs_rejected_with_entry_and_key(make_nni_model, cls: type, config_list: list, key: str) -> None:
     with pytest.raises(ValueError) as info:
-        cls(TorchModel(), config_list)
+        cls(make_nni_model(), config_list)
     message = str(info.value)
     assert "config_list[0]" in message and key in message and "\n" not in message
 
@@ -91,21 +70,21 @@ def test_nni_bad_configs_rejected_with_entry_and_key(cls: type, config_list: lis
      "quant_start_step"),
     (QATQuantizer, {"quant_types": ["weight"], "quant_bits": 8, "op_types": ["ReLU"]}, "quant_types"),
 ])
-def test_quantizer_specific_rules(cls: type, entry: dict, key: str) -> None:
+def test_quantizer_specific_rules(make_nni_model, cls: type, entry: dict, key: str) -> None:
     with pytest.raises(ValueError, match=rf"config_list\[0\]\.?.*{key}"):
-        cls(TorchModel(), [entry])
+        cls(make_nni_model(), [entry])
 
 
-def test_naive_empty_config_quantizes_all_weighted_layers() -> None:
-    quantizer = NaiveQuantizer(TorchModel(), [])
+def test_naive_empty_config_quantizes_all_weighted_layers(make_nni_model) -> None:
+    quantizer = NaiveQuantizer(make_nni_model(), [])
     assert [layer.name for layer in quantizer.layers] == ["conv1", "conv2", "fc1", "fc2"]
     assert all(layer.bits == {"weight": 8} for layer in quantizer.layers)
 
 
-def test_qat_module_detection_like_nni() -> None:
+def test_qat_module_detection_like_nni(make_nni_model) -> None:
     config = [{"quant_types": ["weight"], "quant_bits": 8, "op_types": ["Conv2d", "Linear"]},
               {"quant_types": ["output"], "quant_bits": 8, "quant_start_step": 0, "op_types": ["ReLU"]}]
-    names = [layer.name for layer in QATQuantizer(TorchModel(), config).layers]
+    names = [layer.name for layer in QATQuantizer(make_nni_model(), config).layers]
     assert names == ["conv1", "relu1", "conv2", "relu2", "fc1", "relu3", "fc2"]
 
 
@@ -113,9 +92,9 @@ def test_qat_module_detection_like_nni() -> None:
 
 
 @pytest.mark.parametrize("cls", ALL)
-def test_state_dict_keys_module_types_and_restore(cls: type) -> None:
+def test_state_dict_keys_module_types_and_restore(make_nni_model, cls: type) -> None:
     torch.manual_seed(0)
-    model = TorchModel().eval()
+    model = make_nni_model().eval()
     keys = list(model.state_dict())
     types = {name: type(m) for name, m in model.named_modules()}
     x = torch.randn(3, 1, 28, 28)
@@ -303,9 +282,9 @@ def test_bnn_sign_clipped_ste_and_weight_clipping() -> None:
 
 @pytest.mark.parametrize("cls,bits", [(NaiveQuantizer, 8), (QATQuantizer, 4), (DoReFaQuantizer, 3),
                                       (BNNQuantizer, 1)])
-def test_export_codes_and_frozen_activations_reproduce_model(cls: type, bits: int) -> None:
+def test_export_codes_and_frozen_activations_reproduce_model(make_nni_model, cls: type, bits: int) -> None:
     torch.manual_seed(4)
-    model = TorchModel()
+    model = make_nni_model()
     quantizer = cls(model, _config(cls, bits))
     quantizer.compress()
     x = torch.randn(8, 1, 28, 28)
@@ -334,15 +313,15 @@ def test_export_codes_and_frozen_activations_reproduce_model(cls: type, bits: in
     assert quantizer.weight_bits() == pytest.approx((bits * n_weights + 32 * (n_all - n_weights)) / n_all)
 
 
-def test_attach_activation_quant_rejects_unknown_module() -> None:
+def test_attach_activation_quant_rejects_unknown_module(make_nni_model) -> None:
     with pytest.raises(ValueError, match="nope"):
-        attach_activation_quant(TorchModel(), {"nope": {"output": {"bits": 8, "scale": 1.0, "zero_point": 0}}})
+        attach_activation_quant(make_nni_model(), {"nope": {"output": {"bits": 8, "scale": 1.0, "zero_point": 0}}})
 
 
-def test_create_compressor_builds_quantizers_by_name() -> None:
+def test_create_compressor_builds_quantizers_by_name(make_nni_model) -> None:
     from aup.compression import create_compressor
 
-    model = TorchModel()
+    model = make_nni_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     config = {"compression_framework": "torch", "compression_type": "quantization", "compressor": "qat",
               "config_list": [{"quant_types": ["weight"], "quant_bits": {"weight": 8}, "op_types": ["Conv2d", "Linear"]},
@@ -360,62 +339,6 @@ def test_create_compressor_builds_quantizers_by_name() -> None:
 # --------------------------------------------------------------------------- end to end on digits
 
 
-class DigitsCNN(nn.Module):
-    """A small CNN for scikit-learn's 8x8 digits."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.relu2 = nn.ReLU()
-        self.fc1 = nn.Linear(32 * 2 * 2, 64)
-        self.relu3 = nn.ReLU()
-        self.fc2 = nn.Linear(64, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(self.relu1(self.conv1(x)), 2)
-        x = F.max_pool2d(self.relu2(self.conv2(x)), 2)
-        return self.fc2(self.relu3(self.fc1(x.flatten(1))))
-
-
-@pytest.fixture(scope="module")
-def digits() -> tuple[torch.Tensor, ...]:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    data = load_digits()
-    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(data.target)
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
-    return x_train, y_train, x_test, y_test
-
-
-def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int,
-           optimizer: torch.optim.Optimizer) -> None:
-    generator = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=generator).split(64):
-            optimizer.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            optimizer.step()
-
-
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    with torch.no_grad():
-        return float((model(x).argmax(1) == y).float().mean())
-
-
-@pytest.fixture(scope="module")
-def pretrained(digits: tuple[torch.Tensor, ...]) -> tuple[dict[str, torch.Tensor], float]:
-    torch.manual_seed(0)
-    model = DigitsCNN()
-    _train(model, digits[0], digits[1], epochs=8, optimizer=torch.optim.Adam(model.parameters(), lr=3e-3))
-    return model.state_dict(), _accuracy(model, digits[2], digits[3])
-
-
 E2E = {
     "naive": (NaiveQuantizer, [], 0.02),
     "qat4": (QATQuantizer, [{"quant_types": ["weight"], "quant_bits": 4, "op_types": ["Conv2d", "Linear"]},
@@ -427,21 +350,19 @@ E2E = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", list(E2E))
-def test_digits_quantize_finetune_accuracy(key: str, digits: tuple[torch.Tensor, ...],
-                                           pretrained: tuple[dict[str, torch.Tensor], float],
-                                           tmp_path: object) -> None:
+def test_digits_quantize_finetune_accuracy(key: str, pretrained_digits, tmp_path: object) -> None:
     """Quantize a trained digits CNN, fine-tune briefly, and check accuracy stays near full precision."""
     cls, config, allowed_drop = E2E[key]
-    state, fp_accuracy = pretrained
+    data, fp_accuracy = pretrained_digits.data, pretrained_digits.accuracy
     torch.manual_seed(0)
-    model = DigitsCNN()
-    model.load_state_dict(state)
+    model = pretrained_digits.model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     quantizer = cls(model, config, optimizer)  # counts its steps; BNN clips weights after each
     quantizer.compress()
-    before = _accuracy(model, digits[2], digits[3])
-    _train(model, digits[0], digits[1], epochs=3, optimizer=optimizer)
-    after = _accuracy(model, digits[2], digits[3])
+    before = zoo.evaluate(model, data.x_test, data.y_test)
+    for epoch in range(3):
+        zoo.train_epoch(model, data.x_train, data.y_train, optimizer, seed=epoch)
+    after = zoo.evaluate(model, data.x_test, data.y_test)
     bits = quantizer.weight_bits()
     print(f"\n{key}: fp32 {fp_accuracy:.3f}, quantized {before:.3f}, fine-tuned {after:.3f}, weight_bits {bits:.2f}")
     assert fp_accuracy > 0.93
@@ -470,15 +391,15 @@ def _dorefa(w: torch.Tensor) -> torch.Tensor:
     return dorefa_weight(w.detach(), 2)[0]
 
 
-def test_export_model_artifact_roundtrip_and_real_size(tmp_path: object) -> None:
+def test_export_model_artifact_roundtrip_and_real_size(make_nni_model, tmp_path: object) -> None:
     """The exported file stores k-bit integers (smaller for fewer bits) and loads back the same model."""
     artifact = pytest.importorskip("aup.compression.torch.artifact")
     torch.manual_seed(6)
     x = torch.randn(4, 1, 28, 28)
-    baseline = TorchModel().eval()
+    baseline = make_nni_model().eval()
     sizes = {32: os.path.getsize(_save_plain(artifact, baseline, x, tmp_path))}
     for bits in (8, 4, 2):
-        model = TorchModel()
+        model = make_nni_model()
         model.load_state_dict(baseline.state_dict())
         quantizer = QATQuantizer(model, [
             {"quant_types": ["weight"], "quant_bits": bits, "op_types": ["Conv2d", "Linear"]},
@@ -510,7 +431,7 @@ def test_affine_qparams_edge_cases() -> None:
     assert affine_qparams(0.0, 0.0, 8) == (1.0, 0.0)  # empty range: no division by zero
 
 
-def test_export_model_passes_integer_specs_to_save_artifact(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_model_passes_integer_specs_to_save_artifact(make_nni_model, tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
     """Contract with artifact.save_artifact: plain model holding the grid values, quant specs, activation specs."""
     import sys
     import types
@@ -526,7 +447,7 @@ def test_export_model_passes_integer_specs_to_save_artifact(tmp_path: object, mo
     monkeypatch.setitem(sys.modules, "aup.compression.torch.artifact",
                         types.SimpleNamespace(save_artifact=save_artifact))
     torch.manual_seed(7)
-    model = TorchModel()
+    model = make_nni_model()
     x = torch.randn(2, 1, 28, 28)
     quantizer = QATQuantizer(model, _config(QATQuantizer, 4), dummy_input=x)
     quantizer.compress()

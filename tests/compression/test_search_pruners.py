@@ -21,21 +21,12 @@ from aup.compression.torch.pruners._search import metropolis_accept
 from aup.compression.torch.pruners.simulated_annealing import rescale_sparsities
 
 
-def _config(name: str, entries: list[dict]) -> dict:
-    return {"compression_framework": "torch", "compression_type": "pruning", "compressor": name,
-            "config_list": entries}
-
-
 CONV50 = [{"sparsity": 0.5, "op_types": ["Conv2d"]}]
 
 
 @pytest.fixture(scope="module")
-def digits() -> zoo.DigitsData:
-    return zoo.load_digits_tensors()
-
-
-@pytest.fixture(scope="module")
 def trained(digits: zoo.DigitsData) -> torch.nn.Module:
+    """A wider digits CNN than the session's (16/32 channels): the search budgets here are set for it."""
     torch.manual_seed(0)
     model = zoo.DigitsCNN()
     optimizer = torch.optim.Adam(model.parameters(), 1e-2)
@@ -92,9 +83,9 @@ class _FixedDraw:
 
 
 @pytest.mark.parametrize("draw, accepted", [(0.80, True), (0.84, False)])
-def test_sa_accepts_worse_candidate_with_metropolis_probability(model, draw, accepted, cwd, tmp_path):
+def test_sa_accepts_worse_candidate_with_metropolis_probability(cfg, model, draw, accepted, cwd, tmp_path):
     scores = iter([0.9] + [0.7] * 50)  # the start point, then every candidate is worse by 0.2
-    pruner = aup.create_compressor(model, _config("simulated_annealing", CONV50), lambda m: next(scores),
+    pruner = aup.create_compressor(model, cfg("simulated_annealing", CONV50), lambda m: next(scores),
                                    start_temperature=1.0, stop_temperature=0.95, cool_down_rate=0.9,
                                    experiment_data_dir=str(tmp_path / "sa"), seed=0)
     pruner.accept_rng = _FixedDraw(draw)  # exp(-0.2 / 1.0) = 0.8187
@@ -115,8 +106,8 @@ def test_sa_rescaling_meets_target_and_prunes_larger_layers_more():
     assert sparsities["small"] < sparsities["mid"] < sparsities["large"]
 
 
-def test_sa_search_masks_and_shrinks_model(model, digits, cwd, tmp_path):
-    pruner = aup.create_compressor(model, _config("simulated_annealing", CONV50), _accuracy(digits),
+def test_sa_search_masks_and_shrinks_model(cfg, model, digits, cwd, tmp_path):
+    pruner = aup.create_compressor(model, cfg("simulated_annealing", CONV50), _accuracy(digits),
                                    start_temperature=1.0, stop_temperature=0.5, experiment_data_dir=str(tmp_path), seed=1)
     pruner.compress()
     assert pruner.n_steps == len(pruner.history) - 1 == 7
@@ -143,7 +134,7 @@ class ThreeConv(torch.nn.Module):
         return self.fc(torch.flatten(torch.nn.functional.max_pool2d(self.features(x), 2), 1))
 
 
-def test_net_adapt_resource_drops_every_iteration(digits, cwd, tmp_path):
+def test_net_adapt_resource_drops_every_iteration(cfg, digits, cwd, tmp_path):
     torch.manual_seed(0)
     model = ThreeConv()
     evaluated = []
@@ -156,7 +147,7 @@ def test_net_adapt_resource_drops_every_iteration(digits, cwd, tmp_path):
         evaluated.append(1)
         return zoo.evaluate(m, digits.x_test, digits.y_test)
 
-    pruner = aup.create_compressor(model, _config("net_adapt", CONV50), fine_tune, evaluator,
+    pruner = aup.create_compressor(model, cfg("net_adapt", CONV50), fine_tune, evaluator,
                                    sparsity_per_iteration=0.15, experiment_data_dir=str(tmp_path))
     pruner.compress()
     remaining = [h["remaining_weights"] for h in pruner.history]
@@ -177,7 +168,7 @@ def test_net_adapt_resource_drops_every_iteration(digits, cwd, tmp_path):
 
 
 # ----------------------------------------------------------------------------- AutoCompress
-def test_auto_compress_rounds_end_physically_smaller(model, digits, cwd, tmp_path):
+def test_auto_compress_rounds_end_physically_smaller(cfg, model, digits, cwd, tmp_path):
     def trainer(m, optimizer, criterion, epoch, callback=None):
         m.train()
         for start in range(0, 512, 64):
@@ -188,7 +179,7 @@ def test_auto_compress_rounds_end_physically_smaller(model, digits, cwd, tmp_pat
             optimizer.step()
 
     params_before = sum(p.numel() for p in model.parameters())
-    pruner = aup.create_compressor(model, _config("auto_compress", CONV50), trainer, _accuracy(digits),
+    pruner = aup.create_compressor(model, cfg("auto_compress", CONV50), trainer, _accuracy(digits),
                                    digits.x_test[:1], num_iterations=2, admm_num_iterations=2,
                                    admm_training_epochs=1, start_temperature=1.0, stop_temperature=0.6,
                                    experiment_data_dir=str(tmp_path), seed=0)
@@ -206,9 +197,9 @@ def test_auto_compress_rounds_end_physically_smaller(model, digits, cwd, tmp_pat
     assert os.listdir(cwd) == []
 
 
-def test_auto_compress_needs_dummy_input(model, digits):
+def test_auto_compress_needs_dummy_input(cfg, model, digits):
     with pytest.raises(ValueError, match="dummy_input"):
-        aup.create_compressor(model, _config("auto_compress", CONV50), lambda *a, **k: None, _accuracy(digits), None)
+        aup.create_compressor(model, cfg("auto_compress", CONV50), lambda *a, **k: None, _accuracy(digits), None)
 
 
 # ----------------------------------------------------------------------------- AMC
@@ -224,10 +215,10 @@ AMC_SMALL = dict(flops_ratio=0.5, channel_round=2, train_episode=8, warmup=3, n_
                  hidden1=32, hidden2=32, bsize=16, seed=0)
 
 
-def test_amc_ratios_respect_flops_budget(model, digits, cwd, tmp_path):
+def test_amc_ratios_respect_flops_budget(cfg, model, digits, cwd, tmp_path):
     dense, _, _ = count_flops_params(model, digits.x_test[:1], verbose=False)
     loader = _val_loader(digits)
-    pruner = aup.create_compressor(model, _config("amc", [{"op_types": ["Conv2d", "Linear"]}]), _loader_accuracy,
+    pruner = aup.create_compressor(model, cfg("amc", [{"op_types": ["Conv2d", "Linear"]}]), _loader_accuracy,
                                    loader, output_dir=str(tmp_path), **AMC_SMALL)
     pruner.compress()
     budget = 0.5 * dense
@@ -245,9 +236,9 @@ def test_amc_ratios_respect_flops_budget(model, digits, cwd, tmp_path):
     assert os.listdir(cwd) == []
 
 
-def test_amc_least_squares_refit_restores_consumer_outputs(model, digits):
+def test_amc_least_squares_refit_restores_consumer_outputs(cfg, model, digits):
     loader = _val_loader(digits)
-    pruner = aup.create_compressor(model, _config("amc", [{"op_types": ["Conv2d", "Linear"]}]), _loader_accuracy,
+    pruner = aup.create_compressor(model, cfg("amc", [{"op_types": ["Conv2d", "Linear"]}]), _loader_accuracy,
                                    loader, **AMC_SMALL)
     env = pruner.build_env()
     ratios = {0: 0.5, 1: 0.5, 2: 1.0}
@@ -267,11 +258,11 @@ def test_amc_least_squares_refit_restores_consumer_outputs(model, digits):
     assert error(refit) < 0.9 * error(plain)  # least squares on the calibration samples beats plain zeroing
 
 
-def test_amc_works_on_mobilenetv2_and_resnet(digits):
+def test_amc_works_on_mobilenetv2_and_resnet(cfg, digits):
     loader = _val_loader(digits)
     for net in (zoo.mobilenetv2_small(in_channels=1), zoo.resnet_small(in_channels=1)):
         dense, _, _ = count_flops_params(net, digits.x_test[:1], verbose=False)
-        pruner = aup.create_compressor(net, _config("amc", [{"op_types": ["Conv2d", "Linear"]}]), _loader_accuracy,
+        pruner = aup.create_compressor(net, cfg("amc", [{"op_types": ["Conv2d", "Linear"]}]), _loader_accuracy,
                                        loader, **{**AMC_SMALL, "train_episode": 2, "warmup": 2})
         pruner.compress()
         net.eval()
@@ -288,14 +279,14 @@ def test_amc_works_on_mobilenetv2_and_resnet(digits):
     ("net_adapt", (lambda m: None, lambda m: 0.0), {"sparsity_per_iteration": 1.5}, "sparsity_per_iteration"),
     ("amc", (lambda l, m: 0.0, [torch.zeros(1, 1, 8, 8)]), {"reward": "acc"}, "reward must be one of"),
 ])
-def test_bad_arguments_are_one_line_value_errors(model, name, args, kwargs, match):
+def test_bad_arguments_are_one_line_value_errors(cfg, model, name, args, kwargs, match):
     entries = [{"op_types": ["Conv2d"]}] if name == "amc" else CONV50
     with pytest.raises(ValueError, match=match) as info:
-        aup.create_compressor(model, _config(name, entries), *args, **kwargs)
+        aup.create_compressor(model, cfg(name, entries), *args, **kwargs)
     assert "\n" not in str(info.value)
 
 
-def test_filter_base_algo_refuses_linear_layers(model):
+def test_filter_base_algo_refuses_linear_layers(cfg, model):
     with pytest.raises(ValueError, match="prunes only Conv2d"):
-        aup.create_compressor(model, _config("simulated_annealing", [{"sparsity": 0.5, "op_types": ["default"]}]),
+        aup.create_compressor(model, cfg("simulated_annealing", [{"sparsity": 0.5, "op_types": ["default"]}]),
                               lambda m: 0.0)

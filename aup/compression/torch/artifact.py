@@ -2,47 +2,47 @@
 
 Why: a pruned model's state_dict cannot be loaded into the user's class (the shapes changed, TP
 issue 139, NNI 3093), and Auptimizer's export after ``apply_speedup`` even saved a mix of old and
-shrunk layers.  The artifact therefore records the *architecture as it is now*: a ``torch.fx``
-GraphModule traced from the (possibly shrunk) model, whose submodules are plain ``torch.nn``
-layers, so it reloads without the user's class.  The weights are stored separately through
-:mod:`aup.compression.torch.storage` (k-bit packed where ``quant`` says so, sparse where smaller),
-so the file size on disk is the honest ``model_bytes``.  If fx cannot trace the model (data-dependent
-control flow), the module itself is pickled instead and ``meta["needs_class"]`` says that the
-user's class must be importable when loading.
+shrunk layers.  The artifact therefore records the *architecture as it is now*: a ``torch.fx`` graph
+traced from the (possibly shrunk) model, whose submodules are plain ``torch.nn`` layers, so it
+reloads without the user's class.  Models fx cannot trace (data-dependent control flow, Hugging
+Face models) are described as a module tree whose classes must be importable when loading.  The
+weights are stored through :mod:`aup.compression.torch.storage` (k-bit packed where ``quant`` says
+so, sparse where smaller), so the file size on disk is the honest ``model_bytes``.
 
-File layout (``torch.save`` of a dict): ``format`` = "aup-compressed", ``version``, ``kind``
-("fx" | "pickle"), ``module`` (the architecture with weights on the meta device, i.e. no data),
-``tensors`` ({state_dict key: encoding}), ``meta`` (compressor, config, arch changes, ...,
-``activation_quant`` specs re-attached on load), ``example_input`` (shape and dtype).
+File layout: a `safetensors <https://huggingface.co/docs/safetensors>`_ file.  Its JSON header's
+``__metadata__`` holds ``format`` = "aup-compressed" and ``aup``: a JSON document with ``version``,
+``kind`` ("fx" | "tree"), ``structure`` (modules, see :mod:`.safe_codec`), ``graph`` (fx nodes),
+``tensors`` ({tensor key: encoding, tensor fields by name}), ``meta`` (compressor, config, arch
+changes, ``activation_quant`` specs re-attached on load) and ``example_input``.
 
-Security: loading unpickles Python objects (``torch.load(weights_only=False)``) because the
-architecture is code; only load artifacts you trust, as with any pickle.
+Security: loading never unpickles.  The format is checked on the JSON header before any tensor is
+read; structure and graph are rebuilt only from allowlisted classes, functions and tensor methods
+(:mod:`.safe_codec`).  Version-1 artifacts (pickled) and any other pickle are refused unless
+``trust=True`` is passed for a file from a trusted source.  ``torch.export.load`` was not used: it
+falls back to ``torch.load(weights_only=False)`` for parts of its archive.
 """
 from __future__ import annotations
 
-import copy
-import io
+import json
 import logging
 import os
-from collections import OrderedDict
+import struct
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from .safe_codec import Decoder, Encoder, UnsafeArtifact
 from .storage import decode_tensor, encode_tensor
 
-__all__ = ["FORMAT", "VERSION", "save_artifact", "load_compressed", "read_artifact", "save_masks"]
+__all__ = ["FORMAT", "VERSION", "save_artifact", "load_compressed", "read_artifact", "save_masks",
+           "UnsafeArtifact"]
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "aup-compressed"
-VERSION = 1
-_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-               "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
-               "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
-               "_load_state_dict_post_hooks")
-
+VERSION = 2
+_MAX_HEADER = 256 * 1024 * 1024
 
 def save_artifact(path: str | os.PathLike, model: nn.Module, *, example_input: Any = None,
                   masks: Mapping[str, Mapping[str, torch.Tensor | None]] | None = None,
@@ -52,58 +52,84 @@ def save_artifact(path: str | os.PathLike, model: nn.Module, *, example_input: A
 
     ``masks`` (NNI format) are multiplied into the stored tensors; ``quant`` maps state_dict keys
     to ``{"bits", "scale", "zero_point"}`` (stored value ``(q - zero_point) * scale``).  The live
-    model is not modified.  With ``verify`` (and an ``example_input``) the file is reloaded and its
-    output compared with the model's, so a broken artifact fails at export, not at deployment.
+    model is not modified.  With ``verify`` (and an ``example_input``: a tensor, a tuple of
+    positional inputs or a dict of keyword inputs) the file is reloaded and its output compared
+    with the model's, so a broken artifact fails at export, not at deployment.
     """
-    structure, kind, reason = _structure(model)
-    tensors = _encode_state(structure, model, masks or {}, quant or {})
+    from safetensors.torch import save_file
+
+    encoder, doc = _describe(model)
     info = dict(meta or {})
-    info.setdefault("needs_class", kind == "pickle")
-    if reason:
-        info["fx_error"] = reason
-    payload = {"format": FORMAT, "version": VERSION, "kind": kind, "module": structure, "tensors": tensors,
-               "meta": info, "example_input": _describe_input(example_input),
-               "torch_version": torch.__version__}
+    info.setdefault("needs_class", doc["kind"] == "tree")
+    keys = _state_keys(model, encoder)
+    unknown = sorted(set(quant or {}) - set(keys))
+    if unknown:
+        raise ValueError(f"quant names tensors that are not in the model's state_dict: {unknown[:5]}")
+    flat, encodings = _encode_tensors(encoder.tensors, keys, masks or {}, quant or {})
+    doc.update(version=VERSION, tensors=encodings, meta=encoder.value(info, "meta"),
+               example_input=_describe_input(example_input), torch_version=torch.__version__,
+               configs=encoder.configs)
+    for key in set(encoder.tensors) - set(encodings):  # tensors met while encoding meta
+        flat[key], doc["tensors"][key] = encoder.tensors[key].contiguous().clone(), {"enc": "raw"}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        torch.save(payload, path)
-    except Exception as exc:
-        if kind == "fx":
-            raise
-        raise ValueError(f"cannot export {type(model).__name__}: torch.fx could not trace it ({reason}) and the "
-                         f"module cannot be pickled ({exc}); define its class at module level") from None
-    summary = {"path": str(path), "bytes": os.path.getsize(path), "kind": kind,
-               "encodings": _count_encodings(tensors)}
+    save_file(flat, os.fspath(path), metadata={"format": FORMAT, "aup": json.dumps(doc, separators=(",", ":"))})
+    summary = {"path": str(path), "bytes": os.path.getsize(path), "kind": doc["kind"],
+               "encodings": _count_encodings(encodings)}
     if verify and example_input is not None:
         exact = not masks and not quant and not info.get("activation_quant")
         summary["max_abs_diff"] = _verify(path, model, example_input, exact)
     return summary
 
 
-def read_artifact(path: str | os.PathLike) -> dict[str, Any]:
-    """The raw artifact dict (format checked).  Only for trusted files: see the module docstring."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an aup compressed-model artifact (expected format {FORMAT!r})")
-    if payload.get("version", 0) > VERSION:
-        raise ValueError(f"{path}: artifact version {payload['version']} is newer than this aup "
-                         f"(reads up to {VERSION}); upgrade aup")
-    return payload
+def read_artifact(path: str | os.PathLike, *, trust: bool = False) -> dict[str, Any]:
+    """The artifact's description (format checked first): kind, structure, meta, example_input, tensors.
+
+    ``tensors`` maps each stored tensor to its decoded value.  No pickle is read unless ``trust``
+    is given for a legacy (version 1) file.
+    """
+    doc = _read_header(path, trust=trust)
+    if doc.get("legacy"):
+        return doc["payload"]
+    from safetensors.torch import load_file
+
+    raw = load_file(os.fspath(path))
+    tensors = _decode_tensors(doc.get("tensors", {}), raw)
+    decoder = Decoder(tensors, doc.get("configs", []), trust=trust)
+    doc["meta"] = decoder.value(doc.get("meta", {}))
+    doc["decoded"] = tensors
+    doc["decoder"] = decoder
+    return doc
 
 
-def load_compressed(path: str | os.PathLike) -> nn.Module:
+def load_compressed(path: str | os.PathLike, *, trust: bool = False) -> nn.Module:
     """Rebuild the saved model (eval mode) with its weights and activation quantization.
 
-    Uses ``torch.load(weights_only=False)`` on aup's own format: load only trusted files.
-    The returned module carries ``aup_meta`` (the artifact's meta dict).
+    Never unpickles: the model is rebuilt from the JSON description and the stored tensors, and a
+    file that is not an aup artifact is refused before anything in it is interpreted.  A legacy
+    (version 1, pickled) artifact loads only with ``trust=True``; pass that only for files you made
+    or otherwise trust.  The returned module carries ``aup_meta`` (the artifact's meta dict).
     """
-    payload = read_artifact(path)
-    module: nn.Module = payload["module"]
-    module = module.to_empty(device="cpu")
-    state = {key: decode_tensor(enc) for key, enc in payload["tensors"].items()}
-    module.load_state_dict(state, strict=True)
+    doc = read_artifact(path, trust=trust)
+    if "decoder" not in doc:
+        return _load_legacy(doc)
+    decoder: Decoder = doc["decoder"]
+    try:
+        if doc.get("kind") == "fx":
+            root = decoder.module(doc["structure"])
+            module: nn.Module = torch.fx.GraphModule(root, decoder.graph(doc["graph"]))
+        elif doc.get("kind") == "tree":
+            module = decoder.module(doc["structure"])
+        else:
+            raise UnsafeArtifact(f"unknown artifact kind {doc.get('kind')!r}")
+    except UnsafeArtifact as exc:
+        raise UnsafeArtifact(f"{path}: {exc}") from None
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise UnsafeArtifact(f"{path}: malformed aup artifact ({type(exc).__name__}: {exc})") from None
+    return _finish(module, doc["meta"])
+
+
+def _finish(module: nn.Module, meta: dict[str, Any]) -> nn.Module:
     module.eval()
-    meta = payload.get("meta", {})
     specs = meta.get("activation_quant")
     if specs:
         from .quantization import attach_activation_quant
@@ -123,63 +149,145 @@ def save_masks(path: str | os.PathLike, masks: Mapping[str, Mapping[str, torch.T
 # ----------------------------------------------------------------------------- structure
 
 
-def _structure(model: nn.Module) -> tuple[nn.Module, str, str | None]:
-    """A data-free copy of the architecture: an fx GraphModule if tracing works, else the module."""
+def _describe(model: nn.Module) -> tuple[Encoder, dict[str, Any]]:
+    """fx graph + leaf modules when fx traces the model and every piece is allowlisted, else a module tree."""
     reason = None
     try:
-        traced: nn.Module = torch.fx.symbolic_trace(model)
-        for node in traced.graph.nodes:  # type annotations break GraphModule pickling in torch 2.13
-            node.type = None
-        traced.recompile()
-        kind = "fx"
-    except Exception as exc:  # data-dependent control flow, unsupported Python: pickle the module
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        logger.info("torch.fx could not trace %s (%s); the artifact pickles the module, so its class must be "
-                    "importable when loading", type(model).__name__, reason)
-        traced, kind = model, "pickle"
-    return _meta_copy(traced), kind, reason
+        traced = torch.fx.symbolic_trace(model)
+    except Exception as exc:  # data-dependent control flow, unsupported Python
+        reason = f"torch.fx could not trace it ({type(exc).__name__}: {exc})".splitlines()[0][:300]
+    else:
+        encoder = Encoder()
+        try:
+            referenced = {str(n.target).split(".")[0] for n in traced.graph.nodes if n.op == "get_attr"}
+            skip = {key for key in traced.__dict__ if key not in referenced}
+            structure = encoder.module(traced, skip_attrs=skip)
+            structure["cls"] = "torch.nn.modules.module:Module"
+            return encoder, {"kind": "fx", "structure": structure, "graph": encoder.graph(traced.graph)}
+        except UnsafeArtifact as exc:
+            reason = f"its traced graph uses something outside the allowlist ({exc})"
+    encoder = Encoder()
+    try:
+        structure = encoder.module(model)
+    except UnsafeArtifact as exc:
+        raise ValueError(f"cannot export {type(model).__name__}: {reason}, and as a module tree {exc}") from None
+    logger.info("exporting %s as a module tree (%s): its classes must be importable when loading",
+                type(model).__name__, reason)
+    return encoder, {"kind": "tree", "structure": structure, "fx_error": reason}
 
 
-def _meta_copy(module: nn.Module) -> nn.Module:
-    """Deep copy with every parameter and buffer on the meta device and without hooks."""
-    memo: dict[int, Any] = {}
-    for sub in module.modules():
-        for name, p in sub._parameters.items():
-            if p is not None and id(p) not in memo:
-                memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
-        for name, b in sub._buffers.items():
-            if b is not None and id(b) not in memo:
-                memo[id(b)] = torch.empty_like(b, device="meta")
-        for attr in _HOOK_DICTS:
-            hooks = getattr(sub, attr, None)
-            if hooks is not None and id(hooks) not in memo:
-                memo[id(hooks)] = OrderedDict()
-    clone = copy.deepcopy(module, memo)
-    clone.eval()
-    return clone
+def _state_keys(model: nn.Module, encoder: Encoder) -> dict[str, str]:
+    """``{state_dict key: tensor key}`` (tied weights map several state keys to one tensor)."""
+    by_id = {id(obj): key for obj, key in encoder._tensor_keys.values()}
+    keys = {}
+    for name, value in model.state_dict(keep_vars=True).items():
+        if id(value) in by_id:
+            keys[name] = by_id[id(value)]
+    return keys
 
 
-def _encode_state(structure: nn.Module, model: nn.Module, masks: Mapping[str, Mapping[str, Any]],
-                  quant: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:
-    """Encode the live model's tensors under the structure's state_dict keys."""
-    live = dict(model.state_dict(keep_vars=True))
-    unknown = sorted(set(quant) - set(live))
-    if unknown:
-        raise ValueError(f"quant names tensors that are not in the model's state_dict: {unknown[:5]}")
-    tensors: dict[str, dict] = {}
-    for key in structure.state_dict(keep_vars=True):
-        value = live[key].detach()
-        module_name, _, attr = key.rpartition(".")
+def _encode_tensors(tensors: Mapping[str, torch.Tensor], keys: Mapping[str, str],
+                    masks: Mapping[str, Mapping[str, Any]], quant: Mapping[str, Mapping[str, Any]]
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+    """Masked, quantized, sparse encodings of every tensor: (flat tensors for the file, JSON per tensor)."""
+    state_of = {}
+    for state_key, tensor_key in keys.items():
+        state_of.setdefault(tensor_key, state_key)
+    flat: dict[str, torch.Tensor] = {}
+    encodings: dict[str, dict] = {}
+    for key, value in tensors.items():
+        state_key = state_of.get(key, key)
+        module_name, _, attr = state_key.rpartition(".")
         mask = masks.get(module_name, {}).get(attr)
         if mask is not None:
             value = value * mask.to(device=value.device, dtype=value.dtype)
-        spec = quant.get(key)
+        spec = quant.get(state_key)
         if spec is not None:
-            tensors[key] = encode_tensor(value, bits=int(spec["bits"]), scale=spec["scale"],
-                                         zero_point=spec.get("zero_point", 0.0))
+            enc = encode_tensor(value, bits=int(spec["bits"]), scale=spec["scale"],
+                                zero_point=spec.get("zero_point", 0.0))
         else:
-            tensors[key] = encode_tensor(value)
-    return tensors
+            enc = encode_tensor(value)
+        doc = {}
+        for field, item in enc.items():
+            if isinstance(item, torch.Tensor):
+                flat[f"{key}#{field}"] = item.contiguous()
+                doc[field] = {"__tensor__": f"{key}#{field}"}
+            else:
+                doc[field] = item
+        encodings[key] = doc
+    return flat, encodings
+
+
+def _decode_tensors(encodings: Mapping[str, Any], raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, doc in encodings.items():
+        if not isinstance(doc, dict):
+            raise UnsafeArtifact(f"malformed tensor entry {key!r}")
+        if doc.get("enc") == "raw":
+            out[key] = raw[key]
+            continue
+        enc = {}
+        for field, item in doc.items():
+            if isinstance(item, dict) and "__tensor__" in item:
+                if item["__tensor__"] not in raw:
+                    raise UnsafeArtifact(f"tensor {item['__tensor__']!r} is missing from the artifact")
+                enc[field] = raw[item["__tensor__"]]
+            else:
+                enc[field] = item
+        try:
+            out[key] = decode_tensor(enc)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise UnsafeArtifact(f"tensor {key!r} cannot be decoded ({exc})") from None
+    return out
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _read_header(path: str | os.PathLike, *, trust: bool) -> dict[str, Any]:
+    """The aup document from the safetensors JSON header, checked before any tensor is read."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        size = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        header = fh.read(size) if 2 <= size <= _MAX_HEADER else b""
+    meta = None
+    if header[:1] == b"{":
+        try:
+            meta = json.loads(header.decode("utf-8")).get("__metadata__")
+        except (UnicodeDecodeError, ValueError, AttributeError):
+            meta = None
+    if isinstance(meta, dict) and meta.get("format") == FORMAT:
+        try:
+            doc = json.loads(meta["aup"])
+        except (KeyError, TypeError, ValueError):
+            raise UnsafeArtifact(f"{path}: aup artifact with a malformed description") from None
+        if not isinstance(doc, dict):
+            raise UnsafeArtifact(f"{path}: aup artifact with a malformed description")
+        if not isinstance(doc.get("version"), int) or doc["version"] > VERSION:
+            raise ValueError(f"{path}: artifact version {doc.get('version')} is newer than this aup "
+                             f"(reads up to {VERSION}); upgrade aup")
+        return doc
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        if trust:
+            return {"legacy": True, "payload": _read_legacy(path)}
+        raise UnsafeArtifact(f"{path}: not an aup compressed-model artifact (a pickle/torch.save file, maybe a legacy "
+                             f"aup artifact); refused because loading it could run code - pass trust=True only for "
+                             f"a file you trust")
+    raise UnsafeArtifact(f"{path}: not an aup compressed-model artifact (expected format {FORMAT!r})")
+
+
+def _read_legacy(path: str | os.PathLike) -> dict[str, Any]:
+    """Version-1 artifact (pickled); only reached with ``trust=True``."""
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UnsafeArtifact(f"{path}: not an aup compressed-model artifact (expected format {FORMAT!r})")
+    return payload
+
+
+def _load_legacy(payload: dict[str, Any]) -> nn.Module:
+    module: nn.Module = payload["module"].to_empty(device="cpu")
+    module.load_state_dict({key: decode_tensor(enc) for key, enc in payload["tensors"].items()}, strict=True)
+    return _finish(module, payload.get("meta", {}))
 
 
 def _describe_input(x: Any) -> Any:
@@ -187,6 +295,8 @@ def _describe_input(x: Any) -> Any:
         return {"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")}
     if isinstance(x, (tuple, list)):
         return [_describe_input(v) for v in x]
+    if isinstance(x, Mapping):
+        return {str(k): _describe_input(v) for k, v in x.items()}
     return None
 
 
@@ -197,6 +307,26 @@ def _count_encodings(tensors: Mapping[str, dict]) -> dict[str, int]:
     return counts
 
 
+def call_with(model: nn.Module, example_input: Any) -> Any:
+    """``model(x)``, ``model(*x)`` for a tuple/list, ``model(**x)`` for a dict of keyword inputs."""
+    if isinstance(example_input, Mapping):
+        return model(**example_input)
+    if isinstance(example_input, (tuple, list)):
+        return model(*example_input)
+    return model(example_input)
+
+
+def output_tensors(out: Any) -> list[torch.Tensor]:
+    """Every tensor in a model output (tensor, tuple/list, dict or Hugging Face ``ModelOutput``), in order."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, Mapping):
+        return [t for v in out.values() for t in output_tensors(v)]
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in output_tensors(v)]
+    return []
+
+
 @torch.no_grad()
 def _verify(path: str | os.PathLike, model: nn.Module, example_input: Any, exact: bool) -> float:
     """Reload the file and compare outputs with the live model; must match unless masks/quant apply."""
@@ -204,21 +334,14 @@ def _verify(path: str | os.PathLike, model: nn.Module, example_input: Any, exact
     was_training = model.training
     model.eval()
     try:
-        args = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
-        expected = model(*args)
-        got = loaded(*args)
+        expected = output_tensors(call_with(model, example_input))
+        got = output_tensors(call_with(loaded, example_input))
     finally:
         model.train(was_training)
-    if not isinstance(expected, torch.Tensor) or not isinstance(got, torch.Tensor):
-        return 0.0
-    diff = float((expected - got).abs().max()) if expected.numel() else 0.0
+    if len(expected) != len(got) or any(e.shape != g.shape for e, g in zip(expected, got)):
+        raise RuntimeError(f"artifact {path} does not reproduce the model (outputs differ in number or shape)")
+    diff = max((float((e.float() - g.float()).abs().max()) for e, g in zip(expected, got) if e.numel()),
+               default=0.0)
     if exact and diff > 1e-5:
         raise RuntimeError(f"artifact {path} does not reproduce the model (max abs diff {diff:.3g})")
     return diff
-
-
-def artifact_bytes(payload: Mapping[str, Any]) -> int:
-    """Size ``torch.save`` gives a payload (for in-memory size checks)."""
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    return buf.tell()

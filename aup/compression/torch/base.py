@@ -7,17 +7,25 @@ the measuring and reporting that every compressor needs (FLOPs, size metrics to 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import os
+import tempfile
 import warnings
-from typing import Any, ClassVar, Sequence
+import weakref
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
 
+from .baseline import baseline_metrics, snapshot_baseline
+from .deploy import CalibrationRecorder, DeploySettings
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["Compressor", "InputRecorder", "count_flops_params", "as_example_input", "ignore_export_arguments"]
+__all__ = ["Compressor", "count_flops_params", "as_example_input"]
+
 
 
 def ignore_export_arguments(ignored: dict[str, Any]) -> None:
@@ -29,26 +37,6 @@ def ignore_export_arguments(ignored: dict[str, Any]) -> None:
     """
     if ignored:
         logger.debug("export_model: ignoring arguments it does not use: %s", ", ".join(sorted(ignored)))
-
-
-class InputRecorder:
-    """One-shot forward pre-hook keeping one sample of the first real input, so that export can
-    measure the model without the user passing a dummy input. Picklable (no handle in its state)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.value: torch.Tensor | None = None
-        self.handle: Any = model.register_forward_pre_hook(self)
-
-    def __call__(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
-        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() > 0:
-            self.value = inputs[0][:1].detach().clone()
-        if self.handle is not None:
-            self.handle.remove()
-            self.handle = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"value": self.value, "handle": None}
-
 
 class Compressor:
     """Base of every torch compressor.
@@ -75,7 +63,11 @@ class Compressor:
         self.dummy_input = dummy_input
         self.epoch = 0
         self.speedup_applied = False
-        _snapshot_baseline(model)
+        self.deploy_settings: Any = _UNSET  # set from the job config's compression_deploy by create_compressor
+        self.reported = False
+        self._recorder = CalibrationRecorder(model)
+        snapshot_baseline(model)
+        _register_live(self)
 
     @property
     def bound_model(self) -> nn.Module:
@@ -121,14 +113,22 @@ class Compressor:
         return count_flops_params(self.model, x, masks=self.get_masks(), verbose=verbose)
 
     def example_input(self, dummy_input: Any = None) -> Any:
-        """The input used for measuring: the argument, else the one given earlier or seen in training."""
+        """The input used for measuring: the argument, else the one given earlier, else one sample
+        (batch 1) of the first batch the model saw."""
         if dummy_input is not None:
             return dummy_input
-        given = getattr(self, "dummy_input", None)
-        recorder = getattr(self, "_input_recorder", None)
-        if given is None and recorder is not None:
-            return recorder.value
-        return given
+        if getattr(self, "dummy_input", None) is not None:
+            return self.dummy_input
+        recorder = getattr(self, "_recorder", None)
+        return recorder.first if recorder is not None else None
+
+    def calibration_batches(self) -> list[Any]:
+        """Batches the model saw (bounded reservoir), for int8 calibration and the agreement check."""
+        recorder = getattr(self, "_recorder", None)
+        batches = [b[0] if len(b) == 1 else b for b in (recorder.batches if recorder is not None else [])]
+        if not batches and self.example_input() is not None:
+            batches = [self.example_input()]
+        return batches
 
     def measure(self, artifact_path: str | None = None, example_input: Any = None,
                 quant_bits: dict[str, Any] | None = None) -> dict[str, float]:
@@ -158,60 +158,192 @@ class Compressor:
         """Compressor-specific details reported with the measured metrics (per-layer sparsity, bits)."""
         return {}
 
+    # ------------------------------------------------------------------ deployment
+    def quantizes(self) -> bool:
+        """Whether this compressor quantizes (its deployable artifact is then int8 by default)."""
+        return False
+
+    def effective_deploy(self) -> DeploySettings | None:
+        """The experiment's ``deploy`` setting; without one, int8 ONNX for quantizers when ORT is installed."""
+        if self.deploy_settings is not _UNSET:
+            return self.deploy_settings
+        from .deploy import ort_available
+
+        return DeploySettings() if self.quantizes() and ort_available() else None
+
+    @contextlib.contextmanager
+    def deployable(self) -> Iterator[tuple[nn.Module, list[str] | None, dict[str, Any]]]:
+        """``(model to export, modules to make int8 or None for every conv/linear, export_onnx
+        options)``, restored on exit."""
+        yield self.model, None, {}
+
+    def write_deployed(self, path: str, settings: DeploySettings | None = None, example_input: Any = None) -> str:
+        """Write the deployable ONNX artifact (structured pruning shrunk, quantized layers as int8 QDQ)."""
+        from .deploy import export_onnx
+
+        settings = settings or self.effective_deploy() or DeploySettings()
+        example = self.example_input(example_input)
+        if example is None:
+            raise ValueError("an ONNX export needs an example input: pass dummy_input=<a batch>, or run the model "
+                             "on a batch first")
+        with self._paused(), self.deployable() as (model, int8_names, options):
+            if settings.int8 == "none":
+                int8 = None
+            elif int8_names is None:
+                int8 = [n for n, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+            else:
+                int8 = int8_names
+            return export_onnx(model, example, path, int8_modules=int8, calibration=self.calibration_batches(),
+                               per_channel=settings.per_channel, **options)
+
+    @contextlib.contextmanager
+    def _paused(self) -> Iterator[None]:
+        """aup's own forward passes neither feed calibration nor (pruners) the statistics."""
+        with contextlib.ExitStack() as stack:
+            recorder = getattr(self, "_recorder", None)
+            if recorder is not None:
+                stack.enter_context(recorder.pause())
+            paused = getattr(self, "statistics_paused", None)
+            if callable(paused):
+                stack.enter_context(paused())
+            yield
+
+    def _export(self, model_path: str, folder_name: str, fmt: str | None, example: Any,
+                write_packed: Callable[[str], dict[str, Any] | None]) -> str:
+        """Shared tail of ``export_model``: write ``fmt`` at the path, then report the metrics once.
+
+        ``write_packed(path)`` writes aup's packed artifact and returns the quantized bits per
+        parameter (or None); for ``format="onnx"`` it is written to a temporary file, measured as
+        ``model_bytes_packed``, and the ONNX file becomes the measured ``model_bytes``.
+        """
+        os.makedirs(folder_name, exist_ok=True)
+        path = os.path.join(folder_name, model_path)
+        if fmt in (None, "aup", "torch"):
+            bits = write_packed(path)
+            self.report_metrics(artifact_path=path, example_input=example, quant_bits=bits)
+            return path
+        if fmt != "onnx":
+            raise ValueError(f"export_model: format must be 'onnx' or None (aup's packed artifact), got {fmt!r}")
+        settings = self.effective_deploy() if self.deploy_settings not in (_UNSET, None) else None
+        self.write_deployed(path, settings or DeploySettings(int8="static" if self.quantizes() else "none"),
+                            example)
+        with tempfile.TemporaryDirectory(prefix="aup-export-") as tmp:
+            packed = os.path.join(tmp, "model.aup")
+            bits = write_packed(packed)
+            self.report_metrics(artifact_path=packed, example_input=example, quant_bits=bits, deployed_path=path)
+        return path
+
+    # ------------------------------------------------------------------ reporting
     def report_metrics(self, artifact_path: str | None = None, example_input: Any = None,
-                       quant_bits: dict[str, Any] | None = None) -> dict[str, float] | None:
+                       quant_bits: dict[str, Any] | None = None, deployed_path: str | None = None
+                       ) -> dict[str, float] | None:
         """Inside an aup trial, send the measured metrics to the runner (trial attributes in the DB).
 
-        Outside a trial (no ``AUP_CHANNEL``) nothing is measured. A failure to measure is logged as
-        a warning and never breaks the user's script.
+        Torch-side metrics come from :meth:`measure` (its eager latency as ``latency_ms_torch``);
+        when a deployable artifact exists (``deployed_path``, the experiment's ``deploy`` setting,
+        or by default a quantizer with onnxruntime installed) ``model_bytes`` and ``latency_ms`` are
+        the deployed file's and ORT's, with ``deploy_agreement``. Outside a trial (no
+        ``AUP_CHANNEL``) nothing is measured. A failure to measure is logged as a warning and never
+        breaks the user's script.
         """
         from aup import channel, client
 
         if channel.channel_path() is None:
             return None
+        self.reported = True
+        example = self.example_input(example_input)
         try:
-            metrics = self.measure(artifact_path, example_input, quant_bits)
+            with self._paused():
+                metrics = self.measure(artifact_path, example_input, quant_bits)
         except Exception as exc:  # noqa: BLE001 - metrics must never kill a finished trial
             warnings.warn(f"aup: could not measure the compressed model: {type(exc).__name__}: {exc}", stacklevel=2)
             return None
-        metrics = {**metrics, **self.extra_metrics(), **_baseline_metrics(self.example_input(example_input))}
+        torch_latency = metrics.pop("latency_ms", None)
+        if torch_latency is not None:
+            metrics["latency_ms_torch"] = torch_latency
+        settings = self.effective_deploy()
+        deployed = self._deployed_metrics(deployed_path, settings, example)
+        if deployed:
+            metrics["model_bytes_packed"] = metrics.get("model_bytes")
+            metrics.update(deployed)
+        elif self.quantizes():
+            if example is not None:
+                print("aup: no latency_ms for this quantized model (timing its fake quantization in torch would not "
+                      "show the deployed speed); install aup[deploy] (onnxruntime) to time its int8 ONNX artifact",
+                      flush=True)
+        elif torch_latency is not None:
+            metrics["latency_ms"] = torch_latency
+        metrics = {**metrics, **self.extra_metrics(),
+                   **baseline_metrics(example, settings if deployed else None)}
         client.log_metrics(**metrics)
         return metrics
 
-
-# Inside a trial (one process per trial) the first compressor built sees the uncompressed model: a
-# copy of it is measured once, at the first report, and sent as ``baseline_<metric>`` so that views
-# show ratios to the dense model and constraints like "model_bytes <= 0.25 * baseline_model_bytes"
-# can be evaluated. Outside a trial nothing is copied.
-_baseline: dict[str, Any] = {"model": None, "metrics": None}
-
-
-def _snapshot_baseline(model: nn.Module) -> None:
-    from aup import channel
-
-    if channel.channel_path() is None or _baseline["model"] is not None or _baseline["metrics"] is not None:
-        return
-    try:
-        _baseline["model"] = copy.deepcopy(model)
-    except Exception as exc:  # noqa: BLE001 - a model that cannot be copied just has no baseline
-        logger.info("aup: no baseline metrics (the model cannot be deep-copied: %s)", exc)
-
-
-def _baseline_metrics(example_input: Any) -> dict[str, float]:
-    from aup.metrics import BASELINE_PREFIX
-
-    if _baseline["metrics"] is None and _baseline["model"] is not None and example_input is not None:
-        from aup.compression.torch.measure import measure_model
-
+    def _deployed_metrics(self, path: str | None, settings: DeploySettings | None, example: Any) -> dict[str, float]:
+        """``model_bytes``, ``latency_ms`` (ORT) and ``deploy_agreement`` of the deployed artifact."""
+        if path is None and (settings is None or example is None):
+            return {}
         try:
-            measured = measure_model(_baseline["model"], example_input)
-        except Exception as exc:  # noqa: BLE001 - never break the trial over the baseline
-            logger.warning("aup: could not measure the uncompressed baseline: %s", exc)
-            measured = {}
-        _baseline["metrics"] = {f"{BASELINE_PREFIX}{k}": v for k, v in measured.items() if k != "sparsity"}
-        _baseline["model"] = None
-    return dict(_baseline["metrics"] or {})
+            with contextlib.ExitStack() as stack:
+                if path is None:
+                    tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="aup-deploy-"))
+                    path = self.write_deployed(os.path.join(tmp, "model.onnx"), settings, example)
+                return deployed_file_metrics(path, self.model, example, self.calibration_batches(), self._paused)
+        except Exception as exc:  # noqa: BLE001 - a model ONNX cannot express keeps its torch metrics
+            warnings.warn(f"aup: no deployed-artifact metrics ({type(exc).__name__}: {str(exc)[:300]}); "
+                          "reporting the torch model's", stacklevel=3)
+            return {}
 
+    def final_report(self) -> None:
+        """Report once at the end of a trial when the script never exported (see ``report_at_trial_end``)."""
+        if self.reported:
+            return
+        with tempfile.TemporaryDirectory(prefix="aup-final-") as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.export_model("model.aup", folder_name=tmp)
+
+
+_UNSET: Any = object()
+
+
+def deployed_file_metrics(path: str, model: nn.Module | None, example: Any, batches: Sequence[Any],
+                          paused: Callable[[], Any] = contextlib.nullcontext) -> dict[str, float]:
+    """Bytes of ``path``, its ORT latency (batch 1, ``LATENCY_THREADS``) and agreement with ``model``."""
+    from .deploy import agreement, load_deployed, ort_latency_ms
+    from .measure import LATENCY_THREADS, _sizes_of
+
+    deployed = load_deployed(path, threads=LATENCY_THREADS)
+    metrics = {**_sizes_of(path), "latency_ms": ort_latency_ms(deployed, example)}
+    if model is not None:
+        with paused():
+            metrics["deploy_agreement"] = agreement(deployed, model, batches or [example])
+    return metrics
+
+
+# The compressors alive in this trial process, in creation order. At the end of a trial the first
+# one that never reported (the script's own compressor: search pruners create their inner ones
+# later) measures and reports, so scripts that never export still record their size.
+_live: list[weakref.ReferenceType] = []
+
+
+def _register_live(compressor: Compressor) -> None:
+    from aup import channel, client
+
+    if channel.channel_path() is None:
+        return
+    _live.append(weakref.ref(compressor))
+    client.on_trial_end(report_at_trial_end)
+
+
+def report_at_trial_end() -> None:
+    """Measure and report the trial's compressor if nothing reported yet (print_result / exit hook)."""
+    alive = [c for c in (ref() for ref in _live) if c is not None]
+    if any(c.reported for c in alive):
+        return
+    for compressor in alive:
+        if "report_metrics" in vars(compressor):  # a pipeline stage: the pipeline reports
+            continue
+        compressor.final_report()
+        return
 
 # ---------------------------------------------------------------------- FLOPs counter
 def as_example_input(x: Any, model: nn.Module | None = None) -> Any:

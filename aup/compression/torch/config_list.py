@@ -50,8 +50,18 @@ def expand_op_types(op_types: Iterable[str]) -> set[str]:
     return expanded
 
 
+def type_names(module: nn.Module) -> set[str]:
+    """Lower-cased names of the module's class and its ``nn.Module`` base classes.
+
+    A subclass counts as its bases (``NonDynamicallyQuantizableLinear``, the attention output
+    projection, is a ``Linear``; a user's ``class MyConv(nn.Conv2d)`` is a ``Conv2d``).
+    """
+    return {cls.__name__.lower() for cls in type(module).__mro__
+            if isinstance(cls, type) and issubclass(cls, nn.Module) and cls is not nn.Module}
+
+
 def _matches(name: str, module: nn.Module, entry: Mapping[str, Any]) -> bool:
-    if "op_types" in entry and type(module).__name__.lower() not in expand_op_types(entry["op_types"]):
+    if "op_types" in entry and not type_names(module) & expand_op_types(entry["op_types"]):
         return False
     if "op_names" in entry and name not in entry["op_names"]:
         return False
@@ -105,7 +115,7 @@ def _report_mismatch(model: nn.Module, compressor: str, index: int | None, messa
 
 
 def _warn_unmatched_types(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -> None:
-    present = {type(m).__name__.lower() for m in model.modules()}
+    present = set().union(*(type_names(m) for m in model.modules()))
     for index, entry in enumerate(config_list):
         for op_type in entry.get("op_types", ()):
             if op_type != "default" and op_type.lower() not in present:

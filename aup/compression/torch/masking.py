@@ -74,7 +74,7 @@ class MaskStore:
             return
         self.modules[name] = module
         self.masks[name] = {}
-        for key in MASKABLE:
+        for key in dict.fromkeys((*MASKABLE, *keys)):  # weight/bias, or other parameters by name
             param = getattr(module, key, None)
             if key in keys and isinstance(param, nn.Parameter):
                 self.masks[name][key] = torch.ones_like(param, memory_format=torch.contiguous_format).detach()
@@ -100,10 +100,11 @@ class MaskStore:
         return bool(self._handles)
 
     # -------------------------------------------------------------- masks
-    def set(self, name: str, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> None:
+    def set(self, name: str, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+            **others: torch.Tensor | None) -> None:
         """Replace the masks of one module (None keeps the current mask) and apply them."""
         module = self.modules[name]
-        for key, mask in (("weight", weight), ("bias", bias)):
+        for key, mask in (("weight", weight), ("bias", bias), *others.items()):
             if mask is None:
                 continue
             param = getattr(module, key, None)

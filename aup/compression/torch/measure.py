@@ -6,10 +6,13 @@ Every number is measured on the model or file as it exists, never estimated from
 - ``param_count``: parameters as they physically exist (after any shrink).
 - ``nonzero_params``: parameters that are non-zero after applying ``masks`` (if given).
 - ``macs``: multiply-accumulates for one sample.  Rule: the matmul-type ops torch's
-  ``FlopCounterMode`` counts (convolutions, linear / matmul / bmm, attention), halved to MACs;
-  for ``Conv*`` and ``Linear`` modules the dense count is replaced by *non-zero weights x output
-  positions* (transposed convs: x input positions), so a masked filter or a level-pruned weight
-  costs nothing.  Element-wise ops, normalisation, pooling, activations and bias adds are not
+  ``FlopCounterMode`` counts over the whole forward (convolutions, linear / matmul / bmm, the
+  attention score and value products), halved to MACs; for ``Conv*`` and ``Linear`` weights the
+  dense count is replaced by *non-zero weights x output positions* (transposed convs: x input
+  positions), so a masked filter or a level-pruned weight costs nothing.  That includes the
+  projections ``nn.MultiheadAttention`` applies itself (packed ``in_proj_weight``, ``out_proj``).
+  PyTorch's fused transformer fast path is switched off while counting (its kernel is invisible to
+  the counter and skips the layers).  Element-wise ops, normalisation, pooling, activations and bias adds are not
   counted (NNI's and torch-pruning's convention).  A masked filter's *consumer* still counts its
   weights on the (now zero) channel until the model is shrunk: that is the honest cost of a masked
   model, and the reason to shrink.
@@ -49,7 +52,9 @@ def measure_model(model: nn.Module, example_input: Any, *, masks: Masks | None =
                   artifact_path: str | os.PathLike | None = None, compressed_modules: Iterable[str] | None = None,
                   quant_bits: Mapping[str, int] | None = None, latency: bool = True,
                   latency_runs: int = 20) -> dict[str, float]:
-    """All size metrics of ``model`` (see the module docstring); ``latency_ms`` only if ``latency``."""
+    """All size metrics of ``model`` (see the module docstring); ``latency_ms`` only if ``latency``.
+
+    Without ``example_input`` (a model that never ran) ``macs`` and ``latency_ms`` are left out."""
     masks = masks or {}
     if quant_bits and artifact_path is None:
         raise ValueError("measure_model: pass artifact_path for a quantized model (its size is measured on the "
@@ -58,15 +63,16 @@ def measure_model(model: nn.Module, example_input: Any, *, masks: Masks | None =
     unknown = [n for n in masks if n not in modules]
     if unknown:
         raise ValueError(f"measure_model: masks name modules that are not in the model: {unknown[:5]}")
-    macs, _rows = _count_macs(model, example_input, masks)
     metrics: dict[str, float] = {
         "param_count": float(sum(p.numel() for p in model.parameters())),
         "nonzero_params": float(_nonzero_params(model, masks)),
-        "macs": float(macs),
         **_file_sizes(model, example_input, masks, artifact_path),
         "sparsity": _sparsity(modules, masks, compressed_modules),
         "weight_bits": _weight_bits(model, quant_bits or {}),
     }
+    if example_input is None:  # the model never ran and no dummy input: what needs an input is left out
+        return metrics
+    metrics["macs"] = float(_count_macs(model, example_input, masks)[0])
     if latency:
         metrics["latency_ms"] = latency_ms(model, example_input, runs=latency_runs)
     return metrics
@@ -143,14 +149,47 @@ def _count_macs(model: nn.Module, example_input: Any, masks: Masks, *, only_mask
                      "input_size": list(inputs[0].shape) if inputs and isinstance(inputs[0], torch.Tensor) else None,
                      "output_size": list(out.shape)})
 
+    def attention_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
+                       name: str) -> None:
+        """Projections an attention module applies with F.linear on its own weights (no module call)."""
+        nonlocal dense_total, sparse_total
+        inputs = [args[i] if len(args) > i else kwargs.get(key) for i, key in enumerate(("query", "key", "value"))]
+        used = [(f"{name}", "in_proj_weight", module.in_proj_weight, i, t) for i, t in enumerate(inputs)]
+        if _read_by_parent(named, f"{name}.out_proj" if name else "out_proj"):
+            used.append((f"{name}.out_proj", "weight", module.out_proj.weight, None, inputs[0]))
+        for layer, key, weight, third, x in used:
+            if not isinstance(x, torch.Tensor) or weight is None:
+                continue
+            weight = weight.detach()
+            nonzero = torch.ones_like(weight, dtype=torch.bool) if only_masks else weight != 0
+            mask = masks.get(layer, {}).get(key)
+            if mask is not None:
+                nonzero &= mask.to(weight.device) != 0
+            if third is not None:
+                rows = weight.shape[0] // 3
+                weight, nonzero = weight[third * rows:(third + 1) * rows], nonzero[third * rows:(third + 1) * rows]
+            positions = x.numel() // max(x.shape[-1], 1)
+            dense_total += weight.numel() * positions
+            sparse_total += int(nonzero.sum()) * positions
+
+    named = dict(model.named_modules())
+    # nn.MultiheadAttention reads out_proj.weight itself (counted by attention_hook); other layers are called
     handles = [m.register_forward_hook(lambda mod, i, o, name=n: hook(mod, i, o, name))
-               for n, m in model.named_modules() if isinstance(m, _COUNTED)]
+               for n, m in named.items() if isinstance(m, _COUNTED) and not _read_by_parent(named, n)]
+    handles += [m.register_forward_hook(lambda mod, a, k, o, name=n: attention_hook(mod, a, k, o, name),
+                                        with_kwargs=True)
+                for n, m in named.items() if isinstance(getattr(m, "in_proj_weight", None), torch.Tensor)
+                and isinstance(getattr(m, "out_proj", None), nn.Linear)]
     was_training = model.training
+    fast_path = torch.backends.mha.get_fastpath_enabled()
     model.eval()
     try:
+        # the fused transformer kernels are invisible to the flop counter and skip the layers' hooks
+        torch.backends.mha.set_fastpath_enabled(False)
         with FlopCounterMode(display=False) as counter:
             call_model(model, example_input)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fast_path)
         model.train(was_training)
         for h in handles:
             h.remove()
@@ -159,6 +198,12 @@ def _count_macs(model: nn.Module, example_input: Any, masks: Masks, *, only_mask
     for row in rows:
         row["flops"] = row["flops"] / batch
     return max(total, 0) / batch, rows
+
+
+def _read_by_parent(named: Mapping[str, nn.Module], name: str) -> bool:
+    """``nn.MultiheadAttention.out_proj``: its weight is used by the parent, the module is never called."""
+    parent, _, child = name.rpartition(".")
+    return child == "out_proj" and isinstance(named.get(parent), nn.MultiheadAttention)
 
 
 def call_model(model: nn.Module, x: Any) -> Any:

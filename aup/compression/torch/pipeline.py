@@ -19,9 +19,10 @@ Extra keyword arguments of ``create_compressor`` go to every stage whose constru
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -85,6 +86,7 @@ class PipelineCompressor(Compressor):
             except ValueError as exc:
                 raise ValueError(f"compression_pipeline[{index}]: {exc}") from None
             stage.report_metrics = _silent  # type: ignore[method-assign]
+            stage._recorder.remove()  # the pipeline's own recorder watches the model
             stage.compress()
             self.stages.append(stage)
             later_quant = any(s.compression_type == "quantization" for s in self.specs[index + 1:])
@@ -140,11 +142,44 @@ class PipelineCompressor(Compressor):
                     merged[name] = dict(mask)
         return merged
 
+    def extra_metrics(self) -> dict[str, Any]:
+        """The stages' details (achieved sparsity against the dense layers, per-layer sparsity and bits)."""
+        merged: dict[str, Any] = {}
+        for stage in self.stages:
+            merged.update(stage.extra_metrics())
+        return merged
+
     def compressed_module_names(self) -> list[str]:
         names: list[str] = []
         for stage in self.stages:
             names += [n for n in stage.compressed_module_names() if n not in names]
         return names
+
+    def extra_metrics(self) -> dict[str, Any]:
+        """Achieved ``sparsity`` of the whole pipeline: (removed + zero) weights over the pruned layers'
+        original sizes, so channels a structured stage removed physically still count as pruned."""
+        metrics: dict[str, Any] = {}
+        quantizer = self._quantizer()
+        if quantizer is not None:
+            metrics.update(quantizer.extra_metrics())
+        dense: dict[str, int] = {}
+        for stage in self._pruners():
+            sizes = getattr(stage, "dense_weight_numel", None) or getattr(stage, "dense_numel", None) or {}
+            for name, numel in sizes.items():
+                dense.setdefault(name, int(numel))
+        if not dense:
+            return metrics
+        modules = dict(self.model.named_modules())
+        per_layer = {}
+        for name, numel in dense.items():
+            module = modules.get(name)
+            kept = sum(int(torch.count_nonzero(p.detach())) for k, p in module.named_parameters(recurse=False)
+                       if "weight" in k) if module is not None else 0
+            per_layer[name] = round(1.0 - kept / numel, 6) if numel else 0.0
+        total = sum(dense.values())
+        metrics["sparsity"] = sum(per_layer[n] * dense[n] for n in dense) / total if total else 0.0
+        metrics["layer_sparsity"] = per_layer
+        return metrics
 
     def example_input(self, dummy_input: Any = None) -> Any:
         if dummy_input is not None:
@@ -155,7 +190,7 @@ class PipelineCompressor(Compressor):
             example = stage.example_input()
             if example is not None:
                 return example
-        return None
+        return super().example_input()
 
     def _pruners(self) -> list[Compressor]:
         return [s for s in self.stages if s.compression_type == "pruning"]
@@ -179,8 +214,7 @@ class PipelineCompressor(Compressor):
         if self.optimizer is not None:
             _retarget(self.optimizer, before, dict(self.model.named_parameters()))
         self.dummy_input = dummy_input
-        self.report_metrics(example_input=dummy_input)
-        return self.model
+        return self.model  # measured and reported at export or at the end of the trial
 
     @property
     def speedup_applied(self) -> bool:  # type: ignore[override]
@@ -191,13 +225,15 @@ class PipelineCompressor(Compressor):
         pass
 
     def export_model(self, model_path: str, mask_path: str | None = None, folder_name: str = ".",
-                     speedup: bool = False, dummy_input: Any = None, **ignored: Any) -> str:
-        """One artifact with the remaining masks and the quantized integer weights; combined metrics."""
+                     speedup: bool = False, dummy_input: Any = None, format: str | None = None,
+                     **ignored: Any) -> str:
+        """One artifact with the remaining masks and the quantized integer weights; combined metrics.
+
+        ``format="onnx"`` writes the deployable ONNX file (quantized layers as int8 QDQ) instead.
+        """
         ignore_export_arguments(ignored)
         if not self.compressed:
             warnings.warn("export_model: compress() was never called; exporting the uncompressed model", stacklevel=2)
-        os.makedirs(folder_name, exist_ok=True)
-        path = os.path.join(folder_name, model_path)
         example = self.example_input(dummy_input)
         if speedup and example is not None and self._quantizer() is None:
             self.apply_speedup(example)
@@ -206,24 +242,57 @@ class PipelineCompressor(Compressor):
                 stage.masks.apply_all()  # type: ignore[attr-defined]
         masks = self.get_masks()
         if mask_path is not None:
+            os.makedirs(folder_name, exist_ok=True)
             torch.save(masks, os.path.join(folder_name, mask_path))
+        return self._export(model_path, folder_name, format, example,
+                            lambda path: self._write_packed(path, example, masks))
+
+    def _write_packed(self, path: str, example: Any, masks: Masks) -> dict[str, Any] | None:
         from aup.compression.torch.artifact import save_artifact
 
         meta = {"compressor": "pipeline", "framework": self.framework, "compression_type": "pipeline",
                 "stages": [{"compressor": s.compressor, "compression_type": s.compression_type,
                             "config_list": s.config_list} for s in self.specs]}
         quantizer = self._quantizer()
-        bits = None
         if quantizer is None:
             save_artifact(path, self.model, example_input=example, masks=masks or None, meta=meta)
-        else:
-            with quantizer.exported_view() as (quant, specs):  # type: ignore[attr-defined]
-                bits = {key: spec["bits"] for key, spec in quant.items()}
-                meta["activation_quant"] = specs
-                meta["weight_bits"] = quantizer._weight_bits(bits)  # type: ignore[attr-defined]
-                save_artifact(path, self.model, example_input=example, masks=masks or None, quant=quant, meta=meta)
-        self.report_metrics(artifact_path=path, example_input=example, quant_bits=bits)
-        return path
+            return None
+        with quantizer.exported_view() as (quant, specs):  # type: ignore[attr-defined]
+            bits = {key: spec["bits"] for key, spec in quant.items()}
+            meta["activation_quant"] = specs
+            meta["weight_bits"] = quantizer._weight_bits(bits)  # type: ignore[attr-defined]
+            save_artifact(path, self.model, example_input=example, masks=masks or None, quant=quant, meta=meta)
+        return bits
+
+    def quantizes(self) -> bool:
+        return any(s.compression_type == "quantization" for s in self.specs)
+
+    @contextlib.contextmanager
+    def deployable(self) -> Iterator[tuple[nn.Module, list[str] | None, dict[str, Any]]]:
+        """Fine-grained masks applied; the quantizer's int8 layers, or the unshrunk stages shrunk in a copy."""
+        for stage in self._pruners():
+            if not stage.speedup_applied:
+                stage.masks.apply_all()  # type: ignore[attr-defined]
+        quantizer = self._quantizer()
+        if quantizer is not None:
+            with quantizer.deployable() as exported:
+                yield exported
+            return
+        pending = [s for s in self._pruners() if _structured(s) and not s.speedup_applied]
+        if not pending:
+            yield self.model, None, {}
+            return
+        from aup.compression.torch.shrink import shrink_model
+
+        from .deploy import clean_copy
+
+        clone = clean_copy(self.model)
+        try:
+            shrink_model(clone, self.get_masks(), self.example_input())
+        except Exception as exc:  # noqa: BLE001 - the masked model is still a valid artifact
+            warnings.warn(f"pipeline: exporting the masked model, the shrink failed: {exc}", stacklevel=3)
+            clone = clean_copy(self.model)
+        yield clone, None, {}
 
 
 def _structured(stage: Compressor) -> bool:

@@ -10,16 +10,17 @@ calling :meth:`Pruner.compute_masks` with their own per-layer sparsities, e.g.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import nn
 
 from ..base import Compressor, ignore_export_arguments
-from ..base import InputRecorder as _InputRecorder
 from ..config_list import LayerConfig, validate_against_model
+from ..deploy import clean_copy
 from ..masking import Masks, MaskStore
 from .dependency import following_batchnorms
 
@@ -55,7 +56,6 @@ class Pruner(Compressor):
         self.masks_calculated = False
         self.speedup_masks: Masks | None = None
         self.shrink_report: Any = None
-        self._input_recorder: _InputRecorder | None = None
 
     # ------------------------------------------------------------------ criterion API
     def use_masks(self, store: MaskStore) -> None:
@@ -144,19 +144,9 @@ class Pruner(Compressor):
             self.masks.attach_optimizer(self.optimizer)
             self.optimizer.register_step_pre_hook(lambda *_: self.before_optimizer_step())
             self.optimizer.register_step_post_hook(lambda *_: self.after_optimizer_step())
-        if self.dummy_input is None and self._input_recorder is None:
-            self._input_recorder = _InputRecorder(self.model)
 
     def _attach_training_hooks(self) -> None:
         """Statistics pruners register their forward hooks here."""
-
-    def example_input(self, dummy_input: Any = None) -> Any:
-        """The argument, else the constructor's ``dummy_input``, else one sample seen in training."""
-        if dummy_input is not None:
-            return dummy_input
-        if self.dummy_input is None and self._input_recorder is not None:
-            return self._input_recorder.value
-        return self.dummy_input
 
     def before_optimizer_step(self) -> None:
         """Runs before each step of the given optimizer (gradients are there)."""
@@ -223,8 +213,7 @@ class Pruner(Compressor):
         self.speedup_applied = True
         self.speedup_masks = masks
         self.dummy_input = dummy_input
-        self.report_metrics(example_input=dummy_input)
-        return self.model
+        return self.model  # measured and reported at export or at the end of the trial
 
     def export_model(
         self,
@@ -233,11 +222,13 @@ class Pruner(Compressor):
         folder_name: str = ".",
         speedup: bool = False,
         dummy_input: Any = None,
+        format: str | None = None,
         **ignored: Any,
     ) -> str:
         """Write the compressed model (artifact) and, with ``mask_path``, the NNI-format mask file.
 
-        Paths are relative to ``folder_name``. With ``speedup`` and a dummy input the model is
+        ``format="onnx"`` writes the deployable ONNX file instead (structured pruning shrunk in a
+        copy first; int8 QDQ when the experiment's ``deploy`` asks for it). Paths are relative to ``folder_name``. With ``speedup`` and a dummy input the model is
         shrunk first; after :meth:`apply_speedup` the shrunk model is what gets saved. The saved
         weights have the masks applied and carry no hook state. Inside an aup trial the measured
         size metrics are reported to the runner. Unknown keyword arguments (Auptimizer's examples
@@ -245,7 +236,6 @@ class Pruner(Compressor):
         """
         ignore_export_arguments(ignored)
         os.makedirs(folder_name, exist_ok=True)
-        model_file = os.path.join(folder_name, model_path)
         example = self.example_input(dummy_input)
         if not self.masks_calculated and not self.speedup_applied:
             warnings.warn(f"{self.compressor_name}: the masks were never computed (call compress(); statistics "
@@ -263,11 +253,32 @@ class Pruner(Compressor):
         masks = self.speedup_masks if self.speedup_applied else self.get_masks()
         if mask_path is not None:
             torch.save(masks, os.path.join(folder_name, mask_path))
-        self._save_model(model_file, example, masks)
-        self.report_metrics(artifact_path=model_file, example_input=example)
-        return model_file
+        return self._export(model_path, folder_name, format, example,
+                            lambda path: self._save_model(path, example, masks))
 
-    def _save_model(self, path: str, example: Any, masks: Masks) -> None:
+    @contextlib.contextmanager
+    def deployable(self) -> Iterator[tuple[nn.Module, list[str] | None, dict[str, Any]]]:
+        """The model to export: masked weights applied; structured masks shrunk in a clean copy."""
+        from ..pipeline import _structured
+
+        masks = {} if self.speedup_applied else self.get_masks()
+        if not masks:
+            yield self.model, None, {}
+            return
+        self.masks.apply_all()
+        clone = clean_copy(self.model)
+        if _structured(self):
+            from aup.compression.torch.shrink import shrink_model
+
+            try:
+                shrink_model(clone, masks, self.example_input())
+            except Exception as exc:  # noqa: BLE001 - the masked model is still a valid artifact
+                warnings.warn(f"{self.compressor_name}: exporting the masked model, the shrink failed: {exc}",
+                              stacklevel=3)
+                clone = clean_copy(self.model)
+        yield clone, None, {}
+
+    def _save_model(self, path: str, example: Any, masks: Masks) -> None:  # noqa: D401 - returns no quant bits
         meta = {
             "compressor": self.compressor_name,
             "framework": self.framework,

@@ -7,19 +7,19 @@ layers from ``config_list`` (NNI 2.0 semantics), attaches the quantization witho
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import nn
 
-from ..base import Compressor, InputRecorder, ignore_export_arguments
+from ..base import Compressor, ignore_export_arguments
 from ..config_list import validate_against_model
 from .config import default_entries, quant_types_of, resolve_bits, validate_quant_config_list
-from .hooks import WeightOverride
+from .hooks import FastPathOff, WeightOverride, fast_path_owner, weight_reader
 from .primitives import QuantSpec
 
 __all__ = ["QuantLayer", "Quantizer"]
@@ -94,12 +94,16 @@ class Quantizer(Compressor):
         """Attach fake quantization to the selected layers (idempotent); returns the model."""
         if self._handles:
             return self.model
-        if self.dummy_input is None and getattr(self, "_input_recorder", None) is None:
-            self._input_recorder = InputRecorder(self.model)  # export measures with a sample seen in training
+        self._switch_off_fast_paths()
         for layer in self.layers:
+            reader = weight_reader(self.model, layer.name)
+            if reader is not None and ("input" in layer.quant_types or "output" in layer.quant_types):
+                raise ValueError(f"{self.compressor_name}: cannot quantize the input/output of {layer.name!r}: "
+                                 f"its parent {type(reader).__name__} reads its weight without calling it; "
+                                 f"quantize its weight only")
             if "weight" in layer.quant_types:
                 self._handles.append(WeightOverride(
-                    layer.module, lambda w, layer=layer: self.quantize_weight(layer, w)[0]))
+                    layer.module, lambda w, layer=layer: self.quantize_weight(layer, w)[0], host=reader))
             if "input" in layer.quant_types:
                 self._handles.append(layer.module.register_forward_pre_hook(
                     lambda _m, args, layer=layer: self._quantize_input(layer, args)))
@@ -107,6 +111,20 @@ class Quantizer(Compressor):
                 self._handles.append(layer.module.register_forward_hook(
                     lambda _m, _args, out, layer=layer: self.quantize_activation(layer, "output", out)))
         return self.model
+
+    def _switch_off_fast_paths(self) -> None:
+        """Fused transformer kernels would bypass the quantized layers in eval mode: switch them off."""
+        owners: dict[str, nn.Module] = {}
+        for layer in self.layers:
+            found = fast_path_owner(self.model, layer.name)
+            if found is not None:
+                owners.setdefault(*found)
+        for module in owners.values():
+            self._handles.append(FastPathOff(module))
+        if owners:
+            logger.info("%s: PyTorch's fused transformer fast path is off in %s while the quantizer is attached "
+                        "(it would skip the quantized layers in eval mode)", self.compressor_name,
+                        ", ".join(repr(n or "<model>") for n in owners))
 
     def _quantize_input(self, layer: QuantLayer, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         for i, arg in enumerate(args):
@@ -119,6 +137,8 @@ class Quantizer(Compressor):
         for handle in reversed(self._handles):
             handle.remove()
         self._handles.clear()
+        if not getattr(self, "_in_export_view", False):
+            self._recorder.remove()  # what it recorded stays available for export
         return self.model
 
     unwrap_model = remove
@@ -196,22 +216,25 @@ class Quantizer(Compressor):
         return {"layer_bits": self.layer_bits()}
 
     def export_model(self, model_path: str, mask_path: str | None = None, folder_name: str = ".",
-                     speedup: bool = False, dummy_input: Any = None, **ignored: Any) -> str:
+                     speedup: bool = False, dummy_input: Any = None, format: str | None = None,
+                     **ignored: Any) -> str:
         """Save the model with its quantized weights stored as ``bits``-wide integers plus scales.
 
         Writes ``folder_name/model_path`` through ``aup.compression.torch.artifact.save_artifact``
-        (``quant`` = per-weight ``{bits, scale, zero_point}``, activation specs in
-        ``meta["activation_quant"]``); ``load_compressed`` restores weights and activation hooks.
-        The live model is left exactly as it was (full-precision weights, quantization attached).
-        ``mask_path`` and ``speedup`` apply to pruning only and are ignored.  Inside an aup trial the
-        measured size metrics (``weight_bits`` among them) are reported.  Returns the file path.
+        (the model's own parameter names; ``aup.compression.load_compressed`` rebuilds the model
+        with its activation quantization attached); ``format="onnx"`` writes the deployable ONNX
+        file instead, quantized layers as real int8 (ONNX Runtime static QDQ, calibrated on batches
+        the model saw). ``mask_path`` and ``speedup`` apply to pruning only and are ignored.
+        Inside an aup trial the measured size metrics (``weight_bits`` among them) are reported.
+        Returns the file path.
         """
         ignore_export_arguments(ignored)
         if speedup or mask_path:
             warnings.warn("export_model: mask_path/speedup apply to pruning; ignored for quantization", stacklevel=2)
-        os.makedirs(folder_name, exist_ok=True)
-        path = os.path.join(folder_name, model_path)
         example = self.example_input(dummy_input)
+        return self._export(model_path, folder_name, format, example, lambda path: self._write_packed(path, example))
+
+    def _write_packed(self, path: str, example: Any) -> dict[str, int]:
         with self.exported_view() as (quant, specs):
             bits = {key: spec["bits"] for key, spec in quant.items()}
             meta = {"compressor": self.compressor_name, "framework": self.framework,
@@ -220,8 +243,34 @@ class Quantizer(Compressor):
             from ..artifact import save_artifact
 
             save_artifact(path, self.model, example_input=example, quant=quant, meta=meta)
-        self.report_metrics(artifact_path=path, example_input=example, quant_bits=bits)
-        return path
+        return bits
+
+    def quantizes(self) -> bool:
+        return True
+
+    @contextlib.contextmanager
+    def deployable(self) -> Iterator[tuple[nn.Module, list[str] | None, dict[str, Any]]]:
+        """The plain model holding the quantized weights, for the int8 ONNX export.
+
+        Layers whose every quantized tensor has at most 8 bits become int8 nodes; activation
+        quantization that int8 cannot express (BNN's sign, fewer than 8 bits) stays in the graph as
+        frozen fake-quant ops, while 8-bit activations get ORT's calibrated int8 ranges. With sign
+        activations (BNN) only the weights are int8: an int8 input to the next layer would move its
+        values across the sign threshold (measured: 93% top-1 agreement on digits instead of 100%).
+        """
+        from .hooks import attach_activation_quant
+
+        int8 = [layer.name for layer in self.layers if all(b <= 8 for b in layer.bits.values())]
+        with self.exported_view() as (_quant, specs):
+            kept = {name: {kind: spec for kind, spec in per.items()
+                           if spec.get("mode") == "sign" or int(spec["bits"]) < 8}
+                    for name, per in specs.items()}
+            handle = attach_activation_quant(self.model, {k: v for k, v in kept.items() if v})
+            sign_outputs = any(spec.get("mode") == "sign" for per in specs.values() for spec in per.values())
+            try:
+                yield self.model, int8, {"weight_only": sign_outputs}
+            finally:
+                handle.remove()
 
     def exported_view(self) -> "_ExportedView":
         """Context manager: the plain model holding the fake-quantized weights, restored on exit."""
@@ -241,7 +290,11 @@ class _ExportedView:
         quant, values = q.quantized_weights()
         specs = q.activation_specs()
         self.was_attached = bool(q._handles)
-        q.remove()
+        q._in_export_view = True
+        try:
+            q.remove()
+        finally:
+            q._in_export_view = False
         params = dict(q.model.named_parameters())
         with torch.no_grad():
             for key, value in values.items():

@@ -12,6 +12,13 @@ NNI 2.0 wrapped every quantized layer in a ``QuantizerModuleWrapper`` and moved 
   runs the module's hooks a second time, double-quantizing outputs and double-counting EMA
   updates; swapping the slot around the original ``forward`` avoids that.)
 * outputs: a forward hook; inputs: a forward pre-hook (first positional tensor argument).
+* layers whose parent reads the weight without calling them (``nn.MultiheadAttention`` reads
+  ``out_proj.weight`` directly): the swap is installed on the parent's ``forward`` instead, and
+  their input/output cannot be quantized (a clear error, not a silent no-op).
+* PyTorch's fused transformer fast path (``TransformerEncoderLayer`` / ``MultiheadAttention`` in
+  eval mode under ``no_grad``) reads every weight itself and never calls the layers, so while a
+  quantizer is attached inside such a module, that module's ``forward`` runs with the fast path
+  switched off (:class:`FastPathOff`); it is back on after ``remove()``.
 
 ``type(module)`` and ``model.state_dict().keys()`` never change, and every attachment returns a
 handle whose ``remove()`` restores the module exactly.
@@ -25,7 +32,12 @@ from torch import nn
 
 from .primitives import binarize, fake_quant_affine
 
-__all__ = ["WeightOverride", "attach_activation_quant", "ActivationQuantHandle"]
+__all__ = ["WeightOverride", "FastPathOff", "weight_reader", "fast_path_owner", "attach_activation_quant",
+           "ActivationQuantHandle"]
+
+# modules with a fused inference kernel that bypasses their children's forward
+FAST_PATH_TYPES: tuple[type[nn.Module], ...] = (nn.TransformerEncoder, nn.TransformerEncoderLayer,
+                                                nn.MultiheadAttention)
 
 _MISSING = object()
 
@@ -39,7 +51,7 @@ class _QuantizedForward:
 
     def __init__(self, module: nn.Module, inner: Callable[..., Any],
                  quant_fn: Callable[[torch.Tensor], torch.Tensor], param: str) -> None:
-        self.module = module
+        self.module = module  # owns the parameter (the host whose forward runs may be its parent)
         self.inner = inner
         self.quant_fn = quant_fn
         self.param = param
@@ -55,16 +67,21 @@ class _QuantizedForward:
 
 
 class WeightOverride:
-    """Make ``module`` compute with ``quant_fn(module.<param>)`` instead of the raw parameter."""
+    """Make ``module`` compute with ``quant_fn(module.<param>)`` instead of the raw parameter.
+
+    ``host``: the module whose ``forward`` reads the parameter (default ``module`` itself; the
+    parent for layers their parent never calls, see :func:`weight_reader`).
+    """
 
     def __init__(self, module: nn.Module, quant_fn: Callable[[torch.Tensor], torch.Tensor],
-                 param: str = "weight") -> None:
+                 param: str = "weight", host: nn.Module | None = None) -> None:
         if not isinstance(module._parameters.get(param), nn.Parameter):
             raise ValueError(f"module {type(module).__name__} has no parameter {param!r} to quantize")
-        self.module = module
-        self._previous = module.__dict__.get("forward", _MISSING)
+        host = module if host is None else host
+        self.module = host
+        self._previous = host.__dict__.get("forward", _MISSING)
         # bound class method, or an earlier instance override (e.g. a pruner's), which keeps working
-        module.forward = _QuantizedForward(module, module.forward, quant_fn, param)
+        host.forward = _QuantizedForward(module, host.forward, quant_fn, param)
 
     def remove(self) -> None:
         """Restore the module's previous ``forward`` (class method or earlier override)."""
@@ -72,6 +89,66 @@ class WeightOverride:
             self.module.__dict__.pop("forward", None)
         else:
             self.module.forward = self._previous
+
+
+class _NoFastPathForward:
+    """Instance ``forward`` running the original with ``torch.backends.mha`` fast path disabled."""
+
+    def __init__(self, inner: Callable[..., Any]) -> None:
+        self.inner = inner
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        enabled = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            return self.inner(*args, **kwargs)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(enabled)
+
+
+class FastPathOff:
+    """Run ``module`` (a :data:`FAST_PATH_TYPES` module) without PyTorch's fused fast path."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self._previous = module.__dict__.get("forward", _MISSING)
+        module.forward = _NoFastPathForward(module.forward)
+
+    def remove(self) -> None:
+        if self._previous is _MISSING:
+            self.module.__dict__.pop("forward", None)
+        else:
+            self.module.forward = self._previous
+
+
+def _parent(model: nn.Module, name: str) -> tuple[str, nn.Module | None]:
+    parent_name = name.rpartition(".")[0]
+    try:
+        return parent_name, model.get_submodule(parent_name)
+    except AttributeError:
+        return parent_name, None
+
+
+def weight_reader(model: nn.Module, name: str) -> nn.Module | None:
+    """The parent that reads module ``name``'s weight without calling it, or None if it is called.
+
+    ``nn.MultiheadAttention`` passes ``out_proj.weight`` to its attention function directly.
+    """
+    _, parent = _parent(model, name)
+    if isinstance(parent, nn.MultiheadAttention) and name.rpartition(".")[2] == "out_proj":
+        return parent
+    return None
+
+
+def fast_path_owner(model: nn.Module, name: str) -> tuple[str, nn.Module] | None:
+    """The outermost ancestor of ``name`` (or the module itself) with a fused fast path, if any."""
+    parts = name.split(".") if name else []
+    for depth in range(len(parts) + 1):
+        prefix = ".".join(parts[:depth])
+        module = model.get_submodule(prefix) if prefix else model
+        if isinstance(module, FAST_PATH_TYPES):
+            return prefix, module
+    return None
 
 
 class ActivationQuantHandle:

@@ -1,0 +1,147 @@
+"""``baseline_<metric>``: the dense model's metrics, measured once per experiment.
+
+Every trial of an experiment usually starts from the same dense model, so measuring it in every
+trial (a deep copy, a MAC count, an export and a latency run) is wasted work. The first trial that
+needs the baseline measures it and writes it to ``<jobs folder>/<experiment slug>.baseline.json``
+(next to the trial's result channel, so no runner change is needed); later trials read it. Entries
+are keyed by a fingerprint of the model's structure (module types and parameter shapes), the input
+shape and whether the deployed (ONNX) or the torch model is measured: a trial whose model differs
+(an architecture hyperparameter) measures its own. Outside a trial nothing is copied or measured.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from typing import Any
+
+import torch
+from torch import nn
+
+from .deploy import DeploySettings
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["snapshot_baseline", "baseline_metrics", "baseline_file", "model_fingerprint"]
+
+_state: dict[str, Any] = {"model": None, "fingerprint": None, "metrics": {}}
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """Hash of the model's structure: module names and types, parameter and buffer shapes."""
+    digest = hashlib.sha256()
+    for name, module in model.named_modules():
+        digest.update(f"{name}:{type(module).__qualname__};".encode())
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype};".encode())
+    return digest.hexdigest()[:16]
+
+
+def baseline_file() -> str | None:
+    """``<jobs folder>/<study slug>.baseline.json`` for the current trial, None outside a trial."""
+    from aup import channel
+
+    path = channel.channel_path()
+    if path is None:
+        return None
+    folder, name = os.path.split(path)
+    trial = os.environ.get("AUP_TRIAL")
+    for suffix in ([f"-{trial}.channel.jsonl"] if trial else []) + [".channel.jsonl", ".jsonl"]:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return os.path.join(folder, f"{name}.baseline.json")
+
+
+def _read(path: str | None) -> dict[str, Any]:
+    if path is None or not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write(path: str, key: str, metrics: dict[str, float]) -> None:
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = _read(path)
+        data[key] = metrics
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+
+
+def snapshot_baseline(model: nn.Module) -> None:
+    """Called by the first compressor of a trial: keep a dense copy unless the experiment has one."""
+    from aup import channel
+
+    if channel.channel_path() is None or _state["fingerprint"] is not None:
+        return
+    fingerprint = model_fingerprint(model)
+    _state["fingerprint"] = fingerprint
+    if any(key.startswith(fingerprint + "|") for key in _read(baseline_file())):
+        return  # measured by an earlier trial of this experiment
+    try:
+        _state["model"] = copy.deepcopy(model)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be copied just has no baseline
+        logger.info("aup: no baseline metrics (the model cannot be deep-copied: %s)", exc)
+
+
+def _key(example: Any, settings: DeploySettings | None) -> str | None:
+    if not isinstance(example, torch.Tensor) or _state["fingerprint"] is None:
+        return None
+    shape = "x".join(str(d) for d in example.shape[1:])
+    return f"{_state['fingerprint']}|{shape}|{'onnx' if settings is not None else 'torch'}"
+
+
+def baseline_metrics(example: Any, settings: DeploySettings | None) -> dict[str, float]:
+    """``baseline_<metric>`` of the dense model, measured the way the trial's model was (ONNX or torch)."""
+    from aup.metrics import BASELINE_PREFIX
+
+    key = _key(example, settings)
+    if key is None:
+        return {}
+    if key not in _state["metrics"]:
+        cached = _read(baseline_file()).get(key)
+        if cached is None:
+            cached = _measure(example, settings)
+            if cached and baseline_file() is not None:
+                with contextlib.suppress(OSError):
+                    _write(baseline_file(), key, cached)  # type: ignore[arg-type]
+        _state["metrics"][key] = cached or {}
+    return {f"{BASELINE_PREFIX}{k}": v for k, v in _state["metrics"][key].items()}
+
+
+def _measure(example: Any, settings: DeploySettings | None) -> dict[str, float]:
+    from .measure import measure_model
+
+    model = _state["model"]
+    if model is None:
+        return {}
+    try:
+        measured = measure_model(model, example)
+        measured.pop("sparsity", None)
+        measured["latency_ms_torch"] = measured.pop("latency_ms")
+        if settings is None:
+            measured["latency_ms"] = measured["latency_ms_torch"]
+        else:
+            from .base import deployed_file_metrics
+            from .deploy import export_onnx
+
+            with tempfile.TemporaryDirectory(prefix="aup-baseline-") as tmp:
+                path = export_onnx(model, example[:1], os.path.join(tmp, "dense.onnx"))
+                measured["model_bytes_packed"] = measured["model_bytes"]
+                measured.update(deployed_file_metrics(path, None, example, []))
+    except Exception as exc:  # noqa: BLE001 - never break the trial over the baseline
+        logger.warning("aup: could not measure the uncompressed baseline: %s", exc)
+        return {}
+    return measured

@@ -1,0 +1,408 @@
+"""JSON description of a model's structure that loads without unpickling anything.
+
+Why: a pickled module runs arbitrary code when it is loaded (``__reduce__``), so aup's artifact
+describes the architecture as data instead.  Three kinds of things are described:
+
+- **modules**: class (``module:qualname``), the plain attributes of the instance (numbers, strings,
+  tuples, dtypes, functions from an allowlist, Hugging Face configs), its parameters and buffers
+  (by key into the tensor store; a parameter shared by two modules, e.g. tied embeddings, is stored
+  once and re-tied on load) and its children.  Rebuilding creates the instance with
+  ``cls.__new__`` and ``nn.Module.__init__`` and sets those attributes: the class's ``__init__`` is
+  not called and no code comes from the file.
+- **fx graphs** (models ``torch.fx`` traces): nodes with their op, target and arguments.  Function
+  targets must be on an allowlist of tensor operations (``torch`` ATen ops, ``torch.nn.functional``,
+  ``operator`` arithmetic, ``math``); method targets must be public ``torch.Tensor`` methods; names
+  must be identifiers, because fx generates Python source from them.
+- **values** (arguments, attributes, metadata): JSON with ``{"__t": ...}`` tags for tuples, dicts,
+  slices, dtypes, devices and tensors (which go to the tensor store).
+
+Classes are resolved only from modules that are already imported, or from ``torch``,
+``transformers`` and ``aup``; anything else is an error naming the class (``trust=True`` lets the
+loader import its module).  Every violation is a :class:`UnsafeArtifact` (a ``ValueError``).
+"""
+from __future__ import annotations
+
+import builtins
+import importlib
+import keyword
+import math
+import operator
+import sys
+import types
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+__all__ = ["UnsafeArtifact", "Encoder", "Decoder"]
+
+_MODULE_INTERNALS = {
+    "training", "_parameters", "_buffers", "_non_persistent_buffers_set", "_modules", "_backward_pre_hooks",
+    "_backward_hooks", "_is_full_backward_hook", "_forward_hooks", "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called", "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs",
+    "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks",
+    "forward",  # an instance-level forward is an attached compressor (quantizer override), not architecture
+    "_compiled_call_impl",
+}
+_GRAPH_MODULE_INTERNALS = {"_graph", "_code", "_tracer_cls", "_tracer_extras", "meta", "_in_spec", "_out_spec",
+                           "_erase_node_hooks", "_create_node_hooks", "_replace_hooks", "_deepcopy_hooks",
+                           "_lineno_map", "_prologue_start", "_wrapped_call", "_wrapped_fn_registry"}
+_SAFE_CLASS_ROOTS = ("torch", "transformers", "aup")
+_OPERATOR_OK = {
+    "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "neg", "pos", "abs", "invert", "getitem",
+    "setitem", "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_", "xor", "not_", "lshift", "rshift", "iadd",
+    "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "imatmul", "contains", "is_", "is_not", "index",
+}
+_BUILTINS_OK = {"getattr", "len", "int", "float", "bool", "min", "max", "abs", "round", "range", "tuple", "list",
+                "sum", "divmod"}
+_TENSOR_METHODS_DENIED = {"apply_", "map_", "map2_", "register_hook", "register_post_accumulate_grad_hook",
+                          "backward", "share_memory_", "storage", "untyped_storage", "numpy", "tolist",
+                          "pin_memory", "record_stream", "set_", "data_ptr", "untyped_storage"}
+_FX_OPS = {"placeholder", "get_attr", "call_function", "call_method", "call_module", "output"}
+
+
+class UnsafeArtifact(ValueError):
+    """The file describes something outside what a safe artifact may contain."""
+
+
+# ----------------------------------------------------------------------------- functions
+
+
+def function_name(fn: Any) -> str:
+    """Qualified name of an allowed function (``torch.relu``, ``_operator.add``, ``getattr``)."""
+    from torch.fx.node import _get_qualified_name
+
+    name = _get_qualified_name(fn)
+    if resolve_function(name) is not fn:
+        raise UnsafeArtifact(f"function {name} is not on the artifact's allowlist of tensor operations")
+    return name
+
+
+def resolve_function(name: str) -> Callable[..., Any]:
+    """The allowed function called ``name``; :class:`UnsafeArtifact` for anything else."""
+    if not isinstance(name, str):
+        raise UnsafeArtifact(f"function name must be a string, got {type(name).__name__}")
+    module_name, _, attr = name.rpartition(".")
+    if attr.startswith("_") or not attr.isidentifier():
+        raise UnsafeArtifact(f"function {name!r} is not on the allowlist")
+    fn: Any = None
+    if module_name == "":
+        fn = getattr(builtins, attr, None) if attr in _BUILTINS_OK else None
+    elif module_name in ("operator", "_operator"):
+        fn = getattr(operator, attr, None) if attr in _OPERATOR_OK else None
+    elif module_name == "math":
+        fn = getattr(math, attr, None)
+    elif module_name == "torch":
+        fn = getattr(torch._C._VariableFunctions, attr, None)
+        if fn is None or getattr(torch, attr, None) is not fn:
+            fn = getattr(torch.functional, attr, None) if attr in torch.functional.__all__ else None
+    elif module_name == "torch.functional":
+        fn = getattr(torch.functional, attr, None) if attr in torch.functional.__all__ else None
+    elif module_name == "torch._C._nn":
+        fn = getattr(torch._C._nn, attr, None)
+    elif module_name == "torch.nn.functional":
+        fn = getattr(torch.nn.functional, attr, None)
+        if isinstance(fn, (type, types.ModuleType)):
+            fn = None
+    if fn is None or not callable(fn) or isinstance(fn, type):
+        raise UnsafeArtifact(f"function {name!r} is not on the artifact's allowlist of tensor operations")
+    return fn
+
+
+def _check_identifier(name: Any, what: str, allow_dots: bool = False) -> str:
+    parts = name.split(".") if isinstance(name, str) and allow_dots else [name]
+    for part in parts:
+        ok = isinstance(part, str) and (part.isidentifier() or (allow_dots and part.isdigit()))
+        if not ok or keyword.iskeyword(part):
+            raise UnsafeArtifact(f"{what} {name!r} is not a valid identifier")
+    return name
+
+
+def resolve_class(path: str, *, trust: bool, base: type | tuple[type, ...] = nn.Module) -> type:
+    """Class ``module:qualname``, a subclass of ``base``; imports only safe or already-imported modules."""
+    if not isinstance(path, str) or ":" not in path:
+        raise UnsafeArtifact(f"class reference {path!r} is malformed")
+    module_name, qualname = path.split(":", 1)
+    for part in module_name.split(".") + qualname.split("."):
+        _check_identifier(part, "class reference part")
+    module = sys.modules.get(module_name)
+    if module is None:
+        if not (trust or module_name.split(".")[0] in _SAFE_CLASS_ROOTS):
+            raise UnsafeArtifact(f"class {qualname} lives in module {module_name!r}, which is not imported; "
+                                 f"import it before loading (or pass trust=True for a file you trust)")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise UnsafeArtifact(f"class {qualname}: cannot import {module_name!r} ({exc})") from None
+    obj: Any = module
+    for part in qualname.split("."):
+        if part.startswith("__"):
+            raise UnsafeArtifact(f"class reference {path!r} is malformed")
+        obj = getattr(obj, part, None)
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        names = "/".join(b.__name__ for b in (base if isinstance(base, tuple) else (base,)))
+        raise UnsafeArtifact(f"{path} is not a {names} class")
+    return obj
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _hf_config_base() -> tuple[type, ...] | None:
+    """Hugging Face's config classes (model and generation configs), if transformers is loaded."""
+    if "transformers" not in sys.modules:
+        return None
+    try:
+        from transformers import GenerationConfig, PretrainedConfig
+    except ImportError:  # pragma: no cover - broken transformers install
+        return None
+    return (PretrainedConfig, GenerationConfig)
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+class Encoder:
+    """Turns modules, fx graphs and values into JSON, collecting tensors into ``tensors``."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        self._tensor_keys: dict[int, tuple[Any, str]] = {}
+        self._configs: dict[int, int] = {}
+        self.configs: list[dict[str, Any]] = []
+
+    # ---------------------------------------------------------------- tensors
+    def tensor(self, t: torch.Tensor, key: str) -> str:
+        """Store ``t`` under ``key`` once per tensor object (tied weights share one); returns the key used."""
+        known = self._tensor_keys.get(id(t))
+        if known is not None:
+            return known[1]
+        self._tensor_keys[id(t)] = (t, key)  # keeps ``t`` alive so its id is not reused
+        self.tensors[key] = t.detach()
+        return key
+
+    # ---------------------------------------------------------------- values
+    def value(self, v: Any, where: str) -> Any:
+        if v is None or isinstance(v, (bool, int, str)):
+            return v
+        if isinstance(v, float):
+            return v if math.isfinite(v) else {"__t": "float", "v": repr(v)}
+        if isinstance(v, torch.fx.Node):
+            return {"__t": "node", "v": v.name}
+        if isinstance(v, torch.Size):
+            return {"__t": "size", "v": list(v)}
+        if isinstance(v, tuple):
+            return {"__t": "tuple", "v": [self.value(x, f"{where}.{i}") for i, x in enumerate(v)]}
+        if isinstance(v, list):
+            return [self.value(x, f"{where}.{i}") for i, x in enumerate(v)]
+        if isinstance(v, (set, frozenset)):
+            return {"__t": "set", "v": [self.value(x, where) for x in sorted(v, key=repr)]}
+        if isinstance(v, dict):
+            return {"__t": "dict", "v": [[self.value(k, where), self.value(x, f"{where}.{k}")] for k, x in v.items()]}
+        if isinstance(v, slice):
+            return {"__t": "slice", "v": [self.value(v.start, where), self.value(v.stop, where),
+                                          self.value(v.step, where)]}
+        if v is Ellipsis:
+            return {"__t": "ellipsis"}
+        if isinstance(v, torch.dtype):
+            return {"__t": "dtype", "v": str(v).replace("torch.", "")}
+        if isinstance(v, torch.device):
+            return {"__t": "device", "v": str(v)}
+        if isinstance(v, (torch.memory_format, torch.layout)):
+            return {"__t": "torchattr", "v": str(v).replace("torch.", "")}
+        if isinstance(v, torch.Tensor):
+            return {"__t": "tensor", "v": self.tensor(v, f"@{where}")}
+        config_base = _hf_config_base()
+        if config_base is not None and isinstance(v, config_base):
+            return {"__t": "hf_config", "v": self._config(v, config_base)}
+        if callable(v) and not isinstance(v, (nn.Module, type)):
+            try:
+                return {"__t": "fn", "v": function_name(v)}
+            except (UnsafeArtifact, RuntimeError, AttributeError):
+                pass
+        raise UnsafeArtifact(f"{where}: a {type(v).__name__} cannot be stored without pickle")
+
+    def _config(self, config: Any, base: tuple[type, ...]) -> int:
+        index = self._configs.get(id(config))
+        if index is None:
+            index = len(self.configs)
+            self._configs[id(config)] = index
+            self.configs.append({"cls": class_path(type(config)),
+                                 "data": self.value(config.to_dict(), "config"),
+                                 "attn": getattr(config, "_attn_implementation", None)})
+        return index
+
+    # ---------------------------------------------------------------- modules
+    def module(self, m: nn.Module, path: str = "", skip_attrs: set[str] | None = None) -> dict[str, Any]:
+        """One module and its children (parameters and buffers by tensor key)."""
+        prefix = f"{path}." if path else ""
+        attrs = {}
+        for key, val in m.__dict__.items():
+            if key in _MODULE_INTERNALS or (skip_attrs and key in skip_attrs) or key.startswith(("aup_", "_aup")):
+                continue
+            attrs[key] = self.value(val, f"{prefix}{key}")
+        params = {}
+        for key, p in m._parameters.items():
+            params[key] = None if p is None else {"t": self.tensor(p, prefix + key),
+                                                  "grad": bool(p.requires_grad)}
+        buffers = {}
+        for key, b in m._buffers.items():
+            buffers[key] = None if b is None else {"t": self.tensor(b, prefix + key),
+                                                   "persistent": key not in m._non_persistent_buffers_set}
+        children = {key: (None if c is None else self.module(c, prefix + key)) for key, c in m._modules.items()}
+        return {"cls": class_path(type(m)), "attrs": attrs, "params": params, "buffers": buffers,
+                "children": children}
+
+    # ---------------------------------------------------------------- fx graph
+    def graph(self, graph: torch.fx.Graph) -> list[dict[str, Any]]:
+        nodes = []
+        for node in graph.nodes:
+            target = node.target
+            if node.op == "call_function":
+                target = function_name(target)
+            nodes.append({"op": node.op, "name": node.name, "target": target,
+                          "args": self.value(node.args, f"graph.{node.name}"),
+                          "kwargs": self.value(dict(node.kwargs), f"graph.{node.name}")})
+        return nodes
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+class Decoder:
+    """The inverse of :class:`Encoder`, refusing anything outside the allowlists."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], configs: list[dict[str, Any]], *, trust: bool) -> None:
+        self.tensors = tensors
+        self.trust = trust
+        self._config_specs = configs
+        self._configs: dict[int, Any] = {}
+        self._params: dict[str, nn.Parameter] = {}
+        self.nodes: dict[str, torch.fx.Node] = {}
+
+    def _tensor(self, key: Any) -> torch.Tensor:
+        if not isinstance(key, str) or key not in self.tensors:
+            raise UnsafeArtifact(f"tensor {key!r} is missing from the artifact")
+        return self.tensors[key]
+
+    def value(self, v: Any) -> Any:
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        if isinstance(v, list):
+            return [self.value(x) for x in v]
+        if not isinstance(v, dict) or "__t" not in v:
+            raise UnsafeArtifact(f"malformed value {str(v)[:80]!r}")
+        tag, data = v["__t"], v.get("v")
+        if tag == "tuple":
+            return tuple(self.value(x) for x in data)
+        if tag == "dict":
+            return {self.value(k): self.value(x) for k, x in data}
+        if tag == "set":
+            return {self.value(x) for x in data}
+        if tag == "float":
+            if data not in ("inf", "-inf", "nan"):
+                raise UnsafeArtifact(f"malformed float {data!r}")
+            return float(data)
+        if tag == "size":
+            return torch.Size([int(x) for x in data])
+        if tag == "slice":
+            return slice(*(self.value(x) for x in data))
+        if tag == "ellipsis":
+            return Ellipsis
+        if tag in ("dtype", "torchattr"):
+            obj = getattr(torch, _check_identifier(data, "torch attribute"), None)
+            if not isinstance(obj, (torch.dtype, torch.memory_format, torch.layout)):
+                raise UnsafeArtifact(f"unknown torch attribute {data!r}")
+            return obj
+        if tag == "device":
+            return torch.device(str(data))
+        if tag == "tensor":
+            return self._tensor(data)
+        if tag == "fn":
+            return resolve_function(data)
+        if tag == "node":
+            if data not in self.nodes:
+                raise UnsafeArtifact(f"graph refers to unknown node {data!r}")
+            return self.nodes[data]
+        if tag == "hf_config":
+            return self._config(data)
+        raise UnsafeArtifact(f"unknown value tag {tag!r}")
+
+    def _config(self, index: Any) -> Any:
+        if not isinstance(index, int) or not 0 <= index < len(self._config_specs):
+            raise UnsafeArtifact(f"unknown config reference {index!r}")
+        if index not in self._configs:
+            spec = self._config_specs[index]
+            base = _hf_config_base()
+            if base is None:
+                import transformers  # noqa: F401  (the artifact names a transformers config)
+                base = _hf_config_base()
+            cls = resolve_class(spec["cls"], trust=self.trust, base=base)
+            config = cls.from_dict(self.value(spec["data"]))
+            attn = spec.get("attn")
+            if isinstance(attn, str) and hasattr(config, "_attn_implementation"):
+                config._attn_implementation = attn
+            self._configs[index] = config
+        return self._configs[index]
+
+    def module(self, spec: dict[str, Any]) -> nn.Module:
+        cls = resolve_class(spec["cls"], trust=self.trust)
+        m = cls.__new__(cls)
+        nn.Module.__init__(m)
+        for key, val in spec.get("attrs", {}).items():
+            if not isinstance(key, str) or key in _MODULE_INTERNALS or key.startswith("__"):
+                raise UnsafeArtifact(f"attribute {key!r} may not be set from an artifact")
+            object.__setattr__(m, key, self.value(val))
+        for key, p in spec.get("params", {}).items():
+            _check_identifier(key, "parameter name")
+            if p is None:
+                m.register_parameter(key, None)
+                continue
+            param = self._params.get(p["t"])
+            if param is None:  # first use of a (possibly tied) parameter
+                param = nn.Parameter(self._tensor(p["t"]), requires_grad=bool(p.get("grad", True)))
+                self._params[p["t"]] = param
+            m.register_parameter(key, param)
+        for key, b in spec.get("buffers", {}).items():
+            _check_identifier(key, "buffer name")
+            if b is None:
+                m.register_buffer(key, None)
+            else:
+                m.register_buffer(key, self._tensor(b["t"]), persistent=bool(b.get("persistent", True)))
+        for key, child in spec.get("children", {}).items():
+            if not isinstance(key, str) or not key or "." in key:
+                raise UnsafeArtifact(f"child module name {key!r} is not allowed")
+            m._modules[key] = None if child is None else self.module(child)
+        return m
+
+    def graph(self, nodes: list[dict[str, Any]]) -> torch.fx.Graph:
+        graph = torch.fx.Graph()
+        for spec in nodes:
+            op, target = spec.get("op"), spec.get("target")
+            if op not in _FX_OPS:
+                raise UnsafeArtifact(f"graph op {op!r} is not allowed")
+            name = _check_identifier(spec.get("name"), "graph node name")
+            if op == "placeholder":
+                _check_identifier(str(target).lstrip("*"), "graph input name")
+            elif op in ("get_attr", "call_module"):
+                _check_identifier(target, f"{op} target", allow_dots=True)
+            elif op == "call_method":
+                _check_identifier(target, "method name")
+                if target.startswith("_") or target in _TENSOR_METHODS_DENIED or not hasattr(torch.Tensor, target):
+                    raise UnsafeArtifact(f"tensor method {target!r} is not allowed")
+            elif op == "call_function":
+                target = resolve_function(target)
+            elif op == "output":
+                target = "output"
+            args, kwargs = self.value(spec.get("args")), self.value(spec.get("kwargs"))
+            if not isinstance(args, tuple) or not isinstance(kwargs, dict):
+                raise UnsafeArtifact(f"graph node {name}: malformed arguments")
+            if target is getattr and (len(args) < 2 or not isinstance(args[1], str) or args[1].startswith("_")):
+                raise UnsafeArtifact(f"graph node {name}: getattr of {args[1:2]!r} is not allowed")
+            node = graph.create_node(op, target, args, kwargs, name=name)
+            if node.name != name:
+                raise UnsafeArtifact(f"graph node name {name!r} is duplicated")
+            self.nodes[name] = node
+        graph.lint()
+        return graph

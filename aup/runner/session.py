@@ -1,0 +1,96 @@
+"""Opening a run: the study (new or resumed), the lease that makes this runner its only owner,
+the sampler and the proposer.
+
+Order matters on resume: the lease is taken before anything in the study changes, so a second
+``aup resume`` of the same study stops with one line and leaves the first one's trials alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aup import store
+from aup.errors import UserError
+from aup.runner.lease import Lease
+from aup.runner.recovery import recover_interrupted, requeue
+
+if TYPE_CHECKING:
+    import optuna
+
+    from aup.runner.prepare import Prepared
+
+
+@dataclass
+class Session:
+    study: "optuna.Study"
+    proposer: Any
+    lease: Lease
+
+
+def lease_name(study_name: str) -> str:
+    """The lease that owns a study's proposer loop."""
+    return f"runner:{study_name}"
+
+
+def resumed_seed(seed: int, n_trials: int) -> int:
+    """The sampler seed of a run that continues a study holding ``n_trials`` trials.
+
+    A seeded sampler restarted with its original seed replays the configurations it already
+    proposed; a seed derived from the seed and the study's progress continues with new ones while
+    staying reproducible (same experiment, same history -> same seed). A fresh run keeps ``seed``.
+    """
+    if n_trials == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}:{n_trials}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def open_session(prepared: "Prepared", storage_url: str, resume_study: str | None) -> Session:
+    """Create or load the study, take its lease, recover a killed run's leftovers, build the proposer."""
+    import aup.proposer_ext as ext
+
+    exp = prepared.loaded.experiment
+    storage = store.open_storage(storage_url)
+    if resume_study is None:
+        study = store.create_experiment_study(storage, exp.name, exp.directions, sampler=prepared.sampler_factory(),
+                                              pruner=prepared.pruner, unique=True)
+        lease = _take_lease(storage, study.study_name)
+        _record_new(study, prepared)
+        requeued: list[tuple[int, dict[str, Any]]] = []
+    else:
+        study = store.load_experiment_study(storage, resume_study, pruner=prepared.pruner)
+        lease = _take_lease(storage, study.study_name)
+        if study.user_attrs.get(store.ATTR_STATUS) == "finished":
+            lease.release()
+            raise UserError(f"experiment {resume_study!r} already finished; nothing to resume")
+        study.sampler = prepared.sampler_factory(resumed_seed(exp.random_seed, len(study.trials)))
+        requeued = recover_interrupted(study)
+        study.set_user_attr("resumed", [*study.user_attrs.get("resumed", []), store.now_iso()])
+    study.set_user_attr(store.ATTR_STATUS, "running")
+    study.set_user_attr(store.ATTR_ENDED, None)
+    study.set_user_attr("runner", {"pid": os.getpid(), "host": socket.gethostname()})
+    proposer = ext.build_proposer(exp.proposer.lower(), exp.proposer_options, prepared.builder.space, study,
+                                  exp.n_samples, exp.random_seed)
+    for number, params in requeued:
+        requeue(study, proposer, number, params)
+    return Session(study, proposer, lease)
+
+
+def _take_lease(storage: Any, study_name: str) -> Lease:
+    lease = Lease(storage, lease_name(study_name))
+    if not lease.acquire():
+        holder = lease.holder()
+        who = holder.describe() if holder else "another runner"
+        raise UserError(f"experiment {study_name!r} is already running ({who}); wait for it to end or stop it first")
+    return lease
+
+
+def _record_new(study: "optuna.Study", prepared: "Prepared") -> None:
+    loaded = prepared.loaded
+    study.set_user_attr(store.ATTR_EXPERIMENT, loaded.raw)
+    study.set_user_attr(store.ATTR_EXPERIMENT_PATH, os.path.abspath(loaded.path))
+    study.set_user_attr(store.ATTR_WORKINGDIR, str(loaded.workingdir))
+    study.set_user_attr(store.ATTR_STARTED, store.now_iso())
