@@ -102,7 +102,7 @@ def test_ranges_without_automatic_is_one_line_exit_2(tmp_path: Path) -> None:
 
 
 def test_one_time_experiment_keeps_the_config_and_saves_the_model() -> None:
-    from aup.compression.__main__ import one_time_experiment
+    from aup.compression_cli import one_time_experiment
 
     raw = {"name": "x", "script": "s.py", "resource": "cpu", "proposer": "random", "n_samples": 5, "n_parallel": 4,
            "target": "min", "compression": {"compressor": "level", "config_list": [{"sparsity": 0.5}]}}
