@@ -12,8 +12,9 @@ import sys
 from typing import Callable, Sequence
 
 from aup.errors import UserError
+from aup.safe_text import printable
 
-COMMANDS = ("run", "resume", "list", "show", "compare", "pareto", "export", "plot", "dashboard")
+COMMANDS = ("run", "resume", "worker", "list", "show", "compare", "pareto", "export", "plot", "dashboard")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -30,9 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("experiment", metavar="EXPERIMENT.json")
     run.add_argument("--resume", action="store_true",
                      help="continue the latest unfinished run of this experiment instead of starting a new one")
+    run.add_argument("--join", action="store_true",
+                     help="join the running study of this experiment as one more worker (shared store, see aup worker)")
     run.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live display")
     _common(run)
     run.set_defaults(func=cmd_run)
+    worker = subparsers.add_parser(
+        "worker", help="run trials of a running experiment in a shared store (several machines, one study)")
+    worker.add_argument("name", help="experiment (study) name, e.g. 'digits'")
+    worker.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live display")
+    _common(worker)
+    worker.set_defaults(func=cmd_worker)
     resume = subparsers.add_parser("resume", help="continue an interrupted experiment")
     resume.add_argument("name", help="experiment (study) name, e.g. 'digits' or 'digits (2)'")
     resume.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live display")
@@ -63,9 +72,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     live = False if args.no_live else None
     loaded = load_experiment(args.experiment)
+    if args.join:
+        if args.resume:
+            raise UserError("--join and --resume: choose one (join a running study, or resume a stopped one)")
+        from aup.runner.experiment import join_experiment
+
+        return join_experiment(store.resolve_storage_url(args.storage), loaded=loaded, live=live).exit_code
     if args.resume:
         url = store.resolve_storage_url(args.storage)
-        name = _resumable(store.open_storage(url), loaded.experiment.name)
+        name = _resumable(store.open_storage(url, create=False), loaded.experiment.name)
         return resume_experiment(name, url, live=live).exit_code
     prepared = prepare(loaded)  # every check first: an invalid experiment creates nothing, not even .aup/
     url = store.resolve_storage_url(args.storage)
@@ -88,6 +103,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     url = store.resolve_storage_url(args.storage)
     return resume_experiment(args.name, url, live=False if args.no_live else None).exit_code
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from aup import store
+    from aup.runner.experiment import join_experiment
+
+    url = store.resolve_storage_url(args.storage)
+    return join_experiment(url, name=args.name, live=False if args.no_live else None).exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,7 +136,7 @@ def guarded(call: Callable[[], int], *, debug: bool) -> int:
         if debug:
             raise
         for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"aup: error: {line}", file=sys.stderr)
+            print(f"aup: error: {printable(line)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if debug:
@@ -124,6 +147,6 @@ def guarded(call: Callable[[], int], *, debug: bool) -> int:
         if debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"aup: internal error: {type(exc).__name__}{': ' + first if first else ''} "
+        print(f"aup: internal error: {type(exc).__name__}{': ' + printable(first) if first else ''} "
               "(run again with --debug for the traceback)", file=sys.stderr)
         return 1

@@ -210,11 +210,19 @@ def _check_proposer_and_top_keys(raw: dict[str, Any], options: dict[str, frozens
     if isinstance(resource, str) and resource in _REMOTE_RESOURCES:
         problems.append(Problem(
             "resource", f"{resource!r} ({_REMOTE_RESOURCES[resource]}) is not supported by aup; remote and cloud "
-            "trials will run through the Ray resource (\"resource\": \"ray\", extra aup[ray]) in a later release; "
-            "use \"cpu\" or \"gpu\""
+            "trials run through Ray: \"resource\": \"ray\" with resource_args.address of a Ray cluster "
+            "(extra aup[ray]; see docs/scale-out.md)"
         ))
     elif resource == "ray":
-        problems.append(Problem("resource", "'ray' is planned but not available yet; use \"cpu\" or \"gpu\""))
+        from importlib.util import find_spec
+
+        if find_spec("ray") is None:
+            problems.append(Problem("resource", "'ray' needs the Ray package (pip install 'aup[ray]')"))
+    args = raw.get("resource_args")
+    if resource != "ray" and isinstance(args, dict):
+        for key in ("address", "num_cpus", "num_gpus", "runtime_env"):
+            if key in args:
+                problems.append(Problem(f"resource_args.{key}", "only used with \"resource\": \"ray\""))
     return problems
 
 

@@ -98,6 +98,12 @@ class ResourceArgs(_Section):
     track_intermediate_results: bool = False
     early_stop: Union[dict[str, Any], None] = None
     gpus: Union[list[Union[str, int]], None] = None
+    # "resource": "ray" only: the cluster (None: $RAY_ADDRESS, else a local one), what each trial
+    # reserves, and Ray's runtime_env (working_dir, pip, env_vars...) for the workers
+    address: Union[str, None] = None
+    num_cpus: float = Field(default=1, ge=0)
+    num_gpus: float = Field(default=0, ge=0)
+    runtime_env: Union[dict[str, Any], None] = None
 
     @field_validator("early_stop")
     @classmethod
@@ -141,7 +147,7 @@ class Experiment(_Section):
 
     name: str
     script: str
-    resource: Literal["cpu", "gpu"]
+    resource: Literal["cpu", "gpu", "ray"]
     # Optional only for a one-time compression run (a ``compression`` section without ranges, see
     # ``_one_time_defaults``) and for several objectives (nsga2); otherwise required as in Auptimizer.
     proposer: Union[str, None] = None

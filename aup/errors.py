@@ -62,7 +62,6 @@ class ConfigError(UserError):
         super().__init__(message)
 
 
-
 _NOTHING: Any = object()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import functools
 import json
 import os
@@ -32,7 +33,12 @@ STORAGE_ENV = "AUP_STORAGE"
 DEFAULT_DIR = ".aup"
 DEFAULT_FILE = "aup.db"
 SQLITE_BUSY_TIMEOUT_S = 30
+# A runner is one thread with at most one open session, so a small pool is plenty; many runners on
+# one server then stay well under PostgreSQL's max_connections (100 by default). pre_ping replaces
+# connections the server or a proxy dropped while a long trial ran.
+POSTGRES_ENGINE_KWARGS: dict[str, Any] = {"pool_size": 2, "max_overflow": 4, "pool_pre_ping": True}
 LOCK_WAIT_S = 600.0  # how long a call keeps waiting for a lock held by another program
+LOCK_NOTE_EVERY_S = 30.0
 
 # Study user attributes (the contract the views read).
 ATTR_EXPERIMENT = "experiment"
@@ -54,15 +60,29 @@ def resolve_storage_url(cli_value: str | None) -> str:
 
     Nothing is created here: ``open_storage`` makes ``.aup/`` when a run writes, so read-only
     commands (``aup list`` in an empty folder) leave no trace."""
-    if cli_value:
-        return cli_value
-    env = os.environ.get(STORAGE_ENV)
-    if env:
-        return env
+    url = cli_value or os.environ.get(STORAGE_ENV)
+    if url:
+        return with_postgres_driver(url)
     return f"sqlite:///{Path.cwd() / DEFAULT_DIR / DEFAULT_FILE}"
 
 
-def open_storage(url: str) -> "optuna.storages.BaseStorage":
+def with_postgres_driver(url: str) -> str:
+    """``postgresql://`` (or ``postgres://``) means psycopg 3 when psycopg2 is not installed.
+
+    SQLAlchemy maps a bare ``postgresql://`` to psycopg2, while aup's ``postgres`` extra installs
+    psycopg 3; without this a URL copied from ``psql`` fails with "No module named psycopg2".
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return url
+    from importlib.util import find_spec
+
+    if find_spec("psycopg2") is None and find_spec("psycopg") is not None:
+        return f"postgresql+psycopg://{rest}"
+    return f"postgresql://{rest}" if scheme == "postgres" else url
+
+
+def open_storage(url: str, *, create: bool = True) -> "optuna.storages.BaseStorage":
     """An RDBStorage on ``url``; SQLite gets a busy timeout, WAL and ``synchronous=NORMAL``.
 
     WAL lets readers (views, dashboard) work while the runner writes; NORMAL sync keeps the
@@ -70,7 +90,8 @@ def open_storage(url: str) -> "optuna.storages.BaseStorage":
     may lose the last transactions, never corrupt the file). A new SQLite file is created
     owner-only (``.aup/`` 0700, the file 0600) before SQLite sees it; several processes opening a
     brand-new store at once take turns creating the tables. Every storage call waits out a lock
-    held longer than the busy timeout (``LOCK_WAIT_S`` in all) instead of failing.
+    held longer than the busy timeout (``LOCK_WAIT_S`` in all) instead of failing. With
+    ``create=False`` a missing SQLite file is a UserError (``aup resume`` in the wrong folder).
     """
     import sqlalchemy
 
@@ -79,6 +100,10 @@ def open_storage(url: str) -> "optuna.storages.BaseStorage":
     path = _sqlite_path(url) if is_sqlite else None
     if is_sqlite:
         engine_kwargs["connect_args"] = {"timeout": _busy_timeout_s()}
+    elif url.startswith("postgres"):
+        engine_kwargs.update(POSTGRES_ENGINE_KWARGS)
+    if path is not None and not create and not path.exists():
+        raise UserError(f"no results store at {path} (nothing has run here yet; see --storage / ${STORAGE_ENV})")
     if path is not None:
         _create_private_file(path)
     try:
@@ -184,8 +209,10 @@ def _patient_storage_class() -> Any:
     import optuna
 
     base = optuna.storages.RDBStorage
-    names = [n for n in dir(optuna.storages.BaseStorage) if not n.startswith("_") and callable(getattr(base, n))]
-    namespace = {name: _patient(getattr(base, name)) for name in names}
+    # every plain method, private ones too: optuna's cache layer calls the storage's private readers/writers
+    names = {name for klass in base.__mro__[:-1] for name, value in vars(klass).items()
+             if inspect.isfunction(value) and not name.startswith("__")}
+    namespace = {name: _patient(getattr(base, name)) for name in sorted(names)}
     namespace["__doc__"] = "Optuna's RDBStorage; calls that meet a lock held past the busy timeout are retried."
     _patient_class = type("PatientRDBStorage", (base,), namespace)
     return _patient_class
@@ -208,14 +235,19 @@ def _retry_locked(action: Any) -> Any:
         return action()
     _retrying.active = True
     try:
-        deadline = time.monotonic() + LOCK_WAIT_S
+        began = time.monotonic()
+        told = -LOCK_NOTE_EVERY_S
         while True:
             try:
                 return action()
             except Exception as exc:  # noqa: BLE001 - filtered just below
-                if not is_lock_error(exc) or time.monotonic() > deadline:
+                waited = time.monotonic() - began
+                if not is_lock_error(exc) or waited > LOCK_WAIT_S:
                     raise
-                print("aup: the results database is locked by another program; waiting", file=sys.stderr)
+                if waited - told >= LOCK_NOTE_EVERY_S:
+                    told = waited
+                    print(f"aup: the results database is locked by another program; waiting ({waited:.0f} s so far)",
+                          file=sys.stderr, flush=True)
                 time.sleep(0.2)
     finally:
         _retrying.active = False
@@ -390,3 +422,34 @@ def sql_engine(storage: "optuna.storages.BaseStorage") -> Any:
 def retry_locked(action: Any) -> Any:
     """Run ``action`` (a database call of aup's own), waiting out a lock as the storage does."""
     return _retry_locked(action)
+
+
+def trials_in_budget(study: "optuna.Study", below_number: int | None = None) -> int:
+    """How many trials of ``study`` use up ``n_samples``: running or finished, not interrupted.
+
+    One COUNT query, whichever runner made the trials (several runners share one study). With
+    ``below_number``, only trials numbered below it. Storages other than Optuna's RDB fall back
+    to reading the trials.
+    """
+    from optuna.trial import TrialState
+
+    states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    backend = getattr(study._storage, "_backend", study._storage)
+    try:
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        session_factory = backend.scoped_session
+    except (ImportError, AttributeError):
+        return sum(1 for t in study.get_trials(deepcopy=False, states=states)
+                   if not t.user_attrs.get("interrupted") and (below_number is None or t.number < below_number))
+    trial, attr = models.TrialModel, models.TrialUserAttributeModel
+    interrupted = sa.select(attr.trial_id).where(attr.trial_id == trial.trial_id, attr.key == "interrupted",
+                                                 attr.value_json == "true")
+    query = sa.select(sa.func.count()).select_from(trial).where(
+        trial.study_id == study._study_id, trial.state.in_(states), ~sa.exists(interrupted))
+    if below_number is not None:
+        query = query.where(trial.number < below_number)
+    with _create_scoped_session(session_factory) as session:
+        return int(session.execute(query).scalar() or 0)

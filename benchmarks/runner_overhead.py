@@ -5,6 +5,11 @@ temporary directory; "by hand" writes the job configs up front and only starts p
 runner side is the whole command (interpreter start, validation, study creation, every DB write,
 the end summary), so fixed costs are included, amortised over the trials.
 
+A third side is a bare hand-written Optuna loop doing the same subprocess trials (random sampler,
+SQLite storage, ask -> write config -> start process, ``parallel`` at a time, parse the
+``#Auptimizer:`` line, tell): the runner should cost no more than that. Reported as the ratio of
+the two overheads above by-hand (and of the wall times), measured in the same run.
+
 Figures printed:
 * overhead per trial = (runner wall time - by-hand wall time) / N, the budget of DESIGN.md (under
   25 ms); also shown times ``parallel`` (extra time each trial holds a slot, a stricter reading);
@@ -83,6 +88,44 @@ def with_runner(workdir: Path, trials: int, parallel: int) -> tuple[float, float
     return elapsed, cpu
 
 
+def bare_optuna(workdir: Path, trials: int, parallel: int) -> float:
+    """A minimal hand-written Optuna ask/tell loop over the same subprocess trials."""
+    start = time.perf_counter()
+    code = f"""
+import json, subprocess, sys, time, optuna
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.create_study(storage="sqlite:///{workdir / 'optuna.db'}", direction="maximize",
+                            sampler=optuna.samplers.RandomSampler(seed=0))
+(folder := __import__("pathlib").Path("{workdir / 'optuna'}")).mkdir()
+running = []
+def finish(item):
+    trial, proc, out = item
+    proc.wait()
+    lines = [l for l in out.read_text().splitlines() if l.startswith("#Auptimizer:")]
+    study.tell(trial, float(lines[-1].split(":", 1)[1]))
+for i in range({trials}):
+    while len(running) >= {parallel}:
+        done = [r for r in running if r[1].poll() is not None]
+        for r in done:
+            finish(r)
+            running.remove(r)
+        if len(running) >= {parallel}:
+            time.sleep(0.002)
+    trial = study.ask({{"x": optuna.distributions.FloatDistribution(0, 1)}})
+    config = folder / f"{{i}}.json"
+    config.write_text(json.dumps(trial.params))
+    out = folder / f"{{i}}.out"
+    with open(out, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "trial.py", str(config)], cwd="{workdir}", stdout=log,
+                                stderr=subprocess.STDOUT)
+    running.append((trial, proc, out))
+for r in running:
+    finish(r)
+"""
+    subprocess.run([sys.executable, "-c", code], cwd=workdir, check=True)
+    return time.perf_counter() - start
+
+
 def _own_cpu_seconds(pid: int) -> float | None:
     """CPU time of the runner process itself (utime + stime, children excluded), from /proc."""
     try:
@@ -98,7 +141,7 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="alternate both sides this many times")
     args = parser.parse_args()
-    hand_times, runner_times, runner_cpu = [], [], []
+    hand_times, runner_times, runner_cpu, optuna_times = [], [], [], []
     for _ in range(args.repeat):  # interleaved, so a load change on a shared machine hits both sides
         with tempfile.TemporaryDirectory(prefix="aup-overhead-") as tmp:
             workdir = Path(tmp)
@@ -107,6 +150,7 @@ def main() -> int:
             elapsed, cpu = with_runner(workdir, args.trials, args.parallel)
             runner_times.append(elapsed)
             runner_cpu.append(cpu)
+            optuna_times.append(bare_optuna(workdir, args.trials, args.parallel))
     overheads = [(r - h) / args.trials * 1000 for r, h in zip(runner_times, hand_times)]
     hand, runner = statistics.median(hand_times), statistics.median(runner_times)
     wall_ms = statistics.median(overheads)
@@ -117,6 +161,12 @@ def main() -> int:
     print(f"  (one-time, not counted: creating the results database took {statistics.median(_DB_CREATION):.2f} s,"
           " including interpreter start; it happens on the first run in a directory only)")
     print(f"  runner process CPU: {cpu_ms:.1f} ms per trial (start-up, validation and DB writes included)")
+    bare = statistics.median(optuna_times)
+    bare_ms = statistics.median((o - h) / args.trials * 1000 for o, h in zip(optuna_times, hand_times))
+    print(f"  bare Optuna loop: {bare:5.2f} s  ({bare / args.trials * 1000:.1f} ms per trial; overhead "
+          f"{bare_ms:.1f} ms per trial above by hand)")
+    print(f"  runner / bare Optuna: wall {runner / bare:.2f}x, overhead above by hand "
+          f"{wall_ms / bare_ms if bare_ms > 0 else float('inf'):.2f}x (target <= 1.0)")
     print(f"  overhead per trial: {wall_ms:.1f} ms wall (budget {BUDGET_MS:.0f} ms: "
           f"{'OK' if wall_ms < BUDGET_MS else 'OVER'}); {wall_ms * args.parallel:.1f} ms of slot time")
     return 0

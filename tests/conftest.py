@@ -11,6 +11,9 @@ from typing import Iterator
 
 import pytest
 
+# Real PostgreSQL and Ray servers for the scale-out tests (started only by tests that ask for them).
+pytest_plugins = ["fixtures_servers"]
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread() -> Iterator[None]:

@@ -81,7 +81,7 @@ def test_proposer_options_are_accepted_only_for_their_proposer(workdir: Path) ->
     ({"n_parallel": "2"}, 'n_parallel: expected an integer, got "2"'),
     ({"n_samples": 2.5}, "n_samples: expected an integer, got 2.5"),
     ({"target": "maximize"}, 'target: expected "max", "min" or an object {objective: "max"|"min"}, got "maximize"'),
-    ({"resource": "tpu"}, 'resource: expected "cpu" or "gpu", got "tpu"'),
+    ({"resource": "tpu"}, 'resource: expected "cpu", "gpu" or "ray", got "tpu"'),
     ({"runtime_args": {"timeout": -1}}, "runtime_args.timeout: input should be greater than 0, got -1"),
     ({"runtime_args": {"env": {"A": 1}}}, "runtime_args.env.A: expected a string, got 1"),
     ({"resource_args": {"save_model": "yes"}}, 'resource_args.save_model: expected true or false, got "yes"'),

@@ -14,7 +14,6 @@ from aup.compression.registry import COMPRESSORS
 
 # public name -> "module:attribute", imported on first access
 _LAZY = {
-    "load_compressed": "aup.compression.torch.artifact:load_compressed",
     "load_deployed": "aup.compression.torch.deploy:load_deployed",
     "count_flops_params": "aup.compression.torch.base:count_flops_params",
     "SensitivityAnalysis": "aup.compression.torch.analysis:SensitivityAnalysis",
@@ -26,7 +25,17 @@ _LAZY = {
 # plain ``import aup``), imported on first attribute access like the names above
 _SUBMODULES = frozenset({"sensitivity_analysis", "shape_dependency", "counter", "mask_conflict"})
 
-__all__ = ["COMPRESSORS", "create_compressor", "normalize_config", *_LAZY]
+__all__ = ["COMPRESSORS", "create_compressor", "load_compressed", "normalize_config", *_LAZY]
+
+
+def load_compressed(path: Any, *args: Any, **kwargs: Any) -> Any:
+    """The model in an artifact written by ``export_model``: Keras for ``*.aup.npz`` files (see
+    ``aup.compression.tensorflow.artifact``), torch otherwise (``aup.compression.torch.artifact``)."""
+    if str(path).endswith(".aup.npz"):
+        from aup.compression.tensorflow.artifact import load_compressed as load
+    else:
+        from aup.compression.torch.artifact import load_compressed as load
+    return load(path, *args, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

@@ -54,6 +54,12 @@ class Entry:
     ``scores``: what the criterion reads, ``"weights"``, ``"bn"`` (BatchNorm scales),
     ``"activations"`` or ``"gradients"``; a weight criterion needs no data, so searches that prune
     many copies use only those.
+    ``exact_sparsity``: the achieved sparsity over the configured layers meets the configured target
+    (within rounding to whole units); False where the algorithm defines its target otherwise
+    (NNI's NetAdapt counts its steps against every Conv2d/Linear weight and the next layer's inputs
+    and stops on nominal progress, so it prunes less of the configured layers).
+    ``model_family``: the models it applies to, ``"cnn"`` (convolutions, linear layers) or
+    ``"transformer"`` (attention heads and MLP channels), so that tests and examples pick a model.
     ``implemented``: False while the class does not exist in this build; the name stays
     reserved and creating it says so in one line instead of a traceback.
     """
@@ -68,6 +74,8 @@ class Entry:
     scores: str | None = None
     quant: Quantization | None = None
     implemented: bool = True
+    model_family: str = "cnn"
+    exact_sparsity: bool = True
 
     @property
     def module(self) -> str:
@@ -126,7 +134,7 @@ ENTRIES: tuple[Entry, ...] = (
         ordered_pairs=(("start_epoch", "end_epoch", "an integer"),
                        ("initial_sparsity", "final_sparsity", "a number")),
     )),
-    _pruner("net_adapt", "net_adapt:NetAdaptPruner", _OVERALL),
+    _pruner("net_adapt", "net_adapt:NetAdaptPruner", _OVERALL, exact_sparsity=False),
     _pruner("simulated_annealing", "simulated_annealing:SimulatedAnnealingPruner", _OVERALL),
     _pruner("auto_compress", "auto_compress:AutoCompressPruner", _OVERALL),
     _pruner("amc", "amc:AMCPruner", Schema(dict(COMMON), required=())),
@@ -139,7 +147,7 @@ ENTRIES: tuple[Entry, ...] = (
     # ---- torch pruning: transformer structure (whole attention heads, MLP hidden channels)
     _pruner("transformer", "heads:TransformerPruner",
             Schema({"head_sparsity": UNIT_SPARSITY, "mlp_sparsity": UNIT_SPARSITY, **COMMON}, required=()),
-            structured=True),
+            structured=True, model_family="transformer"),
     # ---- torch quantization
     _quantizer("naive", "naive:NaiveQuantizer", Quantization(("weight",), default_bits=8, fixed_bits=8),
                Schema({**quant_keys(("weight",), 8, _NAIVE_WHY), **COMMON}, required=(), allow_empty=True)),

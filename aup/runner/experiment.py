@@ -32,12 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from aup import store
 from aup.runner.jobconfig import JobConfigBuilder
-from aup.runner.launcher import AttemptOutcome, TrialProcess
+from aup.runner import join
+from aup.runner.launcher import AttemptOutcome, TrialProcess, launcher_for
 from aup.runner.prepare import Prepared, prepare
 from aup.runner.progress import Progress, best_trials, print_summary
 from aup.runner.recorder import Recorder
 from aup.runner.recovery import stored_experiment
-from aup.runner.session import open_session
+from aup.runner.session import join_session, open_session
 from aup.runner.saved_models import keep_best_model
 from aup.runner.state import (INTERRUPTED, PROCESS_KEY, PROCESS_KEY_ENV, STOP_GRACE_S, ActiveTrial, iso, jsonable,
                               quote, remove_trial_files)
@@ -46,7 +47,10 @@ if TYPE_CHECKING:
     import optuna
     from rich.console import Console
 
-__all__ = ["ExperimentRunner", "Prepared", "RunResult", "prepare", "resume_experiment", "run_experiment"]
+    from aup.config import LoadedExperiment
+
+__all__ = ["ExperimentRunner", "Prepared", "RunResult", "prepare", "resume_experiment", "run_experiment",
+           "join_experiment"]
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 POLL_MIN_S, POLL_MAX_S = 0.002, 0.025
@@ -65,7 +69,7 @@ class ExperimentRunner:
     """Runs (or resumes) one experiment to the end; ``run()`` returns a RunResult with the exit code."""
 
     def __init__(self, prepared: Prepared, storage_url: str, *, resume_study: str | None = None,
-                 console: "Console | None" = None, live: bool | None = None) -> None:
+                 console: "Console | None" = None, live: bool | None = None, join_study: str | None = None) -> None:
         from rich.console import Console
 
         self.prepared = prepared
@@ -73,6 +77,8 @@ class ExperimentRunner:
         self.exp = prepared.loaded.experiment
         self.storage_url = storage_url
         self.resume_study = resume_study
+        self.join_study = join_study  # a running study this runner joins as one more worker (join.py)
+        self._shared = False  # several runners may share the study (set when it is opened)
         self.console = console or Console()
         self.live = live
         self.workingdir = prepared.loaded.workingdir
@@ -87,6 +93,7 @@ class ExperimentRunner:
         self._base_env = self._make_base_env()
         limit = self.exp.runtime_args.log_limit_mb
         self._log_limit = None if limit is None else int(limit * 1024 * 1024)
+        self._new_process = launcher_for(self.loaded)  # a local process, or a Ray task for "ray"
 
     # ---- set-up ----------------------------------------------------------------------------
     def _device_pool(self) -> list[str]:
@@ -108,8 +115,12 @@ class ExperimentRunner:
 
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> RunResult:
-        session = open_session(self.prepared, self.storage_url, self.resume_study)
+        if self.join_study is not None:
+            session = join_session(self.prepared, self.storage_url, self.join_study)
+        else:
+            session = open_session(self.prepared, self.storage_url, self.resume_study)
         study, proposer, self.lease = session.study, session.proposer, session.lease
+        self._shared = isinstance(proposer, join.SharedBudget)
         self.study, self.proposer = study, proposer
         self.slug = store.slug(study.study_name)
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +130,7 @@ class ExperimentRunner:
                             maximize=maximize, multi_objective=not self._single)
         self.progress = progress
         self.recorder = Recorder(self.exp, study, proposer, progress, self._release)
-        self._seed_progress(study)
+        progress.count_existing(study.get_trials(deepcopy=False), INTERRUPTED)
         previous = self._install_signals()
         status, reason = "finished", None
         try:
@@ -146,21 +157,6 @@ class ExperimentRunner:
             return self._finish(status, reason)
         finally:
             self.lease.release()
-
-    def _seed_progress(self, study: "optuna.Study") -> None:
-        """On resume, the counters start from what the study already holds."""
-        from optuna.trial import TrialState
-
-        counts = self.progress.counts
-        for trial in study.get_trials(deepcopy=False):
-            if trial.state == TrialState.COMPLETE:
-                counts.done += 1
-                if self._single and trial.value is not None:
-                    self.progress.note_best(trial.number, trial.value)
-            elif trial.state == TrialState.PRUNED:
-                counts.pruned += 1
-            elif trial.state == TrialState.FAIL and not trial.user_attrs.get(INTERRUPTED):
-                counts.failed += 1
 
     def _loop(self) -> None:
         """Poll, refill free slots, then write down what finished (so a new trial starts first)."""
@@ -241,6 +237,8 @@ class ExperimentRunner:
         # by which the next resume finds and stops the orphan (recovery.kill_orphans)
         attrs = {"job_config": job, "job_config_path": str(job_path), "log_path": str(self._log_path(active)),
                  PROCESS_KEY: active.process_key}
+        if self._shared:  # which of the runners sharing the study ran it
+            attrs["runner"] = join.runner_id()
         if budget is not None:
             attrs["budget"] = budget
         self.recorder.set_attrs(active, attrs)
@@ -266,7 +264,7 @@ class ExperimentRunner:
         env[PROCESS_KEY_ENV] = active.process_key
         if active.device is not None:
             env["CUDA_VISIBLE_DEVICES"] = active.device
-        process = TrialProcess(
+        process = self._new_process(
             command=[*self.loaded.command, str(active.job_path)], workingdir=self.workingdir, env=env,
             log_path=log_path, channel_path=log_path.with_suffix(".channel.jsonl"),
             timeout=self.exp.runtime_args.timeout, log_limit=self._log_limit,
@@ -379,17 +377,24 @@ class ExperimentRunner:
     # ---- the end -----------------------------------------------------------------------------
     def _finish(self, status: str, reason: str | None) -> RunResult:
         study = self.study
-        study.set_user_attr(store.ATTR_STATUS, status)
-        study.set_user_attr(store.ATTR_ENDED, store.now_iso())
-        if reason:
-            study.set_user_attr("status_reason", reason)
         extra: list[str] = []
+        others = self._shared and (status == "finished" and join.others_running(study) > 0
+                                   or status != "finished" and self.join_study is not None)
+        if others:
+            extra.append("other runners are still working on this experiment")  # the last one marks it
+        else:
+            study.set_user_attr(store.ATTR_STATUS, status)
+            study.set_user_attr(store.ATTR_ENDED, store.now_iso())
+            if reason:
+                study.set_user_attr("status_reason", reason)
         best_model = None
         best = best_trials(study, self._single)
-        if status == "finished" and self.exp.resource_args.save_model:
+        if status == "finished" and self.exp.resource_args.save_model and not others:
             best_model, note = keep_best_model(study, self.workingdir, best[0] if best else None)
             extra.append(note)
-        if status == INTERRUPTED:
+        if status == INTERRUPTED and self.join_study is not None:
+            extra.append("this worker stopped; its unfinished trials were queued for the other runners")
+        elif status == INTERRUPTED:
             extra.append(f"interrupted; continue with: aup resume {quote(study.study_name)}")
         elif status == "failed":
             extra.append(f"experiment failed: {reason}")
@@ -420,7 +425,21 @@ def run_experiment(path: str, storage_url: str, *, console: "Console | None" = N
 def resume_experiment(name: str, storage_url: str, *, console: "Console | None" = None,
                       live: bool | None = None) -> RunResult:
     """Continue the study ``name`` with the experiment JSON stored in it."""
-    loaded = stored_experiment(store.open_storage(storage_url), name)
+    loaded = stored_experiment(store.open_storage(storage_url, create=False), name)
     prepared = prepare(loaded)
     return ExperimentRunner(prepared, storage_url, resume_study=name, console=console, live=live).run()
 
+
+
+def join_experiment(storage_url: str, *, name: str | None = None, loaded: "LoadedExperiment | None" = None,
+                    console: "Console | None" = None, live: bool | None = None) -> RunResult:
+    """Run one more worker on a running study: by study ``name`` (its stored JSON), or the latest
+    running study of ``loaded``'s experiment. See ``aup.runner.join``."""
+    storage = store.open_storage(storage_url)
+    if loaded is None:
+        assert name is not None
+        loaded = stored_experiment(storage, name, joining=True)
+    join.check_joinable(loaded.experiment.proposer or "", storage_url)
+    study_name = join.running_study(storage, name or loaded.experiment.name, exact=name is not None)
+    prepared = prepare(loaded)
+    return ExperimentRunner(prepared, storage_url, join_study=study_name, console=console, live=live).run()

@@ -25,7 +25,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from aup import channel
 
@@ -356,3 +356,19 @@ def last_output_line(path: Path) -> str:
         if line and channel.LEGACY_MARKER not in line:
             return line if len(line) <= 300 else line[:297] + "..."
     return ""
+
+
+# Launchers other than a local process, by ``resource`` ("module:function" taking the loaded
+# experiment and returning a callable with TrialProcess's keyword arguments).
+LAUNCHERS = {"ray": "aup.runner.ray_launcher:make_launcher"}
+
+
+def launcher_for(loaded: Any) -> Callable[..., TrialProcess]:
+    """What starts a trial attempt for this experiment's ``resource`` (a local process by default)."""
+    target = LAUNCHERS.get(loaded.experiment.resource)
+    if target is None:
+        return TrialProcess
+    import importlib
+
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)(loaded)

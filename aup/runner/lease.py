@@ -187,6 +187,22 @@ class Lease:
         return store.retry_locked(run)
 
 
+def live_holders(storage: Any, prefix: str) -> list[Holder]:
+    """Holders of the leases whose names start with ``prefix`` that are not stale (e.g. a study's
+    live workers), by the rule ``acquire`` applies before taking a lease over."""
+    import sqlalchemy
+
+    probe = Lease(storage, prefix)
+
+    def read() -> Any:
+        with probe.engine.connect() as connection:
+            return connection.execute(sqlalchemy.text(f"SELECT name, owner, host, pid, expires FROM {TABLE}")).fetchall()
+
+    holders = [Holder(row[1], row[2], int(row[3]), float(row[4])) for row in store.retry_locked(read)
+               if str(row[0]).startswith(prefix)]
+    return [holder for holder in holders if not probe._stale(holder)]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -84,6 +84,20 @@ class Progress:
         if best is None or (value > best if self.maximize else value < best):
             self.counts.best, self.counts.best_trial = value, number
 
+    def count_existing(self, trials: Sequence[Any], interrupted_attr: str) -> None:
+        """On resume, the counters start from what the study already holds (interrupted trials run again)."""
+        counts = self.counts
+        for trial in trials:
+            state = trial.state.name
+            if state == "COMPLETE":
+                counts.done += 1
+                if not self.multi_objective and trial.value is not None:
+                    self.note_best(trial.number, trial.value)
+            elif state == "PRUNED":
+                counts.pruned += 1
+            elif state == "FAIL" and not trial.user_attrs.get(interrupted_attr):
+                counts.failed += 1
+
     def set_running(self, running: int) -> None:
         """How many trial processes run right now (the runner knows; finished ones may not be recorded yet)."""
         self.counts.running = running

@@ -23,15 +23,18 @@ if TYPE_CHECKING:
 _SELF_REQUEUING = frozenset({"sequence", "hyperband", "bohb"})
 
 
-def recover_interrupted(study: "optuna.Study") -> list[tuple[int, dict[str, Any]]]:
+def recover_interrupted(study: "optuna.Study", keep: frozenset[str] = frozenset()) -> list[tuple[int, dict[str, Any]]]:
     """Trials left RUNNING by a killed runner: stop leftovers, mark FAIL "interrupted".
 
-    Returns (number, params) of each, to be queued again once the proposer exists.
+    Returns (number, params) of each, to be queued again once the proposer exists. Trials whose
+    ``runner`` (``host:pid``) is in ``keep`` belong to live workers on the same study and are left alone.
     """
     from optuna.trial import TrialState
 
     requeue = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get("runner") in keep:
+            continue
         kill_orphans(trial.user_attrs.get("job_config_path"), trial.user_attrs.get(PROCESS_KEY))
         store.set_trial_user_attrs(study, trial, {"status_reason": INTERRUPTED, INTERRUPTED: True})
         study.tell(trial.number, state=TrialState.FAIL)
@@ -95,12 +98,13 @@ def _quiet_kill(pid: int) -> None:
         pass
 
 
-def stored_experiment(storage: Any, name: str) -> LoadedExperiment:
-    """The experiment JSON stored in study ``name``, validated again; UserError if it cannot resume."""
+def stored_experiment(storage: Any, name: str, *, joining: bool = False) -> LoadedExperiment:
+    """The experiment JSON stored in study ``name``, validated again; UserError if it cannot resume
+    (a runner ``joining`` a running study leaves the status to ``join.running_study``)."""
     study = store.load_experiment_study(storage, name)
     attrs = study.user_attrs
     status = attrs.get(store.ATTR_STATUS)
-    if status == "finished":
+    if status == "finished" and not joining:
         raise UserError(f"experiment {name!r} already finished; nothing to resume")
     raw = attrs.get(store.ATTR_EXPERIMENT)
     if not isinstance(raw, dict):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aup import store
 from aup.errors import UserError
+from aup.runner import join
 from aup.runner.lease import Lease
 from aup.runner.recovery import recover_interrupted, requeue
 
@@ -67,16 +68,37 @@ def open_session(prepared: "Prepared", storage_url: str, resume_study: str | Non
             lease.release()
             raise UserError(f"experiment {resume_study!r} already finished; nothing to resume")
         study.sampler = prepared.sampler_factory(resumed_seed(exp.random_seed, len(study.trials)))
-        requeued = recover_interrupted(study)
+        requeued = recover_interrupted(study, keep=frozenset(join.live_workers(storage, study.study_name)))
         study.set_user_attr("resumed", [*study.user_attrs.get("resumed", []), store.now_iso()])
     study.set_user_attr(store.ATTR_STATUS, "running")
     study.set_user_attr(store.ATTR_ENDED, None)
     study.set_user_attr("runner", {"pid": os.getpid(), "host": socket.gethostname()})
     proposer = ext.build_proposer(exp.proposer.lower(), exp.proposer_options, prepared.builder.space, study,
                                   exp.n_samples, exp.random_seed)
+    proposer = join.shared_budget(proposer, study, exp, storage_url)  # other runners may join
     for number, params in requeued:
         requeue(study, proposer, number, params)
     return Session(study, proposer, lease)
+
+
+def join_session(prepared: "Prepared", storage_url: str, study_name: str) -> Session:
+    """One more worker on the running study ``study_name`` (see ``aup.runner.join``).
+
+    The worker holds a lease of its own (``worker:<study>:<id>``), so the store knows which
+    workers are alive; the owner's lease stays with the runner that started the study.
+    """
+    import aup.proposer_ext as ext
+
+    exp = prepared.loaded.experiment
+    storage = store.open_storage(storage_url)
+    study = store.load_experiment_study(storage, study_name, pruner=prepared.pruner)
+    lease = Lease(storage, join.worker_lease_name(study_name))
+    lease.acquire()
+    study.sampler = prepared.sampler_factory(join.worker_seed())
+    join.register_worker(study)
+    proposer = ext.build_proposer(exp.proposer.lower(), exp.proposer_options, prepared.builder.space, study,
+                                  exp.n_samples, exp.random_seed)
+    return Session(study, join.shared_budget(proposer, study, exp, storage_url), lease)
 
 
 def _take_lease(storage: Any, study_name: str) -> Lease:

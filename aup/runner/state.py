@@ -19,7 +19,7 @@ PROCESS_KEY_ENV = "AUP_PROCESS_KEY"  # the same key in the environment of the tr
 STOP_GRACE_S = 3.0
 # Trial user attributes the runner owns; a metric of the same name reported by a script is dropped.
 RUNNER_ATTRS = frozenset({"job_config", "job_config_path", "log_path", "attempts", "status_reason", "budget",
-                          INTERRUPTED, "requeued_from", PROCESS_KEY})
+                          INTERRUPTED, "requeued_from", PROCESS_KEY, "runner"})
 
 
 @dataclass

@@ -82,12 +82,12 @@ def check_fields(names: Sequence[str], rows: Sequence[Mapping[str, Any]], option
     """A field that no trial has is a typo: say so, with the closest known names."""
     if not rows:
         return
-    import difflib
+    from aup.errors import closest
 
     fields = known_fields(rows)
     for name in names:
         if name not in fields:
-            close = difflib.get_close_matches(name, fields, n=3)
+            close = closest(name, fields, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f" (fields: {', '.join(fields[:25])})"
             raise UserError(f"{option}: no trial has a field {name!r}{hint}")
 

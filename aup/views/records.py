@@ -252,10 +252,10 @@ class RecordReader:
         return _api_load(self.optuna_storage(), self.url, name, self._unknown)
 
     def _unknown(self, name: str) -> None:
-        import difflib
+        from aup.errors import closest
 
         names = sorted(self.experiment_names())
-        close = difflib.get_close_matches(name, names, n=1)
+        close = closest(name, names)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         known = ", ".join(repr(n) for n in names[:10]) or "none yet"
         raise UserError(f"no experiment named {name!r} in {self.url} (known: {known}){hint}")

@@ -76,7 +76,7 @@ elif name == "amc":
 else:
     raise SystemExit(f"search_digits.py handles net_adapt, simulated_annealing, auto_compress and amc, not {name!r}")
 
-compressor.compress()
+model = compressor.compress()  # simulated_annealing returns a pruned copy (as NNI 2.0); the others the same model
 searched = accuracy(model)
 optimizer = torch.optim.SGD(model.parameters(), lr=config.get("lr", 0.001), momentum=0.9)  # gentle: keep the searched weights
 for epoch in range(int(config.get("epochs", 1))):

@@ -93,19 +93,6 @@ def _pretrain() -> keras.Model:
     return model
 
 
-def one_thread() -> None:
-    """Trials run side by side on few cores: one TensorFlow thread each (no-op on other backends)."""
-    if keras.backend.backend() != "tensorflow":
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # TensorFlow already initialised its thread pools
-        pass
-
-
 if __name__ == "__main__":
     digits = data()
     print(f"pretrained Keras digits CNN: {cache_dir() / CACHE_NAME}, "

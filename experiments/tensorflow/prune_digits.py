@@ -9,15 +9,13 @@ import os
 import sys
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import aup  # noqa: E402
 import keras  # noqa: E402
-from keras_digits import compile_model, data, evaluate, one_thread, pretrained_model  # noqa: E402
+from keras_digits import compile_model, data, evaluate, pretrained_model  # noqa: E402
 
 config = aup.BasicConfig().load(sys.argv[1])
-one_thread()
 keras.utils.set_random_seed(int(config.get("seed", 0)))
 digits = data()
 model = pretrained_model()

@@ -36,13 +36,9 @@ def test_curves_are_monotone_and_the_weights_are_restored(prune_type):
         assert torch.equal(value, before[key]), key
 
 
-def test_accuracy_curves_on_digits_and_csv_export(tmp_path):
-    torch.manual_seed(0)
-    digits = zoo.load_digits_tensors(seed=0)
-    model = zoo.DigitsCNN(width=8)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for epoch in range(3):
-        zoo.train_epoch(model, digits.x_train[:512], digits.y_train[:512], optimizer, seed=epoch)
+@pytest.mark.slow
+def test_accuracy_curves_on_digits_and_csv_export(tmp_path, pretrained_digits):
+    digits, model = pretrained_digits.data, pretrained_digits.model()
     accuracy = zoo.evaluate(model, digits.x_test, digits.y_test)
     analysis = compression.SensitivityAnalysis(model, zoo.evaluate, sparsities=[0.75, 0.25, 0.5])
     curves = analysis.analysis(val_args=[model, digits.x_test, digits.y_test])

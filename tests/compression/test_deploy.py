@@ -271,3 +271,45 @@ def test_deploy_settings_are_checked():
 def test_load_deployed_rejects_a_missing_file(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_deployed(tmp_path / "nope.onnx")
+
+
+@pytest.mark.slow
+def test_deploy_example_experiment_scores_the_int8_artifact(tmp_path):
+    import shutil
+
+    import optuna
+
+    shutil.copytree(ROOT / "experiments", tmp_path / "experiments",
+                    ignore=shutil.ignore_patterns("jobs", ".aup", "aup_models", "iterative", "search", "hpo_digits"))
+    path = tmp_path / "experiments" / "deploy" / "exp_deploy_int8.json"
+    experiment = json.loads(path.read_text())
+    experiment.update(n_samples=2, population_size=2, n_parallel=1)
+    path.write_text(json.dumps(experiment))
+    url = f"sqlite:///{tmp_path / 'aup.db'}"
+    done = subprocess.run([sys.executable, "-m", "aup", "run", str(path), "--storage", url], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    complete = [t for t in optuna.load_study(study_name=experiment["name"], storage=url).trials
+                if t.state.name == "COMPLETE"]
+    assert len(complete) == 2
+    for trial in complete:
+        attrs = trial.user_attrs
+        assert trial.values[1:] == [attrs["latency_ms"], attrs["model_bytes"]]  # the ORT int8 latency and file
+        assert attrs["deploy_agreement"] >= 0.95 and attrs["latency_ms_torch"] > 0
+        assert attrs["model_bytes"] < 0.3 * attrs["baseline_model_bytes"]  # pruned + int8 vs dense fp32 ONNX
+        assert abs(trial.values[0] - attrs["accuracy_in_memory"]) <= 0.02
+
+
+def test_onnx_export_of_a_pruner_compares_with_the_dense_onnx(tmp_path, monkeypatch):
+    channel = tmp_path / "channel.jsonl"
+    monkeypatch.setenv("AUP_CHANNEL", str(channel))
+    model = zoo.DigitsCNN()
+    pruner = aup.create_compressor(model, _job("l1_filter", [{"sparsity": 0.5, "op_types": ["Conv2d"]}], "pruning"),
+                                   dummy_input=torch.randn(2, 1, 8, 8))
+    pruner.compress()
+    path = pruner.export_model("model.onnx", folder_name=str(tmp_path), format="onnx")
+    metrics = _channel_metrics(channel)
+    assert metrics["model_bytes"] == os.path.getsize(path)
+    dense = os.path.getsize(export_onnx(zoo.DigitsCNN().eval(), torch.randn(1, 1, 8, 8), tmp_path / "dense.onnx"))
+    assert metrics["baseline_model_bytes"] == dense  # like for like: both ONNX files
+    assert metrics["model_bytes_packed"] < metrics["baseline_model_bytes_packed"]

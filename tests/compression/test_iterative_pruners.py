@@ -75,6 +75,7 @@ def cubic(epoch, initial=0.1, final=0.8, start=1, end=7, freq=2):
     return final + (initial - final) * (1 - (epoch - start) / span) ** 3
 
 
+@pytest.mark.slow
 def test_agp_sparsity_at_each_epoch_follows_the_cubic_formula(cfg, digits, pretrained_state):
     model = pretrained(pretrained_state)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
@@ -103,6 +104,7 @@ def test_agp_sparsity_at_each_epoch_follows_the_cubic_formula(cfg, digits, pretr
     assert pruner.history[1][1]["conv1"] == pytest.approx(0.8 - 0.7 * 0.5 ** 3)
 
 
+@pytest.mark.slow
 def test_agp_with_a_filter_criterion_prunes_whole_filters_that_speedup_removes(cfg, digits):
     torch.manual_seed(0)
     model = PlainCNN()
@@ -126,6 +128,7 @@ def test_agp_with_a_filter_criterion_prunes_whole_filters_that_speedup_removes(c
     assert torch.allclose(model(x), masked_out, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_agp_statistics_criterion_waits_for_its_batches(cfg, digits, pretrained_state):
     model = pretrained(pretrained_state)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -143,11 +146,11 @@ def test_agp_statistics_criterion_waits_for_its_batches(cfg, digits, pretrained_
     assert model.conv2.out_channels == 8 and model.bn2.num_features == 8
 
 
-def test_agp_argument_errors_are_one_line(cfg, pretrained_state):
+def test_agp_argument_errors_are_one_line(cfg):
     entry = [{"final_sparsity": 0.5, "op_types": ["Conv2d"]}]
     with pytest.raises(ValueError, match="optimizer is required"):
-        aup.create_compressor(pretrained(pretrained_state), cfg("agp", entry))
-    model = pretrained(pretrained_state)
+        aup.create_compressor(zoo.DigitsCNN(width=8), cfg("agp", entry))
+    model = zoo.DigitsCNN(width=8)
     with pytest.raises(ValueError, match="pruning_algorithm: expected one of"):
         aup.create_compressor(model, cfg("agp", entry), torch.optim.SGD(model.parameters(), 0.1), pruning_algorithm="l3")
     with pytest.raises(ValueError, match="cannot compress 'fc1'"):
@@ -157,6 +160,7 @@ def test_agp_argument_errors_are_one_line(cfg, pretrained_state):
 
 # ----------------------------------------------------------------------------- lottery ticket
 
+@pytest.mark.slow
 def test_lottery_ticket_rewinds_to_the_saved_initial_weights_and_optimizer_state(cfg, digits):
     torch.manual_seed(1)
     model = zoo.DigitsCNN(width=8)
@@ -193,6 +197,7 @@ def test_lottery_ticket_rewinds_to_the_saved_initial_weights_and_optimizer_state
         pruner.prune_iteration_start()
 
 
+@pytest.mark.slow
 def test_lottery_ticket_without_reset_keeps_the_trained_weights(cfg, digits):
     torch.manual_seed(1)
     model = zoo.DigitsCNN(width=8)
@@ -225,6 +230,7 @@ def make_trainer(digits, calls):
     return trainer
 
 
+@pytest.mark.slow
 def test_admm_auxiliary_variables_converge_to_the_sparse_projection(cfg, digits, pretrained_state):
     calls: list = []
     model = pretrained(pretrained_state)
@@ -258,6 +264,7 @@ def test_admm_auxiliary_variables_converge_to_the_sparse_projection(cfg, digits,
     assert weak_result.primal_residuals[-1] > 3 * residuals[-1]
 
 
+@pytest.mark.slow
 def test_admm_level_base_projects_elementwise(cfg, digits, pretrained_state):
     model = pretrained(pretrained_state)
     pruner = aup.create_compressor(model, cfg("admm", [{"sparsity": 0.75, "op_names": ["fc1"]}]),
@@ -269,8 +276,8 @@ def test_admm_level_base_projects_elementwise(cfg, digits, pretrained_state):
     assert layer_sparsity(pruner.get_masks(), "fc1") == pytest.approx(int(0.75 * z.numel()) / z.numel())
 
 
-def test_admm_argument_errors(cfg, pretrained_state):
-    model = pretrained(pretrained_state)
+def test_admm_argument_errors(cfg):
+    model = zoo.DigitsCNN(width=8)
     with pytest.raises(ValueError, match="trainer is required"):
         aup.create_compressor(model, cfg("admm", [{"sparsity": 0.5, "op_types": ["Conv2d"]}]))
     with pytest.raises(ValueError, match="base_algo: expected one of"):
@@ -291,6 +298,7 @@ def conv_density(model):
     return float(sum(int((w != 0).sum()) for w in weights)) / sum(w.numel() for w in weights)
 
 
+@pytest.mark.slow
 def test_sensitivity_pruner_prunes_by_its_proportions_until_the_target(cfg, pretrained_state, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model = pretrained(pretrained_state)
@@ -322,6 +330,7 @@ def test_sensitivity_pruner_prunes_by_its_proportions_until_the_target(cfg, pret
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # nothing else in the working directory
 
 
+@pytest.mark.slow
 def test_sensitivity_pruner_stops_and_undoes_a_round_past_the_accuracy_threshold(cfg, pretrained_state, tmp_path,
                                                                                  monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -338,6 +347,7 @@ def test_sensitivity_pruner_stops_and_undoes_a_round_past_the_accuracy_threshold
     assert list(tmp_path.iterdir()) == []  # no checkpoint_dir: no files
 
 
+@pytest.mark.slow
 def test_sensitivity_pruner_on_digits_reaches_target_and_shrinks(cfg, digits):
     torch.manual_seed(0)
     model = PlainCNN()
@@ -369,6 +379,7 @@ def test_sensitivity_pruner_on_digits_reaches_target_and_shrinks(cfg, digits):
 
 # ----------------------------------------------------------------------------- other models
 
+@pytest.mark.slow
 def test_schedules_work_on_models_they_were_not_written_for(cfg):
     torch.manual_seed(0)
     x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 10, (16,))

@@ -82,12 +82,13 @@ class _FixedDraw:
         return self.value
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("draw, accepted", [(0.80, True), (0.84, False)])
 def test_sa_accepts_worse_candidate_with_metropolis_probability(cfg, model, draw, accepted, cwd, tmp_path):
     scores = iter([0.9] + [0.7] * 50)  # the start point, then every candidate is worse by 0.2
     pruner = aup.create_compressor(model, cfg("simulated_annealing", CONV50), lambda m: next(scores),
                                    start_temperature=1.0, stop_temperature=0.95, cool_down_rate=0.9,
-                                   experiment_data_dir=str(tmp_path / "sa"), seed=0)
+                                   experiment_data_dir=str(tmp_path / "sa"), seed=0, schedule="one_per_temperature")
     pruner.accept_rng = _FixedDraw(draw)  # exp(-0.2 / 1.0) = 0.8187
     pruner.compress()
     step = pruner.history[1]
@@ -106,9 +107,11 @@ def test_sa_rescaling_meets_target_and_prunes_larger_layers_more():
     assert sparsities["small"] < sparsities["mid"] < sparsities["large"]
 
 
+@pytest.mark.slow
 def test_sa_search_masks_and_shrinks_model(cfg, model, digits, cwd, tmp_path):
     pruner = aup.create_compressor(model, cfg("simulated_annealing", CONV50), _accuracy(digits),
-                                   start_temperature=1.0, stop_temperature=0.5, experiment_data_dir=str(tmp_path), seed=1)
+                                   start_temperature=1.0, stop_temperature=0.5, experiment_data_dir=str(tmp_path), seed=1,
+                                   schedule="one_per_temperature", in_place=True)
     pruner.compress()
     assert pruner.n_steps == len(pruner.history) - 1 == 7
     assert pruner.sparsity() == pytest.approx(0.5, abs=0.05)
@@ -134,6 +137,7 @@ class ThreeConv(torch.nn.Module):
         return self.fc(torch.flatten(torch.nn.functional.max_pool2d(self.features(x), 2), 1))
 
 
+@pytest.mark.slow
 def test_net_adapt_resource_drops_every_iteration(cfg, digits, cwd, tmp_path):
     torch.manual_seed(0)
     model = ThreeConv()
@@ -148,7 +152,8 @@ def test_net_adapt_resource_drops_every_iteration(cfg, digits, cwd, tmp_path):
         return zoo.evaluate(m, digits.x_test, digits.y_test)
 
     pruner = aup.create_compressor(model, cfg("net_adapt", CONV50), fine_tune, evaluator,
-                                   sparsity_per_iteration=0.15, experiment_data_dir=str(tmp_path))
+                                   sparsity_per_iteration=0.15, experiment_data_dir=str(tmp_path),
+                                   resource="configured_layers")
     pruner.compress()
     remaining = [h["remaining_weights"] for h in pruner.history]
     total = remaining[0]
@@ -168,6 +173,7 @@ def test_net_adapt_resource_drops_every_iteration(cfg, digits, cwd, tmp_path):
 
 
 # ----------------------------------------------------------------------------- AutoCompress
+@pytest.mark.slow
 def test_auto_compress_rounds_end_physically_smaller(cfg, model, digits, cwd, tmp_path):
     def trainer(m, optimizer, criterion, epoch, callback=None):
         m.train()
@@ -197,7 +203,8 @@ def test_auto_compress_rounds_end_physically_smaller(cfg, model, digits, cwd, tm
     assert os.listdir(cwd) == []
 
 
-def test_auto_compress_needs_dummy_input(cfg, model, digits):
+def test_auto_compress_needs_dummy_input(cfg, digits):
+    model = zoo.DigitsCNN()
     with pytest.raises(ValueError, match="dummy_input"):
         aup.create_compressor(model, cfg("auto_compress", CONV50), lambda *a, **k: None, _accuracy(digits), None)
 
@@ -215,6 +222,7 @@ AMC_SMALL = dict(flops_ratio=0.5, channel_round=2, train_episode=8, warmup=3, n_
                  hidden1=32, hidden2=32, bsize=16, seed=0)
 
 
+@pytest.mark.slow
 def test_amc_ratios_respect_flops_budget(cfg, model, digits, cwd, tmp_path):
     dense, _, _ = count_flops_params(model, digits.x_test[:1], verbose=False)
     loader = _val_loader(digits)
@@ -236,6 +244,7 @@ def test_amc_ratios_respect_flops_budget(cfg, model, digits, cwd, tmp_path):
     assert os.listdir(cwd) == []
 
 
+@pytest.mark.slow
 def test_amc_least_squares_refit_restores_consumer_outputs(cfg, model, digits):
     loader = _val_loader(digits)
     pruner = aup.create_compressor(model, cfg("amc", [{"op_types": ["Conv2d", "Linear"]}]), _loader_accuracy,
@@ -258,6 +267,7 @@ def test_amc_least_squares_refit_restores_consumer_outputs(cfg, model, digits):
     assert error(refit) < 0.9 * error(plain)  # least squares on the calibration samples beats plain zeroing
 
 
+@pytest.mark.slow
 def test_amc_works_on_mobilenetv2_and_resnet(cfg, digits):
     loader = _val_loader(digits)
     for net in (zoo.mobilenetv2_small(in_channels=1), zoo.resnet_small(in_channels=1)):
@@ -279,14 +289,15 @@ def test_amc_works_on_mobilenetv2_and_resnet(cfg, digits):
     ("net_adapt", (lambda m: None, lambda m: 0.0), {"sparsity_per_iteration": 1.5}, "sparsity_per_iteration"),
     ("amc", (lambda l, m: 0.0, [torch.zeros(1, 1, 8, 8)]), {"reward": "acc"}, "reward must be one of"),
 ])
-def test_bad_arguments_are_one_line_value_errors(cfg, model, name, args, kwargs, match):
+def test_bad_arguments_are_one_line_value_errors(cfg, name, args, kwargs, match):
     entries = [{"op_types": ["Conv2d"]}] if name == "amc" else CONV50
+    model = zoo.DigitsCNN()
     with pytest.raises(ValueError, match=match) as info:
         aup.create_compressor(model, cfg(name, entries), *args, **kwargs)
     assert "\n" not in str(info.value)
 
 
-def test_filter_base_algo_refuses_linear_layers(cfg, model):
+def test_filter_base_algo_refuses_linear_layers(cfg):
     with pytest.raises(ValueError, match="prunes only Conv2d"):
-        aup.create_compressor(model, cfg("simulated_annealing", [{"sparsity": 0.5, "op_types": ["default"]}]),
+        aup.create_compressor(zoo.DigitsCNN(), cfg("simulated_annealing", [{"sparsity": 0.5, "op_types": ["default"]}]),
                               lambda m: 0.0)

@@ -115,13 +115,18 @@ QUANTIZERS = [
 ]
 
 
+def _eval_quantized(cls: type) -> dict:
+    """QAT evaluates an untrained model with float weights (NNI 2.0); these tests look at quantized eval."""
+    return {"quantize_eval_before_training": True} if cls is QATQuantizer else {}
+
+
 @pytest.mark.parametrize("cls,entry", QUANTIZERS, ids=[c.__name__ for c, _ in QUANTIZERS])
 @pytest.mark.parametrize("layer", ["encoder.layers.0.linear1", "encoder.layers.0.self_attn.out_proj"])
 def test_each_quantizer_changes_the_eval_output_of_a_transformer_encoder(cls, entry, layer, caplog):
     """eval() + no_grad takes PyTorch's fused fast path, which never calls linear1 or out_proj."""
     model, x = _encoder(), _tokens()
     dense = _eval(model, x)[0]
-    quantizer = cls(model, [{**entry, "op_names": [layer]}])
+    quantizer = cls(model, [{**entry, "op_names": [layer]}], **_eval_quantized(cls))
     with caplog.at_level(logging.INFO):
         quantizer.compress()
     assert "fast path is off in 'encoder'" in caplog.text
@@ -139,7 +144,7 @@ def test_each_quantizer_changes_hugging_face_outputs(cls, entry, name):
     model, x = build(), inputs()
     dense = _eval(model, x)[0]
     op_types = ["Conv1D"] if name == "gpt2" else ["Linear"]
-    cls(model, [{**entry, "op_types": op_types}]).compress()
+    cls(model, [{**entry, "op_types": op_types}], **_eval_quantized(cls)).compress()
     assert not torch.allclose(_eval(model, x)[0], dense, atol=1e-6)
 
 
@@ -343,3 +348,42 @@ def test_pipeline_sparsity_counts_removed_and_zeroed_weights():
     metrics = pipeline.extra_metrics()
     assert 0.45 < metrics["sparsity"] < 0.55, metrics["sparsity"]
     assert metrics["layer_sparsity"]["encoder.layers.0.linear1"] == pytest.approx(0.5)
+
+
+# ----------------------------------------------------------------------------- ONNX deploy path
+
+
+def test_onnx_deploy_of_a_shrunk_and_of_an_int8_transformer_encoder(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from aup.compression.torch.deploy import agreement, load_deployed
+
+    model, x = _encoder(), _tokens()
+    pruner = TransformerPruner(model, [{"head_sparsity": 0.5, "mlp_sparsity": 0.5, "op_types": ["default"]}])
+    pruner.compress()
+    path = pruner.export_model("pruned.onnx", folder_name=str(tmp_path), dummy_input=x, format="onnx")
+    assert torch.allclose(load_deployed(path)(x), _eval(model, x)[0], atol=1e-5)
+    model, x = _encoder(), _tokens(32)
+    NaiveQuantizer(model, [{"quant_types": ["weight"], "quant_bits": 8, "op_types": ["Linear"]}]).compress()
+    quantizer_path = str(tmp_path / "int8.onnx")
+    from aup.compression.torch.deploy import export_onnx
+
+    export_onnx(model, x, quantizer_path, int8_modules=["encoder.layers.0.linear1", "head"])
+    assert agreement(load_deployed(quantizer_path), model, [x]) >= 0.9
+
+
+@hf
+def test_onnx_deploy_takes_keyword_inputs_and_gives_dict_outputs(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from aup.compression.torch.deploy import agreement, export_onnx, load_deployed
+
+    model, x = _bert(), _ids()
+    pruner = TransformerPruner(model, [{"head_sparsity": 0.5, "mlp_sparsity": 0.5, "op_types": ["default"]}])
+    pruner.compress()
+    path = pruner.export_model("bert.onnx", folder_name=str(tmp_path), dummy_input=x, format="onnx")
+    deployed = load_deployed(path)
+    assert deployed.input_names == ["input_ids", "attention_mask"] and deployed.output_names == ["logits"]
+    out = deployed(**x)
+    assert torch.allclose(out["logits"], _eval(model, x)[0], atol=1e-5)
+    int8 = export_onnx(model, x, tmp_path / "bert8.onnx",
+                       int8_modules=[n for n, m in model.named_modules() if isinstance(m, nn.Linear)])
+    assert agreement(load_deployed(int8), model, [x]) == 1.0

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from .config_list import iter_layers, layer_weight, to_numpy
-from .masking import attach_mask, detach_mask, mask_of
+from .masking import attach_mask, detach_mask, mask_of, set_layer_constraint
 
 __all__ = ["FORMAT", "VERSION", "save_artifact", "read_artifact", "load_compressed", "save_masks", "restore_masks", "unmasked"]
 
@@ -57,8 +57,7 @@ class unmasked:
     def __exit__(self, *exc: Any) -> None:
         for layer, attr, variable, constraint in self.removed:
             variable.constraint = constraint
-            if hasattr(layer, f"{attr}_constraint"):
-                setattr(layer, f"{attr}_constraint", constraint)
+            set_layer_constraint(layer, attr, constraint)
         self.removed.clear()
 
 

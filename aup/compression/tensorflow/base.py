@@ -93,6 +93,9 @@ class KerasPruner:
     def compute_masks(self, sparsities: dict[str, float] | None = None) -> dict[str, np.ndarray]:
         """(Re)compute and apply the masks; a weight already pruned stays pruned (it is zero)."""
         sparsities = self.layer_sparsities() if sparsities is None else sparsities
+        unknown = sorted(set(sparsities) - set(self.layers))
+        if unknown:
+            raise ValueError(f"compute_masks: {unknown} are not layers of this pruner; layers: {sorted(self.layers)}")
         for name, sparsity in sparsities.items():
             layer = self.layers[name].layer
             attr, variable = self.weights[name]

@@ -22,7 +22,7 @@ import numpy as np
 
 from .config_list import to_numpy
 
-__all__ = ["MaskConstraint", "attach_mask", "detach_mask", "mask_of"]
+__all__ = ["MaskConstraint", "attach_mask", "detach_mask", "mask_of", "set_layer_constraint"]
 
 
 def _pack(mask: np.ndarray) -> str:
@@ -66,6 +66,20 @@ class MaskConstraint(keras.constraints.Constraint):
         return {"shape": list(self.shape), "mask_bits": _pack(self.numpy()), "inner": inner, "dtype": self.dtype}
 
 
+# the layer attribute that ``get_config`` serialises for each prunable weight (Keras 3's
+# DepthwiseConv layers keep their weight as ``kernel`` but its constraint as ``depthwise_constraint``)
+CONSTRAINT_ATTRS = {"kernel": ("kernel_constraint", "depthwise_constraint"),
+                    "depthwise_kernel": ("depthwise_constraint",), "embeddings": ("embeddings_constraint",)}
+
+
+def set_layer_constraint(layer: keras.layers.Layer, attr: str, constraint: Any) -> None:
+    """Point the layer's constraint attribute for weight ``attr`` at ``constraint`` (if it has one)."""
+    for name in CONSTRAINT_ATTRS.get(attr, (f"{attr}_constraint",)):
+        if hasattr(layer, name):
+            setattr(layer, name, constraint)
+            return
+
+
 def mask_of(variable: keras.Variable) -> MaskConstraint | None:
     """The mask constraint on a weight, if any."""
     constraint = getattr(variable, "constraint", None)
@@ -75,16 +89,15 @@ def mask_of(variable: keras.Variable) -> MaskConstraint | None:
 def attach_mask(layer: keras.layers.Layer, attr: str, variable: keras.Variable) -> MaskConstraint:
     """Put a mask constraint on ``layer``'s weight ``attr`` (reusing one already there).
 
-    Both the variable (which the optimizer reads) and the layer's ``<attr>_constraint`` attribute
-    (which ``get_config`` serialises) point at it, so saving the model keeps the mask.
+    Both the variable (which the optimizer reads) and the layer's constraint attribute (which
+    ``get_config`` serialises, e.g. ``kernel_constraint``) point at it, so saving the model keeps the mask.
     """
     existing = mask_of(variable)
     if existing is not None:
         return existing
     constraint = MaskConstraint(variable.shape, inner=variable.constraint, dtype=str(variable.dtype))
     variable.constraint = constraint
-    if hasattr(layer, f"{attr}_constraint"):
-        setattr(layer, f"{attr}_constraint", constraint)
+    set_layer_constraint(layer, attr, constraint)
     return constraint
 
 
@@ -94,5 +107,4 @@ def detach_mask(layer: keras.layers.Layer, attr: str, variable: keras.Variable) 
     if existing is None:
         return
     variable.constraint = existing.inner
-    if hasattr(layer, f"{attr}_constraint"):
-        setattr(layer, f"{attr}_constraint", existing.inner)
+    set_layer_constraint(layer, attr, existing.inner)

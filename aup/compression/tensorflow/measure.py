@@ -11,7 +11,10 @@
 - ``sparsity``: fraction of zeros over the compressed layers' pruned weights.
 - ``weight_bits``: stored bits per weight (the dtypes' widths, averaged over all weights).
 - ``latency_ms``: median of ``runs`` batch-1 ``predict_on_batch`` calls after warm-up (Keras's
-  compiled inference function, not eager Python dispatch).
+  compiled inference function, not eager Python dispatch). TensorFlow fixes its thread pools when it
+  starts, so unlike the torch side this cannot pin threads afterwards: trials running side by side
+  should set ``TF_NUM_INTRAOP_THREADS=1`` and ``TF_NUM_INTEROP_THREADS=1`` (``runtime_args.env``, as
+  the examples do), or contended thread pools turn a 1 ms forward into 10-20 ms medians.
 """
 from __future__ import annotations
 
@@ -170,7 +173,7 @@ def _file_sizes(path: str | os.PathLike) -> dict[str, float]:
     return {"model_bytes": float(len(data)), "model_bytes_gzip": float(len(gzip.compress(data, 6, mtime=0)))}
 
 
-def latency_ms(model: keras.Model, example: Any, runs: int = 20, warmup: int = 3) -> float:
+def latency_ms(model: keras.Model, example: Any, runs: int = 20, warmup: int = 10) -> float:
     """Median batch-1 latency of ``model.predict_on_batch`` in milliseconds."""
     for _ in range(warmup):
         model.predict_on_batch(example)

@@ -274,7 +274,7 @@ class Compressor:
         elif torch_latency is not None:
             metrics["latency_ms"] = torch_latency
         metrics = {**metrics, **self.extra_metrics(),
-                   **baseline_metrics(example, settings if deployed else None)}
+                   **baseline_metrics(example, (settings or DeploySettings()) if deployed else None)}
         client.log_metrics(**metrics)
         return metrics
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from torch import nn
 
-from aup.errors import did_you_mean
+from aup.errors import FieldError, did_you_mean
 
 DEFAULT_OP_TYPES: tuple[str, ...] = (
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
@@ -101,17 +101,19 @@ def check_op_names(model: nn.Module, config_list: Sequence[Mapping[str, Any]], c
         for op_name in entry.get("op_names", ()):
             if op_name not in known:
                 hint = did_you_mean(op_name, names)
-                message = f"config_list[{index}].op_names: no module named {op_name!r} in the model{hint}"
-                _report_mismatch(model, compressor, index, message)
+                _report_mismatch(model, compressor, FieldError(f"no module named {op_name!r} in the model{hint}",
+                                                               entry=index, key="op_names"))
                 shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
-                raise ValueError(f"{message}; modules: {shown}")
+                raise FieldError(f"no module named {op_name!r} in the model{hint}; modules: {shown}",
+                                 entry=index, key="op_names", expected="a module name of the model", got=op_name)
 
 
-def _report_mismatch(model: nn.Module, compressor: str, index: int | None, message: str) -> None:
+def _report_mismatch(model: nn.Module, compressor: str, error: FieldError) -> None:
+    """Inside a trial, tell the runner (with the model's layers) before ``error`` is raised."""
     from aup.compression.model_check import report_mismatch
 
     layers = [(name, type(module).__name__) for name, module in model.named_modules() if name]
-    report_mismatch(compressor, index, message, layers)
+    report_mismatch(compressor, error.entry, str(error), layers)
 
 
 def _warn_unmatched_types(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -> None:
@@ -146,13 +148,14 @@ def validate_against_model(
     for layer in selected:
         reason = check(layer.name, layer.module) if check is not None else None
         if reason:
-            message = (f"config_list[{layer.entry_index}]: {compressor!r} cannot compress {layer.name!r} "
-                       f"({layer.type_name}): {reason}")
-            _report_mismatch(model, compressor, layer.entry_index, message)
-            raise ValueError(message)
+            error = FieldError(f"{compressor!r} cannot compress {layer.name!r} ({layer.type_name}): {reason}",
+                               entry=layer.entry_index, got=layer.name)
+            _report_mismatch(model, compressor, error)
+            raise error
     if require_any and not selected and config_list:
-        message = (f"config_list: no layer of the model matches any entry for {compressor!r}; "
-                   f"layer types present: {', '.join(sorted({type(m).__name__ for m in model.modules()}))}")
-        _report_mismatch(model, compressor, None, message)
-        raise ValueError(message)
+        present = ", ".join(sorted({type(m).__name__ for m in model.modules()}))
+        error = FieldError(f"no layer of the model matches any entry for {compressor!r}; layer types present: {present}",
+                           expected="an entry matching a layer of the model")
+        _report_mismatch(model, compressor, error)
+        raise error
     return selected

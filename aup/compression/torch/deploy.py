@@ -210,41 +210,106 @@ def _as_args(example: Any) -> tuple[torch.Tensor, ...]:
                      f"got {type(example).__name__}")
 
 
+class _NamedIO(nn.Module):
+    """Positional tensors in, a tuple of tensors out, for models called with keywords or returning dicts.
+
+    ONNX graphs have named inputs and outputs, not keyword calls or ``ModelOutput`` objects: this
+    wrapper calls ``model(**dict(zip(input_names, args)))`` (or ``model(*args)``) and returns the
+    tensors of a dict output in key order.  The wrapped model is the child ``_aup_wrapped``, a prefix
+    :func:`_module_nodes` strips so ONNX nodes still map to the user's module names.
+    """
+
+    def __init__(self, model: nn.Module, input_names: list[str] | None, output_names: list[str] | None) -> None:
+        super().__init__()
+        self._aup_wrapped = model
+        self.input_names = input_names
+        self.output_names = output_names
+
+    def forward(self, *args: torch.Tensor) -> Any:
+        if self.input_names is None:
+            out = self._aup_wrapped(*args)
+        else:
+            out = self._aup_wrapped(**dict(zip(self.input_names, args)))
+        if self.output_names is None:
+            return out
+        return tuple(out[name] for name in self.output_names)
+
+
+def _io(model: nn.Module, example_input: Any) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[str], list[str]]:
+    """(module to export, positional args, input names, output names) for tensor, tuple or dict inputs."""
+    if isinstance(example_input, Mapping):
+        names = [str(k) for k in example_input]
+        args = tuple(example_input[k] for k in example_input)
+        keyword: list[str] | None = names
+    else:
+        args = _as_args(example_input)
+        names, keyword = onnx_input_names(len(args)), None
+    from .measure import call_model
+
+    with torch.no_grad():
+        out = call_model(model, example_input)
+    if isinstance(out, Mapping):
+        outputs = [str(k) for k, v in out.items() if isinstance(v, torch.Tensor)]
+        return _NamedIO(model, keyword, outputs), args, names, outputs
+    if keyword is not None:
+        return _NamedIO(model, keyword, None), args, names, ["output"]
+    return model, args, names, ["output"]
+
+
 def export_onnx(model: nn.Module, example_input: Any, path: str | os.PathLike, *,
                 int8_modules: Iterable[str] | None = None, calibration: Sequence[Any] = (),
                 per_channel: bool = True, weight_only: bool = False) -> str:
     """Write ``model`` (eval mode) as ONNX at ``path``; with ``int8_modules``, as static QDQ int8.
 
     ``int8_modules`` names the conv/linear modules whose nodes become int8 (an empty list quantizes
-    nothing); ``calibration`` holds input batches (tensors or tuples of tensors) for the activation
-    ranges, the example input alone when empty. ``weight_only`` stores the weights as int8
-    (symmetric, ``DequantizeLinear`` in the graph) and keeps activations in float: for binarized
-    networks, where an int8 input moves values across the sign threshold of the next layer. The
-    batch dimension stays dynamic.
+    nothing); ``calibration`` holds input batches (tensors, tuples of tensors or dicts of keyword
+    inputs) for the activation ranges, the example input alone when empty. ``weight_only`` stores
+    the weights as int8 (symmetric, ``DequantizeLinear`` in the graph) and keeps activations in
+    float: for binarized networks, where an int8 input moves values across the sign threshold of
+    the next layer. The batch dimension stays dynamic. A dict example input (``input_ids``,
+    ``attention_mask``) gives ONNX inputs of those names; a dict / ``ModelOutput`` result gives
+    outputs named by its keys. PyTorch's fused transformer fast path is off while exporting (its
+    kernel has no ONNX form).
     """
     path = os.fspath(path)
-    args = _as_args(example_input)
-    names = onnx_input_names(len(args))
     was_training = model.training
     model.eval()
-    with tempfile.TemporaryDirectory(prefix="aup-onnx-") as tmp:
-        raw = os.path.join(tmp, "raw.onnx") if int8_modules is not None else path
-        try:
+    fast_path = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        exported, args, names, outputs = _io(model, example_input)
+        with tempfile.TemporaryDirectory(prefix="aup-onnx-") as tmp:
+            raw = os.path.join(tmp, "raw.onnx") if int8_modules is not None else path
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 # constant folding off: weights keep their parameter names, which map nodes to modules;
                 # ORT's pre-processing fuses BatchNorm into the convolutions afterwards.
-                torch.onnx.export(model, args, raw, dynamo=False, opset_version=OPSET, input_names=names,
-                                  output_names=["output"], do_constant_folding=int8_modules is None,
-                                  dynamic_axes={**{n: {0: "batch"} for n in names}, "output": {0: "batch"}})
-        finally:
-            model.train(was_training)
-        if int8_modules is not None:
-            if weight_only:
-                _weight_only_int8(raw, path, set(int8_modules), per_channel)
-            else:
-                _quantize_static(raw, path, set(int8_modules), calibration or [args], names, per_channel, tmp)
+                torch.onnx.export(exported, args, raw, dynamo=False, opset_version=OPSET, input_names=names,
+                                  output_names=outputs, do_constant_folding=int8_modules is None,
+                                  dynamic_axes={**{n: {0: "batch"} for n in names + outputs}})
+            if int8_modules is not None:
+                if weight_only:
+                    _weight_only_int8(raw, path, set(int8_modules), per_channel)
+                else:
+                    _quantize_static(raw, path, set(int8_modules), calibration or [example_input], names,
+                                     per_channel, tmp)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast_path)
+        model.train(was_training)
     return path
+
+
+def _feed(batch: Any, names: list[str]) -> dict[str, Any]:
+    """ONNX feeds of one batch: by name for dicts, else positionally; integer inputs keep their dtype."""
+    values = [batch[n] for n in names] if isinstance(batch, Mapping) else list(_as_args(batch))
+    return {n: _array(v) for n, v in zip(names, values)}
+
+
+def _array(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        return (x.float() if x.is_floating_point() else x).numpy()
+    return x
 
 
 def onnx_input_names(count: int) -> list[str]:
@@ -262,7 +327,7 @@ def _module_nodes(graph: Any) -> dict[str, str]:
         while name in producers and producers[name].op_type in ("Transpose", "Identity"):
             name = producers[name].input[0]
         if name.endswith(".weight"):
-            found[name[: -len(".weight")]] = node.name
+            found[name[: -len(".weight")].removeprefix("_aup_wrapped.")] = node.name
     return found
 
 
@@ -284,7 +349,7 @@ def _quantize_static(raw: str, path: str, modules: set[str], calibration: Sequen
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.feeds = iter([dict(zip(names, (t.numpy() for t in _as_args(b)))) for b in calibration])
+            self.feeds = iter([_feed(b, names) for b in calibration])
 
         def get_next(self) -> dict[str, Any] | None:
             return next(self.feeds, None)
@@ -349,17 +414,26 @@ class DeployedModel:
         self.path = os.fspath(path)
         self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def feeds(self, *inputs: Any) -> dict[str, Any]:
+    def feeds(self, *inputs: Any, **named: Any) -> dict[str, Any]:
+        if named:
+            missing = [n for n in self.input_names if n not in named]
+            if inputs or missing:
+                raise ValueError(f"{self.path}: expected keyword inputs {self.input_names}, missing {missing}")
+            return _feed(named, self.input_names)
         if len(inputs) != len(self.input_names):
             raise ValueError(f"{self.path}: expected {len(self.input_names)} input(s), got {len(inputs)}")
-        arrays = [x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else x for x in inputs]
-        return dict(zip(self.input_names, arrays))
+        return _feed(tuple(inputs), self.input_names)
 
-    def __call__(self, *inputs: Any) -> Any:
-        outputs = self.session.run(None, self.feeds(*inputs))
-        if inputs and isinstance(inputs[0], torch.Tensor):
+    def __call__(self, *inputs: Any, **named: Any) -> Any:
+        """Positional or keyword inputs; a model exported from a dict output returns a dict."""
+        outputs = self.session.run(None, self.feeds(*inputs, **named))
+        first = inputs[0] if inputs else next(iter(named.values()), None)
+        if isinstance(first, torch.Tensor):
             outputs = [torch.from_numpy(o) for o in outputs]
+        if "output" not in self.output_names:  # exported from a dict / ModelOutput result
+            return dict(zip(self.output_names, outputs))
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def eval(self) -> "DeployedModel":
@@ -384,7 +458,10 @@ def load_deployed(path: str | os.PathLike, threads: int | None = None) -> Deploy
 
 def ort_latency_ms(deployed: DeployedModel, example_input: Any, runs: int = 20, warmup: int = 5) -> float:
     """Median wall time (ms) of one batch-1 ``session.run`` after warm-up."""
-    feeds = deployed.feeds(*(x[:1] for x in _as_args(example_input)))
+    if isinstance(example_input, Mapping):
+        feeds = deployed.feeds(**{k: v[:1] for k, v in example_input.items()})
+    else:
+        feeds = deployed.feeds(*(x[:1] for x in _as_args(example_input)))
     run = deployed.session.run
     for _ in range(warmup):
         run(None, feeds)
@@ -420,9 +497,13 @@ def agreement(deployed: DeployedModel, model: nn.Module, batches: Sequence[Any])
     classify = True
     try:
         for batch in batches:
-            args = _as_args(batch)
-            ours = _first_output(call_model(model, args if len(args) > 1 else args[0])).float()
-            theirs = _first_output(deployed(*args)).float()
+            if isinstance(batch, Mapping):
+                ours = _first_output(call_model(model, batch)).float()
+                theirs = _first_output(deployed(**batch)).float()
+            else:
+                args = _as_args(batch)
+                ours = _first_output(call_model(model, args if len(args) > 1 else args[0])).float()
+                theirs = _first_output(deployed(*args)).float()
             if ours.dim() == 2 and ours.shape[1] > 1:
                 same += int((ours.argmax(1) == theirs.argmax(1)).sum())
                 total += ours.shape[0]

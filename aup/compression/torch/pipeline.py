@@ -142,13 +142,6 @@ class PipelineCompressor(Compressor):
                     merged[name] = dict(mask)
         return merged
 
-    def extra_metrics(self) -> dict[str, Any]:
-        """The stages' details (achieved sparsity against the dense layers, per-layer sparsity and bits)."""
-        merged: dict[str, Any] = {}
-        for stage in self.stages:
-            merged.update(stage.extra_metrics())
-        return merged
-
     def compressed_module_names(self) -> list[str]:
         names: list[str] = []
         for stage in self.stages:
@@ -156,12 +149,12 @@ class PipelineCompressor(Compressor):
         return names
 
     def extra_metrics(self) -> dict[str, Any]:
-        """Achieved ``sparsity`` of the whole pipeline: (removed + zero) weights over the pruned layers'
-        original sizes, so channels a structured stage removed physically still count as pruned."""
+        """The stages' details (per-layer bits, ...) and the achieved ``sparsity`` of the whole pipeline:
+        (removed + zero) weights over the pruned layers' original sizes, so channels a structured stage
+        removed physically still count as pruned, and two pruning stages are counted together."""
         metrics: dict[str, Any] = {}
-        quantizer = self._quantizer()
-        if quantizer is not None:
-            metrics.update(quantizer.extra_metrics())
+        for stage in self.stages:
+            metrics.update(stage.extra_metrics())
         dense: dict[str, int] = {}
         for stage in self._pruners():
             sizes = getattr(stage, "dense_weight_numel", None) or getattr(stage, "dense_numel", None) or {}

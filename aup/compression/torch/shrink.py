@@ -99,13 +99,17 @@ class ShrinkReport:
 # ----------------------------------------------------------------------------- public entry point
 
 
-def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float = 1e-4) -> ShrinkReport:
+def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float = 1e-4,
+                 graph: Any = None) -> ShrinkReport:
     """Remove the channels the masks zero out, in place; verify the outputs are unchanged.
 
     ``masks`` is NNI's format ``{module_name: {"weight": mask, "bias": mask_or_None}}`` over
     ``model.named_modules()`` names; they are applied to the weights first (that is the "masked
     model" whose outputs the shrunk model must reproduce).  ``dummy_input`` is a tensor, a tuple of
     positional inputs, or a dict of keyword inputs.  The model's training flag is restored.
+    ``graph``: torch-pruning's dependency graph of this model when the caller already traced it
+    (``pruners.dependency.shared_graph``); then one plain forward pass gives the reference output
+    instead of a second trace.
     """
     import torch_pruning as tp
 
@@ -119,7 +123,11 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
         _MASKED_CACHE.clear()
         _apply_masks(modules, masks)
         captured: dict[str, torch.Tensor] = {}
-        graph = _build_graph(tp, model, dummy_input, captured, report, masks)
+        if graph is None:
+            graph = _build_graph(tp, model, dummy_input, captured, report, masks)
+        else:
+            with torch.no_grad():
+                captured["out"] = _first_tensor(call_model(model, dummy_input)).detach().clone()
         if graph is None:
             report._masks = _copy_masks(masks)
         else:
@@ -127,7 +135,8 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
             removed_out, removed_in = _prune_groups(tp, graph, model, modules, masks, report)
             _finish_report(report, modules, masks, removed_out, removed_in, snapshot)
             if removed_out:
-                _verify(model, dummy_input, captured["out"], atol, report, snapshot, removed_out)
+                with torch.no_grad():  # the check needs no autograd graph
+                    _verify(model, dummy_input, captured["out"], atol, report, snapshot, removed_out)
     finally:
         _MASKED_CACHE.clear()
         model.train(was_training)
@@ -240,7 +249,7 @@ def _prune_groups(tp: Any, graph: Any, model: nn.Module, modules: Mapping[str, n
             report.kept_dense[name] = f"{type(module).__name__} has no prunable output channels in torch-pruning"
             continue
         try:
-            group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+            group = _pruning_group(graph, module, pruner.prune_out_channels, channels)
             producers = [item for item in group if graph.is_out_channel_pruning_fn(item.dep.handler)]
             visited.update(item.dep.target.module for item in producers)
             idxs = _removable(graph, group, producers, names, masks, report, channels)
@@ -250,6 +259,15 @@ def _prune_groups(tp: Any, graph: Any, model: nn.Module, modules: Mapping[str, n
             report.kept_dense[name] = f"torch-pruning failed on its group: {type(exc).__name__}: {exc}"
             logger.warning("shrink kept %s dense: %s", name, report.kept_dense[name])
     return removed_out, removed_in
+
+
+def _pruning_group(graph: Any, module: nn.Module, handler: Any, channels: int) -> Any:
+    """The full-channel group of ``module``: computed by the dependency analysis of the masks when
+    it was (``dependency.cached_group``, used once), else now."""
+    from .pruners.dependency import cached_group
+
+    group = cached_group(graph, module, handler, channels)
+    return group if group is not None else graph.get_pruning_group(module, handler, list(range(channels)))
 
 
 def _in_model_order(masks: Masks, modules: Mapping[str, nn.Module]) -> list[str]:

@@ -1,7 +1,19 @@
 """Tiny Keras models and configs shared by the Keras tests."""
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
+
+import pytest
+
+# a module-level import of keras would load TensorFlow while collecting the fast suite
+needs_keras = pytest.mark.skipif(importlib.util.find_spec("keras") is None, reason="keras (the tf extra) not installed")
+
+
+def to_numpy(value: Any) -> Any:
+    from aup.compression.tensorflow.config_list import to_numpy as convert
+
+    return convert(value)
 
 
 def small_cnn(keras: Any, name: str = "cnn") -> Any:
@@ -29,8 +41,6 @@ def per_layer_config() -> dict[str, Any]:
 
 def zero_fraction(keras: Any, layer: Any) -> float:
     import numpy as np
-
-    from aup.compression.tensorflow.config_list import to_numpy
 
     kernel = to_numpy(layer.kernel)
     return float(np.mean(kernel == 0))

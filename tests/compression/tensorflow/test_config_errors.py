@@ -15,7 +15,7 @@ import pytest
 
 import aup
 from aup.compression.search_space import CompressionJobConfigBuilder
-from keras_helpers import level_config, small_cnn
+from keras_helpers import level_config, needs_keras, small_cnn
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "experiments" / "tensorflow"
 
@@ -75,6 +75,7 @@ def test_out_of_range_search_is_refused_before_any_trial() -> None:
 
 
 @pytest.mark.slow
+@needs_keras
 def test_errors_against_the_keras_model_name_the_layers(keras: Any) -> None:
     model = small_cnn(keras)
     with pytest.raises(ValueError, match=r"^config_list\[0\]\.op_names: no layer named 'conv3' in the model "

@@ -16,12 +16,9 @@ import pytest
 
 import aup
 from aup import metrics as M
-from keras_helpers import TARGETS, per_layer_config, small_cnn
+from keras_helpers import TARGETS, needs_keras, per_layer_config, small_cnn, to_numpy
 
-pytestmark = pytest.mark.slow
-pytest.importorskip("keras")
-from aup.compression.tensorflow import artifact  # noqa: E402
-from aup.compression.tensorflow.config_list import to_numpy  # noqa: E402
+pytestmark = [pytest.mark.slow, needs_keras]
 
 JOB_CONFIG = {"compression_framework": "tensorflow", "compression_type": "pruning", "compressor": "level",
               "tid": 4, "n_iterations": 2, "save_model": True}
@@ -39,6 +36,8 @@ def trained_pruned(keras: Any, digits: tuple) -> tuple[Any, Any]:
 
 
 def test_export_writes_plain_keras_model_compact_artifact_and_masks(keras: Any, digits: tuple, tmp_path: Path) -> None:
+    from aup.compression.tensorflow import artifact
+
     model, compressor = trained_pruned(keras, digits)
     config = {**per_layer_config(), **JOB_CONFIG, "folder_name": str(tmp_path / "models")}
     # Auptimizer's TF example passes the whole job config (folder_name included) as keywords
@@ -51,7 +50,7 @@ def test_export_writes_plain_keras_model_compact_artifact_and_masks(keras: Any, 
     np.testing.assert_allclose(reloaded.predict_on_batch(x), model.predict_on_batch(x), atol=1e-6)
 
     packed = tmp_path / "models" / "compressed.aup.npz"
-    restored = artifact.load_compressed(packed)
+    restored = aup.compression.load_compressed(packed)  # dispatches on the .aup.npz suffix
     np.testing.assert_allclose(restored.predict_on_batch(x), model.predict_on_batch(x), atol=1e-6)
     meta, weights = artifact.read_artifact(packed)
     assert meta["compressor"] == "level" and meta["layer_sparsity"] == pytest.approx(TARGETS, abs=0.01)
@@ -69,6 +68,8 @@ def test_export_writes_plain_keras_model_compact_artifact_and_masks(keras: Any, 
 
 
 def test_h5_export_when_asked_and_masks_restore_onto_a_plain_model(keras: Any, digits: tuple, tmp_path: Path) -> None:
+    from aup.compression.tensorflow import artifact
+
     model, compressor = trained_pruned(keras, digits)
     path = compressor.export_model("compressed.h5", mask_path="masks.npz", folder_name=str(tmp_path))
     assert path.endswith(".h5") and Path(path).exists()

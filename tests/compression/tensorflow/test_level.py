@@ -13,11 +13,9 @@ import numpy as np
 import pytest
 
 import aup
-from keras_helpers import TARGETS, level_config, per_layer_config, small_cnn, zero_fraction
+from keras_helpers import TARGETS, level_config, needs_keras, per_layer_config, small_cnn, to_numpy, zero_fraction
 
-pytestmark = pytest.mark.slow
-pytest.importorskip("keras")
-from aup.compression.tensorflow.config_list import to_numpy  # noqa: E402
+pytestmark = [pytest.mark.slow, needs_keras]
 
 
 def assert_targets(keras: Any, model: Any, targets: dict[str, float] = TARGETS) -> None:
@@ -166,3 +164,28 @@ def test_lifecycle_methods_and_masks(keras: Any, pruned: tuple) -> None:
     expected = 6 * 6 * 36 + 4 * 4 * int(1152 - int(0.8 * 1152)) + 2560 - int(0.9 * 2560)
     assert macs == expected < dense_macs
     assert {r["name"] for r in rows} == set(TARGETS)
+
+
+def test_depthwise_conv_and_embedding_layers(keras: Any, digits: tuple, tmp_path: Path) -> None:
+    from aup.compression.tensorflow.masking import MaskConstraint
+
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="fc")(keras.layers.Flatten()(x)))
+    compressor = aup.create_compressor(model, level_config([{"sparsity": 0.5, "op_types": ["DepthwiseConv2D"]}]))
+    compressor.compress()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(digits[0][:128], digits[1][:128], epochs=1, verbose=0)
+    model.save(tmp_path / "dw.keras")
+    loaded = keras.models.load_model(tmp_path / "dw.keras", compile=False)
+    assert isinstance(loaded.get_layer("dw").depthwise_constraint, MaskConstraint)
+    assert np.mean(to_numpy(loaded.get_layer("dw").kernel) == 0) == pytest.approx(0.5, abs=0.01)
+
+    embed = keras.Sequential([keras.Input((4,), dtype="int32"), keras.layers.Embedding(50, 8, name="emb")])
+    pruner = aup.create_compressor(embed, level_config([{"sparsity": 0.75, "op_types": ["Embedding"]}]))
+    pruner.compress()
+    assert pruner.layer_sparsity() == {"emb": 0.75}
+    assert pruner.count_flops_params(verbose=False)[0] == 0  # a lookup multiplies nothing

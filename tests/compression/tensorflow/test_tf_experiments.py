@@ -2,6 +2,7 @@
 accuracy and the measured size metrics of every trial (experiments/tensorflow)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -14,10 +15,10 @@ import optuna
 import pytest
 
 from aup import metrics as M
+from keras_helpers import needs_keras
 
-pytestmark = pytest.mark.slow
-pytest.importorskip("keras")
-pytest.importorskip("sklearn")
+pytestmark = [pytest.mark.slow, needs_keras,
+              pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="scikit-learn not installed")]
 
 ROOT = Path(__file__).resolve().parents[3]
 SIZE = (M.PARAM_COUNT, M.NONZERO_PARAMS, M.MACS, M.MODEL_BYTES, M.MODEL_BYTES_GZIP, M.SPARSITY, M.LATENCY_MS)
@@ -62,10 +63,10 @@ def test_one_time_level_pruning(sandbox: Path) -> None:
 
 
 def test_automatic_per_layer_sparsity_search(sandbox: Path) -> None:
-    done = run(sandbox, "exp_auto_level.json", n_samples=3, n_parallel=2)
+    done = run(sandbox, "exp_auto_level.json", n_samples=2, n_parallel=2)
     assert done.returncode == 0, done.stdout + done.stderr
     records = optuna.load_study(study_name="digits_keras_auto_level", storage=storage(sandbox)).get_trials()
-    assert len(records) == 3 and all(t.state.name == "COMPLETE" for t in records)
+    assert len(records) == 2 and all(t.state.name == "COMPLETE" for t in records)
     for trial in records:
         attrs = trial.user_attrs
         assert set(trial.params) == {"sparsity (conv1)", "sparsity (conv2)", "sparsity (fc1)", "sparsity (fc2)"}

@@ -1,8 +1,9 @@
 """Shared machinery of the search pruners (simulated annealing, NetAdapt, AutoCompress, AMC).
 
 A search pruner explores per-layer sparsities on *copies* of the model and finally applies the best
-ones to the user's model with a base criterion (``base_algo``: l1 / l2 / fpgm filters or level
-elements). This module holds what they share:
+ones with a base criterion (``base_algo``: l1 / l2 / fpgm filters or level elements) to the user's
+model, or, for simulated annealing as in NNI 2.0, to a copy it returns (:meth:`SearchPruner.rebind`).
+This module holds what they share:
 
 - :class:`SearchPruner`: the ``Pruner`` subclass whose final masks come from the base criterion;
 - :func:`prune_copy`: a masked deep copy at given sparsities (candidates to evaluate);
@@ -16,6 +17,7 @@ elements). This module holds what they share:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -28,6 +30,8 @@ from torch import nn
 
 from aup.compression import catalog, registry
 
+from ..deploy import CalibrationRecorder
+from ..masking import MaskStore
 from .base import Pruner
 from .schedule import CriterionSchedule
 
@@ -231,6 +235,20 @@ class SearchPruner(CriterionSchedule):
                 self.masks.set(name, weight=entry.get("weight"), bias=entry.get("bias"))
         self.prune_to({name: s for name, s in sparsities.items() if s > 0})
         self.masks_calculated = True
+
+    def rebind(self, model: nn.Module) -> None:
+        """Work on ``model`` (a copy of the bound model) from now on: layers, criterion and masks move to it."""
+        modules = dict(model.named_modules())
+        self.masks.detach()
+        self.model = model
+        self.layers = {name: dataclasses.replace(layer, module=modules[name]) for name, layer in self.layers.items()}
+        self.masks = MaskStore()
+        self._coupled_batchnorms = None
+        self._input_recorder = None
+        seen = self._recorder
+        self._recorder = CalibrationRecorder(model)  # inputs seen so far stay the calibration data
+        self._recorder.first, self._recorder.batches, self._recorder.seen = seen.first, seen.batches, seen.seen
+        self.attach_criterion(make_base_pruner(model, self.base_algo, list(self.layers), self.dummy_input))
 
     def compress(self) -> nn.Module:
         """Run the search, then prune the model with the best per-layer sparsities; returns it."""

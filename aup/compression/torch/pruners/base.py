@@ -22,7 +22,7 @@ from ..base import Compressor, ignore_export_arguments
 from ..config_list import LayerConfig, validate_against_model
 from ..deploy import clean_copy
 from ..masking import Masks, MaskStore
-from .dependency import following_batchnorms
+from .dependency import SharedGraph, following_batchnorms
 
 __all__ = ["Pruner"]
 
@@ -56,6 +56,7 @@ class Pruner(Compressor):
         self.masks_calculated = False
         self.speedup_masks: Masks | None = None
         self.shrink_report: Any = None
+        self.graph = SharedGraph()  # torch-pruning graph: dependency-aware masks and apply_speedup share it
 
     # ------------------------------------------------------------------ criterion API
     def use_masks(self, store: MaskStore) -> None:
@@ -207,9 +208,11 @@ class Pruner(Compressor):
         self.masks.apply_all()
         self.masks.detach()
         try:
-            self.shrink_report = shrink_model(self.model, masks, dummy_input)
+            self.shrink_report = shrink_model(self.model, masks, dummy_input, graph=self.graph.current(self.model))
         except Exception as exc:
             raise ValueError(f"apply_speedup failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self.graph.invalidate()  # its cached groups are used up, the structure changed
         self.speedup_applied = True
         self.speedup_masks = masks
         self.dummy_input = dummy_input

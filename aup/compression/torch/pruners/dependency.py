@@ -29,11 +29,73 @@ def build_graph(model: nn.Module, dummy_input: Any) -> tp.DependencyGraph:
         model.train(was_training)
 
 
-def conv_dependency_sets(model: nn.Module, dummy_input: Any, layer_names: Iterable[str] | None = None) -> list[list[str]]:
+def structure_key(model: nn.Module) -> tuple:
+    """Changes whenever a module or parameter is added, removed or reshaped (a shrink): a cached
+    dependency graph of the model is valid exactly while this stays the same."""
+    return tuple((id(m), tuple((k, tuple(p.shape)) for k, p in m._parameters.items() if p is not None))
+                 for m in model.modules())
+
+
+# nodes whose index mapping depends on other groups' channel counts (offsets into a joined tensor)
+_OFFSET_OPS = (tp.ops._ConcatOp, tp.ops._SplitOp, tp.ops._SliceOp, tp.ops._UnbindOp, tp.ops._ExpandOp)
+
+
+class SharedGraph:
+    """One torch-pruning graph per model, built on first need and reused until the structure changes.
+
+    A compressor keeps one: dependency-aware mask computation and ``apply_speedup`` then trace the
+    model once between them. Full-channel groups computed for the dependency sets are kept on the
+    graph (``cached_group``) so the shrink does not recompute them, except in graphs with
+    concatenation, split, slice, unbind or expand nodes, where pruning one group shifts the index
+    mapping of another.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._graph: tp.DependencyGraph | None = None
+
+    def get(self, model: nn.Module, dummy_input: Any) -> tp.DependencyGraph:
+        key = structure_key(model)
+        if self._graph is None or key != self._key:
+            self._graph = build_graph(model, dummy_input)
+            reusable = not any(isinstance(node.module, _OFFSET_OPS) for node in self._graph.module2node.values())
+            self._graph.aup_groups = {} if reusable else None  # type: ignore[attr-defined]
+            self._key = key
+        return self._graph
+
+    def current(self, model: nn.Module) -> tp.DependencyGraph | None:
+        """The graph if one was built and the model's structure did not change since, else None."""
+        return self._graph if self._graph is not None and structure_key(model) == self._key else None
+
+    def invalidate(self) -> None:
+        self._key = self._graph = None
+
+    def __getstate__(self) -> dict[str, Any]:  # a copied or pickled compressor traces again
+        return {"_key": None, "_graph": None}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "SharedGraph":
+        return SharedGraph()
+
+
+def _group_key(module: nn.Module, handler: Any) -> tuple[int, str]:
+    return id(module), getattr(handler, "__name__", repr(handler))
+
+
+def cached_group(graph: Any, module: nn.Module, handler: Any, channels: int) -> Any:
+    """A kept full-channel group of ``module`` (removed from the cache: valid for one use)."""
+    cache = getattr(graph, "aup_groups", None)
+    if not cache:
+        return None
+    entry = cache.pop(_group_key(module, handler), None)
+    return entry[1] if entry is not None and entry[0] == channels else None
+
+
+def conv_dependency_sets(model: nn.Module, dummy_input: Any, layer_names: Iterable[str] | None = None,
+                         graph: tp.DependencyGraph | None = None) -> list[list[str]]:
     """Sets of conv names (among ``layer_names``, default all Conv2d) whose output channels are tied.
 
     Every requested layer appears in exactly one set; untied layers form singleton sets. Sets are
-    in ``named_modules()`` order.
+    in ``named_modules()`` order. ``graph``: an already built graph of ``model`` (else traced now).
     """
     modules = dict(model.named_modules())
     if layer_names is None:
@@ -48,12 +110,15 @@ def conv_dependency_sets(model: nn.Module, dummy_input: Any, layer_names: Iterab
             n = parent[n]
         return n
 
-    graph = build_graph(model, dummy_input)
+    graph = graph if graph is not None else build_graph(model, dummy_input)
+    cache = getattr(graph, "aup_groups", None)
     for name in names:
         module = modules[name]
         if module not in graph.module2node:
             continue
         group = graph.get_pruning_group(module, tp.prune_conv_out_channels, idxs=list(range(module.out_channels)))
+        if cache is not None:
+            cache[_group_key(module, tp.prune_conv_out_channels)] = (module.out_channels, group)
         for item in group.items:
             other = by_module.get(id(item.dep.target.module))
             if other is None or other == name:
@@ -97,7 +162,7 @@ class ChannelDependency:
                 writer.writerow([f"Set {index}", *layers])
 
 
-__all__ = ["ChannelDependency", "build_graph", "conv_dependency_sets"]
+__all__ = ["ChannelDependency", "SharedGraph", "build_graph", "cached_group", "conv_dependency_sets", "structure_key"]
 
 
 def following_batchnorms(model: nn.Module, conv_names: Iterable[str], dummy_input: Any = None) -> dict[str, str]:

@@ -35,13 +35,14 @@ always stay.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +50,6 @@ from torch import nn
 
 from ..base import Compressor, ignore_export_arguments
 from ..config_list import match_module
-from ..masking import MaskStore
 
 __all__ = ["TransformerPruner", "HeadPrunedMultiheadAttention", "find_blocks", "HeadBlock", "MlpBlock"]
 
@@ -287,6 +287,106 @@ def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.to(dtype)
 
 
+# ----------------------------------------------------------------------------- masks as removed indices
+
+
+class _ZeroRows:
+    """Forward pre-hook: zero the removed rows/columns of the module's parameters (one index_fill each)."""
+
+    def __init__(self, slices: list[tuple[str, int, torch.Tensor]]) -> None:
+        self.slices = slices
+
+    def __call__(self, module: nn.Module, inputs: Any) -> None:
+        with torch.no_grad():
+            for key, dim, rows in self.slices:
+                param = module._parameters.get(key)
+                if param is not None:
+                    param.index_fill_(dim, rows.to(param.device), 0)
+
+
+class _ZeroGrad:
+    """Tensor hook: no gradient for removed rows/columns (so optimizers never move them)."""
+
+    def __init__(self, dim: int, rows: torch.Tensor) -> None:
+        self.dim, self.rows = dim, rows
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad.index_fill(self.dim, self.rows.to(grad.device), 0)
+
+
+class UnitMasks:
+    """The pruner's masks as removed indices per parameter, enforced like :class:`..masking.MaskStore`.
+
+    Why not full mask tensors: whole heads and channels are index sets, and on a BERT-base model
+    materialising, copying and multiplying a float mask per projection cost more than the shrink
+    itself.  Zeroing touches only the removed elements.  ``to_nni()`` builds NNI-format masks on
+    request (mask file, metrics).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.rows: dict[tuple[str, str, int], torch.Tensor] = {}
+        self.shapes: dict[tuple[str, str], torch.Size] = {}
+        self._handles: list[Any] = []
+        self._optimizer_handles: list[Any] = []
+        self.on_optimizer = False
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def set(self, rows: dict[tuple[str, str, int], torch.Tensor]) -> None:
+        """Replace the removed indices, (re)attach the hooks and zero the removed elements now."""
+        self.detach_modules()
+        self.rows = dict(rows)
+        modules = dict(self.model.named_modules())
+        per_module: dict[str, list[tuple[str, int, torch.Tensor]]] = {}
+        for (name, key, dim), index in self.rows.items():
+            param = modules[name]._parameters[key]
+            self.shapes[(name, key)] = param.shape
+            per_module.setdefault(name, []).append((key, dim, index))
+            self._handles.append(param.register_hook(_ZeroGrad(dim, index)))
+        for name, slices in per_module.items():
+            self._handles.append(modules[name].register_forward_pre_hook(_ZeroRows(slices)))
+        self.apply_all()
+
+    @torch.no_grad()
+    def apply_all(self) -> None:
+        modules = dict(self.model.named_modules())
+        for (name, key, dim), index in self.rows.items():
+            param = modules.get(name)._parameters.get(key) if name in modules else None
+            if param is not None and param.shape == self.shapes.get((name, key)):
+                param.index_fill_(dim, index.to(param.device), 0)
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Re-zero after each ``optimizer.step()`` (weight decay moves zeros)."""
+        self._optimizer_handles.append(optimizer.register_step_post_hook(lambda *_: self.apply_all()))
+        self.on_optimizer = True
+
+    def detach_modules(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def detach(self) -> None:
+        """Remove every hook (the removed elements stay zero)."""
+        self.detach_modules()
+        for handle in self._optimizer_handles:
+            handle.remove()
+        self._optimizer_handles.clear()
+
+    def to_nni(self) -> dict[str, dict[str, torch.Tensor | None]]:
+        """``{module: {"weight": mask, "bias": mask or None, ...}}`` for the original shapes."""
+        out: dict[str, dict[str, torch.Tensor | None]] = {}
+        for (name, key, dim), index in self.rows.items():
+            entry = out.setdefault(name, {"weight": None, "bias": None})
+            mask = entry.get(key)
+            if mask is None:
+                mask = entry[key] = torch.ones(self.shapes[(name, key)])
+            mask.index_fill_(dim, index, 0)
+        return out
+
+
 # ----------------------------------------------------------------------------- the pruner
 
 
@@ -314,13 +414,13 @@ class TransformerPruner(Compressor):
         names = {p.module for block, _ in self.blocks for p in _pieces(block)}
         self.layers = {n: self.modules[n] for n in sorted(names)}
         self.dense_numel = {n: _weight_numel(m) for n, m in self.layers.items()}
-        self.masks = MaskStore()
+        self.masks = UnitMasks(model)
         self.removed: dict[str, list[int]] = {}
         self.taylor: dict[tuple[str, str], torch.Tensor] = {}
         self.batches = 0
         self.masks_calculated = False
         self.shrink_report: dict[str, Any] | None = None
-        self.speedup_masks: dict[str, Any] | None = None
+        self.speedup_masks: Any = None
         if optimizer is not None and criterion == "taylor":
             optimizer.register_step_pre_hook(lambda *_: self._gather_taylor())
             optimizer.register_step_post_hook(lambda *_: self._maybe_compute())
@@ -347,13 +447,9 @@ class TransformerPruner(Compressor):
 
     # ------------------------------------------------------------------ importance and masks
     def compress(self) -> nn.Module:
-        """Attach masks and compute them now (weight criteria) or after the Taylor batches."""
-        if not self.masks.attached and not self.speedup_applied:
-            for name, module in self.layers.items():
-                keys = sorted({p.key for b, _ in self.blocks for p in _pieces(b) if p.module == name})
-                self.masks.attach(name, module, keys=keys)
-            if self.optimizer is not None:
-                self.masks.attach_optimizer(self.optimizer)
+        """Compute the masks now (weight criteria) or after the Taylor batches; they stay enforced."""
+        if self.optimizer is not None and not self.masks.on_optimizer:
+            self.masks.attach_optimizer(self.optimizer)
         if self.criterion != "taylor":
             self.compute_masks()
         return self.model
@@ -396,14 +492,17 @@ class TransformerPruner(Compressor):
                 value = self.taylor.get((piece.module, piece.key))
                 if value is None:
                     raise ValueError("transformer: taylor importance needs statistics_batch_num optimizer steps first")
-            else:
-                value = self._param(piece).detach()
-                value = value.abs() if self.criterion == "l1" else value.square()
-            part = value.narrow(piece.dim, piece.offset, piece.size * block.units)
-            # one score per unit: sum over the unit's rows (dim 0) or columns (dim 1)
+                part = value.narrow(piece.dim, piece.offset, piece.size * block.units)
+                part = part.unflatten(piece.dim, (block.units, piece.size))
+                other = tuple(d for d in range(part.dim()) if d != piece.dim)
+                total += part.sum(dim=other).cpu()
+                continue
+            part = self._param(piece).detach().narrow(piece.dim, piece.offset, piece.size * block.units)
+            # one score per unit over the unit's rows (dim 0) or columns (dim 1), without a |w| copy
             part = part.unflatten(piece.dim, (block.units, piece.size))
             other = tuple(d for d in range(part.dim()) if d != piece.dim)
-            total += part.sum(dim=other, dtype=torch.float64).cpu()
+            norm = torch.linalg.vector_norm(part, ord=1 if self.criterion == "l1" else 2, dim=other)
+            total += (norm if self.criterion == "l1" else norm.square()).double().cpu()
         return total.sqrt() if self.criterion == "l2" else total
 
     def _removed_units(self, block: HeadBlock | MlpBlock, sparsity: float) -> list[int]:
@@ -419,11 +518,11 @@ class TransformerPruner(Compressor):
         count = min(int(math.floor(sparsity * block.units + 1e-9)), block.units - 1)
         return sorted(int(i) for i in torch.argsort(score, stable=True)[:count])
 
-    def compute_masks(self) -> dict[str, dict[str, torch.Tensor | None]]:
-        """(Re)compute every block's removed units and apply the masks; NNI-format masks."""
+    def compute_masks(self) -> None:
+        """(Re)compute every block's removed units and zero them (``get_masks()`` gives NNI's format)."""
         if self.speedup_applied:
-            return {}
-        masks: dict[str, dict[str, torch.Tensor]] = {}
+            return
+        rows: dict[tuple[str, str, int], list[torch.Tensor]] = {}
         for block, sparsity in self.blocks:
             removed = self._removed_units(block, sparsity)
             self.removed[block.name + ("#heads" if isinstance(block, HeadBlock) else "#mlp")] = removed
@@ -431,21 +530,20 @@ class TransformerPruner(Compressor):
                 continue
             units = torch.tensor(removed, dtype=torch.long)
             for piece in block.producers + block.consumers:
-                param = self._param(piece)
-                mask = masks.setdefault(piece.module, {}).get(piece.key)
-                if mask is None:
-                    mask = masks[piece.module][piece.key] = torch.ones_like(param)
-                rows = (piece.offset + units[:, None] * piece.size + torch.arange(piece.size)).flatten()
-                mask.index_fill_(piece.dim, rows.to(mask.device), 0)
-        for name, entry in masks.items():
-            self.masks.set(name, **entry)
+                index = (piece.offset + units[:, None] * piece.size + torch.arange(piece.size)).flatten()
+                rows.setdefault((piece.module, piece.key, piece.dim), []).append(index)
+        self.masks.set({key: torch.cat(parts) for key, parts in rows.items()})
         self.masks_calculated = True
-        return self.get_masks()
 
     def get_masks(self) -> dict[str, dict[str, torch.Tensor | None]]:
+        """NNI-format masks (built on request: the pruner itself keeps only the removed indices)."""
         return {} if self.speedup_applied else self.masks.to_nni()
 
     # ------------------------------------------------------------------ metrics
+    def sparsity(self) -> float:
+        """Achieved fraction of removed or zero weights over the pruned projections' original sizes."""
+        return float(self.extra_metrics()["sparsity"])
+
     def extra_metrics(self) -> dict[str, Any]:
         """Achieved ``sparsity`` over the pruned projections (removed + zero vs their dense size)."""
         per_layer = {}
@@ -471,22 +569,20 @@ class TransformerPruner(Compressor):
         from ..artifact import call_with, output_tensors
 
         start = time.perf_counter()
-        masks = self.get_masks()
         self.masks.apply_all()
         self.masks.detach()
+        masks = self.masks.to_nni  # the mask file, if asked for, is built from the removed indices
         was_training = self.model.training
         self.model.eval()
         params_before = sum(p.numel() for p in self.model.parameters())
-        with torch.no_grad():
-            reference = [t.clone() for t in output_tensors(call_with(self.model, dummy_input))]
+        probe = _verification_input(dummy_input)
+        with torch.inference_mode():
+            reference = [t.clone() for t in output_tensors(call_with(self.model, probe))]
         snapshot = _snapshot(self.model)
         try:
-            for block, _ in self.blocks:
-                key = block.name + ("#heads" if isinstance(block, HeadBlock) else "#mlp")
-                self._shrink_block(block, self.removed.get(key, []))
-            self._update_configs()
-            with torch.no_grad():
-                got = output_tensors(call_with(self.model, dummy_input))
+            self._shrink(self.model)
+            with torch.inference_mode():
+                got = output_tensors(call_with(self.model, probe))
             diff = _max_diff(reference, got)
             if diff > 1e-4 * max(1.0, max((float(r.abs().max()) for r in reference if r.numel()), default=1.0)):
                 raise ValueError(f"shrunk and masked outputs differ (max abs diff {diff:.3g})")
@@ -509,66 +605,48 @@ class TransformerPruner(Compressor):
         self.report_metrics(example_input=dummy_input)
         return self.model
 
-    def _shrink_block(self, block: HeadBlock | MlpBlock, removed: list[int]) -> None:
-        if not removed:
-            return
-        keep_units = block.units - len(removed)
-        by_param: dict[tuple[str, str, int], list[Piece]] = {}
-        for piece in block.producers + block.consumers:
-            by_param.setdefault((piece.module, piece.key, piece.dim), []).append(piece)
-        for (name, key, dim), pieces in by_param.items():
-            _slice_param(self.modules[name], key, dim, pieces, removed)
-        for name, _, _ in by_param:
-            _fix_shape_attrs(self.modules[name])
-        if isinstance(block, HeadBlock):
-            self._set_head_count(block, keep_units)
-
-    def _set_head_count(self, block: HeadBlock, heads: int) -> None:
-        module = self.modules[block.name]
-        inner = heads * block.head_dim
-        if block.style == "torch_mha":
-            new = HeadPrunedMultiheadAttention(module.embed_dim, heads, block.head_dim,
-                                               bias=module.in_proj_bias is not None, dropout=module.dropout,
-                                               batch_first=module.batch_first)
-            new.in_proj_weight, new.in_proj_bias, new.out_proj = module.in_proj_weight, module.in_proj_bias, module.out_proj
-            new.train(module.training)
-            parent_name, _, child = block.name.rpartition(".")
-            parent = self.model.get_submodule(parent_name) if parent_name else None
-            if parent is None:
-                raise ValueError("a bare MultiheadAttention model cannot be replaced in place; wrap it in a module")
-            setattr(parent, child, new)
-            self.modules = dict(self.model.named_modules())
-        elif block.style == "gpt2":
-            module.num_heads, module.split_size = heads, inner
-        else:
-            for attr, value in (("num_attention_heads", heads), ("all_head_size", inner), ("num_heads", heads)):
-                if hasattr(module, attr):
-                    setattr(module, attr, value)
-            if block.num_kv_heads < block.num_heads and hasattr(module, "num_key_value_groups"):
-                module.num_key_value_groups = heads // block.num_kv_heads
-        block.num_heads = heads
-
-    def _update_configs(self) -> None:
-        """Hugging Face configs: head count and MLP width, when every layer sharing the config agrees."""
-        configs = {id(c): c for m in self.model.modules() if (c := getattr(m, "config", None)) is not None}
-        if not configs:
-            return
-        heads_all, mlps_all = find_blocks(self.model)
-        all_heads = {b.num_heads for b in heads_all}
-        all_widths = {b.hidden for b in mlps_all}
-        pruned_heads = any(isinstance(b, HeadBlock) for b, _ in self.blocks)
-        pruned_mlps = any(isinstance(b, MlpBlock) for b, _ in self.blocks)
-        for config in configs.values():
-            if pruned_heads and len(all_heads) == 1 and hasattr(config, "num_attention_heads"):
-                config.num_attention_heads = next(iter(all_heads))
-            for attr in ("intermediate_size", "n_inner"):
-                if pruned_mlps and len(all_widths) == 1 and getattr(config, attr, None) is not None:
-                    setattr(config, attr, next(iter(all_widths)))
+    def _shrink(self, model: nn.Module) -> None:
+        """Slice every block's removed units out of ``model`` (this model or a copy with the same names)."""
+        for block, _ in self.blocks:
+            key = block.name + ("#heads" if isinstance(block, HeadBlock) else "#mlp")
+            removed = self.removed.get(key, [])
+            if not removed:
+                continue
+            modules = dict(model.named_modules())
+            by_param: dict[tuple[str, str, int], list[Piece]] = {}
+            for piece in block.producers + block.consumers:
+                by_param.setdefault((piece.module, piece.key, piece.dim), []).append(piece)
+            for (name, key_, dim), pieces in by_param.items():
+                _slice_param(modules[name], key_, dim, pieces, removed)
+            for name, _, _ in by_param:
+                _fix_shape_attrs(modules[name])
+            if isinstance(block, HeadBlock):
+                _set_head_count(model, block, block.units - len(removed))
+        _update_configs(model, self.blocks)
 
     # ------------------------------------------------------------------ export
+    @contextlib.contextmanager
+    def deployable(self) -> Iterator[tuple[nn.Module, list[str] | None, dict[str, Any]]]:
+        """The model to deploy: already shrunk, or a shrunk clean copy of the masked model."""
+        if self.speedup_applied or not self.masks_calculated:
+            yield self.model, None, {}
+            return
+        from ..deploy import clean_copy
+
+        self.masks.apply_all()
+        clone = clean_copy(self.model)
+        for module in clone.modules():
+            for key, hook in list(module._forward_pre_hooks.items()):
+                if isinstance(hook, _ZeroRows):
+                    del module._forward_pre_hooks[key]
+        self._shrink(clone)
+        yield clone, None, {}
+
     def export_model(self, model_path: str, mask_path: str | None = None, folder_name: str = ".",
-                     speedup: bool = False, dummy_input: Any = None, **ignored: Any) -> str:
-        """Write the artifact (shrunk with ``speedup``) and optionally the NNI mask file."""
+                     speedup: bool = False, dummy_input: Any = None, format: str | None = None,
+                     **ignored: Any) -> str:
+        """Write aup's artifact (shrunk with ``speedup``) or, with ``format="onnx"``, the deployable ONNX
+        file of the shrunk model; optionally the NNI mask file."""
         from ..artifact import save_artifact
 
         ignore_export_arguments(ignored)
@@ -576,19 +654,85 @@ class TransformerPruner(Compressor):
         example = self.example_input(dummy_input)
         if speedup and not self.speedup_applied and example is not None:
             self.apply_speedup(example)
-        masks = self.speedup_masks if self.speedup_applied else self.get_masks()
+        if not self.speedup_applied:
+            self.masks.apply_all()
+        masks = self.speedup_masks() if self.speedup_applied and self.speedup_masks else self.get_masks()
         if mask_path is not None:
             torch.save(masks, os.path.join(folder_name, mask_path))
-        path = os.path.join(folder_name, model_path)
         meta = {"compressor": self.compressor_name, "framework": self.framework,
                 "compression_type": self.compression_type, "config_list": self.config_list,
                 "speedup_applied": self.speedup_applied, "criterion": self.criterion}
-        save_artifact(path, self.model, example_input=example, masks=None if self.speedup_applied else masks, meta=meta)
-        self.report_metrics(artifact_path=path, example_input=example)
-        return path
+
+        def write_packed(path: str) -> None:
+            save_artifact(path, self.model, example_input=example, masks=None if self.speedup_applied else masks,
+                          meta=meta)
+
+        return self._export(model_path, folder_name, format, example, write_packed)
+
+
+def _set_head_count(model: nn.Module, block: HeadBlock, heads: int) -> None:
+    """Tell the attention module (or its replacement) how many heads it has now."""
+    module = model.get_submodule(block.name)
+    inner = heads * block.head_dim
+    if block.style == "torch_mha":
+        new = HeadPrunedMultiheadAttention(module.embed_dim, heads, block.head_dim,
+                                           bias=module.in_proj_bias is not None, dropout=module.dropout,
+                                           batch_first=module.batch_first)
+        new.in_proj_weight, new.in_proj_bias, new.out_proj = module.in_proj_weight, module.in_proj_bias, module.out_proj
+        new.train(module.training)
+        parent_name, _, child = block.name.rpartition(".")
+        if not block.name:
+            raise ValueError("a bare MultiheadAttention model cannot be replaced in place; wrap it in a module")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    elif block.style == "gpt2":
+        module.num_heads, module.split_size = heads, inner
+    else:
+        for attr, value in (("num_attention_heads", heads), ("all_head_size", inner), ("num_heads", heads)):
+            if hasattr(module, attr):
+                setattr(module, attr, value)
+        if block.num_kv_heads < block.num_heads and hasattr(module, "num_key_value_groups"):
+            module.num_key_value_groups = heads // block.num_kv_heads
+
+
+def _update_configs(model: nn.Module, blocks: list[tuple[HeadBlock | MlpBlock, float]]) -> None:
+    """Hugging Face configs: head count and MLP width, when every layer sharing the config agrees."""
+    configs = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None}
+    if not configs:
+        return
+    heads_all, mlps_all = find_blocks(model)
+    all_heads = {b.num_heads for b in heads_all}
+    all_widths = {b.hidden for b in mlps_all}
+    pruned_heads = any(isinstance(b, HeadBlock) for b, _ in blocks)
+    pruned_mlps = any(isinstance(b, MlpBlock) for b, _ in blocks)
+    for config in configs.values():
+        if pruned_heads and len(all_heads) == 1 and hasattr(config, "num_attention_heads"):
+            config.num_attention_heads = next(iter(all_heads))
+        for attr in ("intermediate_size", "n_inner"):
+            if pruned_mlps and len(all_widths) == 1 and getattr(config, attr, None) is not None:
+                setattr(config, attr, next(iter(all_widths)))
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+_TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+VERIFY_TOKENS = 16
+
+
+def _verification_input(example: Any) -> Any:
+    """The input the shrink is verified on: the example, cut to its first sample and, for token inputs
+    (a dict of ``input_ids``/``attention_mask``/... of shape (batch, length)), its first
+    ``VERIFY_TOKENS`` tokens.  Slicing a head or channel out is wrong for every input if it is wrong
+    at all, so a short sequence checks it as strictly as a long one at a fraction of the cost."""
+    if isinstance(example, torch.Tensor):
+        return example[:1] if example.dim() else example
+    if isinstance(example, Mapping):
+        tokens = all(k in _TOKEN_INPUTS and isinstance(v, torch.Tensor) and v.dim() == 2 for k, v in example.items())
+        cut = {k: v[:1] if isinstance(v, torch.Tensor) and v.dim() else v for k, v in example.items()}
+        return {k: v[:, :VERIFY_TOKENS] for k, v in cut.items()} if tokens else cut
+    if isinstance(example, (tuple, list)):
+        return type(example)(v[:1] if isinstance(v, torch.Tensor) and v.dim() else v for v in example)
+    return example
 
 
 def _default_means_all(entry: Mapping[str, Any]) -> dict[str, Any]:

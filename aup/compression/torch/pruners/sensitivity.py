@@ -10,8 +10,11 @@ Layers differ in how much pruning they tolerate. Each round:
    which the accuracy stayed within the threshold (so robust layers get more).
 3. The ratios are scaled so that this round prunes ``sparsity_per_iter`` of all the layers' weights
    (no single layer more than 95% of what it has left, NNI's cap) -- the last round only what is
-   left to reach the target; when whole-filter rounding would prune nothing the step grows -- the
-   base algorithm prunes to the new cumulative sparsities, and the optional ``finetuner`` trains.
+   left to reach the target; when whole-filter rounding would prune nothing, the most robust layer
+   loses exactly one filter -- the base algorithm prunes to the new cumulative sparsities, and the
+   optional ``finetuner`` trains. So the result never passes the target by more than one filter of
+   one layer (NNI pruned a full ``sparsity_per_iter`` every round and counted nominal sparsities, so
+   its last round could overshoot by up to ``sparsity_per_iter``).
 
 It stops when the overall sparsity (``config_list[0]["sparsity"]`` over the configured layers)
 is reached, when the accuracy after a round falls more than ``acc_drop_threshold`` below the
@@ -183,25 +186,46 @@ class SensitivityPruner(CriterionSchedule):
     def _prune_step(self, proportion: Mapping[str, float]) -> dict[str, float] | None:
         """Raise the masks by ``sparsity_per_iter`` of all weights (the last step: what is left) along
         ``proportion``. When rounding to whole filters/elements leaves the step with nothing to prune,
-        the step is doubled (up to ``sparsity_per_iter``). Returns the new sparsities, None if stuck."""
+        the most robust layer (largest proportion) that can still lose one loses exactly one filter
+        (element for ``level``), so the overall sparsity never passes the target by more than one
+        filter of one layer. Returns the new sparsities, None if stuck."""
         step = min(self.sparsity_per_iter, self.target_sparsity - self.current_sparsity())
         before = self.current_sparsity()
-        while True:
-            sparsities = self.cumulative_sparsities(self.normalize(proportion, step))
-            if not sparsities:
-                logger.error("sensitivity: no layer can be pruned further within acc_drop_threshold=%s",
-                             self.acc_drop_threshold)
-                return None
-            self.prune_to(sparsities)
-            achieved = {name: _mask_sparsity(self.masks.masks[name]["weight"]) for name in sparsities}
-            gained = sum(self.weight_count[n] * (a - self.already_pruned[n]) for n, a in achieved.items())
-            if gained > 0:
-                return achieved
-            if step >= self.sparsity_per_iter:
-                logger.warning("sensitivity: a step of %.3f prunes nothing more (below one filter/element per "
-                               "layer); stopping at sparsity %.4f", step, before)
-                return None
-            step = min(2 * step, self.sparsity_per_iter)
+        sparsities = self.cumulative_sparsities(self.normalize(proportion, step))
+        if not sparsities:
+            logger.error("sensitivity: no layer can be pruned further within acc_drop_threshold=%s",
+                         self.acc_drop_threshold)
+            return None
+        self.prune_to(sparsities)
+        achieved = self._achieved(sparsities)
+        if self._gained(achieved) > 0:
+            return achieved
+        layer = self._most_robust_with_a_unit_left(proportion)
+        if layer is None:
+            logger.warning("sensitivity: a step of %.3f prunes nothing more and no layer can lose another "
+                           "filter/element; stopping at sparsity %.4f", step, before)
+            return None
+        units, pruned = self._units(layer)
+        self.prune_to({layer: (pruned + 1 + 1e-6) / units})
+        return self._achieved({layer: 0.0})
+
+    def _achieved(self, sparsities: Mapping[str, float]) -> dict[str, float]:
+        return {name: _mask_sparsity(self.masks.masks[name]["weight"]) for name in sparsities}
+
+    def _gained(self, achieved: Mapping[str, float]) -> float:
+        return sum(self.weight_count[n] * (a - self.already_pruned[n]) for n, a in achieved.items())
+
+    def _units(self, name: str) -> tuple[int, int]:
+        """``(units, pruned units)`` of a layer: filters for filter criteria, elements for level."""
+        mask = self.masks.masks[name]["weight"]
+        if self.base_algo == "level" or mask is None:
+            size = self.layers[name].module.weight.numel()
+            return size, 0 if mask is None else int((mask == 0).sum())
+        return mask.shape[0], int((mask.flatten(1).abs().sum(1) == 0).sum())
+
+    def _most_robust_with_a_unit_left(self, proportion: Mapping[str, float]) -> str | None:
+        candidates = [n for n in self.layers if proportion.get(n, 0) > 0 and self._units(n)[1] + 1 < self._units(n)[0]]
+        return max(candidates, key=lambda n: (proportion[n], n), default=None)
 
     def _run_round(self, index: int, proportion: Mapping[str, float], evaluate: Callable[[], Any],
                    finetune: Callable[[], Any] | None) -> bool:

@@ -1,12 +1,18 @@
 """``FilterPruner``: structured pruning of whole conv output filters, by a per-filter score.
 
 Subclasses give :meth:`FilterPruner.filter_importance` (higher = keep); this class turns it into
-masks exactly as NNI 2.0 does: prune ``int(sparsity * n_filters)`` filters with the lowest score
+masks with NNI 2.0's rules: prune the ``int(sparsity * n_filters)`` filters with the lowest score
 (none when the layer has fewer than 2 filters), mask the conv bias of pruned filters too, and keep
 filters already pruned by an earlier round pruned first (so schedules only grow the pruned set).
+Criteria whose NNI masker is a threshold (``prunes_ties``: l1, l2) prune, as NNI does, every filter
+whose score equals the k-th lowest (``score <= threshold``), so tied scores can prune more than k;
+``prune_exactly=True`` prunes exactly k (lowest index first among ties). The other criteria
+(fpgm, taylorfo, apoz, mean_activation) rank with a stable sort, exactly k, as NNI's argsort did.
 With ``dependency_aware=True`` convs whose channels are tied (see :mod:`.dependency`) first lose a
 shared channel set chosen by their summed scores at the set's smallest sparsity, then each prunes
-the rest of its own target alone. Grouped convolutions lose the same number of filters per group.
+the rest of its own target alone. As in NNI, a tied set shares channels only when every conv of the
+set is pruned by this pruner: with one member excluded the channels could not be removed anyway,
+so the others prune on their own. Grouped convolutions lose the same number of filters per group.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ class FilterPruner(Pruner):
     """Base of l1/l2/fpgm/apoz/mean/taylor: a filter score plus NNI's structured mask rules."""
 
     supported_op_types: ClassVar[tuple[str, ...] | None] = ("Conv2d",)
+    prunes_ties: ClassVar[bool] = False  # NNI's threshold maskers (l1, l2) prune every filter tied at it
 
     def __init__(
         self,
@@ -33,12 +40,15 @@ class FilterPruner(Pruner):
         optimizer: torch.optim.Optimizer | None = None,
         dependency_aware: bool = False,
         dummy_input: Any = None,
+        *,
+        prune_exactly: bool = False,
     ) -> None:
         if dependency_aware and dummy_input is None:
             raise ValueError(f"{self.compressor_name}: dependency_aware=True needs dummy_input "
                              "(an example input batch to trace the model with)")
         super().__init__(model, config_list, optimizer=optimizer, dummy_input=dummy_input)
         self.dependency_aware = bool(dependency_aware)
+        self.ties_pruned = self.prunes_ties and not prune_exactly
         self._dependency_sets: list[list[str]] | None = None
 
     # ------------------------------------------------------------------ criterion
@@ -47,10 +57,10 @@ class FilterPruner(Pruner):
         raise NotImplementedError
 
     def masked_weight(self, name: str, module: nn.Module) -> torch.Tensor:
-        """The layer's weight with its current mask applied (a detached copy)."""
-        weight = module.weight.detach().clone()
+        """The layer's weight with its current mask applied (detached; read-only for the criteria)."""
+        weight = module.weight.detach()
         mask = self.masks.masks.get(name, {}).get("weight")
-        return weight * mask.to(weight) if mask is not None else weight
+        return weight * mask.to(weight) if mask is not None else weight  # criteria never write into it
 
     def _pruned_filters(self, name: str, module: nn.Module) -> torch.Tensor:
         mask = self.masks.masks.get(name, {}).get("weight")
@@ -93,7 +103,7 @@ class FilterPruner(Pruner):
         if forced is not None:
             first = first | forced.cpu()
         ranking[first] = -float("inf")
-        keep = self._select_keep(ranking, num_prune, self._prune_groups(module))
+        keep = self._select_keep(ranking, num_prune, self._prune_groups(module), self.ties_pruned)
         weight_mask = keep.to(module.weight)[(...,) + (None,) * (module.weight.dim() - 1)].expand_as(module.weight)
         bias_mask = keep.to(module.bias) if getattr(module, "bias", None) is not None else None
         return {"weight": weight_mask.contiguous(), "bias": bias_mask}
@@ -105,15 +115,20 @@ class FilterPruner(Pruner):
         return groups if 1 < groups < module.weight.shape[0] else 1
 
     @staticmethod
-    def _select_keep(ranking: torch.Tensor, num_prune: int, groups: int) -> torch.Tensor:
-        """Boolean keep-vector pruning the ``num_prune`` lowest-ranked filters (evenly per group)."""
+    def _select_keep(ranking: torch.Tensor, num_prune: int, groups: int, ties: bool = False) -> torch.Tensor:
+        """Boolean keep-vector pruning the ``num_prune`` lowest-ranked filters (evenly per group);
+        with ``ties`` every filter scoring at most the ``num_prune``-th lowest goes (NNI's threshold)."""
         keep = torch.ones_like(ranking, dtype=torch.bool)
         size = ranking.numel() // groups
         per_group = num_prune // groups if groups > 1 else num_prune
         for g in range(groups):
             part = ranking[g * size:(g + 1) * size]
             order = torch.argsort(part, stable=True)
-            keep[g * size + order[:per_group]] = False
+            if ties and per_group > 0:
+                threshold = part[order[per_group - 1]]
+                keep[g * size:(g + 1) * size] &= part > threshold
+            else:
+                keep[g * size + order[:per_group]] = False
         return keep
 
     def calc_masks(self, sparsities: dict[str, float]) -> dict[str, dict[str, torch.Tensor | None]]:
@@ -124,19 +139,34 @@ class FilterPruner(Pruner):
             members = [m for m in members if m in sparsities]
             if not members:
                 continue
-            forced = self._shared_pruned(members, sparsities) if len(members) > 1 else None
+            scores = {n: self.filter_importance(n, self.layers[n].module) for n in members} if len(members) > 1 else {}
+            forced = self._shared_pruned(members, sparsities, scores) if len(members) > 1 else None
             for name in members:
-                masks[name] = self.calc_mask(name, self.layers[name].module, sparsities[name], forced=forced)
+                masks[name] = self.calc_mask(name, self.layers[name].module, sparsities[name], forced=forced,
+                                             scores=scores.get(name))
         return masks
 
     def dependency_sets(self) -> list[list[str]]:
-        """Tied conv sets among this pruner's layers (traced once, with ``dummy_input``)."""
+        """Tied conv sets among this pruner's layers (traced once, with ``dummy_input``).
+
+        A set of the model with a member this pruner does not prune is split into singletons (NNI 2.0:
+        the shared channels could not be removed, so nothing is shared)."""
         if self._dependency_sets is None:
             with self.statistics_paused():
-                self._dependency_sets = conv_dependency_sets(self.model, self.dummy_input, list(self.layers))
+                every = conv_dependency_sets(self.model, self.dummy_input,
+                                             graph=self.graph.get(self.model, self.dummy_input))
+            sets: list[list[str]] = []
+            covered: set[str] = set()
+            for members in every:
+                mine = [m for m in members if m in self.layers]
+                covered.update(mine)
+                sets += [mine] if len(mine) == len(members) else [[m] for m in mine]
+            sets += [[name] for name in self.layers if name not in covered]
+            self._dependency_sets = [s for s in sets if s]
         return self._dependency_sets
 
-    def _shared_pruned(self, members: list[str], sparsities: dict[str, float]) -> torch.Tensor | None:
+    def _shared_pruned(self, members: list[str], sparsities: dict[str, float],
+                       scores: dict[str, torch.Tensor] | None = None) -> torch.Tensor | None:
         """Channels the whole set loses: lowest summed scores, at the set's smallest sparsity."""
         modules = [self.layers[m].module for m in members]
         n_filters = modules[0].weight.shape[0]
@@ -144,9 +174,10 @@ class FilterPruner(Pruner):
             return None
         total = torch.zeros(n_filters)
         for name, module in zip(members, modules):
-            total += self.filter_importance(name, module).detach().float().cpu()
+            score = (scores or {}).get(name)
+            total += (score if score is not None else self.filter_importance(name, module)).detach().float().cpu()
         num_prune = int(n_filters * min(sparsities[m] for m in members))
         if num_prune < 1:
             return None
         groups = max(self._prune_groups(m) for m in modules)
-        return ~self._select_keep(total, num_prune, groups)
+        return ~self._select_keep(total, num_prune, groups, self.ties_pruned)

@@ -4,7 +4,10 @@ The importance of filter i is ``sum over its elements of (w * dL/dw)^2``, accumu
 first ``statistics_batch_num`` training batches. The gradients are the user's: the pruner hooks the
 given ``optimizer`` (required) and reads ``w`` and ``w.grad`` just before each step, i.e. the
 weights that produced the gradient; once enough batches were seen the masks are computed right
-after that step. Until then the model is dense (NNI 2.0's one-shot Taylor pruner).
+after that step. Until then the model is dense (NNI 2.0's one-shot Taylor pruner). NNI 2.0 read the
+weights *after* ``optimizer.step()`` (its hook ran after the step) with the gradient of the weights
+before it; aup pairs each gradient with the weights it was computed at, the product the Taylor
+expansion is about.
 """
 from __future__ import annotations
 

@@ -14,6 +14,16 @@ many steps are done; NNI compared against a counter that starts at 1 and so bega
 The EMA keeps observing before the start (as TensorFlow's quantization delay does), so the range is
 already settled when quantization begins; NNI only started tracking then.
 NNI 2.0 also fake-quantized the bias to 32 bits, a no-op at float32 precision, which is left out.
+
+Before the first forward pass in training mode, an ``eval()`` model computes with its float weights,
+as NNI 2.0's did (its weight quantization ran only in training mode, and an eval pass reused the
+weights of the last training pass). After one, aup quantizes the current weights in eval mode too
+(NNI reused the quantized weights of the last training pass, before the optimizer step moved them).
+``quantize_eval_before_training=True`` quantizes in eval mode from the start (post-training
+quantization accuracy of an untrained QAT model). For outputs NNI quantized such an untrained eval
+pass with its initial scale 1 and zero point 0 (rounding to integers, because weight and output
+shared one scale buffer); aup's observer takes the range of that first batch instead.
+The EMA ranges are bias-corrected (:class:`~.primitives.EMAObserver`); NNI 2.0's were not.
 """
 from __future__ import annotations
 
@@ -35,8 +45,10 @@ class QATQuantizer(Quantizer):
     compressor_name: ClassVar[str] = "qat"
 
     def __init__(self, model: torch.nn.Module, config_list: list[dict], optimizer: torch.optim.Optimizer | None = None,
-                 dummy_input: object = None) -> None:
+                 dummy_input: object = None, *, quantize_eval_before_training: bool = False) -> None:
         self.observers: dict[str, dict[str, EMAObserver]] = {}
+        self.quantize_eval_before_training = bool(quantize_eval_before_training)
+        self.trained = False  # a forward pass in training mode has happened
         super().__init__(model, config_list, optimizer, dummy_input)
         for layer in self.layers:
             self.observers[layer.name] = {kind: EMAObserver(EMA_DECAY)
@@ -49,6 +61,10 @@ class QATQuantizer(Quantizer):
     def quantize_weight(self, layer: QuantLayer, weight: torch.Tensor, *, export: bool = False
                         ) -> tuple[torch.Tensor, QuantSpec]:
         quantized, spec = quantize_affine(weight, layer.bits["weight"])
+        if layer.module.training:
+            self.trained = True
+        elif not (export or self.trained or self.quantize_eval_before_training):
+            return weight, spec  # NNI 2.0: an untrained model evaluates with its float weights
         if export or self.started(layer):
             return quantized, spec
         return weight, spec

@@ -3,12 +3,18 @@
 A DDPG agent (:mod:`.agent`) walks the prunable layers (:mod:`.env`) and picks each one's preserve
 ratio from a layer embedding; actions are clipped so that the FLOPs budget (``flops_ratio`` of the
 dense MACs) stays reachable and rounded to ``channel_round`` channels. At the end of an episode the
-channels are pruned on a copy (L1 filter selection, least-squares refit of the next layers on
+channels are pruned on a copy (channel selection, least-squares refit of the next layers on
 calibration samples from ``val_loader``) and ``evaluator(val_loader, model)`` gives the reward
 (``acc_reward``: accuracy; ``acc_flops_reward``: -error * log(FLOPs)). ``warmup`` episodes use
 random actions; later ones add truncated-normal noise of width ``init_delta * delta_decay**k``.
 After ``train_episode`` episodes the best policy is applied to the model as structured masks (conv
 or linear filters plus their BatchNorm / depthwise channels), which ``apply_speedup`` shrinks.
+
+Channel selection (``channel_criterion``) is by default the AMC paper's and NNI 2.0's: keep the
+channels whose weights in the *next* layers have the largest magnitude, then refit those layers by
+least squares. ``channel_criterion`` may instead name a weight filter criterion of the catalog
+(``"l1"``, ``"l2"``, ``"fpgm"``), which then scores the producing layer's own filters (aup used L1
+filter norms before it followed the paper).
 
 ``model_type`` and ``dataset`` only named NNI's supported MobileNet set-ups; any traceable model
 works here, so they are accepted and ignored, as are ``suffix``, ``window_length``, ``epsilon``,
@@ -26,14 +32,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._search import check_callable, check_choice, check_number, progress, working_dir, write_json
+from .._search import (
+    BASE_ALGOS, check_callable, check_choice, check_number, is_structured, make_base_pruner, progress, working_dir,
+    write_json,
+)
 from ..base import Pruner
 from .agent import DDPG, Transition, truncated_normal
-from .env import ChannelPruningEnv, analyse_model
+from .env import ChannelPruningEnv, ChannelScore, PrunableLayer, analyse_model, next_layer_magnitude
 
 __all__ = ["AMCPruner"]
 
 REWARDS = ("acc_reward", "acc_flops_reward")
+FILTER_CRITERIA = tuple(a for a in BASE_ALGOS if is_structured(a))  # data-free filter scores: l1, l2, fpgm
 
 
 def _inputs(batch: Any) -> Any:
@@ -45,7 +55,8 @@ class AMCPruner(Pruner):
     dataset='cifar10', flops_ratio=0.5, lbound=0.2, rbound=1.0, reward='acc_reward', n_calibration_batches=60,
     n_points_per_layer=10, channel_round=8, hidden1=300, hidden2=300, lr_c=1e-3, lr_a=1e-4, warmup=100,
     discount=1.0, bsize=64, rmsize=100, window_length=1, tau=0.01, init_delta=0.5, delta_decay=0.99,
-    max_episode_length=1e9, output_dir=None, debug=False, train_episode=800, epsilon=50000, seed=None)``.
+    max_episode_length=1e9, output_dir=None, debug=False, train_episode=800, epsilon=50000, seed=None,
+    channel_criterion='next_layer')``.
     """
 
     compressor_name: ClassVar[str] = "amc"
@@ -59,9 +70,11 @@ class AMCPruner(Pruner):
                  discount: float = 1.0, bsize: int = 64, rmsize: int = 100, window_length: int = 1, tau: float = 0.01,
                  init_delta: float = 0.5, delta_decay: float = 0.99, max_episode_length: float = 1e9,
                  output_dir: str | None = None, debug: bool = False, train_episode: int = 800, epsilon: int = 50000,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, channel_criterion: str = "next_layer") -> None:
         super().__init__(model, config_list)
         n = self.compressor_name
+        self.channel_criterion = check_choice(n, "channel_criterion", channel_criterion,
+                                              ("next_layer", *FILTER_CRITERIA))
         self.evaluator = check_callable(n, "evaluator", evaluator)
         if val_loader is None:
             raise ValueError(f"{n}: val_loader is required (batches for rewards and least-squares calibration)")
@@ -118,12 +131,24 @@ class AMCPruner(Pruner):
                              f"({'; '.join(f'{k}: {v}' for k, v in skipped.items())})")
         self.env = ChannelPruningEnv(self.model, layers, calibration, flops_ratio=self.flops_ratio, lbound=self.lbound,
                                      rbound=self.rbound, channel_round=self.channel_round,
-                                     n_points_per_layer=self.n_points_per_layer, seed=self.seed)
+                                     n_points_per_layer=self.n_points_per_layer, seed=self.seed,
+                                     channel_score=self._channel_score(layers))
         floor = self.env.flops({i: self.env.min_ratio(i) for i in range(len(layers))})
         if floor > self.env.budget * 1.0001:
             progress("amc: even the smallest widths (lbound=%.2f) leave %.0f%% of the FLOPs; the budget %.0f%% "
                      "cannot be met", self.lbound, 100 * floor / self.env.total_flops, 100 * self.flops_ratio)
         return self.env
+
+    def _channel_score(self, layers: list[PrunableLayer]) -> ChannelScore:
+        """The paper's next-layer magnitude, or a catalog filter criterion called on the producer."""
+        if self.channel_criterion == "next_layer":
+            return next_layer_magnitude
+        convs = [layer.name for layer in layers if isinstance(layer.module, nn.Conv2d)]
+        if not convs:
+            raise ValueError(f"{self.compressor_name}: channel_criterion={self.channel_criterion!r} scores conv "
+                             "filters and no prunable layer is a Conv2d; use channel_criterion='next_layer'")
+        criterion = make_base_pruner(self.model, self.channel_criterion, convs)
+        return lambda layer, modules: criterion.filter_importance(layer.name, modules[layer.name])
 
     # ------------------------------------------------------------------ search
     def compress(self) -> nn.Module:

@@ -4,9 +4,11 @@ One step per prunable layer, in forward order. A prunable layer is a configured 
 whose output channels feed other layers and are tied to no other producer: residual-tied convs are
 skipped, as the AMC paper does for ResNet, and a depthwise conv after a pointwise conv follows it
 (MobileNetV2). The action is the layer's *preserve ratio*; its channels are rounded up to a multiple
-of ``channel_round``; channel selection keeps the filters of largest L1 norm; the BatchNorms and
-depthwise convs of the same channels are masked with them; the consuming layers' weights are then
-re-fitted by least squares on calibration samples (He et al. 2017, used by AMC).
+of ``channel_round``; channel selection (a ``ChannelScore``) keeps the channels of largest score --
+by default the AMC paper's and NNI 2.0's: the magnitude of the *next* layers' weights on each input
+channel, ``sum |W_next[:, c]|`` over every consumer -- the BatchNorms and depthwise convs of the same
+channels are masked with them, and the consuming layers' weights are then re-fitted by least squares
+on calibration samples (He et al. 2017, used by AMC).
 
 FLOPs are the MACs of every conv / linear (NNI's default counting); after pruning, a layer costs
 ``dense MACs * (kept outputs / outputs) * (kept inputs / inputs)``, which is exactly what the
@@ -18,13 +20,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["PrunableLayer", "ChannelPruningEnv", "analyse_model"]
+__all__ = ["PrunableLayer", "ChannelPruningEnv", "analyse_model", "ChannelScore", "next_layer_magnitude"]
 
 
 @dataclass
@@ -36,6 +38,20 @@ class PrunableLayer:
     n_channels: int
     followers: list[str] = field(default_factory=list)  # depthwise convs / BNs sharing the channels
     consumers: dict[str, list[list[int]]] = field(default_factory=dict)  # name -> input indices per channel
+
+
+# (layer, modules of the model being pruned) -> one score per output channel of the layer; higher keeps
+ChannelScore = Callable[[PrunableLayer, Mapping[str, nn.Module]], torch.Tensor]
+
+
+def next_layer_magnitude(layer: PrunableLayer, modules: Mapping[str, nn.Module]) -> torch.Tensor:
+    """AMC's channel importance: ``sum |W|`` of the consumers' weights reading each channel."""
+    scores = torch.zeros(layer.n_channels, dtype=torch.float64)
+    for consumer, per_channel in layer.consumers.items():
+        columns = modules[consumer].weight.detach().abs().transpose(0, 1).flatten(1).sum(1).double().cpu()
+        for channel, inputs in enumerate(per_channel):
+            scores[channel] += float(columns[inputs].sum()) if inputs else 0.0
+    return scores
 
 
 def _is_depthwise(module: nn.Module) -> bool:
@@ -109,8 +125,9 @@ class ChannelPruningEnv:
 
     def __init__(self, model: nn.Module, layers: list[PrunableLayer], calibration: list[Any], *,
                  flops_ratio: float, lbound: float, rbound: float, channel_round: int, n_points_per_layer: int,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, channel_score: ChannelScore = next_layer_magnitude) -> None:
         self.model = model
+        self.channel_score = channel_score
         self.layers = layers
         self.flops_ratio, self.lbound, self.rbound = flops_ratio, lbound, rbound
         self.channel_round = channel_round
@@ -249,10 +266,9 @@ class ChannelPruningEnv:
         picks = torch.stack([torch.as_tensor(self.rng.choice(positions, take, replace=False)) for _ in range(n)])
         return torch.gather(cols, 2, picks[:, None, :].expand(n, dim, take)).permute(0, 2, 1).reshape(-1, dim)
 
-    @staticmethod
-    def keep_mask(module: nn.Module, k: int) -> torch.Tensor:
-        """Boolean keep vector of the ``k`` output channels with the largest L1 filter norm."""
-        scores = module.weight.detach().flatten(1).abs().sum(1).cpu()
+    def keep_mask(self, layer: PrunableLayer, modules: Mapping[str, nn.Module], k: int) -> torch.Tensor:
+        """Boolean keep vector of the ``k`` output channels with the largest channel score."""
+        scores = self.channel_score(layer, modules).detach().double().cpu()
         keep = torch.zeros(scores.numel(), dtype=torch.bool)
         keep[torch.argsort(scores, descending=True, stable=True)[:k]] = True
         return keep
@@ -265,7 +281,7 @@ class ChannelPruningEnv:
             k = self.channels(index, ratios.get(index, 1.0))
             if k >= layer.n_channels:
                 continue
-            keep = self.keep_mask(modules[layer.name], k)
+            keep = self.keep_mask(layer, modules, k)
             for name in [layer.name, *layer.followers]:
                 module = modules[name]
                 entry: dict[str, torch.Tensor | None] = {}

@@ -1,0 +1,146 @@
+"""Several runners on one experiment: workers that join a running study in a shared store.
+
+A joined runner (``aup run EXP.json --join`` or ``aup worker NAME``) loads the running study, builds
+its own sampler on it and runs its own trials: Optuna's RDB storage hands every ``ask`` a new trial,
+so no two runners ever run the same trial, and samplers that keep their state in the study (random,
+TPE, GP, CMA-ES, QMC, NSGA-II: Optuna designs them for distributed optimisation) see every
+runner's results. Interrupted trials a runner queues again (WAITING) are picked up by whichever
+runner asks next.
+
+``n_samples`` is the experiment's, not each runner's: :class:`SharedBudget` counts the trials of
+every runner in the store before and after each ``ask``, and a trial asked after another runner took
+the last slot is not run (it is recorded FAIL, marked interrupted, with the reason).
+
+Proposers that keep state in the runner (``sequence``'s grid order, hyperband/bohb brackets) cannot
+be joined: a second runner would repeat their configurations. A joined runner needs a server store
+(PostgreSQL, MySQL) reachable from every machine; an SQLite file is one machine's.
+
+Status: the study is marked finished by the last runner to finish (the one that sees no running
+trial left); a worker's Ctrl-C or failure stops that worker only.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from typing import Any
+
+from aup import store
+from aup.errors import UserError
+
+JOINABLE = frozenset({"random", "tpe", "hyperopt", "gp", "spearmint", "cmaes", "qmc", "nsga2"})
+EXCESS_REASON = "not run: n_samples was reached by other runners"
+WORKERS_ATTR = "workers"
+
+
+def is_shared(url: str) -> bool:
+    """A server store that several machines can share (not an SQLite file)."""
+    return not url.startswith("sqlite")
+
+
+def check_joinable(proposer: str, url: str) -> None:
+    """UserError (one line) when runners cannot join this experiment."""
+    if not is_shared(url):
+        raise UserError("--join needs a results store on a server that every runner reaches "
+                        "(--storage postgresql+psycopg://USER@HOST/DB); an SQLite file belongs to one runner")
+    if proposer.lower() not in JOINABLE:
+        raise UserError(f"the {proposer!r} proposer keeps its state in the runner that started the experiment, "
+                        f"so other runners cannot join it (joinable: {', '.join(sorted(JOINABLE))})")
+
+
+def running_study(storage: Any, name: str, exact: bool = False) -> str:
+    """The study ``name`` (``exact``) or the latest study of experiment ``name``, if it is running;
+    else a UserError saying what to do."""
+    latest = name if exact and name in store.study_names(storage) else store.latest_study_for(storage, name)
+    if latest is None or exact and latest != name:
+        raise UserError(f"--join: no run of the experiment {name!r} in the storage; start it first with aup run")
+    import optuna
+
+    status = optuna.load_study(study_name=latest, storage=storage).user_attrs.get(store.ATTR_STATUS)
+    if status != "running":
+        raise UserError(f"--join: the latest run of {name!r} ({latest!r}) is {status}, not running "
+                        f"(continue it with: aup resume {latest!r})")
+    return latest
+
+
+def worker_seed() -> int:
+    """A seed of its own per worker: two runners with the experiment's seed would propose the same points."""
+    return secrets.randbelow(2**31 - 1)
+
+
+def runner_id() -> str:
+    """``host:pid`` of this runner, recorded on each trial it runs in a shared study."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_lease_name(study_name: str) -> str:
+    """A lease of this worker's own: the store then knows which workers of a study are alive."""
+    return f"{_worker_prefix(study_name)}{runner_id()}:{secrets.token_hex(4)}"
+
+
+def _worker_prefix(study_name: str) -> str:
+    return f"worker:{study_name}:"
+
+
+def live_workers(storage: Any, study_name: str) -> set[str]:
+    """``host:pid`` of the workers of ``study_name`` whose lease is alive (their trials are theirs)."""
+    from aup.runner.lease import LeaseError, live_holders
+
+    try:
+        return {f"{h.host}:{h.pid}" for h in live_holders(storage, _worker_prefix(study_name))}
+    except LeaseError:
+        return set()
+
+
+def shared_budget(proposer: Any, study: Any, exp: Any, url: str) -> Any:
+    """``proposer`` counting ``n_samples`` over every runner, where runners can join; else as is."""
+    if is_shared(url) and (exp.proposer or "").lower() in JOINABLE and exp.n_samples:
+        return SharedBudget(proposer, study, exp.n_samples)
+    return proposer
+
+
+def register_worker(study: Any) -> None:
+    """Note this runner in the study (informative: ``aup show`` and the dashboard list it)."""
+    from aup.store import now_iso
+
+    workers = list(study.user_attrs.get(WORKERS_ATTR, []))
+    workers.append({"host": socket.gethostname(), "pid": os.getpid(), "joined": now_iso()})
+    study.set_user_attr(WORKERS_ATTR, workers)
+
+
+class SharedBudget:
+    """A proposer whose ``n_samples`` counts the trials of every runner on the study."""
+
+    def __init__(self, inner: Any, study: Any, n_samples: int) -> None:
+        self.inner, self.study, self.n_samples = inner, study, n_samples
+
+    def propose(self) -> Any:
+        from aup.proposer_ext import WAIT
+
+        if store.trials_in_budget(self.study) >= self.n_samples:
+            return None
+        proposal = self.inner.propose()
+        if proposal is None or proposal is WAIT:
+            return proposal
+        trial = proposal.trial
+        if store.trials_in_budget(self.study, below_number=trial.number) >= self.n_samples:
+            self._drop(trial)  # another runner asked for the last slot between our count and our ask
+            return None
+        return proposal
+
+    def _drop(self, trial: Any) -> None:
+        from optuna.trial import TrialState
+
+        store.set_trial_user_attrs(self.study, trial, {"status_reason": EXCESS_REASON, "interrupted": True})
+        self.study.tell(trial, state=TrialState.FAIL)
+        self.inner.complete(trial.number, TrialState.FAIL, None)
+
+    def __getattr__(self, name: str) -> Any:  # total, finished, complete, name... as the wrapped proposer
+        return getattr(self.inner, name)
+
+
+def others_running(study: Any) -> int:
+    """Trials still running on other runners (this runner's are all told when it finishes)."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))

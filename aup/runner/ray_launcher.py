@@ -1,0 +1,408 @@
+"""One trial attempt as a Ray task: the same script contract as a local process, on any node.
+
+The runner sees a ``RayTrialProcess`` exactly like a local ``TrialProcess``: ``start``, ``poll``,
+``new_results``, ``outcome``, ``terminate``/``kill``/``stop``. Behind it, a streaming Ray task
+(``_run_on_node``) runs ``<script> <job config>`` as a child process on whichever node Ray picks and
+yields what the child appends to its output and to its result channel, every ``STREAM_EVERY_S``.
+The runner writes those bytes to the usual ``jobs/<trial>.out`` and ``.channel.jsonl`` files, so
+result parsing, early stopping and the views work unchanged.
+
+Files. When the node sees the runner's working directory (the same machine, or shared storage
+mounted at the same path: the task checks that the job config file there holds this job), the script
+runs in it and writes its files (saved models...) there directly. Otherwise the job config is written
+to a scratch directory on the node, the script runs in the task's directory (Ray's
+``runtime_env.working_dir`` if the experiment sets one) and a saved model folder
+(``aup_models/<folder_name>``) comes back as a tar stream into the runner's working directory.
+
+Failures. The task is never retried by Ray (``max_retries=0``): ``job_failure`` decides. A worker or
+node that dies fails the attempt with Ray's reason; the child dies with its worker (Linux parent-
+death signal). ``terminate`` cancels the task (the task ends the child's process group), ``kill``
+force-cancels it (the worker is killed).
+
+Cluster. ``connect`` joins ``resource_args.address`` or starts a local cluster sized to the
+experiment (``n_parallel`` x ``num_cpus``), with no dashboard, Ray's files under the system temp dir,
+and token authentication from a random per-run token held in the environment (Ray would otherwise
+write ``~/.ray/auth_token``).
+"""
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from functools import lru_cache
+from typing import Any, Callable, Iterator
+
+from aup.errors import UserError
+from aup.runner.launcher import MAX_LINE, AttemptOutcome, TrialProcess, _Tail
+
+STREAM_EVERY_S = 0.1
+CHUNK_LIMIT = 1 << 20  # at most 1 MiB of output per streamed item
+LOST_EXIT_CODE = -1  # the exit code recorded when the task (not the script) ended the attempt
+
+
+# ---- the cluster ---------------------------------------------------------------------------------
+def connect(address: str | None, *, local_cpus: float, local_gpus: float = 0,
+            runtime_env: dict[str, Any] | None = None) -> None:
+    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local one; once per process."""
+    if "RAY_AUTH_MODE" not in os.environ and not (address or os.environ.get("RAY_ADDRESS")):
+        # a local cluster with token auth and no file in $HOME: the token lives in this process's
+        # environment (set before Ray is imported, which is when Ray reads it)
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    import ray
+
+    if ray.is_initialized():
+        return
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
+                               "configure_logging": True}
+    if runtime_env:
+        options["runtime_env"] = runtime_env
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            ray.init(address=address, **options)
+        else:
+            ray.init(num_cpus=max(1, int(round(local_cpus))), num_gpus=int(local_gpus), _node_ip_address="127.0.0.1",
+                     _temp_dir=os.path.join(tempfile.gettempdir(), "ray"), **options)
+    except Exception as exc:  # noqa: BLE001 - Ray raises many types (ConnectionError, RuntimeError...)
+        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+        text = str(exc).strip().splitlines()
+        raise UserError(f"cannot connect to {where}: {text[0] if text else type(exc).__name__}") from None
+
+
+# ---- the task (runs on a Ray worker) -------------------------------------------------------------
+def _run_on_node(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Run the trial script on this node, yielding ``{"log": bytes, "channel": bytes}`` as it runs and
+    finally ``{"exit": code, "files": tar bytes | None}``."""
+    scratch = Path(tempfile.mkdtemp(prefix="aup-trial-"))
+    shared = _holds(Path(spec["job_path"]), spec["job_text"])
+    if shared:
+        job_path, cwd = spec["job_path"], spec["workingdir"]
+    else:
+        job_path = str(scratch / Path(spec["job_path"]).name)
+        Path(job_path).write_text(spec["job_text"], encoding="utf-8")
+        cwd = os.getcwd()
+    log_path, channel_path = scratch / "trial.out", scratch / "trial.channel.jsonl"
+    env = {**os.environ, **spec["env"], "AUP_CHANNEL": str(channel_path)}
+    command = _node_command(spec, cwd) + [job_path]
+    child = None
+    try:
+        with open(log_path, "wb") as log:
+            try:
+                child = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
+            except OSError as exc:  # the script or interpreter is missing on this node
+                yield {"log": f"aup: cannot start {command[0]} on this node: {exc.strerror}\n".encode(),
+                       "exit": 127, "files": None}
+                return
+        readers = {"log": _Reader(log_path), "channel": _Reader(channel_path)}
+        while child.poll() is None:
+            time.sleep(STREAM_EVERY_S)
+            chunk = {name: reader.read() for name, reader in readers.items()}
+            if any(chunk.values()):
+                yield chunk
+        while True:  # what is left after the exit, in pieces of at most CHUNK_LIMIT
+            chunk = {name: reader.read() for name, reader in readers.items()}
+            if not any(chunk.values()):
+                break
+            yield chunk
+        files = None if shared else _pack(Path(cwd), spec.get("return_dirs", []))
+        yield {"exit": child.returncode, "files": files}
+    finally:  # cancelled (KeyboardInterrupt from ray.cancel) or finished: no leftovers on the node
+        if child is not None:
+            _kill_group(child.pid)
+        _remove(scratch)
+
+
+def _holds(path: Path, text: str) -> bool:
+    try:
+        return path.read_text(encoding="utf-8") == text
+    except OSError:
+        return False
+
+
+def _node_command(spec: dict[str, Any], cwd: str) -> list[str]:
+    """The script tokens for this node: its own Python, the script where this node has it."""
+    command = list(spec["command"])
+    start = 0
+    if spec.get("python"):
+        command[0] = sys.executable
+        start = 1
+    if start < len(command) and not os.path.exists(command[start]) and spec.get("script_rel"):
+        candidate = os.path.join(cwd, spec["script_rel"])
+        if os.path.exists(candidate):
+            command[start] = candidate
+    return command
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the Ray worker that started it dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class _Reader:
+    """New bytes of a growing file since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, 0
+
+    def read(self) -> bytes:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read(CHUNK_LIMIT)
+        except FileNotFoundError:
+            return b""
+        self.offset += len(data)
+        return data
+
+
+def _pack(base: Path, folders: list[str]) -> bytes | None:
+    present = [f for f in folders if (base / f).is_dir()]
+    if not present:
+        return None
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for folder in present:
+            tar.add(base / folder, arcname=folder)
+    return buffer.getvalue()
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _remove(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---- the runner's side ---------------------------------------------------------------------------
+@dataclass
+class RayTrialProcess(TrialProcess):
+    """A trial attempt running as a Ray task; the same interface as ``TrialProcess``."""
+
+    num_cpus: float = 1
+    num_gpus: float = 0
+    script_rel: str | None = None
+    python: bool = False
+    return_dirs: list[str] = field(default_factory=list)
+    _generator: Any = None
+    _exit: int | None = None
+    _lost: str | None = None
+    _done: bool = False
+
+    def start(self) -> None:
+        for stale in (self.channel_path, self.log_path):
+            stale.unlink(missing_ok=True)
+        self.log_path.touch()
+        job_path = self.command[-1]
+        spec = {"command": self.command[:-1], "job_path": job_path,
+                "job_text": Path(job_path).read_text(encoding="utf-8"), "workingdir": str(self.workingdir),
+                "env": self.env, "python": self.python, "script_rel": self.script_rel,
+                "return_dirs": self.return_dirs}
+        task = _remote_task().options(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0,
+                                                num_returns="streaming")
+        self._generator = task.remote(spec)
+        self.started = time.time()
+        self._channel_tail = _Tail(self.channel_path)
+        self._log_tail = _Tail(self.log_path)
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    def poll(self) -> int | None:
+        if not self._done:
+            self._drain()
+        if not self._done:
+            self._cap_log()  # log_limit, as for a local trial
+        if not self._done and self.timeout is not None and time.time() - self.started > self.timeout:
+            self.kill(f"timed out after {self.timeout:g}s")
+            self._wait(10.0)
+        if not self._done:
+            return None
+        if self.ended is None:
+            self.ended = time.time()
+        return self._exit if self._exit is not None else LOST_EXIT_CODE
+
+    def _drain(self) -> None:
+        """Take every item the task has streamed so far; notice its end."""
+        import ray
+        from ray.exceptions import RayError
+
+        while not self._done:
+            if self._generator.next_ready():
+                try:
+                    self._take(ray.get(next(self._generator)))
+                except StopIteration:
+                    self._done = True
+                except RayError as exc:
+                    self._lost = self._lost or _ray_reason(exc)
+                    self._done = True
+            elif self._generator.is_finished():
+                self._done = True
+            else:
+                return
+
+    def _take(self, item: dict[str, Any]) -> None:
+        for name, path in (("log", self.log_path), ("channel", self.channel_path)):
+            if item.get(name):
+                with open(path, "ab") as handle:
+                    handle.write(item[name])
+        if "exit" in item:
+            self._exit = int(item["exit"])
+            if item.get("files"):
+                _unpack(item["files"], self.workingdir)
+
+    def _wait(self, seconds: float) -> None:
+        deadline = time.time() + seconds
+        while not self._done and time.time() < deadline:
+            self._drain()
+            time.sleep(0.02)
+        if not self._done:  # the cluster did not answer: give up on this task
+            self._lost = self._lost or "the Ray task did not stop"
+            self._done = True
+
+    def terminate(self) -> None:
+        self._cancel(force=False)
+
+    def kill(self, reason: str | None = None) -> None:
+        if reason and self.killed_reason is None:
+            self.killed_reason = reason
+        self._cancel(force=True)
+
+    def _cancel(self, force: bool) -> None:
+        import ray
+
+        if self._generator is not None and not self._done:
+            try:
+                ray.cancel(self._generator, force=force)
+            except Exception:  # already finished, or the cluster is gone
+                pass
+
+    def stop(self, reason: str, grace: float = 3.0) -> int:
+        if self.killed_reason is None:
+            self.killed_reason = reason
+        if not self._done:
+            self.terminate()
+            if grace > 0:
+                self._wait(grace)
+            else:
+                self._drain()
+            if not self._done:
+                self.kill()
+                self._wait(10.0)
+        code = self.poll()
+        assert code is not None
+        return code
+
+    def outcome(self) -> AttemptOutcome:
+        assert self._done
+        self._finish_log()
+        self._absorb(self._channel_tail.close(), self._log_tail.close())
+        if self._channel_tail.overlong and self._bad_record is None:
+            self._bad_record = f"bad channel record: a line longer than {MAX_LINE // 1024} KB"
+        results = list(self._current_results())
+        if self._exit is None:
+            reason = self.killed_reason or self._lost or "the Ray task ended without an exit code"
+            return AttemptOutcome(None, results, dict(self._metrics), reason)
+        return AttemptOutcome(self._exit, results, dict(self._metrics), self._reason(self._exit, results))
+
+
+def _ray_reason(exc: Exception) -> str:
+    """One line for why Ray ended the task (worker died, node died, cancelled...)."""
+    from ray import exceptions as rex
+
+    if isinstance(exc, rex.TaskCancelledError):
+        return "cancelled"
+    if isinstance(exc, rex.WorkerCrashedError):
+        return "the Ray worker running the trial died"
+    if isinstance(exc, rex.NodeDiedError):
+        return "the Ray node running the trial died"
+    if isinstance(exc, rex.OutOfMemoryError):
+        return "the Ray worker was killed for running out of memory"
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    return f"Ray: {name}: {text[:240]}" if text else f"Ray: {name}"
+
+
+def _unpack(data: bytes, workingdir: Path) -> None:
+    """Files a node sent back (saved models) into the working directory; nothing may land outside it."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        tar.extractall(workingdir, filter="data")
+
+
+def make_launcher(loaded: Any) -> Callable[..., RayTrialProcess]:
+    """The launcher for ``"resource": "ray"``: takes ``TrialProcess``'s arguments, runs a Ray task.
+
+    Connects to the cluster here, when the runner is built: after every check of the experiment
+    (a config error never starts Ray) and before the study is created or changed.
+    Only the variables the experiment adds to the environment travel with the task; the node keeps
+    its own ``PATH``, ``HOME``... and Ray sets ``CUDA_VISIBLE_DEVICES`` from ``num_gpus``.
+    """
+    exp = loaded.experiment
+    args = exp.resource_args
+    script_rel = _script_relative(loaded.command, Path(loaded.workingdir))
+
+    connect(args.address, local_cpus=exp.n_parallel * args.num_cpus, local_gpus=exp.n_parallel * args.num_gpus,
+            runtime_env=args.runtime_env)
+
+    def launch(**kwargs: Any) -> RayTrialProcess:
+        command = kwargs["command"]
+        env = {**exp.runtime_args.env, **{k: v for k, v in kwargs["env"].items() if os.environ.get(k) != v}}
+        env.pop("CUDA_VISIBLE_DEVICES", None)
+        job_config = _read_job(Path(command[-1]))
+        folder = job_config.get("folder_name") if job_config.get("save_model") else None
+        return RayTrialProcess(**{**kwargs, "env": env}, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                               script_rel=script_rel, python=command[0] == sys.executable,
+                               return_dirs=[f"aup_models/{folder}"] if folder else [])
+
+    return launch
+
+
+def _script_relative(command: list[str], workingdir: Path) -> str | None:
+    """The script's path relative to the working dir (found again under a node's runtime_env dir)."""
+    for token in command[:2]:
+        path = Path(token)
+        if path.is_file() and path != Path(sys.executable):
+            try:
+                return str(path.resolve().relative_to(workingdir.resolve()))
+            except ValueError:
+                return path.name
+    return None
+
+
+@lru_cache(maxsize=None)
+def _remote_task() -> Any:
+    import ray
+
+    return ray.remote(_run_on_node)
+
+
+def _read_job(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
