@@ -269,3 +269,42 @@ def test_quantizer_export_measures_with_an_input_seen_in_training(tmp_path: Path
     quantizer.export_model("q.pt", folder_name=str(tmp_path), save_best_only=True, **config)
     metrics = {k: v for line in channel.read_text().splitlines() for k, v in json.loads(line).get("metrics", {}).items()}
     assert metrics["model_bytes"] > 0 and metrics["param_count"] == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("compressor", ["activation_apoz_rank_filter", "activation_mean_rank_filter",
+                                        "taylor_fo_weight_filter", "l1_filter"])
+def test_statistics_pruners_report_sizes_on_export_inside_a_trial(tmp_path: Path, monkeypatch: Any,
+                                                                  compressor: str) -> None:
+    """Auptimizer's mnist.py flow (statistics from training, apply_speedup, export with speedup): every
+    filter pruner must report its sizes (an attribute of the activation pruners once shadowed the
+    measuring code and no size reached the store)."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    import aup
+
+    channel = tmp_path / "channel.jsonl"
+    monkeypatch.setenv("AUP_CHANNEL", str(channel))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 4 * 4, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    config = {"compression_framework": "torch", "compression_type": "pruning", "compressor": compressor,
+              "config_list": [{"sparsity": 0.5, "op_types": ["Conv2d"]}], "save_model": True,
+              "folder_name": str(tmp_path / "out")}
+    pruner = aup.create_compressor(model, config, optimizer=optimizer)
+    pruner.compress()
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(torch.randn(4, 1, 8, 8)).sum().backward()
+        optimizer.step()
+    pruner.apply_speedup(torch.randn(1, 1, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # "could not measure" would be a warning
+        pruner.export_model("m.pt", speedup=True, folder_name=config["folder_name"])
+    records = [json.loads(line) for line in channel.read_text().splitlines()]
+    last = [r["metrics"] for r in records if r["kind"] == "metrics"][-1]
+    assert last["model_bytes"] > 0 and last["param_count"] < sum(p.numel() for p in nn.Sequential(
+        nn.Conv2d(1, 8, 3), nn.Conv2d(8, 8, 3), nn.Linear(8 * 4 * 4, 3)).parameters())
