@@ -97,7 +97,7 @@ CASES: list[tuple[str, Callable[[], str], str]] = [
     ("script number", change(script=3), "script: expected a string, got 3"),
     # resource
     ("resource missing", change(resource=DELETE), "resource: required key is missing"),
-    ("resource unknown", change(resource="tpu"), 'resource: expected "cpu" or "gpu", got "tpu"'),
+    ("resource unknown", change(resource="tpu"), 'resource: expected "cpu", "gpu" or "ray", got "tpu"'),
     ("resource node", change(resource="node"), "resource: 'node' (SSH nodes) is not supported by aup"),
     ("resource aws", change(resource="aws"), "resource: 'aws' (AWS instances) is not supported by aup"),
     ("resource passive", change(resource="passive"), "'passive' (passive (manual) trials) is not supported"),

@@ -234,9 +234,10 @@ def base_algos(framework: str = "torch", scores: tuple[str, ...] | None = None) 
 
 
 def quantization(name: str, framework: str = "torch") -> Quantization:
-    """The quant facts of a quantizer (KeyError-free: unknown names raise UnknownCompressor)."""
+    """The quant facts of a quantizer (unknown names raise UnknownCompressor, listing the known ones)."""
     quant = lookup(framework, "quantization", name).quant
-    assert quant is not None, f"catalog entry {name!r} is a quantizer without quant facts"
+    if quant is None:
+        raise RuntimeError(f"catalog entry {name!r} is a quantizer without quant facts (add Quantization(...))")
     return quant
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from aup.compression import catalog
+import aup.compression.catalog as catalog
 from aup.compression.catalog import FRAMEWORK_ALIASES, Entry, canonical_framework, find_types
 
 __all__ = ["COMPRESSORS", "FRAMEWORK_ALIASES", "resolve", "canonical_framework", "find", "load_class",

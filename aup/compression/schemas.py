@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
-from aup.compression import catalog
+import aup.compression.catalog as catalog
 from aup.compression.keyspec import QUANT_TYPES, KeySpec, Schema
 from aup.errors import FieldError, did_you_mean
 

@@ -16,7 +16,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from aup.compression import registry, schemas
+import aup.compression.registry as registry
+import aup.compression.schemas as schemas
 
 __all__ = ["CompressionSpec", "normalize_config", "is_pipeline", "pipeline_stages", "resolve_class",
            "bind_arguments", "build_stage", "accepted_kwargs", "merge_compressor_args"]

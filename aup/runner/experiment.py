@@ -1,9 +1,9 @@
 """The experiment loop: proposer -> trial processes -> store, on Optuna's ask/tell.
 
 One thread does everything: it asks the proposer for trials while slots are free, starts each trial
-as a process (``launcher.TrialProcess``), polls them with a short adaptive sleep, reports
-intermediate results (``trial.report``) and asks the pruner, and tells the study how each trial
-ended. No worker threads means no shared-state races (Auptimizer ran callbacks on executor
+as a process (``launcher.TrialProcess``, or a Ray task: ``ray_launcher``), polls them with a short
+adaptive sleep, reports intermediate results (``trial.report``) and asks the pruner, and tells the
+study how each trial ended. No worker threads means no shared-state races (Auptimizer ran callbacks on executor
 threads and mutated ``os.environ`` from them), and signals only set flags.
 
 The modules around the loop: ``prepare`` (every check on an in-memory study before anything is
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from aup import store
 from aup.runner.jobconfig import JobConfigBuilder
 from aup.runner import join
-from aup.runner.launcher import AttemptOutcome, TrialProcess, launcher_for
+from aup.runner.launcher import AttemptOutcome, launcher_for
 from aup.runner.prepare import Prepared, prepare
 from aup.runner.progress import Progress, best_trials, print_summary
 from aup.runner.recorder import Recorder

@@ -45,6 +45,7 @@ from aup.runner.launcher import MAX_LINE, AttemptOutcome, TrialProcess, _Tail
 
 STREAM_EVERY_S = 0.1
 CHUNK_LIMIT = 1 << 20  # at most 1 MiB of output per streamed item
+SCRATCH_PREFIX = "aup-trial-"  # + worker pid: a dead worker's scratch dir is cleared by the next task
 LOST_EXIT_CODE = -1  # the exit code recorded when the task (not the script) ended the attempt
 
 
@@ -82,7 +83,8 @@ def connect(address: str | None, *, local_cpus: float, local_gpus: float = 0,
 def _run_on_node(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Run the trial script on this node, yielding ``{"log": bytes, "channel": bytes}`` as it runs and
     finally ``{"exit": code, "files": tar bytes | None}``."""
-    scratch = Path(tempfile.mkdtemp(prefix="aup-trial-"))
+    _clear_dead_scratch()
+    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
     shared = _holds(Path(spec["job_path"]), spec["job_text"])
     if shared:
         job_path, cwd = spec["job_path"], spec["workingdir"]
@@ -121,6 +123,24 @@ def _run_on_node(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
         if child is not None:
             _kill_group(child.pid)
         _remove(scratch)
+
+
+def _clear_dead_scratch() -> None:
+    """Scratch directories of workers that died mid-trial (their ``finally`` never ran)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            _remove(folder)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _holds(path: Path, text: str) -> bool:

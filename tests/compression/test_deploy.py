@@ -313,3 +313,28 @@ def test_onnx_export_of_a_pruner_compares_with_the_dense_onnx(tmp_path, monkeypa
     dense = os.path.getsize(export_onnx(zoo.DigitsCNN().eval(), torch.randn(1, 1, 8, 8), tmp_path / "dense.onnx"))
     assert metrics["baseline_model_bytes"] == dense  # like for like: both ONNX files
     assert metrics["model_bytes_packed"] < metrics["baseline_model_bytes_packed"]
+
+
+def test_compressors_on_one_model_share_one_recorder():
+    model = zoo.DigitsCNN()
+    first = aup.create_compressor(model, _job("naive", QUANTIZERS["naive"]))
+    second = aup.create_compressor(model, _job("l1_filter", [{"sparsity": 0.5, "op_types": ["Conv2d"]}], "pruning"))
+    assert first._recorder is second._recorder
+    assert sum(isinstance(h, CalibrationRecorder) for h in model._forward_pre_hooks.values()) == 1
+
+
+def test_quantized_trial_without_onnxruntime_records_no_latency(tmp_path, monkeypatch, capsys):
+    from aup.compression.torch import deploy
+
+    monkeypatch.setattr(deploy, "ort_available", lambda: False)
+    channel = tmp_path / "channel.jsonl"
+    monkeypatch.setenv("AUP_CHANNEL", str(channel))
+    model = zoo.DigitsCNN()
+    quantizer = aup.create_compressor(model, _job("naive", QUANTIZERS["naive"]))
+    quantizer.compress()
+    model(torch.rand(4, 1, 8, 8))
+    base_module.report_at_trial_end()
+    metrics = _channel_metrics(channel)
+    assert "latency_ms" not in metrics and metrics["latency_ms_torch"] > 0  # fake quantization is not the deployed speed
+    assert "deploy_agreement" not in metrics and metrics["weight_bits"] < 10
+    assert capsys.readouterr().out.count("no latency_ms for this quantized model") == 1

@@ -138,6 +138,10 @@ def test_dead_ray_worker_fails_the_attempt_with_the_reason_and_it_is_retried(tmp
     first, second = trial.user_attrs["attempts"]
     assert first["reason"] == "the Ray worker running the trial died"
     assert first["exit_code"] is None and second["reason"] is None
+    import tempfile
+
+    leftovers = list(Path(tempfile.gettempdir()).glob(f"{ray_launcher.SCRATCH_PREFIX}{killed[0]}-*"))
+    assert leftovers == []  # the dead worker's scratch dir was cleared by the retry's task
 
 
 @pytest.mark.slow

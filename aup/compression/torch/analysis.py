@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from aup.compression import catalog, registry
+import aup.compression.catalog as catalog
+import aup.compression.registry as registry
 
 from .base import count_flops_params
 from .pruners.dependency import ChannelDependency

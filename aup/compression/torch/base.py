@@ -65,7 +65,7 @@ class Compressor:
         self.speedup_applied = False
         self.deploy_settings: Any = _UNSET  # set from the job config's compression_deploy by create_compressor
         self.reported = False
-        self._recorder = CalibrationRecorder(model)
+        self._recorder = CalibrationRecorder.attach(model)
         snapshot_baseline(model)
         _register_live(self)
 

@@ -56,8 +56,10 @@ def type_names(module: nn.Module) -> set[str]:
     A subclass counts as its bases (``NonDynamicallyQuantizableLinear``, the attention output
     projection, is a ``Linear``; a user's ``class MyConv(nn.Conv2d)`` is a ``Conv2d``).
     """
-    return {cls.__name__.lower() for cls in type(module).__mro__
-            if isinstance(cls, type) and issubclass(cls, nn.Module) and cls is not nn.Module}
+    names = {cls.__name__.lower() for cls in type(module).__mro__
+             if isinstance(cls, type) and issubclass(cls, nn.Module) and cls is not nn.Module}
+    # a replacement that stands for a torch layer (the head-pruned attention is a MultiheadAttention)
+    return names | {alias.lower() for alias in getattr(type(module), "aup_op_types", ())}
 
 
 def _matches(name: str, module: nn.Module, entry: Mapping[str, Any]) -> bool:

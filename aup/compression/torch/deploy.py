@@ -142,6 +142,15 @@ class CalibrationRecorder:
         self._rng = random.Random(0)
         self.handle: Any = model.register_forward_pre_hook(self)
 
+    @classmethod
+    def attach(cls, model: nn.Module) -> "CalibrationRecorder":
+        """The recorder already watching ``model`` (another compressor's, e.g. a pipeline's or a
+        search pruner's outer one), else a new one: one hook and one reservoir per model."""
+        for hook in model._forward_pre_hooks.values():
+            if isinstance(hook, cls) and hook.handle is not None:
+                return hook
+        return cls(model)
+
     def __call__(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
         if self.paused or not inputs or not all(isinstance(x, torch.Tensor) and x.dim() > 0 for x in inputs):
             return

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from aup.compression import catalog
+import aup.compression.catalog as catalog
 from aup.compression.spec import CompressionSpec, build_stage, resolve_class
 
 from .base import Compressor, ignore_export_arguments
@@ -86,7 +86,6 @@ class PipelineCompressor(Compressor):
             except ValueError as exc:
                 raise ValueError(f"compression_pipeline[{index}]: {exc}") from None
             stage.report_metrics = _silent  # type: ignore[method-assign]
-            stage._recorder.remove()  # the pipeline's own recorder watches the model
             stage.compress()
             self.stages.append(stage)
             later_quant = any(s.compression_type == "quantization" for s in self.specs[index + 1:])

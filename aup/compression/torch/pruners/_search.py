@@ -28,7 +28,8 @@ from typing import Any, Callable, ClassVar, Mapping
 
 from torch import nn
 
-from aup.compression import catalog, registry
+import aup.compression.catalog as catalog
+import aup.compression.registry as registry
 
 from ..deploy import CalibrationRecorder
 from ..masking import MaskStore

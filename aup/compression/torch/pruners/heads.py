@@ -225,6 +225,7 @@ class HeadPrunedMultiheadAttention(nn.Module):
     """
 
     _qkv_same_embed_dim = False
+    aup_op_types = ("MultiheadAttention",)  # config_list op_types: it still is the attention layer
 
     def __init__(self, embed_dim: int, num_heads: int, head_dim: int, *, bias: bool = True, dropout: float = 0.0,
                  batch_first: bool = False) -> None:

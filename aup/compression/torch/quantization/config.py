@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from aup.compression import catalog
+import aup.compression.catalog as catalog
 from aup.compression.schemas import validate_config_list
 from aup.errors import FieldError
 
