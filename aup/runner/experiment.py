@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from aup import store
 from aup.runner.jobconfig import JobConfigBuilder
 from aup.runner import join
-from aup.runner.launcher import AttemptOutcome, launcher_for
+from aup.runner.launcher import KERAS_HOME_REL, AttemptOutcome, launcher_for
 from aup.runner.prepare import Prepared, prepare
 from aup.runner.progress import Progress, best_trials, print_summary
 from aup.runner.recorder import Recorder
@@ -109,6 +109,8 @@ class ExperimentRunner:
     def _make_base_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.exp.runtime_args.env)
+        # Keras writes keras.json into KERAS_HOME (default ~/.keras) on import: keep it in aup's folder
+        env.setdefault("KERAS_HOME", str(self.workingdir / KERAS_HOME_REL))
         if self.exp.resource == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""
         return env

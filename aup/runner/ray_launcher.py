@@ -41,7 +41,7 @@ from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 from aup.errors import UserError
-from aup.runner.launcher import MAX_LINE, AttemptOutcome, TrialProcess, _Tail
+from aup.runner.launcher import KERAS_HOME_REL, MAX_LINE, AttemptOutcome, TrialProcess, _Tail
 
 STREAM_EVERY_S = 0.1
 CHUNK_LIMIT = 1 << 20  # at most 1 MiB of output per streamed item
@@ -94,6 +94,8 @@ def _run_on_node(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
         cwd = os.getcwd()
     log_path, channel_path = scratch / "trial.out", scratch / "trial.channel.jsonl"
     env = {**os.environ, **spec["env"], "AUP_CHANNEL": str(channel_path)}
+    if not shared and env.get("KERAS_HOME") == os.path.join(spec["workingdir"], KERAS_HOME_REL):
+        env["KERAS_HOME"] = os.path.join(cwd, KERAS_HOME_REL)  # aup's default, under this node's copy
     command = _node_command(spec, cwd) + [job_path]
     child = None
     try:

@@ -65,6 +65,7 @@ class Compressor:
         self.speedup_applied = False
         self.deploy_settings: Any = _UNSET  # set from the job config's compression_deploy by create_compressor
         self.reported = False
+        self._deploy_failure: str | None = None  # why the last deployed-artifact export failed
         self._recorder = CalibrationRecorder.attach(model)
         snapshot_baseline(model)
         _register_live(self)
@@ -268,15 +269,23 @@ class Compressor:
             metrics.update(deployed)
         elif self.quantizes():
             if example is not None:
-                print("aup: no latency_ms for this quantized model (timing its fake quantization in torch would not "
-                      "show the deployed speed); install aup[deploy] (onnxruntime) to time its int8 ONNX artifact",
-                      flush=True)
+                print(self._no_latency_note(), flush=True)
         elif torch_latency is not None:
             metrics["latency_ms"] = torch_latency
         metrics = {**metrics, **self.extra_metrics(),
                    **baseline_metrics(example, (settings or DeploySettings()) if deployed else None)}
         client.log_metrics(**metrics)
         return metrics
+
+    def _no_latency_note(self) -> str:
+        """Why a quantized model has no ``latency_ms``: the export failed, or ORT is missing."""
+        from .deploy import ort_available
+
+        note = "aup: no latency_ms for this quantized model (timing its fake quantization in torch would not show " \
+               "the deployed speed); "
+        if ort_available() and self._deploy_failure:
+            return note + f"export to ONNX failed: {self._deploy_failure}"
+        return note + "install aup[deploy] (onnxruntime) to time its int8 ONNX artifact"
 
     def _deployed_metrics(self, path: str | None, settings: DeploySettings | None, example: Any) -> dict[str, float]:
         """``model_bytes``, ``latency_ms`` (ORT) and ``deploy_agreement`` of the deployed artifact."""
@@ -289,6 +298,7 @@ class Compressor:
                     path = self.write_deployed(os.path.join(tmp, "model.onnx"), settings, example)
                 return deployed_file_metrics(path, self.model, example, self.calibration_batches(), self._paused)
         except Exception as exc:  # noqa: BLE001 - a model ONNX cannot express keeps its torch metrics
+            self._deploy_failure = f"{type(exc).__name__}: {str(exc)[:300]}"
             warnings.warn(f"aup: no deployed-artifact metrics ({type(exc).__name__}: {str(exc)[:300]}); "
                           "reporting the torch model's", stacklevel=3)
             return {}
