@@ -46,6 +46,7 @@ class AttemptOutcome:
     results: list[Result]
     metrics: dict[str, Any]
     reason: str | None
+    mismatch: dict[str, Any] | None = None  # a ``model_mismatch`` record: the config_list does not fit the model
 
     @property
     def final(self) -> Result | None:
@@ -137,6 +138,7 @@ class TrialProcess:
     _process: subprocess.Popen | None = None
     _results: list[Result] = field(default_factory=list)
     _metrics: dict[str, Any] = field(default_factory=dict)
+    _mismatch: dict[str, Any] | None = None
     _legacy: list[Result] = field(default_factory=list)
     _from_channel: bool = False
     _reported: int = 0
@@ -277,6 +279,8 @@ class TrialProcess:
                 self._results.append(record["value"])
             elif record.get("kind") == "metrics":
                 self._metrics.update(record["metrics"])
+            elif record.get("kind") == "model_mismatch" and self._mismatch is None:
+                self._mismatch = record
         for line in log_lines:
             value = channel.parse_legacy_line(line)
             if value is not None:
@@ -327,7 +331,7 @@ class TrialProcess:
             self._bad_record = f"bad channel record: a line longer than {MAX_LINE // 1024} KB"
         code = self._process.returncode
         results = list(self._current_results())
-        return AttemptOutcome(code, results, dict(self._metrics), self._reason(code, results))
+        return AttemptOutcome(code, results, dict(self._metrics), self._reason(code, results), self._mismatch)
 
     def _reason(self, code: int, results: list[Result]) -> str | None:
         if self.killed_reason:

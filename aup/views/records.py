@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from aup.errors import UserError
 from aup.views.rows import (LAYER_PREFIXES, METRIC_NAMES_KEY, NON_METRIC_ATTRS, RATIO_METRICS, RESERVED_COLUMNS,
-                            STATES, StudyRecord, TrialRow, objective_names_for, param_key)
+                            STATES, StudyRecord, TrialRow, layer_columns, objective_names_for,
+                            param_key)
 from aup.views.sql_reader import (REQUIRED_TABLES, SqlAlchemyReader, SqliteReader, sql_experiments, sql_load,
                                   sqlite_path)
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = ["RecordReader", "open_store", "rows_from_frozen", "sqlite_path", "StudyRecord", "TrialRow", "param_key",
+           "layer_columns",
            "objective_names_for", "STATES", "RATIO_METRICS", "LAYER_PREFIXES", "NON_METRIC_ATTRS",
            "METRIC_NAMES_KEY", "RESERVED_COLUMNS", "REQUIRED_TABLES"]
 

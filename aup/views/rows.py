@@ -59,8 +59,7 @@ class TrialRow:
         row: dict[str, Any] = {"number": self.number, "state": self.state}
         for key, value in self.attrs.items():
             if key in LAYER_PREFIXES and isinstance(value, dict):
-                prefix = LAYER_PREFIXES[key]
-                row.update({f"{prefix}[{layer}]": v for layer, v in value.items()})
+                row.update(layer_columns(LAYER_PREFIXES[key], value))
             elif key not in NON_METRIC_ATTRS and not isinstance(value, (dict, list)):
                 row[key] = value
         for index, name in enumerate(self.objective_names):
@@ -75,6 +74,24 @@ class TrialRow:
             row[param_key(name, self.objective_names) if name not in row else f"param:{name}"] = value
         row["duration_s"] = self.duration_s
         return row
+
+
+def layer_columns(prefix: str, per_layer: dict[str, Any]) -> dict[str, Any]:
+    """``{layer: value}`` -> ``{"prefix[layer]": number}``.
+
+    The quantizers record ``layer_bits`` as ``{layer: {"weight": 8, "output": 8}}``: the weight
+    bits become ``bits[layer]`` and any other quantized tensor ``bits[layer].output``, so that every
+    cell is a number (never a dict shown as ``{'weight': 5}``).
+    """
+    columns: dict[str, Any] = {}
+    for layer, value in per_layer.items():
+        if not isinstance(value, dict):
+            columns[f"{prefix}[{layer}]"] = value
+            continue
+        for kind, number in value.items():
+            column = f"{prefix}[{layer}]" if kind == "weight" or len(value) == 1 else f"{prefix}[{layer}].{kind}"
+            columns[column] = number
+    return columns
 
 
 def param_key(name: str, objective_names: Sequence[str] = ()) -> str:

@@ -29,6 +29,17 @@ logger = logging.getLogger(__name__)
 __all__ = ["Compressor", "count_flops_params", "as_example_input"]
 
 
+def ignore_export_arguments(ignored: dict[str, Any]) -> None:
+    """``export_model`` keywords it does not use, logged at debug level only.
+
+    Auptimizer's examples pass ``save_best_only=True`` and the whole job config (``**config``:
+    ``compressor``, ``config_list``, ``tid``, ...) to ``export_model``; both are meaningless here
+    and must not clutter the trial's output with warnings.
+    """
+    if ignored:
+        logger.debug("export_model: ignoring arguments it does not use: %s", ", ".join(sorted(ignored)))
+
+
 class Compressor(TrainingLifecycle):
     """Base of every torch compressor.
 

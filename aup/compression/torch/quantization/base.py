@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
-from ..base import Compressor
+from ..base import Compressor, ignore_export_arguments
 from ..config_list import validate_against_model
 from .config import default_entries, quant_types_of, resolve_bits, validate_quant_config_list
 from .hooks import FastPathOff, WeightOverride, fast_path_owner, weight_reader
@@ -232,8 +232,7 @@ class Quantizer(Compressor):
         Inside an aup trial the measured size metrics (``weight_bits`` among them) are reported.
         Returns the file path.
         """
-        if ignored:
-            warnings.warn(f"export_model: ignoring unknown arguments {sorted(ignored)}", stacklevel=2)
+        ignore_export_arguments(ignored)
         if speedup or mask_path:
             warnings.warn("export_model: mask_path/speedup apply to pruning; ignored for quantization", stacklevel=2)
         example = self.example_input(dummy_input)

@@ -9,13 +9,12 @@ import contextlib
 import logging
 import os
 import time
-import warnings
 from typing import Any, ClassVar, Iterator, Mapping
 
 import torch
 from torch import nn
 
-from ...base import Compressor
+from ...base import Compressor, ignore_export_arguments
 from ...config_list import match_module
 from .blocks import HeadBlock, MlpBlock, Piece, block_key, find_blocks, pieces_of
 from .scoring import CRITERIA, removed_units, unit_importance
@@ -224,8 +223,7 @@ class TransformerPruner(Compressor):
         file of the shrunk model; optionally the NNI mask file."""
         from ...artifact import save_artifact
 
-        if ignored:
-            warnings.warn(f"export_model: ignoring unknown arguments {sorted(ignored)}", stacklevel=2)
+        ignore_export_arguments(ignored)
         os.makedirs(folder_name, exist_ok=True)
         example = self.example_input(dummy_input)
         if speedup and not self.speedup_applied and example is not None:
