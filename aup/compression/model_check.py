@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import aup
 from aup.errors import did_you_mean
 
 # NNI's "default" op types per framework (compared case-insensitively)
@@ -51,7 +50,7 @@ def probe_layers(reference: str, workingdir: str | os.PathLike[str], timeout: fl
 
     Raises ValueError with one line when it cannot be built.
     """
-    package_root = str(Path(aup.__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding the aup package
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(workingdir), package_root, env.get("PYTHONPATH", "")) if p)
     env.setdefault("OMP_NUM_THREADS", "1")
