@@ -16,6 +16,9 @@ Records (every record has ``"kind"`` and ``"time"``):
 ``{"kind": "metrics", "metrics": {"accuracy": 0.93, "param_count": 1234}}``
     Named metrics (``aup.log_metrics`` and the compressors' own size report). Later values of the
     same name overwrite earlier ones.
+``{"kind": "model_mismatch", "compressor": "fpgm", "entry": 1, "message": "...", "layers": [[name, type]...]}``
+    Written by ``create_compressor`` when the config_list does not fit the model (an unknown op
+    name, a layer the compressor cannot handle, nothing selected); the runner stops the experiment.
 
 This module is imported by trial scripts, so it must stay free of heavy imports.
 """

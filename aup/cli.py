@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from aup.errors import UserError
 from aup.safe_text import printable
@@ -121,21 +121,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    return guarded(lambda: int(args.func(args) or 0), debug=getattr(args, "debug", False))
+
+
+def guarded(call: Callable[[], int], *, debug: bool) -> int:
+    """Run a command: a user error is one line and its exit code (2), Ctrl-C 130, a bug one line and 1.
+
+    With ``debug`` the exception propagates (the traceback). Shared by ``aup`` and
+    ``python -m aup.compression``.
+    """
     try:
-        return int(args.func(args) or 0)
+        return call()
     except UserError as exc:
-        if getattr(args, "debug", False):
+        if debug:
             raise
         for line in str(exc).splitlines() or [type(exc).__name__]:
             print(f"aup: error: {printable(line)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        if getattr(args, "debug", False):
+        if debug:
             raise
         print("aup: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug or an environment problem: one line, the traceback on request
-        if getattr(args, "debug", False):
+        if debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"aup: internal error: {type(exc).__name__}{': ' + printable(first) if first else ''} "

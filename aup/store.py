@@ -10,21 +10,19 @@ dashboard can use the same file at the same time (Auptimizer's shared connection
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import inspect
-import functools
 import json
 import os
 import re
-import sys
-import threading
-import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from aup.errors import UserError
+from aup.store_sqlite import (LOCK_WAIT_S, SQLITE_BUSY_TIMEOUT_S, busy_timeout_s, create_private_file,
+                              creation_lock, is_lock_error, patient_storage_class, sqlite_path, tune_sqlite,
+                              with_creation_retries)
+from aup.store_sqlite import retry_locked as _retry_locked
 
 if TYPE_CHECKING:  # optuna is imported lazily: the CLI must start fast
     import optuna
@@ -32,13 +30,10 @@ if TYPE_CHECKING:  # optuna is imported lazily: the CLI must start fast
 STORAGE_ENV = "AUP_STORAGE"
 DEFAULT_DIR = ".aup"
 DEFAULT_FILE = "aup.db"
-SQLITE_BUSY_TIMEOUT_S = 30
 # A runner is one thread with at most one open session, so a small pool is plenty; many runners on
 # one server then stay well under PostgreSQL's max_connections (100 by default). pre_ping replaces
 # connections the server or a proxy dropped while a long trial ran.
 POSTGRES_ENGINE_KWARGS: dict[str, Any] = {"pool_size": 2, "max_overflow": 4, "pool_pre_ping": True}
-LOCK_WAIT_S = 600.0  # how long a call keeps waiting for a lock held by another program
-LOCK_NOTE_EVERY_S = 30.0
 
 # Study user attributes (the contract the views read).
 ATTR_EXPERIMENT = "experiment"
@@ -97,177 +92,23 @@ def open_storage(url: str, *, create: bool = True) -> "optuna.storages.BaseStora
 
     is_sqlite = url.startswith("sqlite")
     engine_kwargs: dict[str, Any] = {}
-    path = _sqlite_path(url) if is_sqlite else None
+    path = sqlite_path(url) if is_sqlite else None
     if is_sqlite:
-        engine_kwargs["connect_args"] = {"timeout": _busy_timeout_s()}
+        engine_kwargs["connect_args"] = {"timeout": busy_timeout_s()}
     elif url.startswith("postgres"):
         engine_kwargs.update(POSTGRES_ENGINE_KWARGS)
     if path is not None and not create and not path.exists():
         raise UserError(f"no results store at {path} (nothing has run here yet; see --storage / ${STORAGE_ENV})")
     if path is not None:
-        _create_private_file(path)
+        create_private_file(path)
     try:
-        with _creation_lock(path):
-            storage = _with_creation_retries(lambda: _patient_storage_class()(url, engine_kwargs=engine_kwargs))
+        with creation_lock(path):
+            storage = with_creation_retries(lambda: patient_storage_class()(url, engine_kwargs=engine_kwargs))
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError, ImportError, ValueError) as exc:
         raise UserError(f"cannot open the storage {url!r}: {str(exc).splitlines()[0]}") from None
     if is_sqlite:
-        _tune_sqlite(storage)
+        tune_sqlite(storage)
     return storage
-
-
-def _busy_timeout_s() -> float:
-    """SQLite's busy timeout; ``AUP_SQLITE_BUSY_TIMEOUT`` overrides it (tests use a short one)."""
-    try:
-        return float(os.environ.get("AUP_SQLITE_BUSY_TIMEOUT", SQLITE_BUSY_TIMEOUT_S))
-    except ValueError:
-        return float(SQLITE_BUSY_TIMEOUT_S)
-
-
-def _sqlite_path(url: str) -> Path | None:
-    path = url.split(":///", 1)[1] if ":///" in url else ""
-    if not path or path == ":memory:" or path.startswith("file:"):
-        return None
-    return Path(path).expanduser()
-
-
-def _create_private_file(path: Path) -> None:
-    """Create ``path`` (and missing parents) readable by the owner only; an existing file is left alone.
-
-    ``O_EXCL`` makes the creation race-free; SQLite gives its -wal/-shm files the database's mode.
-    """
-    parent = path.parent
-    if not parent.is_dir():
-        try:
-            parent.mkdir(mode=0o700, parents=True)
-        except FileExistsError:
-            pass
-    try:
-        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        return
-    except OSError:
-        return  # a read-only place: SQLAlchemy reports it with the storage URL
-    os.close(descriptor)
-
-
-@contextlib.contextmanager
-def _creation_lock(path: Path | None) -> Iterator[None]:
-    """Serialise table creation on one SQLite file across processes (a sidecar ``.lock`` file)."""
-    if path is None:
-        yield
-        return
-    try:
-        import fcntl
-
-        descriptor = os.open(f"{path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
-    except (ImportError, OSError):
-        yield
-        return
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
-
-
-def _with_creation_retries(make: Any, attempts: int = 5) -> Any:
-    """Run ``make``; "table already exists" from a concurrent creator (PostgreSQL, MySQL) is retried."""
-    import sqlalchemy
-
-    for attempt in range(attempts):
-        try:
-            return make()
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError,
-                sqlalchemy.exc.IntegrityError) as exc:
-            text = str(exc).lower()
-            if attempt == attempts - 1 or not ("already exists" in text or "duplicate" in text):
-                raise
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
-def is_lock_error(exc: BaseException) -> bool:
-    """True for SQLite's "database is locked" however optuna wrapped it."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if "database is locked" in str(seen) or "database table is locked" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-_patient_class: Any = None
-_retrying = threading.local()
-
-
-def _patient_storage_class() -> Any:
-    """``RDBStorage`` whose public calls wait out a lock instead of failing (built once, lazily)."""
-    global _patient_class
-    if _patient_class is not None:
-        return _patient_class
-    import optuna
-
-    base = optuna.storages.RDBStorage
-    # every plain method, private ones too: optuna's cache layer calls the storage's private readers/writers
-    names = {name for klass in base.__mro__[:-1] for name, value in vars(klass).items()
-             if inspect.isfunction(value) and not name.startswith("__")}
-    namespace = {name: _patient(getattr(base, name)) for name in sorted(names)}
-    namespace["__doc__"] = "Optuna's RDBStorage; calls that meet a lock held past the busy timeout are retried."
-    _patient_class = type("PatientRDBStorage", (base,), namespace)
-    return _patient_class
-
-
-def _patient(method: Any) -> Any:
-    @functools.wraps(method)
-    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return _retry_locked(lambda: method(self, *args, **kwargs))
-
-    return call
-
-
-def _retry_locked(action: Any) -> Any:
-    """Run ``action``; while SQLite reports a lock, try again until ``LOCK_WAIT_S`` have passed.
-
-    Only the outermost call retries (a storage method calling another one does not multiply waits).
-    """
-    if getattr(_retrying, "active", False):
-        return action()
-    _retrying.active = True
-    try:
-        began = time.monotonic()
-        told = -LOCK_NOTE_EVERY_S
-        while True:
-            try:
-                return action()
-            except Exception as exc:  # noqa: BLE001 - filtered just below
-                waited = time.monotonic() - began
-                if not is_lock_error(exc) or waited > LOCK_WAIT_S:
-                    raise
-                if waited - told >= LOCK_NOTE_EVERY_S:
-                    told = waited
-                    print(f"aup: the results database is locked by another program; waiting ({waited:.0f} s so far)",
-                          file=sys.stderr, flush=True)
-                time.sleep(0.2)
-    finally:
-        _retrying.active = False
-
-
-def _tune_sqlite(storage: "optuna.storages.RDBStorage") -> None:
-    import sqlalchemy
-
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={int(_busy_timeout_s() * 1000)}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    sqlalchemy.event.listen(storage.engine, "connect", on_connect)
-    storage.engine.dispose()  # connections opened during table creation lack the pragmas
-    with storage.engine.connect() as connection:
-        mode = connection.exec_driver_sql("PRAGMA journal_mode=WAL").scalar()
-        if mode != "wal":  # e.g. a network file system: keep going with the default journal
-            pass
 
 
 def study_names(storage: "optuna.storages.BaseStorage") -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -173,6 +174,7 @@ def main() -> None:
     finally:
         servers.stop_ray(ray_cluster)
         pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
     per_minute = {key: args.trials / wall * 60 for key, wall in walls.items()}
     print(f"{args.trials} trials of {args.sleep:g} s each, median of {args.rounds} interleaved rounds")
     for key, rate in per_minute.items():

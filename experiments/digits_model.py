@@ -12,7 +12,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -36,26 +36,35 @@ def data() -> DigitsData:
 def pretrained_model() -> torch.nn.Module:
     """A fresh DigitsCNN holding the cached pretrained weights (trained here on first use)."""
     torch.manual_seed(SEED)
-    path = cache_dir() / CACHE_NAME
+    return cached_pretrained(DigitsCNN, CACHE_NAME, PRETRAIN_EPOCHS)
+
+
+def cached_pretrained(build: Callable[[], torch.nn.Module], cache_name: str, epochs: int) -> torch.nn.Module:
+    """A fresh ``build()`` model holding the weights cached under ``cache_name``.
+
+    The first caller trains them (``epochs`` of Adam on the digits) while the others wait on a file
+    lock and then load them, so parallel trials never train the same model twice.
+    """
+    path = cache_dir() / cache_name
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one process trains, the others wait and load
         if not path.exists():
-            model = _pretrain()
+            model = _pretrain(build, epochs)
             tmp = path.with_suffix(".tmp")
             torch.save(model.state_dict(), tmp)
             os.replace(tmp, path)
-    model = DigitsCNN()
+    model = build()
     model.load_state_dict(torch.load(path, weights_only=True))
     return model
 
 
-def _pretrain() -> torch.nn.Module:
+def _pretrain(build: Callable[[], torch.nn.Module], epochs: int) -> torch.nn.Module:
     torch.manual_seed(SEED)
     digits = data()
-    model = DigitsCNN()
+    model = build()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(PRETRAIN_EPOCHS):
+    for epoch in range(epochs):
         train_epoch(model, digits.x_train, digits.y_train, optimizer, seed=epoch)
     return model
 

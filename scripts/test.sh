@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 python -m pip install -q -c constraints.txt -e ".[test]" || exit 1
 python -m pytest -q -p no:cacheprovider "$@"
 status=$?
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    echo "test.sh: the dashboard browser test was skipped: no Chromium on this machine" \
+         "(CI installs Debian's: sudo apt-get install -y chromium; then run this script again)" >&2
+fi
 if [ "$status" -eq 5 ]; then
     echo "pytest collected no tests: failing on purpose" >&2
     exit 1

@@ -55,7 +55,7 @@ def test_python_m_aup_runs_an_experiment(tmp_path: Path) -> None:
     write_experiment(tmp_path)
     code, out, err = finish(aup(tmp_path, "experiment.json"))
     assert code == 0, err
-    assert "cli: finished (2 complete)" in out and "aup show cli" in out
+    assert "cli: finished (2 trials of 2 planned: 2 complete)" in out and "aup show cli" in out
     assert [t.state for t in load(tmp_path, "cli").trials] == [TrialState.COMPLETE] * 2
 
 

@@ -52,7 +52,7 @@ def finish(process: subprocess.Popen, timeout: float = 180) -> tuple[int, str, s
     return process.returncode, out, err
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
+def wait_for(condition: Callable[[], bool], timeout: float = 180) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if condition():

@@ -21,6 +21,10 @@ _LAZY = {
     "Compressor": "aup.compression.torch.base:Compressor",
 }
 
+# Auptimizer's submodule paths (``aup.compression.sensitivity_analysis.SensitivityAnalysis(...)`` after a
+# plain ``import aup``), imported on first attribute access like the names above
+_SUBMODULES = frozenset({"sensitivity_analysis", "shape_dependency", "counter", "mask_conflict"})
+
 __all__ = ["COMPRESSORS", "create_compressor", "load_compressed", "normalize_config", *_LAZY]
 
 
@@ -35,6 +39,8 @@ def load_compressed(path: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"aup.compression.{name}")
     target = _LAZY.get(name)
     if target is None:
         raise AttributeError(f"module 'aup.compression' has no attribute {name!r}")

@@ -145,7 +145,7 @@ ENTRIES: tuple[Entry, ...] = (
     )),
     _pruner("sensitivity", "sensitivity:SensitivityPruner", _OVERALL),
     # ---- torch pruning: transformer structure (whole attention heads, MLP hidden channels)
-    _pruner("transformer", "heads:TransformerPruner",
+    _pruner("transformer", "transformer:TransformerPruner",
             Schema({"head_sparsity": UNIT_SPARSITY, "mlp_sparsity": UNIT_SPARSITY, **COMMON}, required=()),
             structured=True, model_family="transformer"),
     # ---- torch quantization

@@ -9,7 +9,8 @@ What a user writes (Auptimizer's automatic mode, plus pruner choice and pipeline
       "compressor": "l1_filter" | {"type": "choice", "range": ["l1_filter", "fpgm"]},
       "config_list": [ {"sparsity": {"type": "float", "range": [0.1, 0.9]}, "op_names": ["conv1", "conv2"]} ]
                      | {"l1_filter": [...], "fpgm": [...]},          # per compressor
-      "compressor_args": {"taylor_fo_weight_filter": {"statistics_batch_num": {"type": "int", "range": [1, 4]}}}
+      "compressor_args": {"taylor_fo_weight_filter": {"statistics_batch_num": {"type": "int", "range": [1, 4]}}},
+      "model": "model_def:Net"          # optional: builds the model, so op names are checked before any trial
     }
 
 or a list of such stages (a pipeline, applied in order in one trial).
@@ -34,7 +35,7 @@ Translation rules (reference spec 7.3, with its bugs fixed):
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Iterable
 
 import aup.compression.schemas as schemas
 from aup.compression.space_parse import (  # noqa: F401 - re-exported: part of this module's API
@@ -169,6 +170,27 @@ class CompressionJobConfigBuilder:
         if args:
             out["compressor_args"] = args
         return out
+
+    @property
+    def model_ref(self) -> str | None:
+        """The ``"module:callable"`` a stage names to build the model, if any."""
+        return next((stage.model for stage in self.stages if stage.model), None)
+
+    def entries(self) -> Iterable[tuple[Stage, str, int, Any, str]]:
+        """Every concrete entry template: (stage, compressor, expanded index, entry, the user's path of it)."""
+        for stage in self.stages:
+            for name in stage.compressors:
+                origins = stage.origins.get(name, [])
+                for index, entry in enumerate(stage.lists.get(name, [])):
+                    yield stage, name, index, entry, origins[index] if index < len(origins) else stage.where
+
+    def user_entry(self, compressor: str, index: int, stage_index: int | None = None) -> str | None:
+        """The user's path of expanded entry ``index`` of ``compressor``'s config_list (``compression.config_list[1]``)."""
+        for stage in self.stages:
+            if (stage_index is None or stage.index == stage_index) and compressor in stage.compressors:
+                origins = stage.origins.get(compressor, [])
+                return origins[index] if 0 <= index < len(origins) else None
+        return None
 
     def describe(self) -> list[tuple[str, str]]:
         """(dimension name, where it comes from) for every compression dimension, for docs and tests."""

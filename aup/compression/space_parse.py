@@ -8,6 +8,7 @@ the schemas at the ranges' bounds, and building each trial's job config, are in 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -15,7 +16,7 @@ import aup.compression.catalog as catalog
 from aup.errors import did_you_mean
 
 RANGE_KEYS = ("type", "range", "interval", "n", "log")
-STAGE_KEYS = ("framework", "type", "compressor", "config_list", "compressor_args", "deploy")
+STAGE_KEYS = ("framework", "type", "compressor", "config_list", "compressor_args", "deploy", "model")
 _ALIASES = {"compression_framework": "framework", "compression_type": "type"}
 _EXPAND = "expand_op_names"
 
@@ -73,6 +74,7 @@ class Stage:
     args: dict[str, dict[str, Any]] = field(default_factory=dict)  # templates of compressor_args
     ranges: list[Range] = field(default_factory=list)
     expand_seen: bool = False
+    model: str | None = None  # "module:callable" building the model, for checking op names before trials
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -222,11 +224,21 @@ class SectionParser:
         if types is None:
             return None
         stage = Stage(index, where, framework, types, names, choice)
+        stage.model = self._model_ref(raw.get("model"), f"{where}.model")
         if "deploy" in raw:
             self._deploy(raw["deploy"], f"{where}.deploy")
         self._config_lists(stage, raw["config_list"], f"{where}.config_list")
         self._compressor_args(stage, raw.get("compressor_args"), f"{where}.compressor_args")
         return stage
+
+    def _model_ref(self, value: Any, where: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value.strip()):
+            self._problem(f"{where}: expected \"module:callable\" (a function or class in the working directory "
+                          f"that builds the model, e.g. \"model:Net\"), got {value!r}")
+            return None
+        return value.strip()
 
     def _deploy(self, value: Any, where: str) -> None:
         """``deploy``: the deployable artifact every trial measures (checked here, used in the trial)."""

@@ -1,9 +1,9 @@
 """The experiment loop: proposer -> trial processes -> store, on Optuna's ask/tell.
 
 One thread does everything: it asks the proposer for trials while slots are free, starts each trial
-as a process (``launcher.TrialProcess``), polls them with a short adaptive sleep, reports
-intermediate results (``trial.report``) and asks the pruner, and tells the study how each trial
-ended. No worker threads means no shared-state races (Auptimizer ran callbacks on executor
+as a process (``launcher.TrialProcess``, or a Ray task: ``ray_launcher``), polls them with a short
+adaptive sleep, reports intermediate results (``trial.report``) and asks the pruner, and tells the
+study how each trial ended. No worker threads means no shared-state races (Auptimizer ran callbacks on executor
 threads and mutated ``os.environ`` from them), and signals only set flags.
 
 The modules around the loop: ``prepare`` (every check on an in-memory study before anything is
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from aup import store
 from aup.runner.jobconfig import JobConfigBuilder
 from aup.runner import join
-from aup.runner.launcher import AttemptOutcome, TrialProcess, launcher_for
+from aup.runner.launcher import KERAS_HOME_REL, AttemptOutcome, launcher_for
 from aup.runner.prepare import Prepared, prepare
 from aup.runner.progress import Progress, best_trials, print_summary
 from aup.runner.recorder import Recorder
@@ -109,6 +109,8 @@ class ExperimentRunner:
     def _make_base_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.exp.runtime_args.env)
+        # Keras writes keras.json into KERAS_HOME (default ~/.keras) on import: keep it in aup's folder
+        env.setdefault("KERAS_HOME", str(self.workingdir / KERAS_HOME_REL))
         if self.exp.resource == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""
         return env
@@ -223,9 +225,9 @@ class ExperimentRunner:
         budget = getattr(proposal, "budget", None)
         if budget is not None:
             job["n_iterations"] = budget
+        job["folder_name"] = trial_id  # every trial its own output folder, so parallel trials never share files
         if self.exp.resource_args.save_model:
             job["save_model"] = True
-            job["folder_name"] = trial_id
         job = json.loads(json.dumps(job, default=jsonable))  # exactly what the file will hold
         job_path = self.jobs_dir / f"{trial_id}.json"
         with open(job_path, "w", encoding="utf-8") as handle:
@@ -306,7 +308,9 @@ class ExperimentRunner:
         results = active.held + fresh + active.process.unreported()
         active.held = []
         values, reason = self.recorder.objective_values(outcome)
-        if reason is not None and active.attempt < self._retries and not self._interrupt:
+        if reason is not None and outcome.mismatch is not None:
+            reason = self._mismatch_stop(active, outcome.mismatch)
+        elif reason is not None and active.attempt < self._retries and not self._interrupt:
             self.recorder.report(active, results)  # not a pruning decision: this attempt is over
             self.recorder.record_attempt(active, outcome, reason)
             self.progress.retrying(active.trial.number, active.attempt, reason)
@@ -318,6 +322,16 @@ class ExperimentRunner:
         if reason is not None and not self.exp.job_failure.ignore_fail and self._stop_reason is None:
             self._stop_reason = f"trial {active.trial.number} failed: {reason}"
         self._pending.append((active, outcome, results, values, reason))
+
+    def _mismatch_stop(self, active: ActiveTrial, record: dict[str, Any]) -> str:
+        """The config_list does not fit the model: every trial would fail the same way, so stop now."""
+        from aup.compression.model_check import mismatch_line
+
+        builder = self.prepared.builder if hasattr(self.prepared.builder, "user_entry") else None
+        line = mismatch_line(builder, active.job_config, record)
+        if self._stop_reason is None:
+            self._stop_reason = f"trial {active.trial.number}: {line}"
+        return line
 
     def _record_pending(self) -> None:
         """Write finished trials to the study (after the free slots were refilled)."""
@@ -387,7 +401,8 @@ class ExperimentRunner:
         elif status == "failed":
             extra.append(f"experiment failed: {reason}")
         print_summary(self.console, study_name=study.study_name, status=status, trials=study.get_trials(deepcopy=False),
-                      objectives=self.exp.objectives, storage_url=self.storage_url, best=best, extra=extra)
+                      objectives=self.exp.objectives, storage_url=self.storage_url, best=best, extra=extra,
+                      planned=getattr(self.proposer, "total", None) or self.exp.n_samples)
         code = {"finished": EXIT_OK, "failed": EXIT_FAILED, INTERRUPTED: EXIT_INTERRUPTED}[status]
         return RunResult(study.study_name, status, code, reason, best_model)
 

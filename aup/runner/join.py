@@ -16,7 +16,10 @@ be joined: a second runner would repeat their configurations. A joined runner ne
 (PostgreSQL, MySQL) reachable from every machine; an SQLite file is one machine's.
 
 Status: the study is marked finished by the last runner to finish (the one that sees no running
-trial left); a worker's Ctrl-C or failure stops that worker only.
+trial left); a worker's Ctrl-C or failure stops that worker only. Each worker holds a lease of its
+own (``worker:<study>:<host:pid>:<id>``), so ``aup resume`` after the owner died (the trials it left
+RUNNING keep the study from finishing) recovers the dead runner's trials and leaves those of live
+workers alone.
 """
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ Result = float | list[float]
 TAIL_BYTES = 8192
 READ_CHUNK = 1 << 20  # bytes read from a trial's file per call
 MAX_LINE = 1 << 20  # a channel record or output line longer than this is skipped
+KERAS_HOME_REL = os.path.join(".aup", "cache", "keras")  # trials' KERAS_HOME under the working dir, if unset
 DEFAULT_LOG_LIMIT = 50 * 1024 * 1024
 CUT_NOTE = "\n[aup: the output passed {limit}; it is cut here, the last {tail} KB follow at the end]\n"
 
@@ -45,6 +46,7 @@ class AttemptOutcome:
     results: list[Result]
     metrics: dict[str, Any]
     reason: str | None
+    mismatch: dict[str, Any] | None = None  # a ``model_mismatch`` record: the config_list does not fit the model
 
     @property
     def final(self) -> Result | None:
@@ -63,9 +65,12 @@ class _Tail:
         self._handle: Any = None
         self._partial = b""
         self._skipping = False  # inside an over-long line: drop bytes up to its end
+        self._closed = False
         self.overlong = 0
 
     def read_lines(self) -> list[str]:
+        if self._closed:
+            return []
         if self._handle is None:
             try:
                 self._handle = open(self.path, "rb")
@@ -112,6 +117,7 @@ class _Tail:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+        self._closed = True
         return lines
 
 
@@ -132,11 +138,13 @@ class TrialProcess:
     _process: subprocess.Popen | None = None
     _results: list[Result] = field(default_factory=list)
     _metrics: dict[str, Any] = field(default_factory=dict)
+    _mismatch: dict[str, Any] | None = None
     _legacy: list[Result] = field(default_factory=list)
     _from_channel: bool = False
     _reported: int = 0
     _bad_record: str | None = None
-    _cut_at: int | None = None  # where the log was cut (bytes), once it passed log_limit
+    _cut_at: int | None = None  # where the note ends, once the log passed log_limit
+    _punched: int = 0  # the log's bytes from _cut_at to here are freed (a hole)
     _last_bytes: bytes = b""
 
     def start(self) -> None:
@@ -176,49 +184,76 @@ class TrialProcess:
         return self.unreported()
 
     def _cap_log(self) -> None:
-        """Keep the log under ``log_limit``: cut it at the limit, remember its last bytes."""
+        """Keep the log's disk use near ``log_limit`` while the trial writes.
+
+        The note goes at the limit; output after it that has been parsed (for legacy result lines)
+        is then freed by punching a hole in the file, behind the reader and never at the file's end,
+        so a trial appending at that moment loses nothing and its last bytes stay on disk. Where holes
+        are not supported the file is cut instead (a write racing the cut may be lost).
+        """
         if self.log_limit is None:
             return
         size = _size(self.log_path)
-        limit = self.log_limit if self._cut_at is None else self._cut_at
-        if size <= limit:
+        if size <= (self.log_limit if self._cut_at is None else self._punched + self.log_limit // 4):
             return
-        self._read_log_until(min(size, limit))  # results printed before the cut still count
+        self._read_log_until(size, budget=16 * READ_CHUNK)  # result lines count before their bytes go
+        position = self._log_tail.position()
+        if size - position > self.log_limit:  # writing faster than it can be read: skip the middle
+            position = size - TAIL_BYTES
+            self._log_tail.seek(position)
         with open(self.log_path, "r+b") as log:
-            log.seek(max(limit, size - TAIL_BYTES))
-            self._last_bytes = (self._last_bytes + log.read(TAIL_BYTES))[-TAIL_BYTES:]
-            log.truncate(limit)
             if self._cut_at is None:
-                log.seek(limit)
-                log.write(CUT_NOTE.format(limit=_megabytes(limit), tail=TAIL_BYTES // 1024).encode())
-                self._cut_at = log.tell()
+                note = CUT_NOTE.format(limit=_megabytes(self.log_limit), tail=TAIL_BYTES // 1024).encode()
+                os.pwrite(log.fileno(), note, self.log_limit)
+                self._cut_at = self._punched = self.log_limit + len(note)
+            end = position - TAIL_BYTES
+            if end > self._punched:
+                if _punch_hole(log.fileno(), self._punched, end - self._punched):
+                    self._punched = end
+                else:
+                    self._cut_instead(log, size)
+
+    def _cut_instead(self, log: Any, size: int) -> None:
+        assert self._cut_at is not None
+        log.seek(max(self._cut_at, size - TAIL_BYTES))
+        self._last_bytes = (self._last_bytes + log.read(TAIL_BYTES))[-TAIL_BYTES:]
+        log.truncate(self._cut_at)
+        self._punched = self._cut_at
         self._log_tail.seek(self._cut_at)
 
-    def _read_log_until(self, offset: int) -> None:
-        """Parse the log up to ``offset`` in bounded chunks."""
+    def _read_log_until(self, offset: int, budget: int | None = None) -> None:
+        """Parse the log up to ``offset`` in bounded chunks (at most ``budget`` bytes this call)."""
+        start = self._log_tail.position()
         while self._log_tail.position() < offset:
             before = self._log_tail.position()
             self._absorb([], self._log_tail.read_lines())
-            if self._log_tail.position() == before:
+            moved = self._log_tail.position()
+            if moved == before or (budget is not None and moved - start >= budget):
                 break
 
     def _finish_log(self) -> None:
-        """After the process ended: cut what is over the limit and append the output's last bytes."""
-        self._cap_log()
-        if self._cut_at is not None:
-            self._cap_log_to_tail()
+        """After the process ended: parse the rest, then keep the note and the output's last bytes."""
+        self._read_log_until(_size(self.log_path))  # in bounded chunks, whatever the size
+        if self.log_limit is None or (self._cut_at is None and _size(self.log_path) <= self.log_limit):
+            return
+        self._absorb([], self._log_tail.close())  # the last line too, before the file changes
+        if self._cut_at is None:
+            with open(self.log_path, "r+b") as log:
+                note = CUT_NOTE.format(limit=_megabytes(self.log_limit), tail=TAIL_BYTES // 1024).encode()
+                os.pwrite(log.fileno(), note, self.log_limit)
+                self._cut_at = self._punched = self.log_limit + len(note)
+        self._cap_log_to_tail()
 
     def _cap_log_to_tail(self) -> None:
         assert self._cut_at is not None
         with open(self.log_path, "r+b") as log:
             log.seek(0, os.SEEK_END)
             size = log.tell()
-            log.seek(max(self._cut_at, size - TAIL_BYTES))
+            log.seek(max(self._cut_at, self._punched, size - TAIL_BYTES))
             tail = (self._last_bytes + log.read(TAIL_BYTES))[-TAIL_BYTES:]
             log.truncate(self._cut_at)
             log.seek(self._cut_at)
             log.write(tail)
-        self._log_tail.seek(self._cut_at)
 
     def unreported(self) -> list[Result]:
         """Results not yet handed out by ``new_results`` (after ``outcome``: the last ones)."""
@@ -244,6 +279,8 @@ class TrialProcess:
                 self._results.append(record["value"])
             elif record.get("kind") == "metrics":
                 self._metrics.update(record["metrics"])
+            elif record.get("kind") == "model_mismatch" and self._mismatch is None:
+                self._mismatch = record
         for line in log_lines:
             value = channel.parse_legacy_line(line)
             if value is not None:
@@ -294,7 +331,7 @@ class TrialProcess:
             self._bad_record = f"bad channel record: a line longer than {MAX_LINE // 1024} KB"
         code = self._process.returncode
         results = list(self._current_results())
-        return AttemptOutcome(code, results, dict(self._metrics), self._reason(code, results))
+        return AttemptOutcome(code, results, dict(self._metrics), self._reason(code, results), self._mismatch)
 
     def _reason(self, code: int, results: list[Result]) -> str | None:
         if self.killed_reason:
@@ -313,6 +350,27 @@ class TrialProcess:
                 (v for v in results[-1] if not _finite(v)), results[-1])
             return f"result is {bad}"
         return None
+
+
+def _punch_hole(descriptor: int, offset: int, length: int) -> bool:
+    """Free ``length`` bytes at ``offset`` without changing the file's size (Linux fallocate); False if unsupported."""
+    global _fallocate
+    if _fallocate is None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            _fallocate = libc.fallocate
+            _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+        except (OSError, AttributeError):
+            _fallocate = False
+    if not _fallocate:
+        return False
+    return _fallocate(descriptor, _FALLOC_FL_KEEP_SIZE | _FALLOC_FL_PUNCH_HOLE, offset, length) == 0
+
+
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+_fallocate: Any = None
 
 
 def _size(path: Path) -> int:

@@ -196,7 +196,8 @@ def live_holders(storage: Any, prefix: str) -> list[Holder]:
 
     def read() -> Any:
         with probe.engine.connect() as connection:
-            return connection.execute(sqlalchemy.text(f"SELECT name, owner, host, pid, expires FROM {TABLE}")).fetchall()
+            query = sqlalchemy.text(f"SELECT name, owner, host, pid, expires FROM {TABLE}")
+            return connection.execute(query).fetchall()
 
     holders = [Holder(row[1], row[2], int(row[3]), float(row[4])) for row in store.retry_locked(read)
                if str(row[0]).startswith(prefix)]

@@ -7,7 +7,9 @@ raised before the first trial and before anything is written.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from aup.config import LoadedExperiment
@@ -60,7 +62,21 @@ def prepare(loaded: LoadedExperiment, builder: JobConfigBuilder | None = None) -
         raise ConfigError(problems=[Problem("proposer", f"the {proposer!r} schedule runs {total:,} trials "
                                                         f"(at most {MAX_TRIALS:,}); lower max_iter or set n_samples")],
                           source=source)
+    check_named_model(source, builder, loaded.workingdir)
     return Prepared(loaded, builder, pruner, sampler_factory)
+
+
+def check_named_model(source: str, builder: JobConfigBuilder, workingdir: Path) -> None:
+    """Op names/types of the compression section against the model it names (``"model": "module:callable"``)."""
+    if getattr(builder, "model_ref", None) is None:
+        return
+    from aup.compression.model_check import check_model
+
+    problems, warnings = check_model(builder, workingdir)
+    if problems:
+        raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
+    for line in warnings:
+        print(f"aup: warning: {source}: {line}", file=sys.stderr)
 
 
 def _check_budgets(source: str, proposer: str, options: dict[str, Any], space: Any) -> None:

@@ -31,12 +31,25 @@ class Counts:
     last_event: str = ""
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if math.isfinite(value) and value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-            return f"{value:.4e}"
-        return f"{value:.6g}"
-    return str(value)
+def number(value: Any) -> str:
+    """One format for every number the runner prints (progress lines and the summary table).
+
+    Whole numbers and anything from 10,000 up are grouped integers (``91,599`` and ``121,040``,
+    never ``1.2104e+05`` next to ``91599``); smaller values keep 6 significant digits; only values
+    below 0.001 use an exponent. Text and other objects print as they are.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if float(value).is_integer() or abs(value) >= 1e4:
+        return f"{round(value):,}"
+    if abs(value) < 1e-3:
+        return f"{value:.4g}"
+    return f"{value:.6g}"
+
+
+_fmt = number
 
 
 def format_params(params: dict[str, Any], limit: int = 80) -> str:
@@ -135,28 +148,39 @@ class Progress:
         return Group(table, Text(c.last_event, style="dim", overflow="ellipsis", no_wrap=True))
 
 
+FAILED_SHOWN = 3
+
+
+def failure_lines(trials: Sequence[Any], limit: int = FAILED_SHOWN) -> list[str]:
+    """``trial 3 failed: <reason>; log: jobs/x-3.out`` for the first failed trials (interrupted ones aside)."""
+    failed = [t for t in trials if t.state.name == "FAIL" and not t.user_attrs.get("interrupted")]
+    lines = []
+    for trial in failed[:limit]:
+        reason = trial.user_attrs.get("status_reason") or "no reason recorded"
+        log = trial.user_attrs.get("log_path")
+        lines.append(f"trial {trial.number} failed: {reason}" + (f"; log: {log}" if log else ""))
+    if len(failed) > limit:
+        lines.append(f"... and {len(failed) - limit} more failed trials (aup show lists them by reason)")
+    return lines
+
+
 # Size metrics shown next to the objectives in the end-of-run table, when the trials recorded them.
 SUMMARY_METRICS = ("param_count", "model_bytes", "macs")
 
 
-def _fmt_metric(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if float(value).is_integer() and abs(value) >= 1000:
-        return f"{int(value):,}"
-    return f"{value:.4g}"
+_fmt_metric = number
 
 
 def print_summary(console: Console, *, study_name: str, status: str, trials: Sequence[Any],
                   objectives: Sequence[str], storage_url: str, best: Sequence[Any], extra: Sequence[str] = (),
-                  limit: int = 5) -> None:
+                  limit: int = 5, planned: int | None = None) -> None:
     """The end-of-run table of the best trials (the Pareto front for several objectives) with their
     recorded size metrics, the state counts, and where the results are."""
-    states = {}
-    for trial in trials:
-        states[trial.state.name] = states.get(trial.state.name, 0) + 1
-    counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "no trials"
-    console.print(f"[bold]{escape(study_name)}[/bold]: {escape(status)} ({counts})", highlight=False)
+    from aup.views import counts as trial_counts
+
+    counted = trial_counts.count((t.state.name, t.user_attrs) for t in trials)
+    text = trial_counts.describe(counted, planned)
+    console.print(f"[bold]{escape(study_name)}[/bold]: {escape(status)} ({escape(text)})", highlight=False)
     if best:
         pareto = len(objectives) > 1
         shown = list(best)[: max(limit, 10) if pareto else limit]
@@ -173,10 +197,13 @@ def print_summary(console: Console, *, study_name: str, status: str, trials: Seq
             extras = [escape(_fmt_metric(trial.user_attrs.get(m, "-"))) for m in metrics]
             table.add_row(str(trial.number), *values, *extras, escape(format_params(trial.params, 100)))
         console.print(table)
+    for line in failure_lines(trials):
+        console.print(printable(line), highlight=False, markup=False, soft_wrap=True)
     for line in extra:
-        console.print(printable(line), highlight=False, markup=False)
+        console.print(printable(line), highlight=False, markup=False, soft_wrap=True)
     quoted = study_name if study_name.replace("_", "").replace("-", "").isalnum() else repr(study_name)
-    console.print(printable(f"results: {storage_url}  (see: aup show {quoted})"), highlight=False, markup=False)
+    console.print(printable(f"results: {storage_url}  (see: aup show {quoted})"), highlight=False, markup=False,
+                  soft_wrap=True)
 
 
 def best_trials(study: "optuna.Study", single: bool) -> list[Any]:

@@ -41,10 +41,11 @@ from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 from aup.errors import UserError
-from aup.runner.launcher import MAX_LINE, AttemptOutcome, TrialProcess, _Tail
+from aup.runner.launcher import KERAS_HOME_REL, MAX_LINE, AttemptOutcome, TrialProcess, _Tail
 
 STREAM_EVERY_S = 0.1
 CHUNK_LIMIT = 1 << 20  # at most 1 MiB of output per streamed item
+SCRATCH_PREFIX = "aup-trial-"  # + worker pid: a dead worker's scratch dir is cleared by the next task
 LOST_EXIT_CODE = -1  # the exit code recorded when the task (not the script) ended the attempt
 
 
@@ -82,7 +83,8 @@ def connect(address: str | None, *, local_cpus: float, local_gpus: float = 0,
 def _run_on_node(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Run the trial script on this node, yielding ``{"log": bytes, "channel": bytes}`` as it runs and
     finally ``{"exit": code, "files": tar bytes | None}``."""
-    scratch = Path(tempfile.mkdtemp(prefix="aup-trial-"))
+    _clear_dead_scratch()
+    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
     shared = _holds(Path(spec["job_path"]), spec["job_text"])
     if shared:
         job_path, cwd = spec["job_path"], spec["workingdir"]
@@ -92,6 +94,8 @@ def _run_on_node(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
         cwd = os.getcwd()
     log_path, channel_path = scratch / "trial.out", scratch / "trial.channel.jsonl"
     env = {**os.environ, **spec["env"], "AUP_CHANNEL": str(channel_path)}
+    if not shared and env.get("KERAS_HOME") == os.path.join(spec["workingdir"], KERAS_HOME_REL):
+        env["KERAS_HOME"] = os.path.join(cwd, KERAS_HOME_REL)  # aup's default, under this node's copy
     command = _node_command(spec, cwd) + [job_path]
     child = None
     try:
@@ -121,6 +125,24 @@ def _run_on_node(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
         if child is not None:
             _kill_group(child.pid)
         _remove(scratch)
+
+
+def _clear_dead_scratch() -> None:
+    """Scratch directories of workers that died mid-trial (their ``finally`` never ran)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            _remove(folder)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _holds(path: Path, text: str) -> bool:

@@ -51,13 +51,17 @@ def keep_best_model(study: "optuna.Study", workingdir: Path, best: Any) -> tuple
                 target.unlink()
             shutil.move(str(source), str(target))
             kept = str(target)
+        else:  # Auptimizer's examples export to <workingdir>/<folder_name>: report it where it is, untouched
+            beside = model_folder(workingdir, _folder_name(best))
+            if beside is not None and beside.is_dir():
+                kept = str(beside)
     for folder in folders:
         if folder is not None and folder.is_dir() and folder != target:
             shutil.rmtree(folder, ignore_errors=True)
     if kept:
         study.set_user_attr("best_model_path", kept)
         return kept, f"best model (trial {best.number}): {kept}"
-    return None, "save_model: the best trial saved no model (nothing under aup_models/<folder_name>)"
+    return None, "save_model: the best trial saved no model (nothing under aup_models/<folder_name> or <folder_name>)"
 
 
 def _folder_name(trial: Any) -> Any:

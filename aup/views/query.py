@@ -17,7 +17,9 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge, "<=": operator.le, "!=": operator.ne, "==": operator.eq, "=": operator.eq,
     ">": operator.gt, "<": operator.lt, "~": lambda a, b: str(b).lower() in str(a).lower(),
 }
-_WHERE = re.compile(r"^\s*(?P<field>.+?)\s*(?P<op>>=|<=|!=|==|=|>|<|~)\s*(?P<value>.*?)\s*$")
+_OP_CHARS = "<>=!~"
+_WHERE = re.compile(r"^\s*(?P<field>[^<>=!~]+?)\s*(?P<op>>=|<=|!=|==|=|>|<|~)\s*(?P<value>.*?)\s*$")
+_ORDER_OPS = frozenset({">", ">=", "<", "<="})
 
 
 @dataclass(frozen=True)
@@ -46,16 +48,27 @@ def _is_number(value: Any) -> bool:
 
 
 def parse_where(text: str) -> Condition:
+    """``FIELD OP VALUE``, strictly: one operator, a value that is not another operator, a number
+    for ``> >= < <=``. Anything else is a one-line UserError (``score>>0.9`` used to match nothing
+    silently)."""
+    usage = "expected FIELD OP VALUE with OP one of > >= < <= = != ~ (e.g. 'score>0.95')"
     match = _WHERE.match(text)
-    if not match or not match.group("field") or match.group("value") == "":
-        raise UserError(f"--where {text!r}: expected FIELD OP VALUE with OP one of > >= < <= = != ~ (e.g. 'score>0.95')")
-    raw = match.group("value").strip("'\"")
+    if not match or not match.group("field").strip():
+        raise UserError(f"--where {text!r}: {usage}")
+    op, raw = match.group("op"), match.group("value")
+    if raw == "":
+        raise UserError(f"--where {text!r}: no value after {op!r}; {usage}")
+    if raw[0] in _OP_CHARS:
+        raise UserError(f"--where {text!r}: {op + raw[0]!r} is not an operator; {usage}")
+    raw = raw.strip("'\"")
     value: Any
     try:
         value = float(raw)
     except ValueError:
+        if op in _ORDER_OPS:
+            raise UserError(f"--where {text!r}: {op!r} compares numbers, got {raw!r}") from None
         value = raw
-    return Condition(match.group("field").strip(), match.group("op"), value)
+    return Condition(match.group("field").strip(), op, value)
 
 
 def known_fields(rows: Sequence[Mapping[str, Any]]) -> list[str]:

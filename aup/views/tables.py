@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from aup import metrics as M
-from aup.views import fmt
+from aup.views import counts, fmt
 from aup.views.pareto import Objective, default_objectives, pareto_front
 from aup.views.records import StudyRecord, TrialRow, param_key
 
@@ -31,9 +31,11 @@ SIDE_BY_SIDE_MAX = 6  # up to this many trials, compare puts them in columns nex
 
 def list_data(experiments: Sequence[StudyRecord]) -> list[dict[str, Any]]:
     return [{
-        "name": e.name, "status": e.status, "trials": e.n_trials,
+        # a WAITING trial is an interrupted trial's configuration queued again (see views/counts.py):
+        # counting both read "3/2" after one failure
+        "name": e.name, "status": e.status, "trials": e.n_trials - e.counts.get("WAITING", 0),
         "complete": e.counts.get("COMPLETE", 0), "pruned": e.counts.get("PRUNED", 0),
-        "failed": e.counts.get("FAIL", 0), "running": e.counts.get("RUNNING", 0) + e.counts.get("WAITING", 0),
+        "failed": e.counts.get("FAIL", 0), "running": e.counts.get("RUNNING", 0), "queued": e.counts.get("WAITING", 0),
         "n_samples": e.n_samples, "objectives": e.objective_directions(),
         "best_trials": e.best_trials, "best_values": e.best_values,
         "started": e.started, "ended": e.ended, "storage": e.storage_url,
@@ -198,15 +200,23 @@ def render_comparison(comparison: Comparison, *, side_by_side: bool, title: str 
 # aup show
 
 
+def trial_counts(trials: Sequence[TrialRow]) -> "counts.TrialCounts":
+    return counts.count((t.state, t.attrs) for t in trials)
+
+
 def failure_groups(trials: Sequence[TrialRow]) -> list[dict[str, Any]]:
     """Failed and early-stopped trials grouped by reason, largest group first."""
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    logs: dict[tuple[str, str], str | None] = {}
     for trial in trials:
         if trial.state in ("FAIL", "PRUNED"):
-            groups[(trial.state, trial.reason or ("early stopped" if trial.state == "PRUNED" else "no reason recorded"))
-                   ].append(trial.number)
+            key = (trial.state, trial.reason or ("early stopped" if trial.state == "PRUNED" else "no reason recorded"))
+            groups[key].append(trial.number)
+            if logs.get(key) is None:
+                log = trial.attrs.get("log_path")
+                logs[key] = str(log) if log else None
     ordered = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
-    return [{"state": state, "reason": reason, "count": len(numbers), "trials": numbers}
+    return [{"state": state, "reason": reason, "count": len(numbers), "trials": numbers, "log": logs.get((state, reason))}
             for (state, reason), numbers in ordered]
 
 
@@ -222,7 +232,8 @@ def show_data(experiment: StudyRecord, trials: Sequence[TrialRow]) -> dict[str, 
         "workingdir": experiment.user_attrs.get("workingdir"), "started": experiment.started,
         "ended": experiment.ended, "objectives": experiment.objective_directions(),
         "progress": {"trials": experiment.n_trials, "n_samples": experiment.n_samples,
-                     **{state.lower(): n for state, n in sorted(experiment.counts.items())}},
+                     **{state.lower(): n for state, n in sorted(experiment.counts.items())},
+                     "counts": trial_counts(trials).as_dict()},
         "best": best, "failures": failure_groups(trials), "config": experiment.config,
     }
 
@@ -234,13 +245,10 @@ def render_show(data: dict[str, Any], experiment: StudyRecord, trials: Sequence[
     from rich.table import Table
 
     progress = data["progress"]
-    counts = ", ".join(f"{progress[s]} {s.replace('fail', 'failed')}" for s in
-                       ("complete", "pruned", "fail", "running", "waiting") if progress.get(s))
-    planned = f" of {progress['n_samples']} planned" if progress.get("n_samples") else ""
     objectives = ", ".join(f"{name} ({d})" for name, d in data["objectives"].items())
     facts = Table.grid(padding=(0, 2))
     for label, text in (("status", _status_markup(data["status"])), ("objectives", objectives),
-                        ("progress", f"{progress['trials']} trials{planned}: {counts or 'none yet'}"),
+                        ("progress", escape(counts.describe(trial_counts(trials), progress.get("n_samples")))),
                         ("started", data["started"] or "-"), ("ended", data["ended"] or "-"),
                         ("workingdir", escape(str(data["workingdir"] or "-"))), ("storage", escape(data["storage"]))):
         facts.add_row(f"[bold]{label}[/]", text)
@@ -256,11 +264,13 @@ def render_show(data: dict[str, Any], experiment: StudyRecord, trials: Sequence[
         out.append("[yellow]No completed trial yet.[/]")
     if data["failures"]:
         failures = Table(title="Failed and stopped trials by reason")
-        for column in ("state", "count", "reason", "trials"):
-            failures.add_column(column, justify="right" if column == "count" else "left")
+        for column in ("state", "count", "reason", "trials", "log of the first"):
+            failures.add_column(column, justify="right" if column == "count" else "left",
+                                overflow="fold" if column == "log of the first" else "ellipsis")
         for group in data["failures"]:
             numbers = ", ".join(map(str, group["trials"][:12])) + (" ..." if len(group["trials"]) > 12 else "")
-            failures.add_row(group["state"], str(group["count"]), escape(group["reason"]), numbers)
+            failures.add_row(group["state"], str(group["count"]), escape(group["reason"]), numbers,
+                             escape(group.get("log") or "-"))
         out.append(failures)
     if data.get("config"):
         out.append(Panel(JSON.from_data(data["config"]), title="experiment config", expand=False))

@@ -8,7 +8,6 @@ lock, so parallel trials wait for one training instead of racing.  Nothing is do
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 import tempfile
@@ -20,8 +19,8 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from aup.compression.torch.zoo import DigitsData, evaluate, train_epoch  # noqa: E402
-from digits_model import cache_dir, data  # noqa: E402
+from aup.compression.torch.zoo import DigitsData, evaluate  # noqa: E402
+from digits_model import cache_dir, cached_pretrained, data  # noqa: E402
 
 PRETRAIN_EPOCHS = 30
 SEED = 0
@@ -46,28 +45,7 @@ class DigitsTransformer(nn.Module):
 
 def pretrained_model() -> DigitsTransformer:
     """A DigitsTransformer holding the cached pretrained weights (trained here on first use)."""
-    path = cache_dir() / CACHE_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.exists():
-            model = _pretrain()
-            tmp = path.with_suffix(".tmp")
-            torch.save(model.state_dict(), tmp)
-            os.replace(tmp, path)
-    model = DigitsTransformer()
-    model.load_state_dict(torch.load(path, weights_only=True))
-    return model
-
-
-def _pretrain() -> DigitsTransformer:
-    torch.manual_seed(SEED)
-    digits = data()
-    model = DigitsTransformer()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(PRETRAIN_EPOCHS):
-        train_epoch(model, digits.x_train, digits.y_train, optimizer, seed=epoch)
-    return model
+    return cached_pretrained(DigitsTransformer, CACHE_NAME, PRETRAIN_EPOCHS)  # type: ignore[return-value]
 
 
 @dataclass

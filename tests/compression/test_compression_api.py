@@ -161,14 +161,15 @@ def test_count_flops_params_is_mask_aware():
     assert dense_params - params == (16 * 9 + 32 * 16 * 9) / 2 + (16 + 32)
 
 
-def test_export_writes_clean_weights_and_nni_mask_file(tmp_path):
+def test_export_writes_clean_weights_and_nni_mask_file(tmp_path, caplog):
     torch.manual_seed(0)
     model = zoo.DigitsCNN()
     pruner = aup.create_compressor(model, L1_HALF)
     pruner.compress()
     keys = list(model.state_dict())
-    with pytest.warns(UserWarning, match="ignoring unknown arguments"):
+    with caplog.at_level("DEBUG", logger="aup.compression.torch.base"):
         path = pruner.export_model("model.pth", "mask.pth", folder_name=str(tmp_path / "out"), save_best_only=True)
+    assert "save_best_only" in caplog.text  # Auptimizer's keyword: accepted, logged at debug level
     masks = torch.load(tmp_path / "out" / "mask.pth")
     assert set(masks) == {"conv1", "conv2", "bn1", "bn2"} and masks["conv2"]["weight"].shape == model.conv2.weight.shape
     assert (tmp_path / "out" / "model.pth").exists() and path.endswith("model.pth")

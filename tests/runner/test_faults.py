@@ -350,6 +350,7 @@ def test_runner_memory_does_not_follow_trial_output_and_logs_are_capped(tmp_path
     log = folder / "jobs" / "huge-0.out"
     size = log.stat().st_size
     assert 5 * 1024 * 1024 <= size <= 5 * 1024 * 1024 + 16 * 1024
+    assert log.stat().st_blocks * 512 <= size + 1024 * 1024  # no holes left behind
     with open(log, "rb") as handle:
         handle.seek(5 * 1024 * 1024)
         rest = handle.read()

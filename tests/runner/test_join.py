@@ -112,7 +112,7 @@ def test_resume_after_the_owner_died_leaves_a_live_workers_trials_alone(tmp_path
         return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if "runner" in t.user_attrs]
 
     wait_for(lambda: len(running()) == 1)
-    worker = aup(tmp_path, postgres_url, "worker", "joined", "--no-live")
+    worker = aup(tmp_path, postgres_url, "run", "experiment.json", "--join", "--no-live")  # the JSON way
     wait_for(lambda: len(running()) == 2)
     owner_trial = next(t for t in running() if t.user_attrs["runner"].endswith(f":{owner.pid}"))
     worker_trial = next(t for t in running() if t.user_attrs["runner"].endswith(f":{worker.pid}"))

@@ -138,6 +138,10 @@ def test_dead_ray_worker_fails_the_attempt_with_the_reason_and_it_is_retried(tmp
     first, second = trial.user_attrs["attempts"]
     assert first["reason"] == "the Ray worker running the trial died"
     assert first["exit_code"] is None and second["reason"] is None
+    import tempfile
+
+    leftovers = list(Path(tempfile.gettempdir()).glob(f"{ray_launcher.SCRATCH_PREFIX}{killed[0]}-*"))
+    assert leftovers == []  # the dead worker's scratch dir was cleared by the retry's task
 
 
 @pytest.mark.slow
@@ -209,3 +213,28 @@ def test_node_side_reports_a_script_it_cannot_start(tmp_path: Path, monkeypatch:
     [item] = list(ray_launcher._run_on_node(spec))
     assert item["exit"] == 127 and b"cannot start" in item["log"] and b"missing-program" in item["log"]
 
+
+
+# ---- a local cluster started by aup itself -------------------------------------------------------
+@pytest.mark.slow
+def test_local_cluster_started_by_aup_writes_nothing_to_home(tmp_path: Path) -> None:
+    """No address and no Ray auth settings: aup's own guard starts a token-auth local cluster."""
+    import shutil
+    import tempfile
+
+    home = tmp_path / "home"
+    home.mkdir()
+    path = write(tmp_path / "exp", n_samples=1, n_parallel=1)
+    scratch = tempfile.mkdtemp(prefix="aupray")  # short: Ray's socket paths live under it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(home), TMPDIR=scratch, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    try:
+        done = subprocess.run([sys.executable, "-m", "aup", "run", str(path), "--storage",
+                               f"sqlite:///{tmp_path / 'aup.db'}"], cwd=tmp_path / "exp", env=env,
+                              capture_output=True, text=True, timeout=600)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    trials = optuna.load_study(study_name="ray-exp", storage=f"sqlite:///{tmp_path / 'aup.db'}").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE]
+    assert not (home / ".ray").exists()

@@ -57,7 +57,8 @@ def test_trials_are_recorded_completely(tmp_path: Path) -> None:
     for trial in trials:
         attrs = trial.user_attrs
         config_path = Path(attrs["job_config_path"])
-        assert json.loads(config_path.read_text()) == attrs["job_config"] == trial.params
+        assert json.loads(config_path.read_text()) == attrs["job_config"] == {**trial.params,
+                                                                              "folder_name": config_path.stem}
         assert config_path.parent == tmp_path / "jobs"
         assert Path(attrs["log_path"]).is_file() and Path(attrs["log_path"]).suffix == ".out"
         assert trial.value == pytest.approx(trial.params["x"] * trial.params["h"])

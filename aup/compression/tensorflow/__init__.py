@@ -2,4 +2,23 @@
 
 Importing this package does not import TensorFlow or Keras; its modules do (``pruners`` holds the
 classes the registry names, ``artifact.load_compressed`` reads an exported artifact back).
+
+Keras writes ``keras.json`` into ``$KERAS_HOME`` (default ``~/.keras``) when it is first imported.
+When ``KERAS_HOME`` is unset this package points it at aup's own folder, ``.aup/cache/keras`` under
+the working directory when ``.aup`` exists there, else ``aup-cache/keras`` in the temp dir, so a
+script run by hand leaves the user's home alone (``aup run`` sets it for every trial). It must be
+imported before Keras to have an effect.
 """
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def _keras_home() -> str:
+    local = os.path.join(os.getcwd(), ".aup")
+    base = os.path.join(local, "cache") if os.path.isdir(local) else os.path.join(tempfile.gettempdir(), "aup-cache")
+    return os.path.join(base, "keras")
+
+
+os.environ.setdefault("KERAS_HOME", _keras_home())

@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import keras
 import numpy as np
 
+from ..lifecycle import TrainingLifecycle
 from . import artifact, measure
 from .config_list import LayerConfig, layer_weight, to_numpy, validate_against_model
 from .masking import MaskConstraint, attach_mask
@@ -31,7 +32,7 @@ __all__ = ["KerasPruner"]
 _SAVE_FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
 
 
-class KerasPruner:
+class KerasPruner(TrainingLifecycle):
     """Base of the Keras pruners: ``Pruner(model, config_list, optimizer=None, dummy_input=None)``.
 
     ``optimizer`` is accepted for the seed's signature and not needed: Keras applies the masks after
@@ -106,20 +107,6 @@ class KerasPruner:
             constraint.set_mask(mask)
             variable.assign((weight * mask).astype(weight.dtype))
         return {name: c.numpy() for name, c in self.constraints.items()}
-
-    def update_epoch(self, epoch: int) -> None:
-        """Nothing to schedule for a one-shot pruner; kept for the common API."""
-        self.epoch = int(epoch)
-
-    def step(self) -> None:
-        """Nothing to do: Keras re-applies the masks after every optimizer step itself."""
-
-    def get_prune_iterations(self) -> Sequence[int]:
-        """One round: the pruner is one-shot."""
-        return [0]
-
-    def prune_iteration_start(self) -> None:
-        """Nothing to do for a one-shot pruner."""
 
     def apply_speedup(self, dummy_input: Any = None) -> keras.Model:
         """Fine-grained masks remove no whole channel, so there is nothing to shrink."""

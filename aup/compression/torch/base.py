@@ -14,20 +14,33 @@ import os
 import tempfile
 import warnings
 import weakref
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import nn
 
+from ..lifecycle import TrainingLifecycle
 from .baseline import baseline_metrics, snapshot_baseline
 from .deploy import CalibrationRecorder, DeploySettings
+from .deployed_metrics import deployed_file_metrics
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Compressor", "count_flops_params", "as_example_input"]
 
 
-class Compressor:
+def ignore_export_arguments(ignored: dict[str, Any]) -> None:
+    """``export_model`` keywords it does not use, logged at debug level only.
+
+    Auptimizer's examples pass ``save_best_only=True`` and the whole job config (``**config``:
+    ``compressor``, ``config_list``, ``tid``, ...) to ``export_model``; both are meaningless here
+    and must not clutter the trial's output with warnings.
+    """
+    if ignored:
+        logger.debug("export_model: ignoring arguments it does not use: %s", ", ".join(sorted(ignored)))
+
+
+class Compressor(TrainingLifecycle):
     """Base of every torch compressor.
 
     ``Compressor(model, config_list, optimizer=None, dummy_input=None)``. ``compress()`` attaches
@@ -54,6 +67,7 @@ class Compressor:
         self.speedup_applied = False
         self.deploy_settings: Any = _UNSET  # set from the job config's compression_deploy by create_compressor
         self.reported = False
+        self._deploy_failure: str | None = None  # why the last deployed-artifact export failed
         self._recorder = CalibrationRecorder.attach(model)
         snapshot_baseline(model)
         _register_live(self)
@@ -67,20 +81,6 @@ class Compressor:
     def compress(self) -> nn.Module:
         """Attach the compression; returns the (same) model."""
         return self.model
-
-    def update_epoch(self, epoch: int) -> None:
-        """Tell epoch-scheduled compressors (AGP) that ``epoch`` has started."""
-        self.epoch = int(epoch)
-
-    def step(self) -> None:
-        """Call after each optimizer step when no ``optimizer`` was given to the compressor."""
-
-    def get_prune_iterations(self) -> Sequence[int]:
-        """Rounds of iterative pruning (lottery ticket); one-shot compressors have exactly one."""
-        return [0]
-
-    def prune_iteration_start(self) -> None:
-        """Start the next pruning round (lottery ticket); nothing to do for one-shot compressors."""
 
     def get_masks(self) -> dict[str, dict[str, torch.Tensor | None]]:
         """Pruning masks in NNI's format; compressors without masks have none."""
@@ -257,15 +257,23 @@ class Compressor:
             metrics.update(deployed)
         elif self.quantizes():
             if example is not None:
-                print("aup: no latency_ms for this quantized model (timing its fake quantization in torch would not "
-                      "show the deployed speed); install aup[deploy] (onnxruntime) to time its int8 ONNX artifact",
-                      flush=True)
+                print(self._no_latency_note(), flush=True)
         elif torch_latency is not None:
             metrics["latency_ms"] = torch_latency
         metrics = {**metrics, **self.extra_metrics(),
                    **baseline_metrics(example, (settings or DeploySettings()) if deployed else None)}
         client.log_metrics(**metrics)
         return metrics
+
+    def _no_latency_note(self) -> str:
+        """Why a quantized model has no ``latency_ms``: the export failed, or ORT is missing."""
+        from .deploy import ort_available
+
+        note = "aup: no latency_ms for this quantized model (timing its fake quantization in torch would not show " \
+               "the deployed speed); "
+        if ort_available() and self._deploy_failure:
+            return note + f"export to ONNX failed: {self._deploy_failure}"
+        return note + "install aup[deploy] (onnxruntime) to time its int8 ONNX artifact"
 
     def _deployed_metrics(self, path: str | None, settings: DeploySettings | None, example: Any) -> dict[str, float]:
         """``model_bytes``, ``latency_ms`` (ORT) and ``deploy_agreement`` of the deployed artifact."""
@@ -278,6 +286,7 @@ class Compressor:
                     path = self.write_deployed(os.path.join(tmp, "model.onnx"), settings, example)
                 return deployed_file_metrics(path, self.model, example, self.calibration_batches(), self._paused)
         except Exception as exc:  # noqa: BLE001 - a model ONNX cannot express keeps its torch metrics
+            self._deploy_failure = f"{type(exc).__name__}: {str(exc)[:300]}"
             warnings.warn(f"aup: no deployed-artifact metrics ({type(exc).__name__}: {str(exc)[:300]}); "
                           "reporting the torch model's", stacklevel=3)
             return {}
@@ -292,20 +301,6 @@ class Compressor:
 
 
 _UNSET: Any = object()
-
-
-def deployed_file_metrics(path: str, model: nn.Module | None, example: Any, batches: Sequence[Any],
-                          paused: Callable[[], Any] = contextlib.nullcontext) -> dict[str, float]:
-    """Bytes of ``path``, its ORT latency (batch 1, ``LATENCY_THREADS``) and agreement with ``model``."""
-    from .deploy import agreement, load_deployed, ort_latency_ms
-    from .measure import LATENCY_THREADS, _sizes_of
-
-    deployed = load_deployed(path, threads=LATENCY_THREADS)
-    metrics = {**_sizes_of(path), "latency_ms": ort_latency_ms(deployed, example)}
-    if model is not None:
-        with paused():
-            metrics["deploy_agreement"] = agreement(deployed, model, batches or [example])
-    return metrics
 
 
 # The compressors alive in this trial process, in creation order. At the end of a trial the first

@@ -134,7 +134,7 @@ def _measure(example: Any, settings: DeploySettings | None) -> dict[str, float]:
         if settings is None:
             measured["latency_ms"] = measured["latency_ms_torch"]
         else:
-            from .base import deployed_file_metrics
+            from .deployed_metrics import deployed_file_metrics
             from .deploy import export_onnx
 
             with tempfile.TemporaryDirectory(prefix="aup-baseline-") as tmp:

@@ -56,8 +56,10 @@ def type_names(module: nn.Module) -> set[str]:
     A subclass counts as its bases (``NonDynamicallyQuantizableLinear``, the attention output
     projection, is a ``Linear``; a user's ``class MyConv(nn.Conv2d)`` is a ``Conv2d``).
     """
-    return {cls.__name__.lower() for cls in type(module).__mro__
-            if isinstance(cls, type) and issubclass(cls, nn.Module) and cls is not nn.Module}
+    names = {cls.__name__.lower() for cls in type(module).__mro__
+             if isinstance(cls, type) and issubclass(cls, nn.Module) and cls is not nn.Module}
+    # a replacement that stands for a torch layer (the head-pruned attention is a MultiheadAttention)
+    return names | {alias.lower() for alias in getattr(type(module), "aup_op_types", ())}
 
 
 def _matches(name: str, module: nn.Module, entry: Mapping[str, Any]) -> bool:
@@ -89,17 +91,31 @@ def select_modules(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -
     return selected
 
 
-def check_op_names(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -> None:
-    """Every ``op_names`` entry must be a module of the model (ValueError with a suggestion)."""
+def check_op_names(model: nn.Module, config_list: Sequence[Mapping[str, Any]], compressor: str = "") -> None:
+    """Every ``op_names`` entry must be a module of the model (ValueError with a suggestion).
+
+    Inside an aup trial the mismatch also goes to the runner (a ``model_mismatch`` channel record
+    with the model's layers), which stops the experiment instead of failing every trial.
+    """
     names = [name for name, _ in model.named_modules() if name]
     known = set(names)
     for index, entry in enumerate(config_list):
         for op_name in entry.get("op_names", ()):
             if op_name not in known:
                 hint = did_you_mean(op_name, names)
+                _report_mismatch(model, compressor, FieldError(f"no module named {op_name!r} in the model{hint}",
+                                                               entry=index, key="op_names"))
                 shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
                 raise FieldError(f"no module named {op_name!r} in the model{hint}; modules: {shown}",
                                  entry=index, key="op_names", expected="a module name of the model", got=op_name)
+
+
+def _report_mismatch(model: nn.Module, compressor: str, error: FieldError) -> None:
+    """Inside a trial, tell the runner (with the model's layers) before ``error`` is raised."""
+    from aup.compression.model_check import report_mismatch
+
+    layers = [(name, type(module).__name__) for name, module in model.named_modules() if name]
+    report_mismatch(compressor, error.entry, str(error), layers)
 
 
 def _warn_unmatched_types(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -> None:
@@ -128,16 +144,20 @@ def validate_against_model(
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    check_op_names(model, config_list)
+    check_op_names(model, config_list, compressor)
     _warn_unmatched_types(model, config_list)
     selected = select_modules(model, config_list)
     for layer in selected:
         reason = check(layer.name, layer.module) if check is not None else None
         if reason:
-            raise FieldError(f"{compressor!r} cannot compress {layer.name!r} ({layer.type_name}): {reason}",
-                             entry=layer.entry_index, got=layer.name)
+            error = FieldError(f"{compressor!r} cannot compress {layer.name!r} ({layer.type_name}): {reason}",
+                               entry=layer.entry_index, got=layer.name)
+            _report_mismatch(model, compressor, error)
+            raise error
     if require_any and not selected and config_list:
         present = ", ".join(sorted({type(m).__name__ for m in model.modules()}))
-        raise FieldError(f"no layer of the model matches any entry for {compressor!r}; layer types present: {present}",
-                         expected="an entry matching a layer of the model")
+        error = FieldError(f"no layer of the model matches any entry for {compressor!r}; layer types present: {present}",
+                           expected="an entry matching a layer of the model")
+        _report_mismatch(model, compressor, error)
+        raise error
     return selected

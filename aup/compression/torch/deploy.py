@@ -298,7 +298,9 @@ def export_onnx(model: nn.Module, example_input: Any, path: str | os.PathLike, *
                 torch.onnx.export(exported, args, raw, dynamo=False, opset_version=OPSET, input_names=names,
                                   output_names=outputs, do_constant_folding=int8_modules is None,
                                   dynamic_axes={**{n: {0: "batch"} for n in names + outputs}})
-            if int8_modules is not None:
+            if int8_modules is None:
+                _untie_folded_transposes(path)
+            else:
                 if weight_only:
                     _weight_only_int8(raw, path, set(int8_modules), per_channel)
                 else:
@@ -308,6 +310,42 @@ def export_onnx(model: nn.Module, example_input: Any, path: str | os.PathLike, *
         torch.backends.mha.set_fastpath_enabled(fast_path)
         model.train(was_training)
     return path
+
+
+def _untie_folded_transposes(path: str) -> None:
+    """Store a weight used transposed elsewhere once (GPT-2's LM head is its token embedding).
+
+    Constant folding writes ``Transpose(weight)`` as a second initializer, which for a tied vocabulary
+    matrix is the largest tensor of the file again; such a copy becomes a Transpose node of the
+    parameter. Models with external data (over 2 GB) are left as exported.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(path)
+    graph = model.graph
+    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.initializer):
+        return
+    named: dict[tuple[int, ...], list[Any]] = {}
+    for init in graph.initializer:
+        if len(init.dims) == 2 and not init.name.startswith("onnx::"):
+            named.setdefault((init.dims[1], init.dims[0], init.data_type), []).append(init)
+    replaced = []
+    for init in list(graph.initializer):
+        if not init.name.startswith("onnx::") or len(init.dims) != 2:
+            continue
+        folded = numpy_helper.to_array(init)
+        for source in named.get((init.dims[0], init.dims[1], init.data_type), []):
+            if np.array_equal(folded, numpy_helper.to_array(source).T):
+                graph.initializer.remove(init)
+                replaced.append(helper.make_node("Transpose", [source.name], [init.name], perm=[1, 0],
+                                                 name=f"aup_untie_{init.name}"))
+                break
+    if replaced:
+        for node in reversed(replaced):
+            graph.node.insert(0, node)
+        onnx.save(model, path)
 
 
 def _feed(batch: Any, names: list[str]) -> dict[str, Any]:

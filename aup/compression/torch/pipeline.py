@@ -30,7 +30,7 @@ from torch import nn
 import aup.compression.catalog as catalog
 from aup.compression.spec import CompressionSpec, build_stage, resolve_class
 
-from .base import Compressor
+from .base import Compressor, ignore_export_arguments
 from .masking import Masks
 
 __all__ = ["PipelineCompressor"]
@@ -223,8 +223,7 @@ class PipelineCompressor(Compressor):
 
         ``format="onnx"`` writes the deployable ONNX file (quantized layers as int8 QDQ) instead.
         """
-        if ignored:
-            warnings.warn(f"export_model: ignoring unknown arguments {sorted(ignored)}", stacklevel=2)
+        ignore_export_arguments(ignored)
         if not self.compressed:
             warnings.warn("export_model: compress() was never called; exporting the uncompressed model", stacklevel=2)
         example = self.example_input(dummy_input)

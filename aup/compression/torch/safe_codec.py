@@ -16,148 +16,21 @@ describes the architecture as data instead.  Three kinds of things are described
 - **values** (arguments, attributes, metadata): JSON with ``{"__t": ...}`` tags for tuples, dicts,
   slices, dtypes, devices and tensors (which go to the tensor store).
 
-Classes are resolved only from modules that are already imported, or from ``torch``,
-``transformers`` and ``aup``; anything else is an error naming the class (``trust=True`` lets the
-loader import its module).  Every violation is a :class:`UnsafeArtifact` (a ``ValueError``).
+What may be named (functions, classes, identifiers) is decided in :mod:`.safe_names`; every
+violation is a :class:`UnsafeArtifact` (a ``ValueError``).
 """
 from __future__ import annotations
 
-import builtins
-import importlib
-import keyword
 import math
-import operator
-import sys
-import types
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
+from .safe_names import (FX_OPS, MODULE_INTERNALS, TENSOR_METHODS_DENIED, UnsafeArtifact, check_identifier,
+                         class_path, function_name, hf_config_base, resolve_class, resolve_function)
+
 __all__ = ["UnsafeArtifact", "Encoder", "Decoder"]
-
-_MODULE_INTERNALS = {
-    "training", "_parameters", "_buffers", "_non_persistent_buffers_set", "_modules", "_backward_pre_hooks",
-    "_backward_hooks", "_is_full_backward_hook", "_forward_hooks", "_forward_hooks_with_kwargs",
-    "_forward_hooks_always_called", "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs",
-    "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks",
-    "forward",  # an instance-level forward is an attached compressor (quantizer override), not architecture
-    "_compiled_call_impl",
-}
-_GRAPH_MODULE_INTERNALS = {"_graph", "_code", "_tracer_cls", "_tracer_extras", "meta", "_in_spec", "_out_spec",
-                           "_erase_node_hooks", "_create_node_hooks", "_replace_hooks", "_deepcopy_hooks",
-                           "_lineno_map", "_prologue_start", "_wrapped_call", "_wrapped_fn_registry"}
-_SAFE_CLASS_ROOTS = ("torch", "transformers", "aup")
-_OPERATOR_OK = {
-    "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "neg", "pos", "abs", "invert", "getitem",
-    "setitem", "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_", "xor", "not_", "lshift", "rshift", "iadd",
-    "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "imatmul", "contains", "is_", "is_not", "index",
-}
-_BUILTINS_OK = {"getattr", "len", "int", "float", "bool", "min", "max", "abs", "round", "range", "tuple", "list",
-                "sum", "divmod"}
-_TENSOR_METHODS_DENIED = {"apply_", "map_", "map2_", "register_hook", "register_post_accumulate_grad_hook",
-                          "backward", "share_memory_", "storage", "untyped_storage", "numpy", "tolist",
-                          "pin_memory", "record_stream", "set_", "data_ptr", "untyped_storage"}
-_FX_OPS = {"placeholder", "get_attr", "call_function", "call_method", "call_module", "output"}
-
-
-class UnsafeArtifact(ValueError):
-    """The file describes something outside what a safe artifact may contain."""
-
-
-# ----------------------------------------------------------------------------- functions
-
-
-def function_name(fn: Any) -> str:
-    """Qualified name of an allowed function (``torch.relu``, ``_operator.add``, ``getattr``)."""
-    from torch.fx.node import _get_qualified_name
-
-    name = _get_qualified_name(fn)
-    if resolve_function(name) is not fn:
-        raise UnsafeArtifact(f"function {name} is not on the artifact's allowlist of tensor operations")
-    return name
-
-
-def resolve_function(name: str) -> Callable[..., Any]:
-    """The allowed function called ``name``; :class:`UnsafeArtifact` for anything else."""
-    if not isinstance(name, str):
-        raise UnsafeArtifact(f"function name must be a string, got {type(name).__name__}")
-    module_name, _, attr = name.rpartition(".")
-    if attr.startswith("_") or not attr.isidentifier():
-        raise UnsafeArtifact(f"function {name!r} is not on the allowlist")
-    fn: Any = None
-    if module_name == "":
-        fn = getattr(builtins, attr, None) if attr in _BUILTINS_OK else None
-    elif module_name in ("operator", "_operator"):
-        fn = getattr(operator, attr, None) if attr in _OPERATOR_OK else None
-    elif module_name == "math":
-        fn = getattr(math, attr, None)
-    elif module_name == "torch":
-        fn = getattr(torch._C._VariableFunctions, attr, None)
-        if fn is None or getattr(torch, attr, None) is not fn:
-            fn = getattr(torch.functional, attr, None) if attr in torch.functional.__all__ else None
-    elif module_name == "torch.functional":
-        fn = getattr(torch.functional, attr, None) if attr in torch.functional.__all__ else None
-    elif module_name == "torch._C._nn":
-        fn = getattr(torch._C._nn, attr, None)
-    elif module_name == "torch.nn.functional":
-        fn = getattr(torch.nn.functional, attr, None)
-        if isinstance(fn, (type, types.ModuleType)):
-            fn = None
-    if fn is None or not callable(fn) or isinstance(fn, type):
-        raise UnsafeArtifact(f"function {name!r} is not on the artifact's allowlist of tensor operations")
-    return fn
-
-
-def _check_identifier(name: Any, what: str, allow_dots: bool = False) -> str:
-    parts = name.split(".") if isinstance(name, str) and allow_dots else [name]
-    for part in parts:
-        ok = isinstance(part, str) and (part.isidentifier() or (allow_dots and part.isdigit()))
-        if not ok or keyword.iskeyword(part):
-            raise UnsafeArtifact(f"{what} {name!r} is not a valid identifier")
-    return name
-
-
-def resolve_class(path: str, *, trust: bool, base: type | tuple[type, ...] = nn.Module) -> type:
-    """Class ``module:qualname``, a subclass of ``base``; imports only safe or already-imported modules."""
-    if not isinstance(path, str) or ":" not in path:
-        raise UnsafeArtifact(f"class reference {path!r} is malformed")
-    module_name, qualname = path.split(":", 1)
-    for part in module_name.split(".") + qualname.split("."):
-        _check_identifier(part, "class reference part")
-    module = sys.modules.get(module_name)
-    if module is None:
-        if not (trust or module_name.split(".")[0] in _SAFE_CLASS_ROOTS):
-            raise UnsafeArtifact(f"class {qualname} lives in module {module_name!r}, which is not imported; "
-                                 f"import it before loading (or pass trust=True for a file you trust)")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise UnsafeArtifact(f"class {qualname}: cannot import {module_name!r} ({exc})") from None
-    obj: Any = module
-    for part in qualname.split("."):
-        if part.startswith("__"):
-            raise UnsafeArtifact(f"class reference {path!r} is malformed")
-        obj = getattr(obj, part, None)
-    if not (isinstance(obj, type) and issubclass(obj, base)):
-        names = "/".join(b.__name__ for b in (base if isinstance(base, tuple) else (base,)))
-        raise UnsafeArtifact(f"{path} is not a {names} class")
-    return obj
-
-
-def class_path(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def _hf_config_base() -> tuple[type, ...] | None:
-    """Hugging Face's config classes (model and generation configs), if transformers is loaded."""
-    if "transformers" not in sys.modules:
-        return None
-    try:
-        from transformers import GenerationConfig, PretrainedConfig
-    except ImportError:  # pragma: no cover - broken transformers install
-        return None
-    return (PretrainedConfig, GenerationConfig)
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -213,7 +86,7 @@ class Encoder:
             return {"__t": "torchattr", "v": str(v).replace("torch.", "")}
         if isinstance(v, torch.Tensor):
             return {"__t": "tensor", "v": self.tensor(v, f"@{where}")}
-        config_base = _hf_config_base()
+        config_base = hf_config_base()
         if config_base is not None and isinstance(v, config_base):
             return {"__t": "hf_config", "v": self._config(v, config_base)}
         if callable(v) and not isinstance(v, (nn.Module, type)):
@@ -239,7 +112,7 @@ class Encoder:
         prefix = f"{path}." if path else ""
         attrs = {}
         for key, val in m.__dict__.items():
-            if key in _MODULE_INTERNALS or (skip_attrs and key in skip_attrs) or key.startswith(("aup_", "_aup")):
+            if key in MODULE_INTERNALS or (skip_attrs and key in skip_attrs) or key.startswith(("aup_", "_aup")):
                 continue
             attrs[key] = self.value(val, f"{prefix}{key}")
         params = {}
@@ -311,7 +184,7 @@ class Decoder:
         if tag == "ellipsis":
             return Ellipsis
         if tag in ("dtype", "torchattr"):
-            obj = getattr(torch, _check_identifier(data, "torch attribute"), None)
+            obj = getattr(torch, check_identifier(data, "torch attribute"), None)
             if not isinstance(obj, (torch.dtype, torch.memory_format, torch.layout)):
                 raise UnsafeArtifact(f"unknown torch attribute {data!r}")
             return obj
@@ -334,10 +207,10 @@ class Decoder:
             raise UnsafeArtifact(f"unknown config reference {index!r}")
         if index not in self._configs:
             spec = self._config_specs[index]
-            base = _hf_config_base()
+            base = hf_config_base()
             if base is None:
                 import transformers  # noqa: F401  (the artifact names a transformers config)
-                base = _hf_config_base()
+                base = hf_config_base()
             cls = resolve_class(spec["cls"], trust=self.trust, base=base)
             config = cls.from_dict(self.value(spec["data"]))
             attn = spec.get("attn")
@@ -351,11 +224,11 @@ class Decoder:
         m = cls.__new__(cls)
         nn.Module.__init__(m)
         for key, val in spec.get("attrs", {}).items():
-            if not isinstance(key, str) or key in _MODULE_INTERNALS or key.startswith("__"):
+            if not isinstance(key, str) or key in MODULE_INTERNALS or key.startswith("__"):
                 raise UnsafeArtifact(f"attribute {key!r} may not be set from an artifact")
             object.__setattr__(m, key, self.value(val))
         for key, p in spec.get("params", {}).items():
-            _check_identifier(key, "parameter name")
+            check_identifier(key, "parameter name")
             if p is None:
                 m.register_parameter(key, None)
                 continue
@@ -365,7 +238,7 @@ class Decoder:
                 self._params[p["t"]] = param
             m.register_parameter(key, param)
         for key, b in spec.get("buffers", {}).items():
-            _check_identifier(key, "buffer name")
+            check_identifier(key, "buffer name")
             if b is None:
                 m.register_buffer(key, None)
             else:
@@ -380,16 +253,16 @@ class Decoder:
         graph = torch.fx.Graph()
         for spec in nodes:
             op, target = spec.get("op"), spec.get("target")
-            if op not in _FX_OPS:
+            if op not in FX_OPS:
                 raise UnsafeArtifact(f"graph op {op!r} is not allowed")
-            name = _check_identifier(spec.get("name"), "graph node name")
+            name = check_identifier(spec.get("name"), "graph node name")
             if op == "placeholder":
-                _check_identifier(str(target).lstrip("*"), "graph input name")
+                check_identifier(str(target).lstrip("*"), "graph input name")
             elif op in ("get_attr", "call_module"):
-                _check_identifier(target, f"{op} target", allow_dots=True)
+                check_identifier(target, f"{op} target", allow_dots=True)
             elif op == "call_method":
-                _check_identifier(target, "method name")
-                if target.startswith("_") or target in _TENSOR_METHODS_DENIED or not hasattr(torch.Tensor, target):
+                check_identifier(target, "method name")
+                if target.startswith("_") or target in TENSOR_METHODS_DENIED or not hasattr(torch.Tensor, target):
                     raise UnsafeArtifact(f"tensor method {target!r} is not allowed")
             elif op == "call_function":
                 target = resolve_function(target)

@@ -57,7 +57,7 @@ class ActivationFilterPruner(FilterPruner):
         self.statistics_batch_num = statistics_batch_num
         self.stats: dict[str, _Stats] = {name: _Stats() for name in self.layers}
         self._stat_handles: list[Any] = []
-        self._paused = False
+        self._statistics_off = False
 
     # ------------------------------------------------------------------ statistics
     def channel_statistic(self, activated: torch.Tensor) -> torch.Tensor:
@@ -73,7 +73,7 @@ class ActivationFilterPruner(FilterPruner):
     def _collector(self, name: str) -> Callable[..., None]:
         def collect(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
             stats = self.stats[name]
-            if self._paused or stats.batches >= self.statistics_batch_num:
+            if self._statistics_off or stats.batches >= self.statistics_batch_num:
                 return
             with torch.no_grad():
                 activated = ACTIVATIONS[self.activation](output.detach())
@@ -85,11 +85,11 @@ class ActivationFilterPruner(FilterPruner):
 
     @contextlib.contextmanager
     def statistics_paused(self) -> Iterator[None]:
-        previous, self._paused = self._paused, True
+        previous, self._statistics_off = self._statistics_off, True
         try:
             yield
         finally:
-            self._paused = previous
+            self._statistics_off = previous
 
     def statistics_ready(self) -> bool:
         return all(s.batches >= self.statistics_batch_num for s in self.stats.values())

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
-from ..base import Compressor
+from ..base import Compressor, ignore_export_arguments
 from ..config_list import LayerConfig, validate_against_model
 from ..deploy import clean_copy
 from ..masking import Masks, MaskStore
@@ -248,8 +248,7 @@ class Pruner(Compressor):
         size metrics are reported to the runner. Unknown keyword arguments (Auptimizer's examples
         pass ``**config``) are ignored with a warning. Returns the model file path.
         """
-        if ignored:
-            warnings.warn(f"export_model: ignoring unknown arguments {sorted(ignored)}", stacklevel=2)
+        ignore_export_arguments(ignored)
         os.makedirs(folder_name, exist_ok=True)
         example = self.example_input(dummy_input)
         if not self.masks_calculated and not self.speedup_applied:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
-from ..base import Compressor
+from ..base import Compressor, ignore_export_arguments
 from ..config_list import validate_against_model
 from .config import default_entries, quant_types_of, resolve_bits, validate_quant_config_list
 from .hooks import FastPathOff, WeightOverride, fast_path_owner, weight_reader
@@ -36,6 +36,7 @@ class QuantLayer:
     config: dict[str, Any]
     quant_types: tuple[str, ...]
     bits: dict[str, int] = field(default_factory=dict)
+    param: str = "weight"  # the quantized parameter: "in_proj_weight" for packed attention projections
 
 
 class Quantizer(Compressor):
@@ -65,11 +66,12 @@ class Quantizer(Compressor):
         for sel in selected:
             name, module, entry, where = sel.name, sel.module, sel.config, f"config_list[{sel.entry_index}]"
             types = tuple(quant_types_of(self.compressor_name, entry, sel.entry_index))
-            if "weight" in types and not isinstance(getattr(module, "weight", None), nn.Parameter):
+            param = _weight_param(module)
+            if "weight" in types and param is None:
                 raise ValueError(f"{where}.quant_types: {self.compressor_name!r} cannot quantize the weight of "
                                  f"{name!r} ({type(module).__name__}): it has no weight parameter")
             bits = {t: resolve_bits(self.compressor_name, entry, t, sel.entry_index) for t in types}
-            layers.append(QuantLayer(name, module, entry, types, bits))
+            layers.append(QuantLayer(name, module, entry, types, bits, param or "weight"))
         return layers
 
     # ------------------------------------------------------------------ subclass API
@@ -103,7 +105,8 @@ class Quantizer(Compressor):
                                  f"quantize its weight only")
             if "weight" in layer.quant_types:
                 self._handles.append(WeightOverride(
-                    layer.module, lambda w, layer=layer: self.quantize_weight(layer, w)[0], host=reader))
+                    layer.module, lambda w, layer=layer: self.quantize_weight(layer, w)[0], param=layer.param,
+                    host=reader))
             if "input" in layer.quant_types:
                 self._handles.append(layer.module.register_forward_pre_hook(
                     lambda _m, args, layer=layer: self._quantize_input(layer, args)))
@@ -160,7 +163,8 @@ class Quantizer(Compressor):
     # ------------------------------------------------------------------ export
     def weight_specs(self) -> dict[str, QuantSpec]:
         """``{"<module>.weight": QuantSpec}`` of every quantized weight, as it would be exported."""
-        return {f"{layer.name}.weight": self.quantize_weight(layer, layer.module.weight.detach(), export=True)[1]
+        return {f"{layer.name}.{layer.param}":
+                self.quantize_weight(layer, getattr(layer.module, layer.param).detach(), export=True)[1]
                 for layer in self.layers if "weight" in layer.quant_types}
 
     def quantized_weights(self) -> tuple[dict[str, dict[str, Any]], dict[str, torch.Tensor]]:
@@ -175,8 +179,8 @@ class Quantizer(Compressor):
             for layer in self.layers:
                 if "weight" not in layer.quant_types:
                     continue
-                fake, spec = self.quantize_weight(layer, layer.module.weight.detach(), export=True)
-                key = f"{layer.name}.weight"
+                fake, spec = self.quantize_weight(layer, getattr(layer.module, layer.param).detach(), export=True)
+                key = f"{layer.name}.{layer.param}"
                 quant[key] = spec.as_dict()
                 values[key] = spec.dequantize(spec.codes(fake)).to(fake.dtype)
         return quant, values
@@ -228,8 +232,7 @@ class Quantizer(Compressor):
         Inside an aup trial the measured size metrics (``weight_bits`` among them) are reported.
         Returns the file path.
         """
-        if ignored:
-            warnings.warn(f"export_model: ignoring unknown arguments {sorted(ignored)}", stacklevel=2)
+        ignore_export_arguments(ignored)
         if speedup or mask_path:
             warnings.warn("export_model: mask_path/speedup apply to pruning; ignored for quantization", stacklevel=2)
         example = self.example_input(dummy_input)
@@ -276,6 +279,16 @@ class Quantizer(Compressor):
     def exported_view(self) -> "_ExportedView":
         """Context manager: the plain model holding the fake-quantized weights, restored on exit."""
         return _ExportedView(self)
+
+
+def _weight_param(module: nn.Module) -> str | None:
+    """The parameter a weight quantizer quantizes: ``weight``, or the packed ``in_proj_weight`` of
+    ``nn.MultiheadAttention`` (query/key/value projections in one tensor)."""
+    if isinstance(module._parameters.get("weight"), nn.Parameter):
+        return "weight"
+    if isinstance(module._parameters.get("in_proj_weight"), nn.Parameter):
+        return "in_proj_weight"
+    return None
 
 
 class _ExportedView:

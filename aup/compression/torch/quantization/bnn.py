@@ -39,4 +39,4 @@ class BNNQuantizer(Quantizer):
         with torch.no_grad():
             for layer in self.layers:
                 if "weight" in layer.quant_types:
-                    layer.module.weight.clamp_(-1.0, 1.0)
+                    getattr(layer.module, layer.param).clamp_(-1.0, 1.0)

@@ -1,0 +1,28 @@
+"""The size, ORT latency and agreement of a deployed (ONNX) file, as trial metrics.
+
+Why its own module: both the compressor base (a trial's export) and the baseline (the dense
+model's deployed file) measure a deployed file, and the base already depends on the baseline;
+keeping this below both leaves the import graph without a circle.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Sequence
+
+from torch import nn
+
+__all__ = ["deployed_file_metrics"]
+
+
+def deployed_file_metrics(path: str, model: nn.Module | None, example: Any, batches: Sequence[Any],
+                          paused: Callable[[], Any] = contextlib.nullcontext) -> dict[str, float]:
+    """Bytes of ``path``, its ORT latency (batch 1, ``LATENCY_THREADS``) and agreement with ``model``."""
+    from .deploy import agreement, load_deployed, ort_latency_ms
+    from .measure import LATENCY_THREADS, _sizes_of
+
+    deployed = load_deployed(path, threads=LATENCY_THREADS)
+    metrics = {**_sizes_of(path), "latency_ms": ort_latency_ms(deployed, example)}
+    if model is not None:
+        with paused():
+            metrics["deploy_agreement"] = agreement(deployed, model, batches or [example])
+    return metrics
