@@ -122,7 +122,8 @@ class MaskStore:
                 raise ValueError(f"cannot mask {name}.{key}: it is not a masked parameter")
             if mask.shape != param.shape:
                 raise ValueError(f"mask for {name}.{key} has shape {tuple(mask.shape)}, expected {tuple(param.shape)}")
-            stored = mask.detach().to(device=param.device, dtype=param.dtype)
+            stored = mask.to(device=param.device, dtype=param.dtype)  # the same tensor when it fits
+            stored = stored.detach() if stored.requires_grad else stored
             self.masks[name][key] = stored.clone() if copy else stored
             getattr(self, "_ones", set()).discard((name, key))
         self.apply(name)
