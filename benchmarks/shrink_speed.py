@@ -1,8 +1,8 @@
 """The whole user path of structured pruning against torch-pruning doing the same job alone.
 
 aup's physical shrink is built on torch-pruning, so torch-pruning on its own is the bar. Per model,
-in one process, runs interleaved (aup, torch-pruning, aup, ...), each on a freshly built model
-(construction not timed):
+in one process, runs interleaved (aup, torch-pruning, torch-pruning, aup, ...: the order rotates
+every round), each on a freshly built model (construction not timed):
 
 * **aup**: ``aup.create_compressor(model, l1_filter 50% on every Conv2d, dependency_aware=True,
   dummy_input=x)`` + ``compress()`` + ``apply_speedup(x)`` (phases timed separately);
@@ -92,11 +92,12 @@ def main() -> None:
     for name in args.models.split(","):
         run_aup(name, x), run_tp(name, x)  # warm-up: imports, first-call costs
         ours, theirs, plain = [], [], []
-        for _ in range(args.runs):
-            ours.append(run_aup(name, x))
-            theirs.append(run_tp(name, x))
-            if args.plain:
-                plain.append(run_aup(name, x, dependency_aware=False))
+        jobs = [lambda: ours.append(run_aup(name, x)), lambda: theirs.append(run_tp(name, x))]
+        if args.plain:
+            jobs.append(lambda: plain.append(run_aup(name, x, dependency_aware=False)))
+        for round_ in range(args.runs):  # rotate the order: a run right after another one is not always the same
+            for k in range(len(jobs)):
+                jobs[(round_ + k) % len(jobs)]()
         med = {k: statistics.median(r[k] for r in ours) for k in ("total", "create", "compress", "apply_speedup")}
         tp_med = {k: statistics.median(r[k] for r in theirs) for k in ("total", "create", "step")}
         dense = sum(p.numel() for p in build(name).parameters())
