@@ -207,6 +207,7 @@ def test_bad_config_list_names_the_entry_and_the_key(entry: catalog.Entry, cfg: 
     assert str(error).startswith("config_list[1]: unknown key 'not_a_key'")
 
 
+@pytest.mark.slow  # imports every framework, TensorFlow included
 def test_every_catalog_entry_is_importable_or_honestly_marked() -> None:
     from aup.compression import registry
 

@@ -23,6 +23,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,  # starts a dashboard server and a headless browser
     pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (install Debian's: apt-get install -y chromium)"),
 ]
 
