@@ -426,3 +426,14 @@ def launcher_for(loaded: Any) -> Callable[..., TrialProcess]:
 
     module, _, function = target.partition(":")
     return getattr(importlib.import_module(module), function)(loaded)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

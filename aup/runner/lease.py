@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aup import store
+from aup.runner.launcher import pid_alive
 
 DEFAULT_TTL_S = 30.0
 TABLE = "aup_leases"
@@ -159,7 +160,7 @@ class Lease:
         """Expired, or (on this host) its process is gone; a live aup process here keeps its lease."""
         if holder.host != self.host:
             return self._expired(holder)
-        if holder.pid != self.pid and not _pid_alive(holder.pid):
+        if holder.pid != self.pid and not pid_alive(holder.pid):
             return True
         return self._expired(holder) and (holder.pid == self.pid or not _looks_like_aup(holder.pid))
 
@@ -204,14 +205,6 @@ def live_holders(storage: Any, prefix: str) -> list[Holder]:
     return [holder for holder in holders if not probe._stale(holder)]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _looks_like_aup(pid: int) -> bool:

@@ -41,7 +41,7 @@ from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 from aup.errors import UserError
-from aup.runner.launcher import KERAS_HOME_REL, MAX_LINE, AttemptOutcome, TrialProcess, _Tail
+from aup.runner.launcher import KERAS_HOME_REL, MAX_LINE, AttemptOutcome, TrialProcess, _Tail, pid_alive
 
 STREAM_EVERY_S = 0.1
 CHUNK_LIMIT = 1 << 20  # at most 1 MiB of output per streamed item
@@ -131,18 +131,10 @@ def _clear_dead_scratch() -> None:
     """Scratch directories of workers that died mid-trial (their ``finally`` never ran)."""
     for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
         pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             _remove(folder)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _holds(path: Path, text: str) -> bool:
