@@ -8,8 +8,9 @@ threads and mutated ``os.environ`` from them), and signals only set flags.
 
 The modules around the loop: ``prepare`` (every check on an in-memory study before anything is
 written), ``recorder`` (what a trial's record holds: DESIGN.md "Per-trial record"), ``recovery``
-(what a killed runner left behind), ``state`` (the running trial shared by all of them) and
-``saved_models`` (``save_model``).
+(what a killed runner left behind), ``state`` (the running trial shared by all of them),
+``trial_env`` (each trial's environment and GPU), ``run_end`` (marking the study, the summary, the
+exit code) and ``saved_models`` (``save_model``).
 
 Failure policy (``job_failure``): an unusable attempt is re-run with the same job config up to
 ``job_retries`` times; then the trial FAILs with its reason. ``ignore_fail: false`` stops the
@@ -22,26 +23,24 @@ leaves RUNNING trials behind; resume treats them the same way.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aup import store
 from aup.runner.jobconfig import JobConfigBuilder
 from aup.runner import join
-from aup.runner.launcher import KERAS_HOME_REL, AttemptOutcome, launcher_for
+from aup.runner.launcher import AttemptOutcome, launcher_for
 from aup.runner.prepare import Prepared, prepare
-from aup.runner.progress import Progress, best_trials, print_summary
+from aup.runner.progress import Progress
 from aup.runner.recorder import Recorder
 from aup.runner.recovery import stored_experiment
+from aup.runner.run_end import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, RunResult, finish_run
 from aup.runner.session import join_session, open_session
-from aup.runner.saved_models import keep_best_model
-from aup.runner.state import (INTERRUPTED, PROCESS_KEY, PROCESS_KEY_ENV, STOP_GRACE_S, ActiveTrial, iso, jsonable,
-                              quote, remove_trial_files)
+from aup.runner.state import INTERRUPTED, PROCESS_KEY, STOP_GRACE_S, ActiveTrial, iso, jsonable, remove_trial_files
+from aup.runner.trial_env import TrialEnvironment
 
 if TYPE_CHECKING:
     import optuna
@@ -50,19 +49,9 @@ if TYPE_CHECKING:
     from aup.config import LoadedExperiment
 
 __all__ = ["ExperimentRunner", "Prepared", "RunResult", "prepare", "resume_experiment", "run_experiment",
-           "join_experiment"]
+           "join_experiment", "EXIT_OK", "EXIT_FAILED", "EXIT_INTERRUPTED"]
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 POLL_MIN_S, POLL_MAX_S = 0.002, 0.025
-
-
-@dataclass
-class RunResult:
-    study_name: str
-    status: str
-    exit_code: int
-    reason: str | None = None
-    best_model_path: str | None = None
 
 
 class ExperimentRunner:
@@ -87,33 +76,12 @@ class ExperimentRunner:
         self._pending: list[tuple[ActiveTrial, AttemptOutcome, list[Any], list[float], str | None]] = []
         self._interrupt = 0
         self._stop_reason: str | None = None
-        self._devices: list[str] = self._device_pool()
         self._retries = self.exp.job_failure.job_retries
         self._single = len(self.exp.objectives) == 1
-        self._base_env = self._make_base_env()
+        self._env = TrialEnvironment(self.exp, self.workingdir)  # base env + GPU pool
         limit = self.exp.runtime_args.log_limit_mb
         self._log_limit = None if limit is None else int(limit * 1024 * 1024)
         self._new_process = launcher_for(self.loaded)  # a local process, or a Ray task for "ray"
-
-    # ---- set-up ----------------------------------------------------------------------------
-    def _device_pool(self) -> list[str]:
-        """GPU ids to hand out, one per running trial (an id listed twice runs two trials on it)."""
-        if self.exp.resource != "gpu":
-            return []
-        gpus = self.exp.resource_args.gpus
-        if gpus is None:
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-            gpus = [g for g in visible.split(",") if g.strip()] or ["0"]
-        return [str(g) for g in gpus]
-
-    def _make_base_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.exp.runtime_args.env)
-        # Keras writes keras.json into KERAS_HOME (default ~/.keras) on import: keep it in aup's folder
-        env.setdefault("KERAS_HOME", str(self.workingdir / KERAS_HOME_REL))
-        if self.exp.resource == "cpu":
-            env["CUDA_VISIBLE_DEVICES"] = ""
-        return env
 
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -156,7 +124,9 @@ class ExperimentRunner:
         finally:
             self._restore_signals(previous)
         try:
-            return self._finish(status, reason)
+            return finish_run(study, self.exp, proposer, status=status, reason=reason, shared=self._shared,
+                              joined=self.join_study is not None, single=self._single, workingdir=self.workingdir,
+                              console=self.console, storage_url=self.storage_url)
         finally:
             self.lease.release()
 
@@ -191,7 +161,7 @@ class ExperimentRunner:
     def _fill_slots(self, exhausted: bool) -> tuple[bool, bool, bool]:
         """Start proposals while slots (and devices) are free; returns (exhausted, waiting, launched)."""
         waiting = launched = False
-        while not exhausted and len(self.active) < self.exp.n_parallel and self._device_free():
+        while not exhausted and len(self.active) < self.exp.n_parallel and self._env.device_free(self.active):
             proposal = self.proposer.propose()
             if proposal is None:
                 exhausted = True
@@ -202,18 +172,6 @@ class ExperimentRunner:
                 self._launch(proposal)
                 launched = True
         return exhausted, waiting, launched
-
-    def _device_free(self) -> bool:
-        return not self._devices or len(self.active) < len(self._devices)
-
-    def _take_device(self) -> str | None:
-        if not self._devices:
-            return None
-        used = [a.device for a in self.active]
-        for device in dict.fromkeys(self._devices):
-            if used.count(device) < self._devices.count(device):
-                return device
-        raise RuntimeError("no free GPU")  # guarded by _device_free
 
     # ---- launching ---------------------------------------------------------------------------
     def _launch(self, proposal: Any) -> None:
@@ -232,7 +190,7 @@ class ExperimentRunner:
         job_path = self.jobs_dir / f"{trial_id}.json"
         with open(job_path, "w", encoding="utf-8") as handle:
             json.dump(job, handle, indent=2)
-        device = self._take_device()
+        device = self._env.take_device(self.active)
         active = ActiveTrial(trial, params, trial_id, job, job_path, process=None, device=device,  # type: ignore[arg-type]
                              process_key=uuid.uuid4().hex)
         # written before the process starts: a runner killed right after the start leaves a record
@@ -260,12 +218,7 @@ class ExperimentRunner:
 
     def _start_attempt(self, active: ActiveTrial, record: bool = True) -> None:
         log_path = self._log_path(active)
-        env = dict(self._base_env)
-        env["AUP_TRIAL"] = str(active.trial.number)
-        env["AUP_EXPERIMENT"] = self.study.study_name
-        env[PROCESS_KEY_ENV] = active.process_key
-        if active.device is not None:
-            env["CUDA_VISIBLE_DEVICES"] = active.device
+        env = self._env.for_attempt(active, self.study.study_name)
         process = self._new_process(
             command=[*self.loaded.command, str(active.job_path)], workingdir=self.workingdir, env=env,
             log_path=log_path, channel_path=log_path.with_suffix(".channel.jsonl"),
@@ -376,36 +329,6 @@ class ExperimentRunner:
         for sig, old in previous.items():
             signal.signal(sig, old)
 
-    # ---- the end -----------------------------------------------------------------------------
-    def _finish(self, status: str, reason: str | None) -> RunResult:
-        study = self.study
-        extra: list[str] = []
-        others = self._shared and (status == "finished" and join.others_running(study) > 0
-                                   or status != "finished" and self.join_study is not None)
-        if others:
-            extra.append("other runners are still working on this experiment")  # the last one marks it
-        else:
-            study.set_user_attr(store.ATTR_STATUS, status)
-            study.set_user_attr(store.ATTR_ENDED, store.now_iso())
-            if reason:
-                study.set_user_attr("status_reason", reason)
-        best_model = None
-        best = best_trials(study, self._single)
-        if status == "finished" and self.exp.resource_args.save_model and not others:
-            best_model, note = keep_best_model(study, self.workingdir, best[0] if best else None)
-            extra.append(note)
-        if status == INTERRUPTED and self.join_study is not None:
-            extra.append("this worker stopped; its unfinished trials were queued for the other runners")
-        elif status == INTERRUPTED:
-            extra.append(f"interrupted; continue with: aup resume {quote(study.study_name)}")
-        elif status == "failed":
-            extra.append(f"experiment failed: {reason}")
-        print_summary(self.console, study_name=study.study_name, status=status, trials=study.get_trials(deepcopy=False),
-                      objectives=self.exp.objectives, storage_url=self.storage_url, best=best, extra=extra,
-                      planned=getattr(self.proposer, "total", None) or self.exp.n_samples)
-        code = {"finished": EXIT_OK, "failed": EXIT_FAILED, INTERRUPTED: EXIT_INTERRUPTED}[status]
-        return RunResult(study.study_name, status, code, reason, best_model)
-
 
 def _is_wait(proposal: Any) -> bool:
     from aup.proposer_ext import WAIT
@@ -430,7 +353,6 @@ def resume_experiment(name: str, storage_url: str, *, console: "Console | None" 
     loaded = stored_experiment(store.open_storage(storage_url, create=False), name)
     prepared = prepare(loaded)
     return ExperimentRunner(prepared, storage_url, resume_study=name, console=console, live=live).run()
-
 
 
 def join_experiment(storage_url: str, *, name: str | None = None, loaded: "LoadedExperiment | None" = None,

@@ -12,10 +12,10 @@ Auptimizer's ``#Auptimizer:`` lines in the output. Both files are tailed increme
 intermediate results can drive early stopping while the trial runs.
 
 The runner's memory does not depend on what a trial prints: files are read in bounded chunks, an
-over-long line is skipped, and the log is capped (``log_limit`` bytes, default 50 MB): past the cap
-the output is cut, a note marks the place, and the last few kilobytes are appended when the trial
-ends (that is where the error usually is). A malformed channel record fails the trial with the
-reason; it never reaches the runner's own code.
+over-long line is skipped (both in ``trial_output``), and the log is capped (``log_limit`` bytes,
+default 50 MB): past the cap the output is cut, a note marks the place, and the last few kilobytes
+are appended when the trial ends (that is where the error usually is). A malformed channel record
+fails the trial with the reason; it never reaches the runner's own code.
 """
 from __future__ import annotations
 
@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from aup import channel
+from aup.runner.trial_output import (MAX_LINE, READ_CHUNK, TAIL_BYTES, _megabytes, _punch_hole, _size, _Tail,
+                                     last_output_line)
+
+__all__ = ["AttemptOutcome", "TrialProcess", "last_output_line", "launcher_for", "pid_alive",
+           "KERAS_HOME_REL", "MAX_LINE", "TAIL_BYTES"]
 
 Result = float | list[float]
-TAIL_BYTES = 8192
-READ_CHUNK = 1 << 20  # bytes read from a trial's file per call
-MAX_LINE = 1 << 20  # a channel record or output line longer than this is skipped
 KERAS_HOME_REL = os.path.join(".aup", "cache", "keras")  # trials' KERAS_HOME under the working dir, if unset
 DEFAULT_LOG_LIMIT = 50 * 1024 * 1024
 CUT_NOTE = "\n[aup: the output passed {limit}; it is cut here, the last {tail} KB follow at the end]\n"
@@ -51,74 +53,6 @@ class AttemptOutcome:
     @property
     def final(self) -> Result | None:
         return self.results[-1] if self.results else None
-
-
-class _Tail:
-    """Incremental reader of a growing file; complete lines only, at most ``READ_CHUNK`` bytes a call.
-
-    A line longer than ``MAX_LINE`` is dropped (``overlong`` counts them), so memory stays bounded
-    whatever the trial writes.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._handle: Any = None
-        self._partial = b""
-        self._skipping = False  # inside an over-long line: drop bytes up to its end
-        self._closed = False
-        self.overlong = 0
-
-    def read_lines(self) -> list[str]:
-        if self._closed:
-            return []
-        if self._handle is None:
-            try:
-                self._handle = open(self.path, "rb")
-            except FileNotFoundError:
-                return []
-        data = self._handle.read(READ_CHUNK)
-        if not data:
-            return []
-        pieces = (self._partial + data).split(b"\n")
-        self._partial = pieces.pop()
-        lines = []
-        for piece in pieces:
-            if self._skipping:
-                self._skipping = False
-                continue
-            lines.append(piece.decode("utf-8", errors="replace"))
-        if len(self._partial) > MAX_LINE:
-            self._partial = b""
-            if not self._skipping:
-                self.overlong += 1
-            self._skipping = True
-        return lines
-
-    def position(self) -> int:
-        return self._handle.tell() if self._handle is not None else 0
-
-    def seek(self, offset: int) -> None:
-        """Continue reading at ``offset`` (after the log was cut); a partial line is dropped."""
-        if self._handle is not None:
-            self._handle.seek(offset)
-        self._partial = b""
-
-    def close(self) -> list[str]:
-        """Read what is left, including a last line without newline, and close."""
-        lines = []
-        while True:
-            more = self.read_lines()
-            if not more and (self._handle is None or self._handle.tell() >= _size(self.path)):
-                break
-            lines += more
-        if self._partial and not self._skipping:
-            lines.append(self._partial.decode("utf-8", errors="replace"))
-        self._partial = b""
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-        self._closed = True
-        return lines
 
 
 @dataclass
@@ -352,38 +286,6 @@ class TrialProcess:
         return None
 
 
-def _punch_hole(descriptor: int, offset: int, length: int) -> bool:
-    """Free ``length`` bytes at ``offset`` without changing the file's size (Linux fallocate); False if unsupported."""
-    global _fallocate
-    if _fallocate is None:
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            _fallocate = libc.fallocate
-            _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
-        except (OSError, AttributeError):
-            _fallocate = False
-    if not _fallocate:
-        return False
-    return _fallocate(descriptor, _FALLOC_FL_KEEP_SIZE | _FALLOC_FL_PUNCH_HOLE, offset, length) == 0
-
-
-_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
-_fallocate: Any = None
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / (1024 * 1024):g} MB"
-
-
 def _finite(value: Any) -> bool:
     return channel.is_finite_result(value)
 
@@ -393,23 +295,6 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return str(number)
-
-
-def last_output_line(path: Path) -> str:
-    """The last meaningful line of a trial's output (e.g. ``ZeroDivisionError: division by zero``)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - TAIL_BYTES))
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    for line in reversed(text.splitlines()):
-        line = line.strip()
-        if line and channel.LEGACY_MARKER not in line:
-            return line if len(line) <= 300 else line[:297] + "..."
-    return ""
 
 
 # Launchers other than a local process, by ``resource`` ("module:function" taking the loaded

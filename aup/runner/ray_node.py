@@ -1,0 +1,154 @@
+"""The node's side of a Ray trial attempt: the task body that runs on a Ray worker.
+
+``_run_on_node`` runs ``<script> <job config>`` as a child process in its own process group and
+yields what the child appends to its output and its result channel every ``STREAM_EVERY_S``, at
+most ``CHUNK_LIMIT`` bytes per item; at the end it sends back the saved-model folders as a tar
+stream when the node does not share the runner's working directory. Nothing here imports Ray: Ray
+pickles ``_run_on_node`` by its module path (``aup.runner.ray_node``), so that module must be
+importable on every node. The runner's side is ``ray_launcher``.
+"""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from aup.runner.launcher import KERAS_HOME_REL, pid_alive
+
+STREAM_EVERY_S = 0.1
+CHUNK_LIMIT = 1 << 20  # at most 1 MiB of output per streamed item
+SCRATCH_PREFIX = "aup-trial-"  # + worker pid: a dead worker's scratch dir is cleared by the next task
+
+
+def _run_on_node(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Run the trial script on this node, yielding ``{"log": bytes, "channel": bytes}`` as it runs and
+    finally ``{"exit": code, "files": tar bytes | None}``."""
+    _clear_dead_scratch()
+    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+    shared = _holds(Path(spec["job_path"]), spec["job_text"])
+    if shared:
+        job_path, cwd = spec["job_path"], spec["workingdir"]
+    else:
+        job_path = str(scratch / Path(spec["job_path"]).name)
+        Path(job_path).write_text(spec["job_text"], encoding="utf-8")
+        cwd = os.getcwd()
+    log_path, channel_path = scratch / "trial.out", scratch / "trial.channel.jsonl"
+    env = {**os.environ, **spec["env"], "AUP_CHANNEL": str(channel_path)}
+    if not shared and env.get("KERAS_HOME") == os.path.join(spec["workingdir"], KERAS_HOME_REL):
+        env["KERAS_HOME"] = os.path.join(cwd, KERAS_HOME_REL)  # aup's default, under this node's copy
+    command = _node_command(spec, cwd) + [job_path]
+    child = None
+    try:
+        with open(log_path, "wb") as log:
+            try:
+                child = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
+            except OSError as exc:  # the script or interpreter is missing on this node
+                yield {"log": f"aup: cannot start {command[0]} on this node: {exc.strerror}\n".encode(),
+                       "exit": 127, "files": None}
+                return
+        readers = {"log": _Reader(log_path), "channel": _Reader(channel_path)}
+        while child.poll() is None:
+            time.sleep(STREAM_EVERY_S)
+            chunk = {name: reader.read() for name, reader in readers.items()}
+            if any(chunk.values()):
+                yield chunk
+        while True:  # what is left after the exit, in pieces of at most CHUNK_LIMIT
+            chunk = {name: reader.read() for name, reader in readers.items()}
+            if not any(chunk.values()):
+                break
+            yield chunk
+        files = None if shared else _pack(Path(cwd), spec.get("return_dirs", []))
+        yield {"exit": child.returncode, "files": files}
+    finally:  # cancelled (KeyboardInterrupt from ray.cancel) or finished: no leftovers on the node
+        if child is not None:
+            _kill_group(child.pid)
+        _remove(scratch)
+
+
+def _clear_dead_scratch() -> None:
+    """Scratch directories of workers that died mid-trial (their ``finally`` never ran)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            _remove(folder)
+
+
+def _holds(path: Path, text: str) -> bool:
+    try:
+        return path.read_text(encoding="utf-8") == text
+    except OSError:
+        return False
+
+
+def _node_command(spec: dict[str, Any], cwd: str) -> list[str]:
+    """The script tokens for this node: its own Python, the script where this node has it."""
+    command = list(spec["command"])
+    start = 0
+    if spec.get("python"):
+        command[0] = sys.executable
+        start = 1
+    if start < len(command) and not os.path.exists(command[start]) and spec.get("script_rel"):
+        candidate = os.path.join(cwd, spec["script_rel"])
+        if os.path.exists(candidate):
+            command[start] = candidate
+    return command
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the Ray worker that started it dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class _Reader:
+    """New bytes of a growing file since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, 0
+
+    def read(self) -> bytes:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read(CHUNK_LIMIT)
+        except FileNotFoundError:
+            return b""
+        self.offset += len(data)
+        return data
+
+
+def _pack(base: Path, folders: list[str]) -> bytes | None:
+    present = [f for f in folders if (base / f).is_dir()]
+    if not present:
+        return None
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for folder in present:
+            tar.add(base / folder, arcname=folder)
+    return buffer.getvalue()
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _remove(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
