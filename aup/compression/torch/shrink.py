@@ -31,69 +31,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from .measure import call_model
+from .shrink_check import _snapshot, _verify
+from .shrink_graph import _build_graph, _first_tensor, _pruning_group
+from .shrink_report import Masks, ShrinkError, ShrinkReport, _finish_report
+from .zero_channels import _CHANNELWISE, _AllTrue, _is_source, _is_tp_op, _zero_channels
 
 __all__ = ["ShrinkError", "ShrinkReport", "shrink_model"]
 
 logger = logging.getLogger(__name__)
-
-Masks = Mapping[str, Mapping[str, "torch.Tensor | None"]]
-
-# Element-wise ops (autograd node names) that map 0 to a non-zero value: a zero channel passing
-# through them is no longer zero, so it cannot be removed.
-_NONZERO_AT_ZERO = ("Sigmoid", "Exp", "Cos", "Hardsigmoid", "Softplus", "Softmax", "LogSoftmax", "Erfc",
-                    "LogSigmoid", "Reciprocal", "Div", "Pow", "Log")
-# Layer types whose channels are independent of each other, so removing one leaves the others exact.
-_CHANNELWISE = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.PReLU)
-
-
-class ShrinkError(RuntimeError):
-    """The shrunk model's outputs differ from the masked model's (the model was restored)."""
-
-
-@dataclass
-class ShrinkReport:
-    """What :func:`shrink_model` did.
-
-    ``removed``: output channels removed per module; ``kept_dense``: masked modules that could not
-    be shrunk at all, with the reason; ``kept_masked``: masked-out channels that had to stay (their
-    group was not all zero there), explained in ``notes``; ``arch_changes``: new shapes per module;
-    ``masks``: the remaining (element-wise) masks, re-indexed for the shrunk shapes.
-    """
-
-    removed: dict[str, int] = field(default_factory=dict)
-    kept_dense: dict[str, str] = field(default_factory=dict)
-    kept_masked: dict[str, int] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)
-    params_before: int = 0
-    params_after: int = 0
-    max_abs_diff: float = 0.0
-    seconds: float = 0.0
-    arch_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _masks: Any = field(default_factory=dict, repr=False)
-
-    @property
-    def masks(self) -> dict[str, dict[str, torch.Tensor | None]]:
-        """Remaining masks for the shrunk shapes (computed on first use: slicing big masks costs time)."""
-        if callable(self._masks):
-            self._masks = self._masks()
-        return self._masks
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able form (without the mask tensors), for meta data and trial records."""
-        return {
-            "removed": dict(self.removed), "kept_dense": dict(self.kept_dense),
-            "kept_masked": dict(self.kept_masked), "notes": dict(self.notes),
-            "params_before": self.params_before, "params_after": self.params_after,
-            "max_abs_diff": self.max_abs_diff, "seconds": self.seconds,
-            "arch_changes": {k: dict(v) for k, v in self.arch_changes.items()},
-        }
 
 
 # ----------------------------------------------------------------------------- public entry point
@@ -177,62 +128,6 @@ def _copy_masks(masks: Masks) -> dict[str, dict[str, torch.Tensor | None]]:
     return {n: {k: (m.detach().clone() if m is not None else None) for k, m in e.items()} for n, e in masks.items()}
 
 
-def _build_graph(tp: Any, model: nn.Module, dummy_input: Any, captured: dict[str, torch.Tensor],
-                 report: ShrinkReport, masks: Masks) -> Any:
-    """The graph on the meta device (no forward computed), else traced for real: then the trace's
-    forward pass also gives the masked model's reference output."""
-    from .pruners.dependency import meta_graph
-
-    graph = meta_graph(model, dummy_input)
-    if graph is not None:
-        return graph
-
-    def forward(m: nn.Module, x: Any) -> Any:
-        out = call_model(m, x)
-        captured["out"] = _first_tensor(out).detach().clone()
-        return out
-
-    try:
-        with torch.enable_grad():
-            return tp.DependencyGraph().build_dependency(model, example_inputs=dummy_input, forward_fn=forward,
-                                                         verbose=False)
-    except Exception as exc:  # torch-pruning cannot trace this model: keep every layer dense
-        reason = f"torch-pruning could not trace the model: {type(exc).__name__}: {exc}"
-        logger.warning("shrink skipped: %s", reason)
-        for name in masks:
-            report.kept_dense[name] = reason
-        return None
-
-
-def _first_tensor(out: Any) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, Mapping):
-        out = list(out.values())
-    for item in out:
-        if isinstance(item, torch.Tensor):
-            return item
-    raise TypeError(f"model output has no tensor: {type(out).__name__}")
-
-
-def _snapshot(model: nn.Module) -> dict[nn.Module, tuple[dict, dict, dict]]:
-    """References to every module's tensors and shape attributes (torch-pruning replaces, never edits)."""
-    plain = (int, float, bool, tuple, type(None))
-    return {m: (dict(m._parameters), dict(m._buffers),
-                {k: v for k, v in vars(m).items() if not k.startswith("_") and isinstance(v, plain)})
-            for m in model.modules()}
-
-
-def _restore(snapshot: Mapping[nn.Module, tuple[dict, dict, dict]]) -> None:
-    for m, (params, buffers, attrs) in snapshot.items():
-        m._parameters.clear()
-        m._parameters.update(params)
-        m._buffers.clear()
-        m._buffers.update(buffers)
-        for k, v in attrs.items():
-            setattr(m, k, v)
-
-
 # ----------------------------------------------------------------------------- grouping and pruning
 
 
@@ -266,15 +161,6 @@ def _prune_groups(tp: Any, graph: Any, model: nn.Module, modules: Mapping[str, n
             report.kept_dense[name] = f"torch-pruning failed on its group: {type(exc).__name__}: {exc}"
             logger.warning("shrink kept %s dense: %s", name, report.kept_dense[name])
     return removed_out, removed_in
-
-
-def _pruning_group(graph: Any, module: nn.Module, handler: Any, channels: int) -> Any:
-    """The full-channel group of ``module``: computed by the dependency analysis of the masks when
-    it was (``dependency.cached_group``, used once), else now."""
-    from .pruners.dependency import cached_group
-
-    group = cached_group(graph, module, handler, channels)
-    return group if group is not None else graph.get_pruning_group(module, handler, list(range(channels)))
 
 
 def _in_model_order(masks: Masks, modules: Mapping[str, nn.Module]) -> list[str]:
@@ -315,69 +201,6 @@ def _removable(graph: Any, group: Any, producers: list[Any], names: Mapping[nn.M
     if len(candidates) >= channels:  # never remove a whole layer: keep one (all-zero) channel
         candidates.discard(min(candidates))
     return sorted(candidates)
-
-
-def _is_tp_op(module: Any) -> bool:
-    return type(module).__module__.startswith("torch_pruning")
-
-
-def _is_source(module: Any) -> bool:
-    """Layers whose output channel is computed from all input channels (not a per-channel pass)."""
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return not _is_depthwise(module)
-    return isinstance(module, nn.Linear)
-
-
-def _is_depthwise(module: nn.Module) -> bool:
-    return isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and module.groups == module.out_channels
-
-
-@torch.no_grad()
-def _zero_channels(module: Any, has_source: bool, masked: list[bool] | None = None
-                   ) -> tuple[torch.Tensor, str | None]:
-    """Per output channel: does this producer output exact zero when its zero-channel inputs are zero?"""
-    if _is_tp_op(module):
-        op = str(getattr(module, "_grad_fn", ""))
-        if any(bad in op for bad in _NONZERO_AT_ZERO):
-            return torch.zeros(0, dtype=torch.bool), f"{op} maps zero to a non-zero value"
-        return _AllTrue(), None
-    if not isinstance(module, _CHANNELWISE):
-        return torch.zeros(0, dtype=torch.bool), f"{type(module).__name__} mixes channels (not supported)"
-    bias = getattr(module, "bias", None)
-    bias_zero = bias.detach() == 0 if isinstance(bias, torch.Tensor) else None
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return _bn_output_at_zero(module) == 0, None
-    if isinstance(module, nn.PReLU):
-        return _AllTrue(), None
-    if masked is not None and _is_source(module):  # masks were applied: masked filters are zero
-        zero = torch.tensor(masked, dtype=torch.bool)
-        return (zero & bias_zero if bias_zero is not None else zero), None
-    weight = module.weight.detach()
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        if module.groups != 1:
-            return torch.zeros(0, dtype=torch.bool), "grouped transposed conv (not supported)"
-        weight = weight.transpose(0, 1)
-    zero = weight.flatten(1).abs().amax(1) == 0
-    if _is_depthwise(module) and has_source:
-        zero = torch.ones_like(zero)  # its input channel is zero whenever the group's sources are
-    return (zero & bias_zero if bias_zero is not None else zero), None
-
-
-class _AllTrue:
-    """Channel-independent, zero-preserving op: it never blocks a channel."""
-
-    def __getitem__(self, idx: int) -> bool:
-        return True
-
-
-def _bn_output_at_zero(bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
-    """Eval-mode BatchNorm output for a constant-zero input channel."""
-    n = bn.num_features
-    mean = bn.running_mean if bn.running_mean is not None else torch.zeros(n)
-    var = bn.running_var if bn.running_var is not None else torch.zeros(n)
-    weight = bn.weight.detach() if bn.weight is not None else torch.ones(n)
-    bias = bn.bias.detach() if bn.bias is not None else torch.zeros(n)
-    return bias - mean * weight / torch.sqrt(var + bn.eps)
 
 
 _MASKED_CACHE: dict[int, list[bool] | None] = {}
@@ -436,114 +259,3 @@ def _prune(graph: Any, group: Any, idxs: list[int], removed_out: dict[nn.Module,
         target = removed_out if graph.is_out_channel_pruning_fn(item.dep.handler) else removed_in
         target.setdefault(module, []).extend(int(i) for i in item.idxs)
     sub.prune(record_history=False)
-
-
-# ----------------------------------------------------------------------------- report and masks
-
-
-def _finish_report(report: ShrinkReport, modules: Mapping[str, nn.Module], masks: Masks,
-                   removed_out: Mapping[nn.Module, list[int]], removed_in: Mapping[nn.Module, list[int]],
-                   snapshot: Mapping[nn.Module, tuple[dict, dict, dict]]) -> None:
-    for name, module in modules.items():
-        if module in removed_out:
-            report.removed[name] = len(set(removed_out[module]))
-        old_params = snapshot[module][0]
-        change = {k: list(p.shape) for k, p in module._parameters.items()
-                  if p is not None and old_params.get(k) is not None and p.shape != old_params[k].shape}
-        if change:
-            for attr in ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features"):
-                if hasattr(module, attr):
-                    change[attr] = getattr(module, attr)
-            report.arch_changes[name] = change
-    removed_out, removed_in = dict(removed_out), dict(removed_in)
-    report._masks = lambda: {name: _slice_entry(modules[name], entry, removed_out.get(modules[name], []),
-                                                removed_in.get(modules[name], []))
-                             for name, entry in masks.items()}
-
-
-def _slice_entry(module: nn.Module, entry: Mapping[str, torch.Tensor | None], out_idx: list[int],
-                 in_idx: list[int]) -> dict[str, torch.Tensor | None]:
-    """The module's masks for its new shapes (removed channels dropped, element zeros kept)."""
-    out: dict[str, torch.Tensor | None] = {}
-    transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
-    for key, mask in entry.items():
-        param = getattr(module, key, None)
-        if mask is None or not isinstance(param, torch.Tensor):
-            out[key] = None
-            continue
-        sliced = mask.detach()
-        out_dim, in_dim = (1, 0) if transposed and key == "weight" else (0, 1)
-        sliced = _drop(sliced, out_dim, out_idx)
-        if key == "weight" and sliced.dim() > 1 and not _is_depthwise(module):
-            sliced = _drop(sliced, in_dim, in_idx)
-        if sliced.shape != param.shape:  # an unusual layout: fall back to the zeros of the weights
-            sliced = (param.detach() != 0).to(mask.dtype)
-        out[key] = sliced.clone()
-    return out
-
-
-def _drop(t: torch.Tensor, dim: int, idxs: Iterable[int]) -> torch.Tensor:
-    drop = set(idxs)
-    if not drop or t.dim() <= dim:
-        return t
-    keep = [i for i in range(t.shape[dim]) if i not in drop]
-    return t.index_select(dim, torch.tensor(keep, dtype=torch.long, device=t.device))
-
-
-# ----------------------------------------------------------------------------- verification
-
-
-def _verify(model: nn.Module, dummy_input: Any, reference: torch.Tensor, atol: float, report: ShrinkReport,
-            snapshot: Mapping[nn.Module, tuple[dict, dict, dict]], removed_out: Mapping[nn.Module, list[int]]) -> None:
-    out = _first_tensor(call_model(model, dummy_input))
-    if out.shape != reference.shape:
-        diff = float("inf")
-    else:
-        diff = float((out - reference).abs().max()) if out.numel() else 0.0
-    report.max_abs_diff = diff
-    if diff <= atol:
-        return
-    shrunk = _layer_summaries(model, dummy_input)
-    _restore(snapshot)
-    masked = _layer_summaries(model, dummy_input)
-    layer = _first_difference(model, masked, shrunk, removed_out, atol)
-    raise ShrinkError(f"shrunk and masked outputs differ (max abs diff {diff:.3g} > atol {atol:g}); first differing "
-                      f"layer: {layer}. The model was restored to its masked state.")
-
-
-def _layer_summaries(model: nn.Module, dummy_input: Any) -> dict[str, torch.Tensor]:
-    """Per layer, per output channel: (mean, max, min) of the activations, in execution order."""
-    summaries: dict[str, torch.Tensor] = {}
-
-    def record(module: nn.Module, _inputs: Any, out: Any, name: str) -> None:  # None: output unchanged
-        summaries.setdefault(name, _summary(module, out))
-
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, _CHANNELWISE):
-            handles.append(module.register_forward_hook(lambda m, i, o, name=name: record(m, i, o, name)))
-    try:
-        call_model(model, dummy_input)
-    finally:
-        for h in handles:
-            h.remove()
-    return summaries
-
-
-def _summary(module: nn.Module, out: Any) -> torch.Tensor:
-    out = _first_tensor(out).detach().float()
-    channels = out.movedim(-1, 0) if isinstance(module, nn.Linear) else out.movedim(1, 0)
-    flat = channels.reshape(channels.shape[0], -1)
-    return torch.stack([flat.mean(1), flat.amax(1), flat.amin(1)], 1)
-
-
-def _first_difference(model: nn.Module, masked: Mapping[str, torch.Tensor], shrunk: Mapping[str, torch.Tensor],
-                      removed_out: Mapping[nn.Module, list[int]], atol: float) -> str:
-    modules = dict(model.named_modules())
-    for name, ref in masked.items():  # dicts keep execution order
-        if name not in shrunk:
-            return name
-        ref = _drop(ref, 0, removed_out.get(modules[name], []))
-        if ref.shape != shrunk[name].shape or float((ref - shrunk[name]).abs().max()) > atol:
-            return name
-    return "(none of the conv/linear/norm layers; the difference arises after them)"

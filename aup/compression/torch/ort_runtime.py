@@ -1,0 +1,206 @@
+"""Running a deployed ONNX file with ONNX Runtime, and measuring it.
+
+* :func:`import_ort`: onnxruntime writes ``$XDG_CACHE_HOME/Microsoft/...`` when it is imported; this
+  points that at aup's own folder (``.aup/cache`` under the working directory when it exists, else a
+  temp dir) for the import only.
+* :func:`load_deployed` returns an ORT session wrapped as a callable (torch tensors in and out).
+* :func:`ort_latency_ms` and :func:`agreement` measure the artifact for the trial's metrics.
+* The feed helpers turn a batch (tensor, tuple or dict of keyword inputs) into ONNX inputs; the
+  exporter and the quantizer's calibration reader use them too.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import statistics
+import tempfile
+import time
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["DeployedModel", "ort_available", "import_ort", "load_deployed", "ort_latency_ms", "agreement",
+           "onnx_input_names"]
+
+
+def ort_available() -> bool:
+    """Whether the ``deploy`` extra (onnx + onnxruntime) is installed."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+
+
+def _cache_home() -> str:
+    local = os.path.join(os.getcwd(), ".aup")
+    base = os.path.join(local, "cache") if os.path.isdir(local) else os.path.join(tempfile.gettempdir(), "aup-cache")
+    os.makedirs(base, exist_ok=True)
+    return base
+
+
+def import_ort() -> Any:
+    """``import onnxruntime`` with its on-import cache written under aup's folder, not the user's home."""
+    import sys
+
+    if "onnxruntime" in sys.modules:
+        return sys.modules["onnxruntime"]
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = _cache_home()
+    try:
+        return importlib.import_module("onnxruntime")
+    finally:
+        if previous is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = previous
+
+
+# ----------------------------------------------------------------------------- feeds
+
+
+def _as_args(example: Any) -> tuple[torch.Tensor, ...]:
+    if isinstance(example, torch.Tensor):
+        return (example,)
+    if isinstance(example, (tuple, list)) and example and all(isinstance(x, torch.Tensor) for x in example):
+        return tuple(example)
+    raise ValueError("ONNX export needs the example input as a tensor or a tuple of tensors, "
+                     f"got {type(example).__name__}")
+
+
+def _feed(batch: Any, names: list[str]) -> dict[str, Any]:
+    """ONNX feeds of one batch: by name for dicts, else positionally; integer inputs keep their dtype."""
+    values = [batch[n] for n in names] if isinstance(batch, Mapping) else list(_as_args(batch))
+    return {n: _array(v) for n, v in zip(names, values)}
+
+
+def _array(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        return (x.float() if x.is_floating_point() else x).numpy()
+    return x
+
+
+def onnx_input_names(count: int) -> list[str]:
+    return ["input"] if count == 1 else [f"input_{i}" for i in range(count)]
+
+
+# ----------------------------------------------------------------------------- loading and running
+
+
+class DeployedModel:
+    """An ONNX Runtime session as a callable: ``model(x)`` with torch tensors (or numpy arrays).
+
+    Returns a torch tensor for torch input (numpy for numpy input); several outputs come back as a
+    tuple. ``session`` is the underlying ``onnxruntime.InferenceSession``.
+    """
+
+    training = False  # evaluation helpers written for nn.Module read and restore this flag
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        ort = import_ort()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        self.path = os.fspath(path)
+        self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def feeds(self, *inputs: Any, **named: Any) -> dict[str, Any]:
+        if named:
+            missing = [n for n in self.input_names if n not in named]
+            if inputs or missing:
+                raise ValueError(f"{self.path}: expected keyword inputs {self.input_names}, missing {missing}")
+            return _feed(named, self.input_names)
+        if len(inputs) != len(self.input_names):
+            raise ValueError(f"{self.path}: expected {len(self.input_names)} input(s), got {len(inputs)}")
+        return _feed(tuple(inputs), self.input_names)
+
+    def __call__(self, *inputs: Any, **named: Any) -> Any:
+        """Positional or keyword inputs; a model exported from a dict output returns a dict."""
+        outputs = self.session.run(None, self.feeds(*inputs, **named))
+        first = inputs[0] if inputs else next(iter(named.values()), None)
+        if isinstance(first, torch.Tensor):
+            outputs = [torch.from_numpy(o) for o in outputs]
+        if "output" not in self.output_names:  # exported from a dict / ModelOutput result
+            return dict(zip(self.output_names, outputs))
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def eval(self) -> "DeployedModel":
+        """No-op, so evaluation helpers written for ``nn.Module`` accept the deployed model."""
+        return self
+
+    def train(self, mode: bool = True) -> "DeployedModel":
+        if mode:
+            raise ValueError("a deployed ONNX model cannot be trained")
+        return self
+
+
+def load_deployed(path: str | os.PathLike, threads: int | None = None) -> DeployedModel:
+    """Load an artifact written by ``export_model(..., format="onnx")`` for evaluation.
+
+    ``threads`` is ORT's intra-op thread count (default: torch's current setting).
+    """
+    if not os.path.exists(path):
+        raise ValueError(f"load_deployed: {os.fspath(path)!r} does not exist")
+    return DeployedModel(path, threads)
+
+
+def ort_latency_ms(deployed: DeployedModel, example_input: Any, runs: int = 20, warmup: int = 5) -> float:
+    """Median wall time (ms) of one batch-1 ``session.run`` after warm-up."""
+    if isinstance(example_input, Mapping):
+        feeds = deployed.feeds(**{k: v[:1] for k, v in example_input.items()})
+    else:
+        feeds = deployed.feeds(*(x[:1] for x in _as_args(example_input)))
+    run = deployed.session.run
+    for _ in range(warmup):
+        run(None, feeds)
+    times = []
+    for _ in range(max(runs, 1)):
+        start = time.perf_counter()
+        run(None, feeds)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return float(statistics.median(times))
+
+
+def _first_output(out: Any) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, Mapping):
+        out = list(out.values())
+    for value in out:
+        if isinstance(value, torch.Tensor):
+            return value
+    raise ValueError("the model returned no tensor")
+
+
+@torch.no_grad()
+def agreement(deployed: DeployedModel, model: nn.Module, batches: Sequence[Any]) -> float:
+    """Deployed vs in-memory model on ``batches``: top-1 agreement for class scores ``[N, C>1]``,
+    else the maximum absolute difference (regression outputs)."""
+    from .measure import call_model
+
+    was_training = model.training
+    model.eval()
+    same = total = 0
+    worst = 0.0
+    classify = True
+    try:
+        for batch in batches:
+            if isinstance(batch, Mapping):
+                ours = _first_output(call_model(model, batch)).float()
+                theirs = _first_output(deployed(**batch)).float()
+            else:
+                args = _as_args(batch)
+                ours = _first_output(call_model(model, args if len(args) > 1 else args[0])).float()
+                theirs = _first_output(deployed(*args)).float()
+            if ours.dim() == 2 and ours.shape[1] > 1:
+                same += int((ours.argmax(1) == theirs.argmax(1)).sum())
+                total += ours.shape[0]
+            else:
+                classify = False
+            worst = max(worst, float((ours - theirs.reshape(ours.shape)).abs().max()))
+    finally:
+        model.train(was_training)
+    return same / total if classify and total else worst
