@@ -215,6 +215,19 @@ def call_model(model: nn.Module, x: Any) -> Any:
     return model(x)
 
 
+def first_tensor(out: Any) -> torch.Tensor:
+    """The first tensor of a model's output (a tensor, a tuple/list, or a dict such as a ``ModelOutput``):
+    what output checks and agreement compare."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, Mapping):
+        out = list(out.values())
+    for item in out:
+        if isinstance(item, torch.Tensor):
+            return item
+    raise TypeError(f"model output has no tensor: {type(out).__name__}")
+
+
 def _batch_size(x: Any) -> int:
     if isinstance(x, torch.Tensor):
         return max(int(x.shape[0]), 1) if x.dim() else 1

@@ -164,22 +164,12 @@ def ort_latency_ms(deployed: DeployedModel, example_input: Any, runs: int = 20, 
     return float(statistics.median(times))
 
 
-def _first_output(out: Any) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, Mapping):
-        out = list(out.values())
-    for value in out:
-        if isinstance(value, torch.Tensor):
-            return value
-    raise ValueError("the model returned no tensor")
-
 
 @torch.no_grad()
 def agreement(deployed: DeployedModel, model: nn.Module, batches: Sequence[Any]) -> float:
     """Deployed vs in-memory model on ``batches``: top-1 agreement for class scores ``[N, C>1]``,
     else the maximum absolute difference (regression outputs)."""
-    from .measure import call_model
+    from .measure import call_model, first_tensor
 
     was_training = model.training
     model.eval()
@@ -189,12 +179,12 @@ def agreement(deployed: DeployedModel, model: nn.Module, batches: Sequence[Any])
     try:
         for batch in batches:
             if isinstance(batch, Mapping):
-                ours = _first_output(call_model(model, batch)).float()
-                theirs = _first_output(deployed(**batch)).float()
+                ours = first_tensor(call_model(model, batch)).float()
+                theirs = first_tensor(deployed(**batch)).float()
             else:
                 args = _as_args(batch)
-                ours = _first_output(call_model(model, args if len(args) > 1 else args[0])).float()
-                theirs = _first_output(deployed(*args)).float()
+                ours = first_tensor(call_model(model, args if len(args) > 1 else args[0])).float()
+                theirs = first_tensor(deployed(*args)).float()
             if ours.dim() == 2 and ours.shape[1] > 1:
                 same += int((ours.argmax(1) == theirs.argmax(1)).sum())
                 total += ours.shape[0]

@@ -36,9 +36,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .measure import call_model
+from .measure import call_model, first_tensor
 from .shrink_check import _snapshot, _verify
-from .shrink_graph import _build_graph, _first_tensor, _pruning_group
+from .shrink_graph import _build_graph, _pruning_group
 from .shrink_report import Masks, ShrinkError, ShrinkReport, _finish_report
 from .zero_channels import _CHANNELWISE, _AllTrue, _is_source, _is_tp_op, _zero_channels
 
@@ -79,7 +79,7 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
             graph = _build_graph(tp, model, dummy_input, captured, report, masks)
         if graph is not None and "out" not in captured:
             with torch.inference_mode():  # the masked model's reference output
-                captured["out"] = _first_tensor(call_model(model, dummy_input)).detach().clone()
+                captured["out"] = first_tensor(call_model(model, dummy_input)).detach().clone()
         if graph is None:
             report._masks = _copy_masks(masks)
         else:

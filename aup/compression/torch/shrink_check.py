@@ -7,8 +7,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .measure import call_model
-from .shrink_graph import _first_tensor
+from .measure import call_model, first_tensor
 from .shrink_report import ShrinkError, ShrinkReport, _drop
 from .zero_channels import _CHANNELWISE
 
@@ -33,7 +32,7 @@ def _restore(snapshot: Mapping[nn.Module, tuple[dict, dict, dict]]) -> None:
 
 def _verify(model: nn.Module, dummy_input: Any, reference: torch.Tensor, atol: float, report: ShrinkReport,
             snapshot: Mapping[nn.Module, tuple[dict, dict, dict]], removed_out: Mapping[nn.Module, list[int]]) -> None:
-    out = _first_tensor(call_model(model, dummy_input))
+    out = first_tensor(call_model(model, dummy_input))
     if out.shape != reference.shape:
         diff = float("inf")
     else:
@@ -69,7 +68,7 @@ def _layer_summaries(model: nn.Module, dummy_input: Any) -> dict[str, torch.Tens
 
 
 def _summary(module: nn.Module, out: Any) -> torch.Tensor:
-    out = _first_tensor(out).detach().float()
+    out = first_tensor(out).detach().float()
     channels = out.movedim(-1, 0) if isinstance(module, nn.Linear) else out.movedim(1, 0)
     flat = channels.reshape(channels.shape[0], -1)
     return torch.stack([flat.mean(1), flat.amax(1), flat.amin(1)], 1)

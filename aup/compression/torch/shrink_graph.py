@@ -4,12 +4,12 @@ dependency analysis' cache when it computed it."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from .measure import call_model
+from .measure import call_model, first_tensor
 from .shrink_report import Masks, ShrinkReport
 
 logger = logging.getLogger("aup.compression.torch.shrink")
@@ -27,7 +27,7 @@ def _build_graph(tp: Any, model: nn.Module, dummy_input: Any, captured: dict[str
 
     def forward(m: nn.Module, x: Any) -> Any:
         out = call_model(m, x)
-        captured["out"] = _first_tensor(out).detach().clone()
+        captured["out"] = first_tensor(out).detach().clone()
         return out
 
     try:
@@ -41,16 +41,6 @@ def _build_graph(tp: Any, model: nn.Module, dummy_input: Any, captured: dict[str
             report.kept_dense[name] = reason
         return None
 
-
-def _first_tensor(out: Any) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, Mapping):
-        out = list(out.values())
-    for item in out:
-        if isinstance(item, torch.Tensor):
-            return item
-    raise TypeError(f"model output has no tensor: {type(out).__name__}")
 
 
 def _pruning_group(graph: Any, module: nn.Module, handler: Any, channels: int) -> Any:
