@@ -12,13 +12,7 @@ imported before Keras to have an effect.
 from __future__ import annotations
 
 import os
-import tempfile
 
+from aup.compression.caches import aup_cache_dir
 
-def _keras_home() -> str:
-    local = os.path.join(os.getcwd(), ".aup")
-    base = os.path.join(local, "cache") if os.path.isdir(local) else os.path.join(tempfile.gettempdir(), "aup-cache")
-    return os.path.join(base, "keras")
-
-
-os.environ.setdefault("KERAS_HOME", _keras_home())
+os.environ.setdefault("KERAS_HOME", aup_cache_dir("keras"))

@@ -14,12 +14,13 @@ import importlib
 import importlib.util
 import os
 import statistics
-import tempfile
 import time
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
+
+from aup.compression.caches import aup_cache_dir
 
 __all__ = ["DeployedModel", "ort_available", "import_ort", "load_deployed", "ort_latency_ms", "agreement",
            "onnx_input_names"]
@@ -31,8 +32,7 @@ def ort_available() -> bool:
 
 
 def _cache_home() -> str:
-    local = os.path.join(os.getcwd(), ".aup")
-    base = os.path.join(local, "cache") if os.path.isdir(local) else os.path.join(tempfile.gettempdir(), "aup-cache")
+    base = aup_cache_dir()
     os.makedirs(base, exist_ok=True)
     return base
 

@@ -1,0 +1,19 @@
+"""Where libraries that write a cache on import (ONNX Runtime, Keras) put it: aup's own folder.
+
+``.aup/cache`` under the working directory when ``.aup`` exists there (a run's folder), else
+``aup-cache`` in the temp dir; never the user's home. Torch-free and TensorFlow-free, so both
+frameworks' packages can call it before importing their library.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+__all__ = ["aup_cache_dir"]
+
+
+def aup_cache_dir(*parts: str) -> str:
+    """The cache folder (not created), with ``parts`` joined below it."""
+    local = os.path.join(os.getcwd(), ".aup")
+    base = os.path.join(local, "cache") if os.path.isdir(local) else os.path.join(tempfile.gettempdir(), "aup-cache")
+    return os.path.join(base, *parts)
