@@ -9,11 +9,14 @@ HTML (plotly, with plotly.js embedded so the file opens offline), so both show t
 from __future__ import annotations
 
 import math
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from aup import metrics as M
+from aup.caches import aup_cache_dir
 from aup.errors import UserError
 from aup.views import fmt
 from aup.views.pareto import Objective, default_direction, pareto_front
@@ -115,6 +118,8 @@ def plot_experiment(experiment: StudyRecord, trials: Sequence[TrialRow], output:
 
 def matplotlib_figure(data: PlotData, *, label: bool = True) -> Any:
     """A figure with the trade-off panel (if any size was recorded), the history and per-parameter panels."""
+    if "matplotlib" not in sys.modules:  # its font cache goes under aup's folder, not ~/.cache / ~/.config
+        os.environ.setdefault("MPLCONFIGDIR", aup_cache_dir("matplotlib"))
     import matplotlib
 
     matplotlib.use("Agg")

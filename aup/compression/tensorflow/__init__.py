@@ -13,6 +13,6 @@ from __future__ import annotations
 
 import os
 
-from aup.compression.caches import aup_cache_dir
+from aup.caches import aup_cache_dir
 
 os.environ.setdefault("KERAS_HOME", aup_cache_dir("keras"))

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from aup.compression.caches import aup_cache_dir
+from aup.caches import aup_cache_dir
 
 __all__ = ["DeployedModel", "ort_available", "import_ort", "load_deployed", "ort_latency_ms", "agreement",
            "onnx_input_names"]

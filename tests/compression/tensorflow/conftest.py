@@ -1,16 +1,12 @@
-"""Settings for the Keras tests: Keras must not write ~/.keras, TensorFlow stays quiet.
-
-Set here, at collection time, because Keras reads KERAS_HOME when it is first imported.
-"""
+"""Settings for the Keras tests: TensorFlow stays quiet (KERAS_HOME is set for the whole suite in
+tests/conftest.py, before Keras is first imported)."""
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
 
 import pytest
 
-os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="aup-keras-home-"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

@@ -1,8 +1,8 @@
-"""Where libraries that write a cache on import (ONNX Runtime, Keras) put it: aup's own folder.
+"""Where libraries that write a cache on import (ONNX Runtime, Keras, matplotlib) put it: aup's own folder.
 
 ``.aup/cache`` under the working directory when ``.aup`` exists there (a run's folder), else
-``aup-cache`` in the temp dir; never the user's home. Torch-free and TensorFlow-free, so both
-frameworks' packages can call it before importing their library.
+``aup-cache`` in the temp dir; never the user's home. Imports nothing of aup's, so any layer can call it before importing
+the library.
 """
 from __future__ import annotations
 
