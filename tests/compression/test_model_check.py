@@ -149,4 +149,7 @@ def test_first_trial_mismatch_stops_the_experiment(tmp_path: Path) -> None:
     started = [t for t in trials if t.state.name != "WAITING"]  # an interrupted trial is queued again for resume
     assert len(started) <= 2 < 6  # stopped at the first failure although ignore_fail is true
     failed = [t for t in trials if t.state.name == "FAIL" and not t.user_attrs.get("interrupted")]
-    assert len(failed) == 1 and failed[0].user_attrs["status_reason"].startswith("compression.config_list[0]")
+    # the two trials running side by side may both meet the mismatch before the runner stops: every
+    # failure is that mismatch, and none comes from a trial started after the first one failed
+    assert 1 <= len(failed) <= len(started)
+    assert all(t.user_attrs["status_reason"].startswith("compression.config_list[0]") for t in failed)
