@@ -1,6 +1,8 @@
-"""The dependency graph is traced on the meta device (no forward computed) when the model allows it."""
+"""The dependency graph is traced on the meta device (no forward computed) when the model is large and
+allows it; small models are traced for real (cheaper than the meta device's per-op bookkeeping)."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch_pruning as tp
 from torch import nn
@@ -79,7 +81,11 @@ def test_models_that_need_values_are_traced_for_real():
         assert model.conv if isinstance(model, _Unwrapped) else model.a in graph.module2node
 
 
-def test_meta_trace_leaves_masks_and_calibration_inputs_real():
+@pytest.mark.parametrize("limit", [0.0, dependency.REAL_TRACE_LIMIT], ids=["meta-trace", "real-trace"])
+def test_trace_leaves_masks_and_calibration_inputs_real(limit, monkeypatch):
+    """Traced on meta (a large model) or for real (a small one): no meta tensor left behind, and
+    the trace is not a calibration batch."""
+    monkeypatch.setattr(dependency, "REAL_TRACE_LIMIT", limit)
     torch.manual_seed(0)
     model = zoo.resnet_small(in_channels=1).eval()
     x = torch.randn(2, 1, 16, 16)
@@ -89,7 +95,7 @@ def test_meta_trace_leaves_masks_and_calibration_inputs_real():
     from aup.compression.torch.deploy import CalibrationRecorder
 
     recorders = [h for h in model._forward_pre_hooks.values() if isinstance(h, CalibrationRecorder)]
-    assert all(r.first is None or not r.first.is_meta for r in recorders)
+    assert all(r.first is None for r in recorders)  # aup's own forward passes are not calibration data
     with torch.no_grad():
         masked = model(x)
     pruner.apply_speedup(x)
@@ -111,3 +117,11 @@ def test_value_dependent_model_still_shrinks_exactly():
     assert model.a.out_channels == 2
     with torch.no_grad():
         assert torch.allclose(model(x), masked, atol=1e-4)
+
+
+def test_small_models_are_traced_for_real_large_ones_on_meta():
+    small, x = zoo.mobilenetv2_small(num_classes=10).eval(), torch.randn(1, 3, 32, 32)
+    assert dependency.real_trace_is_cheaper(small, x)
+    large = zoo.resnet50().eval()
+    assert not dependency.real_trace_is_cheaper(large, torch.randn(1, 3, 224, 224))
+    assert not dependency.real_trace_is_cheaper(small, torch.randn(64, 3, 224, 224))  # a large batch

@@ -12,7 +12,10 @@ place; the masks live in a :class:`MaskStore` and are enforced three ways:
   is attached, and whenever the compressor's ``step()`` is called.
 
 Hooks are small picklable objects, so ``torch.save(model)`` and ``copy.deepcopy(model)`` still work.
-Masks are float tensors of the parameter's shape (1 = keep, 0 = pruned), NNI's mask format.
+Masks are float tensors of the parameter's shape (1 = keep, 0 = pruned), NNI's mask format. They may
+be broadcast views rather than full copies: an untouched mask is one element expanded to the shape,
+and a filter mask one value per filter (ResNet-50: 100 MB of masks become 100 KB, and building them
+was a fifth of the whole prune-and-shrink path). Masks are never written in place.
 """
 from __future__ import annotations
 
@@ -51,6 +54,23 @@ class _GradMask:
         return grad * mask.to(device=grad.device, dtype=grad.dtype)
 
 
+def ones_mask(like: torch.Tensor) -> torch.Tensor:
+    """An all-ones mask of ``like``'s shape, dtype and device: one element, expanded (no memory)."""
+    return torch.ones((), dtype=like.dtype, device=like.device).expand_as(like)
+
+
+def filter_mask(keep: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The mask keeping whole filters (dim 0) where ``keep`` is True: one value per filter, expanded."""
+    return keep.to(like)[(...,) + (None,) * (like.dim() - 1)].expand_as(like)
+
+
+def per_filter(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` as (filters, elements per filter), without copying a mask built by :func:`filter_mask`."""
+    if mask.dim() > 1 and not any(mask.stride()[1:]):  # constant along every dim but the first
+        return mask[(slice(None),) + (0,) * (mask.dim() - 1)].unsqueeze(1)
+    return mask.flatten(1)
+
+
 class MaskStore:
     """Masks of the compressed modules (by their ``named_modules()`` name) and the hooks enforcing them."""
 
@@ -78,7 +98,7 @@ class MaskStore:
         for key in dict.fromkeys((*MASKABLE, *keys)):  # weight/bias, or other parameters by name
             param = getattr(module, key, None)
             if key in keys and isinstance(param, nn.Parameter):
-                self.masks[name][key] = torch.ones_like(param, memory_format=torch.contiguous_format).detach()
+                self.masks[name][key] = ones_mask(param)
                 self.__dict__.setdefault("_ones", set()).add((name, key))
                 self._handles.append(param.register_hook(_GradMask(self, name, key)))
             else:
@@ -134,7 +154,7 @@ class MaskStore:
         for name, entry in self.masks.items():
             for key, mask in entry.items():
                 if mask is not None:
-                    entry[key] = torch.ones_like(mask)
+                    entry[key] = ones_mask(mask)
                     ones.add((name, key))
 
     @torch.no_grad()
@@ -144,9 +164,10 @@ class MaskStore:
         if module is None:
             return
         entry = self.masks[name]
+        ones = getattr(self, "_ones", ())
         for key, mask in entry.items():
             param = getattr(module, key, None)
-            if mask is None or param is None or param.is_meta:  # a shape-only trace: nothing to zero
+            if mask is None or param is None or param.is_meta or (name, key) in ones:  # nothing to zero
                 continue
             if mask.device != param.device or mask.dtype != param.dtype:
                 mask = entry[key] = mask.to(device=param.device, dtype=param.dtype)

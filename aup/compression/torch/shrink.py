@@ -36,6 +36,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from .masking import per_filter
 from .measure import call_model, first_tensor
 from .shrink_check import _snapshot, _verify
 from .shrink_graph import _build_graph, _pruning_group
@@ -59,9 +60,10 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
     model" whose outputs the shrunk model must reproduce).  ``dummy_input`` is a tensor, a tuple of
     positional inputs, or a dict of keyword inputs.  The model's training flag is restored.
     ``graph``: torch-pruning's dependency graph of this model when the caller already built it
-    (``pruners.dependency.SharedGraph``). Either way the graph is traced on the meta device when
-    the model allows it, so the real forward passes are two: the masked reference output and the
-    check of the shrunk model (which has fewer channels, so costs less).
+    (``pruners.dependency.SharedGraph``); then one forward pass gives the masked reference output.
+    Otherwise the graph is traced on the masked model and that trace's forward pass is the
+    reference. Either way the only other forward pass is the check of the shrunk model (which has
+    fewer channels, so costs less).
     """
     import torch_pruning as tp
 
@@ -217,7 +219,7 @@ def _masked_out_local(module: nn.Module, masks: Masks, name: str | None) -> list
     if key not in _MASKED_CACHE:
         if isinstance(module, nn.modules.conv._ConvTransposeNd):
             mask = mask.transpose(0, 1)
-        flags = (mask.flatten(1).amax(1) == 0) if mask.dim() > 1 else (mask == 0)
+        flags = (per_filter(mask).amax(1) == 0) if mask.dim() > 1 else (mask == 0)
         _MASKED_CACHE[key] = flags.tolist()
     return _MASKED_CACHE[key]
 

@@ -130,8 +130,9 @@ class Pruner(Compressor):
         """
         if self._coupled_batchnorms is None:
             convs = [n for n, m in self.model.named_modules() if isinstance(m, nn.Conv2d)]
-            with self.statistics_paused():
-                self._coupled_batchnorms = following_batchnorms(self.model, convs, self.dummy_input)
+            with self._paused():
+                self._coupled_batchnorms = following_batchnorms(self.model, convs, self.dummy_input,
+                                                                graph=self.graph.current(self.model))
         return self._coupled_batchnorms
 
     # ------------------------------------------------------------------ lifecycle

@@ -20,24 +20,52 @@ from torch import nn
 def build_graph(model: nn.Module, dummy_input: Any) -> tp.DependencyGraph:
     """A torch-pruning dependency graph of ``model``; training mode and parameters are restored.
 
-    Traced on the ``meta`` device first: the graph depends only on which ops connect which
-    modules, not on values, so shape-only tensors give the same graph without computing a
-    forward pass (ResNet-50 at 224x224: about 25x cheaper). Models that cannot run on meta
-    tensors (data-dependent control flow, tensors that are not parameters or buffers, parameters
-    used outside their module) are traced with the real input.
+    The graph depends only on which ops connect which modules, not on values, so a large model is
+    traced on the ``meta`` device (shape-only tensors, no arithmetic); a small one is traced with
+    the real input, because there the meta device's per-op bookkeeping costs more than the forward
+    pass itself (see :func:`real_trace_is_cheaper`). Models that cannot run on meta tensors
+    (data-dependent control flow, tensors that are not parameters or buffers, parameters used
+    outside their module) are traced with the real input too.
     """
     was_training = model.training
     model.eval()
     try:
-        graph = meta_graph(model, dummy_input)
+        graph = None if real_trace_is_cheaper(model, dummy_input) else meta_graph(model, dummy_input)
         if graph is None:
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=dummy_input, verbose=False)
+            with torch.enable_grad():  # torch-pruning follows the autograd graph
+                graph = tp.DependencyGraph().build_dependency(model, example_inputs=dummy_input, verbose=False)
         return graph
     except Exception as exc:
         raise ValueError(f"dependency analysis failed while tracing the model with dummy_input: "
                          f"{type(exc).__name__}: {exc}") from exc
     finally:
         model.train(was_training)
+
+
+# Below this many (parameters x input elements) a real forward pass costs less than tracing on the
+# meta device, whose shape functions run op by op in Python. Measured on 2 CPU threads, 224x224:
+# a MobileNetV2-style model (74k parameters, 1.1e10) traces in 14 ms for real vs 29 ms on meta;
+# ResNet-50 (25.6M parameters, 3.8e12) in 74 ms for real vs 58 ms on meta. Activations grow with the
+# input whatever the parameter count, so inputs above a million elements are traced on meta too.
+REAL_TRACE_LIMIT = 1e11
+REAL_TRACE_MAX_INPUT = 1_000_000
+
+
+def real_trace_is_cheaper(model: nn.Module, dummy_input: Any) -> bool:
+    """Whether tracing ``model`` with the real ``dummy_input`` is likely cheaper than on meta tensors."""
+    elements = max(_numel(dummy_input), 1)
+    params = sum(p.numel() for p in model.parameters())
+    return elements <= REAL_TRACE_MAX_INPUT and params * elements <= REAL_TRACE_LIMIT
+
+
+def _numel(x: Any) -> int:
+    if isinstance(x, torch.Tensor):
+        return x.numel()
+    if isinstance(x, Mapping):
+        return sum(_numel(v) for v in x.values())
+    if isinstance(x, (tuple, list)):
+        return sum(_numel(v) for v in x)
+    return 0
 
 
 def meta_graph(model: nn.Module, dummy_input: Any) -> tp.DependencyGraph | None:
@@ -157,9 +185,10 @@ def conv_dependency_sets(model: nn.Module, dummy_input: Any, layer_names: Iterab
 
     graph = graph if graph is not None else build_graph(model, dummy_input)
     cache = getattr(graph, "aup_groups", None)
+    settled: set[str] = set()  # tied into an earlier layer's group: the same group, not computed again
     for name in names:
         module = modules[name]
-        if module not in graph.module2node:
+        if name in settled or module not in graph.module2node:
             continue
         group = graph.get_pruning_group(module, tp.prune_conv_out_channels, idxs=list(range(module.out_channels)))
         if cache is not None:
@@ -172,6 +201,7 @@ def conv_dependency_sets(model: nn.Module, dummy_input: Any, layer_names: Iterab
                 continue
             if list(item.idxs) == list(item.root_idxs) and len(item.idxs) == module.out_channels:
                 parent[find(other)] = find(name)
+                settled.add(other)
     sets: dict[str, list[str]] = {}
     for name in names:
         sets.setdefault(find(name), []).append(name)
@@ -211,26 +241,29 @@ __all__ = ["ChannelDependency", "SharedGraph", "build_graph", "cached_group", "c
            "structure_key"]
 
 
-def following_batchnorms(model: nn.Module, conv_names: Iterable[str], dummy_input: Any = None) -> dict[str, str]:
+def following_batchnorms(model: nn.Module, conv_names: Iterable[str], dummy_input: Any = None,
+                         graph: tp.DependencyGraph | None = None) -> dict[str, str]:
     """``{conv name: batchnorm name}`` for each conv whose only consumer is a BatchNorm.
 
     Filter pruning removes a filter *and* its channel downstream; a BatchNorm right after the conv
     would otherwise turn the zeroed channel into a constant ``beta - mean * gamma / std`` and the
     channel could not be removed without changing the outputs (NNI's known speedup mismatch). The
-    filter pruners therefore mask that BatchNorm's weight and bias too. Found with ``torch.fx``
-    (no input needed); when the model cannot be traced symbolically, with torch-pruning's graph if a
+    filter pruners therefore mask that BatchNorm's weight and bias too. Read from ``graph`` when the
+    caller already traced one (dependency-aware mode); else found with ``torch.fx`` (no input
+    needed); when the model cannot be traced symbolically, with torch-pruning's graph if a
     ``dummy_input`` is known; otherwise nothing is coupled and the shrink report names the BatchNorm.
     """
     wanted = set(conv_names)
-    try:
-        return _following_batchnorms_fx(model, wanted)
-    except Exception:  # noqa: BLE001 - data-dependent control flow etc.: try the traced graph
-        if dummy_input is None:
+    if graph is None:
+        try:
+            return _following_batchnorms_fx(model, wanted)
+        except Exception:  # noqa: BLE001 - data-dependent control flow etc.: try the traced graph
+            if dummy_input is None:
+                return {}
+        try:
+            graph = build_graph(model, dummy_input)
+        except ValueError:
             return {}
-    try:
-        graph = build_graph(model, dummy_input)
-    except ValueError:
-        return {}
     names = {id(m): n for n, m in model.named_modules()}
     coupled: dict[str, str] = {}
     for name, module in model.named_modules():

@@ -23,6 +23,7 @@ from torch import nn
 
 from .base import Pruner
 from .dependency import conv_dependency_sets
+from ..masking import filter_mask, per_filter
 
 __all__ = ["FilterPruner"]
 
@@ -73,7 +74,7 @@ class FilterPruner(Pruner):
         built = self._kept_filters.get(name)
         if built is not None and built[0] is mask:  # the stored mask is the one calc_mask built
             return ~built[1]
-        low, high = torch.aminmax(mask.detach().flatten(1), dim=1)  # one read of the mask, no copy
+        low, high = torch.aminmax(per_filter(mask.detach()), dim=1)  # one read of the mask, no copy
         return ((low == 0) & (high == 0)).cpu()
 
     # ------------------------------------------------------------------ masks
@@ -111,8 +112,7 @@ class FilterPruner(Pruner):
             first = first | forced.cpu()
         ranking[first] = -float("inf")
         keep = self._select_keep(ranking, num_prune, self._prune_groups(module), self.ties_pruned)
-        weight_mask = keep.to(module.weight)[(...,) + (None,) * (module.weight.dim() - 1)].expand_as(module.weight)
-        weight_mask = weight_mask.contiguous()
+        weight_mask = filter_mask(keep, module.weight)
         self._kept_filters[name] = (weight_mask, keep)
         bias_mask = keep.to(module.bias) if getattr(module, "bias", None) is not None else None
         return {"weight": weight_mask, "bias": bias_mask}
@@ -161,7 +161,7 @@ class FilterPruner(Pruner):
         A set of the model with a member this pruner does not prune is split into singletons (NNI 2.0:
         the shared channels could not be removed, so nothing is shared)."""
         if self._dependency_sets is None:
-            with self.statistics_paused():
+            with self._paused():
                 every = conv_dependency_sets(self.model, self.dummy_input,
                                              graph=self.graph.get(self.model, self.dummy_input))
             sets: list[list[str]] = []
