@@ -208,3 +208,42 @@ def test_mask_names_must_bind():
     with pytest.raises(ValueError, match="not in the model"):
         shrink_model(model, {"module.conv1": {"weight": torch.ones(16, 1, 3, 3), "bias": None}},
                      torch.randn(1, 1, 8, 8))
+
+
+class _CatFlatten(nn.Module):
+    """Concatenation (offset index mappings), a residual add and a flatten into a Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 6, 3, padding=1)
+        self.c = nn.Conv2d(10, 10, 1)
+        self.head = nn.Linear(10 * 4 * 4, 2)
+
+    def forward(self, x):
+        y = torch.cat([self.a(x), self.b(x)], 1)
+        return self.head(torch.flatten(self.c(y) + y, 1))
+
+
+@pytest.mark.parametrize("factory,shape", [(_CatFlatten, (1, 3, 4, 4)), (zoo.resnet_small, (1, 3, 16, 16)),
+                                           (zoo.mobilenetv2_small, (1, 3, 16, 16))])
+def test_narrowed_group_is_the_group_torch_pruning_builds_for_those_channels(factory, shape):
+    import torch_pruning as tp
+
+    from aup.compression.torch.shrink import _sub_group
+
+    torch.manual_seed(0)
+    model = factory().eval()
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.randn(shape), verbose=False)
+    checked = 0
+    for module in graph.module2node:
+        if not isinstance(module, nn.Conv2d):
+            continue
+        handler = graph.get_pruner_of_module(module).prune_out_channels
+        full = graph.get_pruning_group(module, handler, list(range(module.out_channels)))
+        roots = set(range(0, module.out_channels, 3))
+        ours = _sub_group(graph, full, roots)
+        theirs = graph.get_pruning_group(module, handler, sorted(roots))
+        assert [(str(i.dep), sorted(i.idxs), sorted(i.root_idxs)) for i in ours.items] == \
+               [(str(i.dep), sorted(i.idxs), sorted(i.root_idxs)) for i in theirs.items]
+        checked += 1
+    assert checked >= 3

@@ -29,6 +29,9 @@ before calling :func:`shrink_model`.
 """
 from __future__ import annotations
 
+import bisect
+import functools
+import itertools
 import logging
 import time
 from typing import Any, Mapping
@@ -192,8 +195,7 @@ def _removable(graph: Any, group: Any, producers: list[Any], names: Mapping[nn.M
                 report.kept_dense[n] = f"shares channels with {names.get(module, item.dep.target.name)}: {reason}"
             return []
         if not isinstance(zero, _AllTrue):
-            zero = zero.tolist()
-            blocked = {root for local, root in zip(item.idxs, item.root_idxs) if not zero[local]}
+            blocked = set(_roots_where(item, (~zero).tolist()))
             if blocked & masked_roots & candidates:
                 blockers[names.get(module, item.dep.target.name)] = None
             candidates -= blocked
@@ -229,7 +231,7 @@ def _masked_roots(producers: list[Any], names: Mapping[nn.Module, str], masks: M
     for item in producers:
         flags = _masked_out_local(item.dep.target.module, masks, names.get(item.dep.target.module))
         if flags is not None:
-            roots.update(root for local, root in zip(item.idxs, item.root_idxs) if flags[local])
+            roots.update(_roots_where(item, flags))
     return roots
 
 
@@ -242,7 +244,7 @@ def _note_kept(producers: list[Any], names: Mapping[nn.Module, str], masks: Mask
         flags = _masked_out_local(module, masks, name)
         if flags is None:
             continue
-        kept = [root for local, root in zip(item.idxs, item.root_idxs) if flags[local] and root not in candidates]
+        kept = [root for root in _roots_where(item, flags) if root not in candidates]
         if kept:
             report.kept_masked[name] = len(kept)
             who = ", ".join(blockers) if blockers else "another layer of its dependency group"
@@ -252,12 +254,56 @@ def _note_kept(producers: list[Any], names: Mapping[nn.Module, str], masks: Mask
 
 def _prune(graph: Any, group: Any, idxs: list[int], removed_out: dict[nn.Module, list[int]],
            removed_in: dict[nn.Module, list[int]]) -> None:
-    root = group[0].dep.target.module
-    sub = graph.get_pruning_group(root, group[0].dep.handler, idxs)
+    sub = _sub_group(graph, group, set(idxs))
     for item in sub:
         module = item.dep.target.module
         if not isinstance(module, nn.Module) or _is_tp_op(module):
             continue
         target = removed_out if graph.is_out_channel_pruning_fn(item.dep.handler) else removed_in
-        target.setdefault(module, []).extend(int(i) for i in item.idxs)
+        target.setdefault(module, []).extend(item.idxs)
     sub.prune(record_history=False)
+
+
+def _sub_group(graph: Any, group: Any, roots: set[int]) -> Any:
+    """``group`` (every channel of its root) narrowed to the root channels ``roots``.
+
+    What ``graph.get_pruning_group(root, handler, sorted(roots))`` returns, without walking the
+    graph again: torch-pruning's index mappings send each root channel to its own local indices,
+    and every item of a group carries the root index of each local one.
+    """
+    from torch_pruning.dependency.group import Group
+
+    sub = Group()
+    ordered = sorted(roots)
+    for item in group.items:
+        if _is_identity(item):  # local channel i is root channel i: the common case, no per-index work
+            local, root_idxs = ordered[:bisect.bisect_left(ordered, len(item.idxs))], None
+        else:
+            local = [i for i, root in zip(item.idxs, item.root_idxs) if root in roots]
+            root_idxs = [root for root in item.root_idxs if root in roots]
+        if local:
+            sub.add_dep(item.dep, local)
+            sub[len(sub) - 1].root_idxs = local if root_idxs is None else root_idxs
+    sub._DG = graph
+    return sub
+
+
+def _is_identity(item: Any) -> bool:
+    """Whether the group item maps root channel i to its own channel i, for every channel 0..n-1."""
+    known = item.__dict__.get("aup_identity")  # group items are visited several times per shrink
+    if known is None:
+        idxs = item.idxs
+        known = item.__dict__["aup_identity"] = idxs == item.root_idxs and idxs == _range(len(idxs))
+    return known
+
+
+@functools.lru_cache(maxsize=64)
+def _range(n: int) -> list[int]:
+    return list(range(n))
+
+
+def _roots_where(item: Any, flags: list[bool]) -> list[int]:
+    """The root channels of ``item`` whose local channel is flagged."""
+    if _is_identity(item) and len(flags) == len(item.idxs):
+        return list(itertools.compress(item.idxs, flags))
+    return [root for local, root in zip(item.idxs, item.root_idxs) if flags[local]]
