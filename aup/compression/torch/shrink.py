@@ -83,8 +83,10 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
         if graph is None:
             graph = _build_graph(tp, model, dummy_input, captured, report, masks)
         if graph is not None and "out" not in captured:
+            check_start = time.perf_counter()
             with torch.inference_mode():  # the masked model's reference output
                 captured["out"] = first_tensor(call_model(model, dummy_input)).detach().clone()
+            report.check_seconds += time.perf_counter() - check_start
         if graph is None:
             report._masks = _copy_masks(masks)
         else:
@@ -92,8 +94,10 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
             removed_out, removed_in = _prune_groups(tp, graph, model, modules, masks, report)
             _finish_report(report, modules, masks, removed_out, removed_in, snapshot)
             if removed_out:
+                check_start = time.perf_counter()
                 with torch.inference_mode():  # the check needs no autograd graph
                     _verify(model, dummy_input, captured["out"], atol, report, snapshot, removed_out)
+                report.check_seconds += time.perf_counter() - check_start
     finally:
         _MASKED_CACHE.clear()
         model.train(was_training)

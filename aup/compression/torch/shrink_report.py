@@ -37,6 +37,7 @@ class ShrinkReport:
     params_after: int = 0
     max_abs_diff: float = 0.0
     seconds: float = 0.0
+    check_seconds: float = 0.0  # of ``seconds``: the forward passes of the output check (masked reference, shrunk)
     arch_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
     _masks: Any = field(default_factory=dict, repr=False)
 
@@ -53,7 +54,7 @@ class ShrinkReport:
             "removed": dict(self.removed), "kept_dense": dict(self.kept_dense),
             "kept_masked": dict(self.kept_masked), "notes": dict(self.notes),
             "params_before": self.params_before, "params_after": self.params_after,
-            "max_abs_diff": self.max_abs_diff, "seconds": self.seconds,
+            "max_abs_diff": self.max_abs_diff, "seconds": self.seconds, "check_seconds": self.check_seconds,
             "arch_changes": {k: dict(v) for k, v in self.arch_changes.items()},
         }
 
