@@ -1,8 +1,8 @@
-"""The dependency graph is traced on the meta device (no forward computed) when the model is large and
-allows it; small models are traced for real (cheaper than the meta device's per-op bookkeeping)."""
+"""The dependency graph is traced on the meta device (no forward computed) when the model allows it."""
 from __future__ import annotations
 
-import pytest
+import re
+
 import torch
 import torch_pruning as tp
 from torch import nn
@@ -54,12 +54,32 @@ class _Unwrapped(nn.Module):
 
 
 def _signature(graph: tp.DependencyGraph) -> list:
+    """Every conv's group: dependencies, indices, root indices. Element-wise ops are compared by
+    position, not by their autograd name (the meta trace runs zero-preserving activations as a
+    clone, see ``meta_trace``)."""
     out = []
     for module in graph.module2node:
         if isinstance(module, nn.Conv2d):
             group = graph.get_pruning_group(module, tp.prune_conv_out_channels, list(range(module.out_channels)))
-            out.append([(str(i.dep), list(i.idxs), list(i.root_idxs)) for i in group.items])
+            out.append([(re.sub(r"(_ElementWiseOp_\d+)\(\w+\)", r"\1", str(i.dep)), list(i.idxs), list(i.root_idxs))
+                        for i in group.items])
     return out
+
+
+class _Gated(nn.Module):
+    """A sigmoid (not zero-preserving) and a BatchNorm subclass with its own forward: both run for real."""
+
+    class _ScaledBN(nn.BatchNorm2d):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.gate = nn.Conv2d(3, 4, 3), self._ScaledBN(4), nn.Sigmoid()
+        self.act, self.drop, self.head = nn.ReLU(), nn.Dropout(), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.drop(self.gate(self.act(self.bn(self.conv(x))))))
 
 
 def test_meta_graph_has_the_groups_of_a_real_trace():
@@ -73,6 +93,17 @@ def test_meta_graph_has_the_groups_of_a_real_trace():
         assert all(not p.is_meta for p in model.parameters())  # the model keeps its real weights
 
 
+def test_meta_trace_stands_in_only_for_zero_preserving_stock_modules():
+    model = _Gated().eval()
+    x = torch.randn(1, 3, 8, 8)
+    names = [str(n.module) for n in dependency.meta_graph(model, x).module2node.values()]
+    assert any("SigmoidBackward0" in n for n in names)  # still the real op: it maps zero to 0.5
+    assert any("NativeBatchNormBackward0" in n for n in names)  # the subclass' own forward ran
+    assert _signature(dependency.meta_graph(model, x)) == \
+           _signature(tp.DependencyGraph().build_dependency(model, example_inputs=x, verbose=False))
+    assert "forward" not in model.bn.__dict__ and "forward" not in model.act.__dict__  # stand-ins removed
+
+
 def test_models_that_need_values_are_traced_for_real():
     for model in (_ValueBranch(), _Unwrapped()):
         x = torch.randn(1, 1, 8, 8)
@@ -81,11 +112,8 @@ def test_models_that_need_values_are_traced_for_real():
         assert model.conv if isinstance(model, _Unwrapped) else model.a in graph.module2node
 
 
-@pytest.mark.parametrize("limit", [0.0, dependency.REAL_TRACE_LIMIT], ids=["meta-trace", "real-trace"])
-def test_trace_leaves_masks_and_calibration_inputs_real(limit, monkeypatch):
-    """Traced on meta (a large model) or for real (a small one): no meta tensor left behind, and
-    the trace is not a calibration batch."""
-    monkeypatch.setattr(dependency, "REAL_TRACE_LIMIT", limit)
+def test_meta_trace_leaves_masks_and_calibration_inputs_real():
+    """No meta tensor left behind, and aup's trace is not a calibration batch."""
     torch.manual_seed(0)
     model = zoo.resnet_small(in_channels=1).eval()
     x = torch.randn(2, 1, 16, 16)
@@ -118,10 +146,3 @@ def test_value_dependent_model_still_shrinks_exactly():
     with torch.no_grad():
         assert torch.allclose(model(x), masked, atol=1e-4)
 
-
-def test_small_models_are_traced_for_real_large_ones_on_meta():
-    small, x = zoo.mobilenetv2_small(num_classes=10).eval(), torch.randn(1, 3, 32, 32)
-    assert dependency.real_trace_is_cheaper(small, x)
-    large = zoo.resnet50().eval()
-    assert not dependency.real_trace_is_cheaper(large, torch.randn(1, 3, 224, 224))
-    assert not dependency.real_trace_is_cheaper(small, torch.randn(64, 3, 224, 224))  # a large batch

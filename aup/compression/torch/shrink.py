@@ -63,10 +63,10 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
     model" whose outputs the shrunk model must reproduce).  ``dummy_input`` is a tensor, a tuple of
     positional inputs, or a dict of keyword inputs.  The model's training flag is restored.
     ``graph``: torch-pruning's dependency graph of this model when the caller already built it
-    (``pruners.dependency.SharedGraph``); then one forward pass gives the masked reference output.
-    Otherwise the graph is traced on the masked model and that trace's forward pass is the
-    reference. Either way the only other forward pass is the check of the shrunk model (which has
-    fewer channels, so costs less).
+    (``pruners.dependency.SharedGraph``). Either way the graph is traced on the meta device when
+    the model allows it (else for real, and that trace's forward pass is the reference), so the
+    real forward passes are two: the masked reference output and the check of the shrunk model
+    (which has fewer channels, so costs less).
     """
     import torch_pruning as tp
 

@@ -1,6 +1,6 @@
-"""torch-pruning's dependency graph for a shrink, traced with the real input so that the trace's
-forward pass is also the masked model's reference output; and the pruning group of a layer, reused
-from the dependency analysis' cache when it computed it."""
+"""torch-pruning's dependency graph for a shrink: traced on the meta device when the model allows it
+(no forward computed), else traced for real; and the pruning group of a layer, reused from the
+dependency analysis' cache when it computed it."""
 from __future__ import annotations
 
 import logging
@@ -17,12 +17,13 @@ logger = logging.getLogger("aup.compression.torch.shrink")
 
 def _build_graph(tp: Any, model: nn.Module, dummy_input: Any, captured: dict[str, torch.Tensor],
                  report: ShrinkReport, masks: Masks) -> Any:
-    """The graph traced on the masked model; ``captured["out"]`` gets the trace's output.
+    """The graph on the meta device (no forward computed), else traced for real: then the trace's
+    forward pass also gives the masked model's reference output."""
+    from .pruners.dependency import meta_graph
 
-    A real trace rather than a meta-device one: the shrink needs the masked model's output anyway
-    (the reference of its check), and one forward pass that gives both costs about as much as the
-    meta trace alone on large models, half of it on small ones.
-    """
+    graph = meta_graph(model, dummy_input)
+    if graph is not None:
+        return graph
 
     def forward(m: nn.Module, x: Any) -> Any:
         out = call_model(m, x)
@@ -39,6 +40,7 @@ def _build_graph(tp: Any, model: nn.Module, dummy_input: Any, captured: dict[str
         for name in masks:
             report.kept_dense[name] = reason
         return None
+
 
 
 def _pruning_group(graph: Any, module: nn.Module, handler: Any, channels: int) -> Any:
