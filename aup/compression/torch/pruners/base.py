@@ -126,14 +126,26 @@ class Pruner(Compressor):
         """``{conv: batchnorm}`` for every Conv2d whose only consumer is a BatchNorm (traced once).
 
         Structured pruners mask both sides together so that ``apply_speedup`` can remove the
-        channel without changing the outputs (see ``dependency.following_batchnorms``).
+        channel without changing the outputs (see ``dependency.following_batchnorms``). Read from
+        the pruner's dependency graph when a ``dummy_input`` is known (the graph ``apply_speedup``
+        then reuses), else found with ``torch.fx``.
         """
         if self._coupled_batchnorms is None:
             convs = [n for n, m in self.model.named_modules() if isinstance(m, nn.Conv2d)]
             with self._paused():
                 self._coupled_batchnorms = following_batchnorms(self.model, convs, self.dummy_input,
-                                                                graph=self.graph.current(self.model))
+                                                                graph=self._graph_if_known())
         return self._coupled_batchnorms
+
+    def _graph_if_known(self) -> Any:
+        """The shared dependency graph (built now if a ``dummy_input`` is known), or None."""
+        graph = self.graph.current(self.model)
+        if graph is None and self.dummy_input is not None:
+            try:
+                graph = self.graph.get(self.model, self.dummy_input)
+            except ValueError:  # torch-pruning cannot trace it: following_batchnorms tries torch.fx
+                return None
+        return graph
 
     # ------------------------------------------------------------------ lifecycle
     def compress(self) -> nn.Module:
