@@ -24,8 +24,8 @@ def build_graph(model: nn.Module, dummy_input: Any) -> tp.DependencyGraph:
 
     Traced on the ``meta`` device (``meta_trace``): the graph depends only on which ops connect
     which modules, so shape-only tensors give the graph of a real trace without computing a forward
-    pass (2 CPU threads, 224x224: ResNet-50 14 ms against 93 ms for a real trace, a MobileNetV2-style
-    model 5 ms against 34 ms). Models that cannot run on meta tensors (data-dependent control flow,
+    pass (2 CPU threads, 224x224: ResNet-50 14 ms against 74-93 ms for a real trace, a MobileNetV2-style
+    model 5 ms against 14-34 ms). Models that cannot run on meta tensors (data-dependent control flow,
     tensors that are not parameters or buffers, parameters used outside their module) are traced
     with the real input.
     """
