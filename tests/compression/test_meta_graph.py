@@ -53,14 +53,29 @@ class _Unwrapped(nn.Module):
         return self.conv(x) * self.scale
 
 
+class _NormMLP(nn.Module):
+    """Linear layers around LayerNorm, GroupNorm and GELU (all run as stand-ins on meta)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.gn = nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8)
+        self.fc1, self.ln, self.act, self.fc2 = nn.Linear(8, 16), nn.LayerNorm(16), nn.GELU(), nn.Linear(16, 4)
+
+    def forward(self, x):
+        y = self.gn(self.conv(x)).mean((2, 3))
+        return self.fc2(self.act(self.ln(self.fc1(y))))
+
+
 def _signature(graph: tp.DependencyGraph) -> list:
-    """Every conv's group: dependencies, indices, root indices. Element-wise ops are compared by
+    """Every conv's and linear's group: dependencies, indices, root indices. Element-wise ops are compared by
     position, not by their autograd name (the meta trace runs zero-preserving activations as a
     clone, see ``meta_trace``)."""
     out = []
     for module in graph.module2node:
-        if isinstance(module, nn.Conv2d):
-            group = graph.get_pruning_group(module, tp.prune_conv_out_channels, list(range(module.out_channels)))
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            handler = tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
+            channels = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+            group = graph.get_pruning_group(module, handler, list(range(channels)))
             out.append([(re.sub(r"(_ElementWiseOp_\d+)\(\w+\)", r"\1", str(i.dep)), list(i.idxs), list(i.root_idxs))
                         for i in group.items])
     return out
@@ -85,7 +100,7 @@ class _Gated(nn.Module):
 def test_meta_graph_has_the_groups_of_a_real_trace():
     for model, x in ((zoo.resnet_small(in_channels=1).eval(), torch.randn(1, 1, 16, 16)),
                      (zoo.mobilenetv2_small(num_classes=10).eval(), torch.randn(1, 3, 32, 32)),
-                     (_Cat().eval(), torch.randn(1, 3, 8, 8))):
+                     (_Cat().eval(), torch.randn(1, 3, 8, 8)), (_NormMLP().eval(), torch.randn(1, 3, 6, 6))):
         meta = dependency.meta_graph(model, x)
         assert meta is not None
         real = tp.DependencyGraph().build_dependency(model, example_inputs=x, verbose=False)

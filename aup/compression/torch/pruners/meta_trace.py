@@ -5,8 +5,9 @@ and inputs give the graph of a real trace (``torch.func.functional_call`` keeps 
 modules as the graph's keys). On the meta device torch computes the shapes of most element-wise ops
 (batch norm, ReLU6, ...) with Python reference implementations, 0.3-0.9 ms per call against 25 us
 for a convolution: that bookkeeping was three quarters of a meta trace of ResNet-50. So for the
-trace, modules whose output has their input's shape and channels and whose only autograd input is
-that input (eval-mode batch norm, zero-preserving activations, dropout) run as one ``clone``: the
+trace, modules whose output has their input's shape and channels and whose only autograd input
+besides their own parameters is that input (batch, layer and group norm, zero-preserving
+activations) run as one ``clone``: the
 autograd graph keeps the same edges, torch-pruning maps the node to the same module (batch norm) or
 sees an element-wise op (activations) as before, and the trace costs a few milliseconds.
 """
@@ -54,6 +55,8 @@ def _stands_in(module: nn.Module) -> bool:
     kind = type(module)
     if isinstance(module, nn.modules.batchnorm._BatchNorm):  # BatchNorm1d/2d/3d: the stock forward only
         return kind.forward is nn.modules.batchnorm._BatchNorm.forward
+    if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):  # mapped to their module by torch-pruning too
+        return kind.forward in (nn.LayerNorm.forward, nn.GroupNorm.forward)
     if kind is nn.Hardtanh:
         return module.min_val <= 0 <= module.max_val
     return kind in _ACTIVATIONS
