@@ -395,6 +395,35 @@ def test_onnx_deploy_of_a_shrunk_and_of_an_int8_transformer_encoder(tmp_path):
     assert agreement(load_deployed(quantizer_path), model, [x]) >= 0.9
 
 
+def _float_matrices(path: str) -> list[str]:
+    """Float initializers of two or more dimensions in an ONNX file (weights not stored as int8)."""
+    import onnx
+
+    return [i.name for i in onnx.load(path).graph.initializer
+            if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) >= 2]
+
+
+@pytest.mark.parametrize("head_pruned", [False, True], ids=["MultiheadAttention", "HeadPrunedMultiheadAttention"])
+def test_int8_onnx_quantizes_attention_query_key_value_projection(tmp_path, head_pruned):
+    """The packed ``in_proj_weight`` (one MatMul, or three after the head-pruned module splits it)
+    becomes int8 when its attention module is among the int8 modules: no float MatMul is left."""
+    pytest.importorskip("onnxruntime")
+    from aup.compression.torch.deploy import agreement, export_onnx, load_deployed
+
+    model, x = _encoder(), _tokens(16)
+    if head_pruned:
+        pruner = TransformerPruner(model, [{"head_sparsity": 0.5, "op_types": ["default"]}])
+        pruner.compress()
+        pruner.apply_speedup(x)
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) or hasattr(m, "in_proj_weight")]
+    linears_only = export_onnx(model, x, tmp_path / "linears.onnx", calibration=[x],
+                               int8_modules=[n for n in names if not n.endswith("self_attn")])
+    assert _float_matrices(linears_only)  # the q/k/v projections stay float
+    everything = export_onnx(model, x, tmp_path / "all.onnx", int8_modules=names, calibration=[x])
+    assert _float_matrices(everything) == []
+    assert agreement(load_deployed(everything), model, [x]) >= 0.9
+
+
 @hf
 def test_onnx_deploy_takes_keyword_inputs_and_gives_dict_outputs(tmp_path):
     pytest.importorskip("onnxruntime")

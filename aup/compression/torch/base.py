@@ -179,7 +179,8 @@ class Compressor(TrainingLifecycle):
             if settings.int8 == "none":
                 int8 = None
             elif int8_names is None:
-                int8 = [n for n, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+                int8 = [n for n, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
+                        or isinstance(getattr(m, "in_proj_weight", None), torch.Tensor)]  # attention's q/k/v
             else:
                 int8 = int8_names
             return export_onnx(model, example, path, int8_modules=int8, calibration=self.calibration_batches(),

@@ -17,18 +17,26 @@ from .ort_runtime import _feed, import_ort
 _QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 
 
-def _module_nodes(graph: Any) -> dict[str, str]:
-    """``{module name: ONNX node name}`` for conv/linear nodes, found through their weight's name."""
+# ops between a weight parameter and the node using it: the exporter transposes a linear weight,
+# and splits attention's packed query/key/value weight (``in_proj_weight``) into three
+_WEIGHT_PASSTHROUGH = ("Transpose", "Identity", "Split", "Slice", "Squeeze")
+_WEIGHT_SUFFIXES = (".weight", ".in_proj_weight")
+
+
+def _module_nodes(graph: Any) -> dict[str, list[str]]:
+    """``{module name: [ONNX node names]}`` for conv/linear/matmul nodes, found through their weight's
+    parameter name (a ``MultiheadAttention`` maps to its query/key/value projection nodes)."""
     producers = {out: node for node in graph.node for out in node.output}
-    found: dict[str, str] = {}
+    found: dict[str, list[str]] = {}
     for node in graph.node:
         if node.op_type not in _QUANTIZED_OPS or len(node.input) < 2:
             continue
         name = node.input[1]
-        while name in producers and producers[name].op_type in ("Transpose", "Identity"):
+        while name in producers and producers[name].op_type in _WEIGHT_PASSTHROUGH:
             name = producers[name].input[0]
-        if name.endswith(".weight"):
-            found[name[: -len(".weight")].removeprefix("_aup_wrapped.")] = node.name
+        suffix = next((s for s in _WEIGHT_SUFFIXES if name.endswith(s)), None)
+        if suffix is not None:
+            found.setdefault(name[: -len(suffix)].removeprefix("_aup_wrapped."), []).append(node.name)
     return found
 
 
@@ -41,7 +49,7 @@ def _quantize_static(raw: str, path: str, modules: set[str], calibration: Sequen
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     nodes = _module_nodes(onnx.load(raw).graph)
-    selected = [nodes[m] for m in sorted(modules) if m in nodes]
+    selected = [node for m in sorted(modules) for node in nodes.get(m, [])]
     prepared = os.path.join(tmp, "prepared.onnx")
     quant_pre_process(raw, prepared, skip_symbolic_shape=True)
     if not selected:  # nothing to quantize: the optimised fp32 graph is the artifact
@@ -71,7 +79,7 @@ def _weight_only_int8(raw: str, path: str, modules: set[str], per_channel: bool)
     model = onnx.load(raw)
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    wanted = {node for module, node in _module_nodes(graph).items() if module in modules}
+    wanted = {node for module, found in _module_nodes(graph).items() if module in modules for node in found}
     dequantizers = []
     for node in graph.node:
         if node.name not in wanted or node.op_type not in ("Conv", "Gemm") or node.input[1] not in initializers:
