@@ -6,6 +6,7 @@ over its stages. This module stays torch-free at import time; torch is imported 
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Mapping
 
 from aup.compression.spec import (  # noqa: F401 - the spec API, also reachable from here
@@ -33,19 +34,28 @@ def create_compressor(model: Any, config: Mapping[str, Any], *args: Any, **kwarg
     every stage whose constructor takes them.
     """
     deploy = deploy_setting(config)
-    if is_pipeline(config):
-        if args:
-            raise ValueError("create_compressor: a compression pipeline takes its extra arguments by keyword "
-                             "(each stage receives those its constructor accepts)")
-        from aup.compression.torch.pipeline import PipelineCompressor
+    pipeline = is_pipeline(config)
+    spec = None if pipeline else normalize_config(config)
+    baseline = None
+    if pipeline or spec.framework == "torch":  # type: ignore[union-attr]
+        from aup.compression.torch import baseline
+    # the dense baseline is copied once the kind of report (deployed file or torch) is known
+    with baseline.deferred() if baseline is not None else contextlib.nullcontext():
+        if pipeline:
+            if args:
+                raise ValueError("create_compressor: a compression pipeline takes its extra arguments by keyword "
+                                 "(each stage receives those its constructor accepts)")
+            from aup.compression.torch.pipeline import PipelineCompressor
 
-        compressor = PipelineCompressor(model, pipeline_stages(config), **kwargs)
-    else:
-        compressor = build_stage(model, normalize_config(config), args, kwargs)
+            compressor = PipelineCompressor(model, pipeline_stages(config), **kwargs)
+        else:
+            compressor = build_stage(model, spec, args, kwargs)
     if deploy is not _NO_DEPLOY_KEY:
         from aup.compression.torch.deploy import DeploySettings
 
         compressor.deploy_settings = DeploySettings.parse(deploy, "compression_deploy")
+    if baseline is not None:
+        baseline.snapshot_baseline(model, compressor.baseline_kind)
     return compressor
 
 

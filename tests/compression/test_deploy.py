@@ -217,6 +217,49 @@ def test_baseline_is_measured_once_per_experiment(tmp_path, monkeypatch):
     assert len(calls) == 2  # a different architecture measures its own baseline
 
 
+def _new_trial(monkeypatch, tmp_path, trial: int) -> Path:
+    channel = tmp_path / f"exp-{trial}.channel.jsonl"
+    monkeypatch.setenv("AUP_CHANNEL", str(channel))
+    monkeypatch.setenv("AUP_TRIAL", str(trial))
+    monkeypatch.setitem(baseline_module._state, "fingerprint", None)
+    monkeypatch.setitem(baseline_module._state, "model", None)
+    monkeypatch.setitem(baseline_module._state, "metrics", {})
+    return channel
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["create_compressor", "constructed"])
+def test_a_quantizer_trial_after_pruner_trials_measures_the_deployed_baseline(tmp_path, monkeypatch, direct):
+    """Trials choosing between a pruner (torch metrics) and a quantizer (a deployed int8 file) need
+    both baselines: the first quantizer trial copies the dense model although a torch baseline exists."""
+    pytest.importorskip("onnxruntime")
+    from aup.compression.torch.quantization import NaiveQuantizer
+
+    x = torch.randn(2, 1, 8, 8)
+    channel = _new_trial(monkeypatch, tmp_path, 0)
+    pruner = aup.create_compressor(zoo.DigitsCNN(), _job("l1_filter", [{"sparsity": 0.5, "op_types": ["Conv2d"]}],
+                                                         "pruning"), dummy_input=x)
+    pruner.compress()
+    pruner.export_model("model.pth", folder_name=str(tmp_path / "0"))
+    assert "baseline_latency_ms_torch" in _channel_metrics(channel)
+    channel = _new_trial(monkeypatch, tmp_path, 1)
+    config_list = [{"quant_types": ["weight"], "quant_bits": 8, "op_types": ["default"]}]
+    model = zoo.DigitsCNN()
+    quantizer = (NaiveQuantizer(model, config_list) if direct
+                 else aup.create_compressor(model, _job("naive", config_list)))
+    assert baseline_module._state["model"] is not None  # a deployed baseline is still missing: copied
+    quantizer.compress()
+    model(x)
+    quantizer.export_model("model.pth", folder_name=str(tmp_path / "1"), dummy_input=x)
+    metrics = _channel_metrics(channel)
+    assert metrics["model_bytes"] < metrics["baseline_model_bytes"]
+    assert "baseline_deploy_agreement" in metrics or "baseline_latency_ms" in metrics
+    keys = json.loads((tmp_path / "exp.baseline.json").read_text())
+    assert sorted(key.rsplit("|", 1)[1] for key in keys) == ["onnx", "torch"]
+    _new_trial(monkeypatch, tmp_path, 2)
+    aup.create_compressor(zoo.DigitsCNN(), _job("naive", config_list))
+    assert baseline_module._state["model"] is None  # both kinds measured now: nothing copied
+
+
 @pytest.mark.slow
 def test_script_that_never_exports_reports_at_exit(tmp_path):
     script = tmp_path / "trial.py"

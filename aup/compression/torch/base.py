@@ -8,7 +8,6 @@ the measuring and reporting that every compressor needs (FLOPs, size metrics to 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 import tempfile
@@ -69,8 +68,16 @@ class Compressor(TrainingLifecycle):
         self.reported = False
         self._deploy_failure: str | None = None  # why the last deployed-artifact export failed
         self._recorder = CalibrationRecorder.attach(model)
-        snapshot_baseline(model)
+        snapshot_baseline(model, self.baseline_kind)
         _register_live(self)
+
+    def baseline_kind(self) -> str | None:
+        """``"onnx"`` when this compressor's report will be a deployed file's, else ``"torch"``
+        (None while a subclass is still being built and cannot tell)."""
+        try:
+            return "onnx" if self.effective_deploy() is not None else "torch"
+        except AttributeError:  # e.g. a pipeline before its stages are set
+            return None
 
     @property
     def bound_model(self) -> nn.Module:

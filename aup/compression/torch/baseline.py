@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import tempfile
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -27,9 +27,9 @@ from .deploy import DeploySettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["snapshot_baseline", "baseline_metrics", "baseline_file", "model_fingerprint"]
+__all__ = ["snapshot_baseline", "deferred", "baseline_metrics", "baseline_file", "model_fingerprint"]
 
-_state: dict[str, Any] = {"model": None, "fingerprint": None, "metrics": {}}
+_state: dict[str, Any] = {"model": None, "fingerprint": None, "metrics": {}, "deferred": 0}
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -80,20 +80,42 @@ def _write(path: str, key: str, metrics: dict[str, float]) -> None:
         os.replace(tmp, path)
 
 
-def snapshot_baseline(model: nn.Module) -> None:
-    """Called by the first compressor of a trial: keep a dense copy unless the experiment has one."""
+def snapshot_baseline(model: nn.Module, kind: Callable[[], str | None] | str | None = None) -> None:
+    """Called by the first compressor of a trial: keep a dense copy unless the experiment has the
+    baseline this trial will report.
+
+    ``kind``: ``"onnx"`` (the trial reports a deployed file) or ``"torch"``, or a callable giving it,
+    asked only when the experiment already has a baseline of this model (None: unknown, any kind
+    counts). A baseline of the other kind does not count: an experiment re-run after installing
+    onnxruntime, or whose trials choose between a pruner and a quantizer, measures the missing kind
+    once, from the copy taken here. Inside :func:`deferred` (``create_compressor``, which knows the
+    kind only once the compressor is built) nothing happens; the factory calls this again after.
+    """
     from aup import channel
 
-    if channel.channel_path() is None or _state["fingerprint"] is not None:
+    if channel.channel_path() is None or _state["fingerprint"] is not None or _state["deferred"]:
         return
     fingerprint = model_fingerprint(model)
     _state["fingerprint"] = fingerprint
-    if any(key.startswith(fingerprint + "|") for key in _read(baseline_file())):
-        return  # measured by an earlier trial of this experiment
+    measured = [key for key in _read(baseline_file()) if key.startswith(fingerprint + "|")]
+    if measured:
+        wanted = kind() if callable(kind) else kind
+        if wanted is None or any(key.endswith("|" + wanted) for key in measured):
+            return  # measured by an earlier trial of this experiment
     try:
         _state["model"] = copy.deepcopy(model)
     except Exception as exc:  # noqa: BLE001 - a model that cannot be copied just has no baseline
         logger.info("aup: no baseline metrics (the model cannot be deep-copied: %s)", exc)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Compressors built inside do not snapshot the baseline (their builder does, knowing the kind)."""
+    _state["deferred"] += 1
+    try:
+        yield
+    finally:
+        _state["deferred"] -= 1
 
 
 def _key(example: Any, settings: DeploySettings | None) -> str | None:
