@@ -425,6 +425,36 @@ def test_int8_onnx_quantizes_attention_query_key_value_projection(tmp_path, head
 
 
 @hf
+def test_keyword_called_model_calibrates_int8_on_the_batches_it_saw(tmp_path, monkeypatch):
+    """``model(**batch)`` (with training-only ``labels``) is recorded by name; the int8 export
+    calibrates on those batches (their exported inputs only) and the agreement check runs on them."""
+    pytest.importorskip("onnxruntime")
+    from aup.compression.torch import onnx_export
+    from aup.compression.torch.deployed_metrics import deployed_file_metrics
+    from aup.compression.torch.quantization import NaiveQuantizer
+
+    model, x = _bert(), _ids()
+    quantizer = NaiveQuantizer(model, [{"quant_types": ["weight"], "quant_bits": 8, "op_types": ["Linear"]}])
+    quantizer.compress()
+    generator = torch.Generator().manual_seed(3)
+    for length in (10, 10, 10, 16, 10, 10):  # the user's passes; the exported model takes 10 tokens
+        batch = {"input_ids": torch.randint(0, 100, (4, length), generator=generator),
+                 "attention_mask": torch.ones(4, length, dtype=torch.long), "labels": torch.zeros(4, dtype=torch.long)}
+        model(**batch)
+    batches = quantizer.calibration_batches()
+    assert len(batches) == 6 and all(set(b) == {"input_ids", "attention_mask", "labels"} for b in batches)
+    seen = []
+    real = onnx_export._quantize_static
+    monkeypatch.setattr(onnx_export, "_quantize_static",
+                        lambda raw, path, modules, calibration, *rest: seen.append(calibration)
+                        or real(raw, path, modules, calibration, *rest))
+    path = quantizer.write_deployed(str(tmp_path / "bert8.onnx"), example_input=x)
+    assert len(seen[0]) == 5 and all(set(b) == {"input_ids", "attention_mask"} for b in seen[0])  # 16 tokens: out
+    metrics = deployed_file_metrics(path, model, x, batches)
+    assert metrics["deploy_agreement"] >= 0.9
+
+
+@hf
 def test_onnx_deploy_takes_keyword_inputs_and_gives_dict_outputs(tmp_path):
     pytest.importorskip("onnxruntime")
     from aup.compression.torch.deploy import agreement, export_onnx, load_deployed

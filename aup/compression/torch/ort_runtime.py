@@ -72,6 +72,33 @@ def _feed(batch: Any, names: list[str]) -> dict[str, Any]:
     return {n: _array(v) for n, v in zip(names, values)}
 
 
+def model_inputs(batch: Any, names: list[str], shapes: Sequence[Sequence[Any]] | None = None) -> Any:
+    """``batch`` as the deployed model's inputs ``names``, or None when it does not fit them.
+
+    Recorded batches of a model called with keywords may hold more (``labels``) or other names than
+    the exported inputs: only the exported names are kept. A keyword batch for positional inputs, a
+    positional one of another arity, or (with ``shapes``, the inputs' dimensions after the batch
+    one; ``None`` or a name for a free dimension) a tensor of another shape does not fit.
+    """
+    if isinstance(batch, Mapping):
+        if not all(n in batch for n in names):
+            return None
+        batch = {n: batch[n] for n in names}
+        values = list(batch.values())
+    else:
+        try:
+            values = list(_as_args(batch))
+        except ValueError:
+            return None
+        if len(values) != len(names) or set(names) - set(onnx_input_names(len(names))):
+            return None
+    for value, shape in zip(values, shapes or []):
+        dims = tuple(value.shape[1:])
+        if len(dims) != len(shape) or any(isinstance(d, int) and d != v for d, v in zip(shape, dims)):
+            return None
+    return batch
+
+
 def _array(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
@@ -105,6 +132,7 @@ class DeployedModel:
         self.path = os.fspath(path)
         self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_shapes = [list(i.shape[1:]) for i in self.session.get_inputs()]  # after the batch dim
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def feeds(self, *inputs: Any, **named: Any) -> dict[str, Any]:
@@ -167,8 +195,8 @@ def ort_latency_ms(deployed: DeployedModel, example_input: Any, runs: int = 20, 
 
 @torch.no_grad()
 def agreement(deployed: DeployedModel, model: nn.Module, batches: Sequence[Any]) -> float:
-    """Deployed vs in-memory model on ``batches``: top-1 agreement for class scores ``[N, C>1]``,
-    else the maximum absolute difference (regression outputs)."""
+    """Deployed vs in-memory model on ``batches`` (the deployed inputs, see :func:`model_inputs`):
+    top-1 agreement for class scores ``[N, C>1]``, else the maximum absolute difference."""
     from .measure import call_model, first_tensor
 
     was_training = model.training
