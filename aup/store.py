@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -108,7 +109,25 @@ def open_storage(url: str, *, create: bool = True) -> "optuna.storages.BaseStora
         raise UserError(f"cannot open the storage {url!r}: {str(exc).splitlines()[0]}") from None
     if is_sqlite:
         tune_sqlite(storage)
+    _OPENED.add(storage.engine)
     return storage
+
+
+_OPENED: "weakref.WeakSet[Any]" = weakref.WeakSet()  # engines of the storages this process opened
+
+
+def close_storages() -> None:
+    """Close the pooled connections of every storage this process opened and still holds.
+
+    The last connection to an SQLite file in WAL mode folds the write-ahead log back into the file
+    when it closes; a process that ends without closing (``cli.finish_quickly``) would leave the
+    results partly in ``aup.db-wal`` (safe, but lost to anyone who copies ``aup.db`` alone).
+    """
+    for engine in list(_OPENED):
+        try:
+            engine.dispose()
+        except Exception:  # noqa: BLE001 - closing at exit must never fail the command
+            pass
 
 
 def study_names(storage: "optuna.storages.BaseStorage") -> list[str]:

@@ -218,3 +218,25 @@ def test_grid_resume_after_sigkill_runs_each_point_once(tmp_path: Path) -> None:
     # proposer's enqueue and ask: all marked interrupted, none counted as a result
     assert failed and all(t.user_attrs.get("interrupted") for t in failed)
     assert any(t.user_attrs.get("status_reason") == "interrupted" and t.params for t in failed)
+
+
+def test_quick_exit_keeps_output_exit_code_and_the_store_intact(tmp_path: Path) -> None:
+    """``python -m aup`` ends with os._exit after main: every line still arrives, the exit code is
+    main's, no SQLite WAL file is left behind and the results are all in the store."""
+    write_experiment(tmp_path, n_samples=3)
+    code, out, err = finish(aup(tmp_path, "experiment.json", "--no-live"))
+    assert code == 0, err
+    assert out.rstrip().endswith("(see: aup show cli)")
+    assert not (tmp_path / "aup.db-wal").exists() or (tmp_path / "aup.db-wal").stat().st_size == 0
+    assert len(load(tmp_path, "cli").trials) == 3
+    code, _, err = finish(aup(tmp_path, "show", "no-such-experiment"))
+    assert code == 2 and err.startswith("aup: error:")
+
+
+def test_under_a_profiler_aup_exits_normally(tmp_path: Path) -> None:
+    """``python -m cProfile -o FILE -m aup ...`` writes its file after the program returns."""
+    env = {**os.environ, "AUP_STORAGE": f"sqlite:///{tmp_path / 'aup.db'}"}
+    result = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(tmp_path / "run.prof"), "-m", "aup", "list"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "run.prof").stat().st_size > 0

@@ -80,6 +80,7 @@ class TrialProcess:
     _cut_at: int | None = None  # where the note ends, once the log passed log_limit
     _punched: int = 0  # the log's bytes from _cut_at to here are freed (a hole)
     _last_bytes: bytes = b""
+    _exit_fd: int | None = None  # a pidfd: readable once the process ends (Linux), for waiting on it
 
     def start(self) -> None:
         for stale in (self.channel_path, self.log_path):
@@ -93,6 +94,15 @@ class TrialProcess:
         self.started = time.time()
         self._channel_tail = _Tail(self.channel_path)
         self._log_tail = _Tail(self.log_path)
+        try:
+            self._exit_fd = os.pidfd_open(self._process.pid)  # type: ignore[attr-defined]
+        except (AttributeError, OSError):  # not Linux >= 5.3: the runner's loop polls on a timer
+            self._exit_fd = None
+
+    @property
+    def exit_fd(self) -> int | None:
+        """A file descriptor that becomes readable when the process ends (None where unsupported)."""
+        return self._exit_fd
 
     @property
     def pid(self) -> int | None:
@@ -110,6 +120,9 @@ class TrialProcess:
         if code is not None and self.ended is None:
             self.ended = time.time()
             self._signal_group(signal.SIGKILL)  # leftovers of the trial (its own children)
+            if self._exit_fd is not None:
+                os.close(self._exit_fd)
+                self._exit_fd = None
         return code
 
     def new_results(self) -> list[Result]:

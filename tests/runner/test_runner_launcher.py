@@ -103,3 +103,25 @@ def test_orphans_of_a_killed_runner_are_found_by_job_path(tmp_path: Path) -> Non
         for process in (orphan, bystander):
             process.kill()
             process.wait()
+
+
+def test_exit_fd_wakes_a_waiter_when_the_trial_ends_and_is_closed_after(tmp_path: Path) -> None:
+    import select
+
+    process = launch(tmp_path, "import time\ntime.sleep(0.3)\n")
+    fd = process.exit_fd
+    if fd is None:  # not Linux >= 5.3: the runner polls on its timer
+        assert wait(process) == 0
+        return
+    assert select.select([fd], [], [], 0)[0] == []  # still running
+    began = time.monotonic()
+    assert select.select([fd], [], [], 10)[0] == [fd]
+    assert time.monotonic() - began < 5
+    assert wait(process) == 0
+    assert process.exit_fd is None
+    try:
+        os.fstat(fd)
+    except OSError:
+        pass
+    else:  # the number may have been reused by another open file: it must not be a pidfd of ours
+        assert not os.path.exists(f"/proc/self/fdinfo/{fd}") or "Pid:" not in open(f"/proc/self/fdinfo/{fd}").read()
