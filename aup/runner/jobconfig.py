@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from aup.compression.search_space import job_config_builder as compression_job_config_builder
 from aup.errors import ConfigError, Problem
 
 if TYPE_CHECKING:
@@ -44,6 +43,8 @@ class PlainJobConfigBuilder:
 def job_config_builder(experiment: "Experiment") -> JobConfigBuilder:
     """The builder for ``experiment``; a bad search space is a ConfigError naming ``parameter_config``."""
     if experiment.compression is not None:
+        from aup.compression.search_space import job_config_builder as compression_job_config_builder
+
         try:
             return compression_job_config_builder(experiment)
         except ValueError as exc:
