@@ -150,6 +150,14 @@ def run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def entry() -> None:
+    """``python -m aup.compression``: :func:`main`, then the process ends like ``aup``'s
+    (``aup.cli.finish_quickly``: no module teardown once the command returned)."""
+    from aup.cli import finish_quickly
+
+    finish_quickly(main())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (2 with one line for a user error)."""
     from aup.cli import guarded
