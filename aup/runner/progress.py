@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -17,6 +17,9 @@ from rich.table import Table
 from rich.text import Text
 
 from aup.safe_text import escape, printable
+
+if TYPE_CHECKING:
+    import optuna
 
 
 @dataclass
