@@ -25,7 +25,7 @@ class CalibrationRecorder:
     sees late (fine-tuned) batches as well as early ones: a tuple of the positional tensors, or for a
     model called with keyword tensors only (``model(**batch)``, Hugging Face style) a dict of them.
     A keyword batch never becomes ``first``: it may hold training-only inputs (``labels``) that are
-    not the model's deployed inputs; its users take the names they need (``ort_runtime.feed_or_none``).
+    not the model's deployed inputs; its users take the names they need (``ort_runtime.model_inputs``).
     Copies of the model (``deepcopy``, pickling) carry an inert recorder.
     """
 

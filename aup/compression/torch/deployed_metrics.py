@@ -19,13 +19,12 @@ def deployed_file_metrics(path: str, model: nn.Module | None, example: Any, batc
     """Bytes of ``path``, its ORT latency (batch 1, ``LATENCY_THREADS``) and agreement with ``model``."""
     from .deploy import agreement, load_deployed, ort_latency_ms
     from .measure import LATENCY_THREADS, _sizes_of
-    from .ort_runtime import model_inputs
+    from .ort_runtime import fitting_batches
 
     deployed = load_deployed(path, threads=LATENCY_THREADS)
     metrics = {**_sizes_of(path), "latency_ms": ort_latency_ms(deployed, example)}
     if model is not None:
-        fitting = [b for b in (model_inputs(b, deployed.input_names, deployed.input_shapes) for b in batches)
-                   if b is not None]
+        fitting = fitting_batches(batches, deployed.input_names, deployed.input_shapes, example)
         with paused():
-            metrics["deploy_agreement"] = agreement(deployed, model, fitting or [example])
+            metrics["deploy_agreement"] = agreement(deployed, model, fitting)
     return metrics

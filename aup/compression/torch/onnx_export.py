@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .ort_quantize import _quantize_static, _weight_only_int8
-from .ort_runtime import _as_args, model_inputs, onnx_input_names
+from .ort_runtime import _as_args, fitting_batches, onnx_input_names
 
 __all__ = ["export_onnx", "OPSET"]
 
@@ -107,10 +107,8 @@ def export_onnx(model: nn.Module, example_input: Any, path: str | os.PathLike, *
                 if weight_only:
                     _weight_only_int8(raw, path, set(int8_modules), per_channel)
                 else:
-                    shapes = [tuple(a.shape[1:]) for a in args]
-                    fitting = [b for b in (model_inputs(b, names, shapes) for b in calibration) if b is not None]
-                    _quantize_static(raw, path, set(int8_modules), fitting or [example_input], names,
-                                     per_channel, tmp)
+                    batches = fitting_batches(calibration, names, [a.shape[1:] for a in args], example_input)
+                    _quantize_static(raw, path, set(int8_modules), batches, names, per_channel, tmp)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
         model.train(was_training)

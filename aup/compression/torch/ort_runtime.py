@@ -99,6 +99,14 @@ def model_inputs(batch: Any, names: list[str], shapes: Sequence[Sequence[Any]] |
     return batch
 
 
+def fitting_batches(batches: Sequence[Any], names: list[str], shapes: Sequence[Sequence[Any]],
+                    fallback: Any) -> list[Any]:
+    """The ``batches`` that fit the inputs ``names`` / ``shapes`` (:func:`model_inputs`), as those
+    inputs; ``[fallback]`` (the example input) when none does."""
+    fitting = [b for b in (model_inputs(b, names, shapes) for b in batches) if b is not None]
+    return fitting or [fallback]
+
+
 def _array(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()

@@ -7,9 +7,9 @@ modules as the graph's keys). On the meta device torch computes the shapes of mo
 for a convolution: that bookkeeping was three quarters of a meta trace of ResNet-50. So for the
 trace, modules whose output has their input's shape and channels and whose only autograd input
 besides their own parameters is that input (batch, layer and group norm, zero-preserving
-activations) run as one ``clone``: the
-autograd graph keeps the same edges, torch-pruning maps the node to the same module (batch norm) or
-sees an element-wise op (activations) as before, and the trace costs a few milliseconds.
+activations) run as one ``clone``: the autograd graph keeps the same edges, torch-pruning maps the
+node to the same module (the norms) or sees an element-wise op (activations) as before, and the
+trace costs a few milliseconds.
 """
 from __future__ import annotations
 
