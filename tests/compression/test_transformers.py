@@ -470,3 +470,29 @@ def test_onnx_deploy_takes_keyword_inputs_and_gives_dict_outputs(tmp_path):
     int8 = export_onnx(model, x, tmp_path / "bert8.onnx",
                        int8_modules=[n for n, m in model.named_modules() if isinstance(m, nn.Linear)])
     assert agreement(load_deployed(int8), model, [x]) == 1.0
+
+
+def test_a_shrink_whose_outputs_differ_restores_the_model(monkeypatch):
+    """The head/MLP shrink replaces attention modules and slices weights; when the check fails the
+    model is put back exactly (modules, parameters, shape attributes)."""
+    from aup.compression.torch.pruners.transformer import slicing
+
+    model, x = _encoder(), _tokens()
+    pruner = TransformerPruner(model, [{"head_sparsity": 0.5, "mlp_sparsity": 0.5, "op_types": ["default"]}])
+    pruner.compress()
+    before = {n: (type(m), {k: p for k, p in m._parameters.items()}) for n, m in model.named_modules()}
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    expected = _eval(model, x)[0]
+    real = slicing.shrink_blocks
+
+    def shrink_wrongly(*args, **kwargs):
+        real(*args, **kwargs)
+        model.head.weight = nn.Parameter(model.head.weight.detach() * 2)  # a shrink that changes the outputs
+
+    monkeypatch.setattr(slicing, "shrink_blocks", shrink_wrongly)
+    with pytest.raises(ValueError, match="differ"):
+        pruner.apply_speedup(x)
+    assert {n: (type(m), {k: p for k, p in m._parameters.items()}) for n, m in model.named_modules()} == before
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes
+    assert model.encoder.layers[0].self_attn.num_heads == 4
+    assert torch.equal(_eval(model, x)[0], expected)

@@ -41,7 +41,8 @@ from torch import nn
 
 from .masking import per_filter
 from .measure import call_model, first_tensor
-from .shrink_check import _snapshot, _verify
+from .module_state import snapshot_modules
+from .shrink_check import _verify
 from .shrink_graph import _build_graph, _pruning_group
 from .shrink_report import Masks, ShrinkError, ShrinkReport, _finish_report
 from .zero_channels import _CHANNELWISE, _AllTrue, _is_source, _is_tp_op, _zero_channels
@@ -90,7 +91,7 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
         if graph is None:
             report._masks = _copy_masks(masks)
         else:
-            snapshot = _snapshot(model)
+            snapshot = snapshot_modules(model)
             removed_out, removed_in = _prune_groups(tp, graph, model, modules, masks, report)
             _finish_report(report, modules, masks, removed_out, removed_in, snapshot)
             if removed_out:

@@ -8,30 +8,13 @@ import torch
 from torch import nn
 
 from .measure import call_model, first_tensor
+from .module_state import ModuleState, restore_modules
 from .shrink_report import ShrinkError, ShrinkReport, _drop
 from .zero_channels import _CHANNELWISE
 
 
-def _snapshot(model: nn.Module) -> dict[nn.Module, tuple[dict, dict, dict]]:
-    """References to every module's tensors and shape attributes (torch-pruning replaces, never edits)."""
-    plain = (int, float, bool, tuple, type(None))
-    return {m: (dict(m._parameters), dict(m._buffers),
-                {k: v for k, v in vars(m).items() if not k.startswith("_") and isinstance(v, plain)})
-            for m in model.modules()}
-
-
-def _restore(snapshot: Mapping[nn.Module, tuple[dict, dict, dict]]) -> None:
-    for m, (params, buffers, attrs) in snapshot.items():
-        m._parameters.clear()
-        m._parameters.update(params)
-        m._buffers.clear()
-        m._buffers.update(buffers)
-        for k, v in attrs.items():
-            setattr(m, k, v)
-
-
 def _verify(model: nn.Module, dummy_input: Any, reference: torch.Tensor, atol: float, report: ShrinkReport,
-            snapshot: Mapping[nn.Module, tuple[dict, dict, dict]], removed_out: Mapping[nn.Module, list[int]]) -> None:
+            snapshot: Mapping[nn.Module, ModuleState], removed_out: Mapping[nn.Module, list[int]]) -> None:
     out = first_tensor(call_model(model, dummy_input))
     if out.shape != reference.shape:
         diff = float("inf")
@@ -41,7 +24,7 @@ def _verify(model: nn.Module, dummy_input: Any, reference: torch.Tensor, atol: f
     if diff <= atol:
         return
     shrunk = _layer_summaries(model, dummy_input)
-    _restore(snapshot)
+    restore_modules(snapshot)
     masked = _layer_summaries(model, dummy_input)
     layer = _first_difference(model, masked, shrunk, removed_out, atol)
     raise ShrinkError(f"shrunk and masked outputs differ (max abs diff {diff:.3g} > atol {atol:g}); first differing "

@@ -8,6 +8,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from .module_state import ModuleState
 from .zero_channels import _is_depthwise
 
 __all__ = ["ShrinkError", "ShrinkReport"]
@@ -61,11 +62,11 @@ class ShrinkReport:
 
 def _finish_report(report: ShrinkReport, modules: Mapping[str, nn.Module], masks: Masks,
                    removed_out: Mapping[nn.Module, list[int]], removed_in: Mapping[nn.Module, list[int]],
-                   snapshot: Mapping[nn.Module, tuple[dict, dict, dict]]) -> None:
+                   snapshot: Mapping[nn.Module, ModuleState]) -> None:
     for name, module in modules.items():
         if module in removed_out:
             report.removed[name] = len(set(removed_out[module]))
-        old_params = snapshot[module][0]
+        old_params = snapshot[module].params
         change = {k: list(p.shape) for k, p in module._parameters.items()
                   if p is not None and old_params.get(k) is not None and p.shape != old_params[k].shape}
         if change:

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ...module_state import restore_modules, snapshot_modules
 from .attention import HeadPrunedMultiheadAttention
 from .blocks import HeadBlock, MlpBlock, Piece, block_key, find_blocks, is_conv1d
 
@@ -47,7 +48,7 @@ def shrink_verified(model: nn.Module, dummy_input: Any, blocks: Blocks, removed:
     probe = _verification_input(dummy_input)
     with torch.inference_mode():
         reference = [t.clone() for t in output_tensors(call_with(model, probe))]
-    snapshot = _snapshot(model)
+    snapshot = snapshot_modules(model)
     try:
         shrink_blocks(model, blocks, removed)
         with torch.inference_mode():
@@ -56,7 +57,7 @@ def shrink_verified(model: nn.Module, dummy_input: Any, blocks: Blocks, removed:
         if diff > 1e-4 * max(1.0, max((float(r.abs().max()) for r in reference if r.numel()), default=1.0)):
             raise ValueError(f"shrunk and masked outputs differ (max abs diff {diff:.3g})")
     except Exception:
-        _restore(snapshot)
+        restore_modules(snapshot)
         raise
     return diff
 
@@ -142,23 +143,6 @@ def _fix_shape_attrs(module: nn.Module) -> None:
         module.out_features, module.in_features = weight.shape
     elif is_conv1d(module):
         module.nx, module.nf = weight.shape
-
-
-def _snapshot(model: nn.Module) -> list[tuple[nn.Module, dict, dict, dict]]:
-    plain = (int, float, bool, type(None))
-    return [(m, dict(m._parameters), dict(m._modules), {k: v for k, v in vars(m).items()
-                                                       if not k.startswith("_") and isinstance(v, plain)})
-            for m in model.modules()]
-
-
-def _restore(snapshot: list[tuple[nn.Module, dict, dict, dict]]) -> None:
-    for module, params, children, attrs in snapshot:
-        module._parameters.clear()
-        module._parameters.update(params)
-        module._modules.clear()
-        module._modules.update(children)
-        for k, v in attrs.items():
-            setattr(module, k, v)
 
 
 def _max_diff(reference: list[torch.Tensor], got: list[torch.Tensor]) -> float:
