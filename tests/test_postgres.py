@@ -17,6 +17,7 @@ from typing import Any, Callable
 import optuna
 import pytest
 from optuna.trial import TrialState
+from resume_checks import assert_resumed_after_kill
 
 from aup import store
 from aup.cli import main
@@ -168,16 +169,6 @@ def test_resume_after_sigkill_on_postgres(tmp_path: Path, postgres_url: str) -> 
     process.kill()
     process.communicate()
     before = optuna.load_study(study_name="pg-exp", storage=postgres_url).trials
-    running = {t.number: t.params for t in before if t.state == TrialState.RUNNING}
-    done = {t.number: t.params for t in before if t.state == TrialState.COMPLETE}
     code, _, err = finish(aup(tmp_path, postgres_url, "resume", "pg-exp", "--no-live"))
     assert code == 0, err
-    trials = optuna.load_study(study_name="pg-exp", storage=postgres_url).trials
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 6
-    for number, params in done.items():
-        assert trials[number].state == TrialState.COMPLETE and trials[number].params == params
-    for number, params in running.items():
-        assert trials[number].user_attrs["status_reason"] == "interrupted"
-        if params:  # (a kill between ask and suggest leaves a trial without params: nothing to re-run)
-            assert [t.params for t in complete if t.user_attrs.get("requeued_from") == number] == [params]
+    assert_resumed_after_kill(before, optuna.load_study(study_name="pg-exp", storage=postgres_url).trials, 6)

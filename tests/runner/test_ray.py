@@ -19,6 +19,7 @@ from typing import Any, Callable
 import optuna
 import pytest
 from optuna.trial import TrialState
+from resume_checks import assert_resumed_after_kill
 
 from aup.cli import main
 from aup.runner import ray_launcher
@@ -160,20 +161,10 @@ def test_ray_and_postgres_end_to_end_sigkill_and_resume(tmp_path: Path, ray_clus
     process.kill()
     process.communicate()
     before = optuna.load_study(study_name="ray-exp", storage=postgres_url).trials
-    running = {t.number: t.params for t in before if t.state == TrialState.RUNNING}
-    done = {t.number: t.params for t in before if t.state == TrialState.COMPLETE}
     resumed = aup(tmp_path, postgres_url, "resume", "ray-exp", "--no-live")
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out + err
-    trials = optuna.load_study(study_name="ray-exp", storage=postgres_url).trials
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 6
-    for number, params in done.items():
-        assert trials[number].state == TrialState.COMPLETE and trials[number].params == params
-    for number, params in running.items():
-        assert trials[number].user_attrs["status_reason"] == "interrupted"
-        if params:  # (a kill between ask and suggest leaves a trial without params: nothing to re-run)
-            assert [t.params for t in complete if t.user_attrs.get("requeued_from") == number] == [params]
+    assert_resumed_after_kill(before, optuna.load_study(study_name="ray-exp", storage=postgres_url).trials, 6)
 
 
 @pytest.mark.slow
