@@ -38,6 +38,7 @@ import copy
 from typing import Any, Iterable
 
 import aup.compression.schemas as schemas
+from aup.compression.allocation import JOB_KEY as ALLOCATION_JOB_KEY
 from aup.compression.space_parse import (  # noqa: F401 - re-exported: part of this module's API
     RANGE_KEYS, STAGE_KEYS, CompressionSpaceError, Range, SectionParser, Stage, assign_names, deploy_problem,
     has_ranges, is_range, set_path,
@@ -95,6 +96,7 @@ class CompressionJobConfigBuilder:
             problems.append("compression: \"expand_op_names\" only applies to automatic search (ranges in "
                             "config_list); remove it from a one-time compression config")
         for stage in self.stages:
+            problems += _allocation_problems(stage)
             for name in stage.compressors:
                 reference = self._reference(stage, name)
                 problem = self._check(stage, name, reference)
@@ -169,6 +171,8 @@ class CompressionJobConfigBuilder:
                "compressor": name, "config_list": config_list}
         if args:
             out["compressor_args"] = args
+        if stage.allocation is not None:
+            out[ALLOCATION_JOB_KEY] = stage.allocation.to_job()
         return out
 
     @property
@@ -200,6 +204,18 @@ class CompressionJobConfigBuilder:
                 out.append((stage.dim_name or "", f"{stage.where}.compressor"))
             out += [(r.name, r.slot.where) for r in stage.ranges]
         return out
+
+
+def _allocation_problems(stage: Stage) -> list[str]:
+    """A global sparsity range above the allocation's per-layer cap could never be met."""
+    if stage.allocation is None:
+        return []
+    cap = stage.allocation.max_sparsity
+    return [f"{rng.slot.where}: the global sparsity range {rng.spec['range']!r} goes above the allocation's "
+            f"max_sparsity {cap} (raise max_sparsity or lower the range)"
+            for rng in stage.ranges
+            if rng.slot.entry is not None and rng.slot.path == ("sparsity",) and rng.spec["type"] != "choice"
+            and rng.spec["range"][1] > cap]
 
 
 def _middle(spec: dict[str, Any]) -> Any:
