@@ -165,6 +165,10 @@ class Experiment(_Section):
     compression: Union[dict[str, Any], list[Any], None] = None
     # feasibility conditions over recorded metrics, e.g. {"model_bytes": "<= 0.25 * baseline_model_bytes"}
     constraints: Union[dict[str, Union[str, float, int, dict[str, Union[float, int]]]], None] = None
+    # target mode: "first_feasible" stops proposing once a trial meets every constraint ("budget": run all)
+    stop: Literal["budget", "first_feasible"] = "budget"
+    # the objective that picks the recommended trial among the feasible ones (default: the first in target)
+    recommend: Union[str, None] = None
 
     @field_validator("name")
     @classmethod
@@ -209,6 +213,17 @@ class Experiment(_Section):
                 raise ProblemError("proposer", "required key is missing")
         if self.target is None:
             raise ProblemError("target", "required key is missing")
+        return self
+
+    @model_validator(mode="after")
+    def _target_mode(self) -> "Experiment":
+        """``stop`` needs something to be met; ``recommend`` names an objective."""
+        if self.stop == "first_feasible" and not self.constraints:
+            raise ProblemError("stop", "\"first_feasible\" stops at the first trial meeting the constraints; add a "
+                               "\"constraints\" section, e.g. {\"score\": \">= baseline_score - 0.01\"}")
+        if self.recommend is not None and self.recommend not in self.objectives:
+            raise ProblemError("recommend", f"expected one of the objectives ({', '.join(self.objectives)}), "
+                               f"got {self.recommend!r}")
         return self
 
     @model_validator(mode="after")

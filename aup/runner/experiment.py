@@ -53,6 +53,7 @@ __all__ = ["ExperimentRunner", "Prepared", "RunResult", "prepare", "resume_exper
            "join_experiment", "EXIT_OK", "EXIT_FAILED", "EXIT_INTERRUPTED"]
 
 POLL_MIN_S, POLL_MAX_S = 0.002, 0.025
+STOP_ATTR = "stop_rule"  # study user attribute: why the stop rule ended the search
 
 
 class ExperimentRunner:
@@ -83,6 +84,8 @@ class ExperimentRunner:
         limit = self.exp.runtime_args.log_limit_mb
         self._log_limit = None if limit is None else int(limit * 1024 * 1024)
         self._new_process = launcher_for(self.loaded)  # a local process, or a Ray task for "ray"
+        self._first_feasible = self.exp.stop == "first_feasible"
+        self._target_met: int | None = None  # the first trial meeting every constraint (stop rule)
 
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -102,6 +105,7 @@ class ExperimentRunner:
         self.progress = progress
         self.recorder = Recorder(self.exp, study, proposer, progress, self._release)
         progress.count_existing(study.get_trials(deepcopy=False), INTERRUPTED)
+        self._check_target(study.get_trials(deepcopy=False))  # a resumed run whose stop rule already fired
         previous = self._install_signals()
         status, reason = "finished", None
         try:
@@ -144,6 +148,8 @@ class ExperimentRunner:
                 reason = INTERRUPTED if self._interrupt else f"{INTERRUPTED}: {self._stop_reason}"
                 self._stop_all(reason)
                 return
+            if self._pending and self._first_feasible:
+                self._record_pending()  # the stop rule needs to know whether it was met before a new start
             exhausted, waiting, launched = self._fill_slots(exhausted)
             if self._pending:
                 self._record_pending()
@@ -174,6 +180,8 @@ class ExperimentRunner:
     def _fill_slots(self, exhausted: bool) -> tuple[bool, bool, bool]:
         """Start proposals while slots (and devices) are free; returns (exhausted, waiting, launched)."""
         waiting = launched = False
+        if self._target_met is not None:
+            return True, False, False  # stop rule "first_feasible": no new trials, running ones finish
         while not exhausted and len(self.active) < self.exp.n_parallel and self._env.device_free(self.active):
             proposal = self.proposer.propose()
             if proposal is None:
@@ -309,6 +317,21 @@ class ExperimentRunner:
                 if store.is_lock_error(exc):
                     raise
                 self.recorder.unrecordable(active, f"could not record the result ({type(exc).__name__}: {exc})")
+        if pending and self._first_feasible and self._target_met is None:
+            self._check_target(self.study.get_trials(deepcopy=False))  # all trials: joined runners' too
+
+    def _check_target(self, trials: list[Any]) -> None:
+        """Stop rule ``"stop": "first_feasible"``: note the first completed trial meeting every constraint."""
+        if not self._first_feasible or self._target_met is not None:
+            return
+        met = [t.number for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get("feasible") is True]
+        if met:
+            self._target_met = min(met)
+            if not self.study.user_attrs.get(STOP_ATTR):
+                self.study.set_user_attr(STOP_ATTR, f"first_feasible: trial {self._target_met} met the constraints")
+            running = f"; {len(self.active)} running trial(s) finish" if self.active else ""
+            self.progress.message(f"stop rule first_feasible: trial {self._target_met} met every constraint; "
+                               f"no new trials{running}")
 
     # ---- stopping ----------------------------------------------------------------------------
     def _stop_all(self, reason: str) -> None:
