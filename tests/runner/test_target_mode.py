@@ -97,3 +97,13 @@ def test_single_objective_without_constraints_recommends_the_best(tmp_path: Path
     exp.pop("constraints")
     result, _, output = run(tmp_path, exp)
     assert result.recommended == 1 and "recommended: trial 1 (score 0.9): best score; 3 completed trials" in output
+
+
+def test_the_target_example_validates_with_one_global_dimension() -> None:
+    from aup.compression.search_space import job_config_builder
+    from aup.config import load_experiment
+
+    example = Path(__file__).resolve().parents[2] / "experiments" / "pruning" / "exp_target.json"
+    exp = load_experiment(str(example)).experiment
+    assert exp.stop == "first_feasible" and exp.recommend == "model_bytes"
+    assert job_config_builder(exp).space.names == ["lr", "epochs", "global sparsity (conv1, conv2)"]
