@@ -123,3 +123,16 @@ def test_allocation_refused_for_a_quantizer() -> None:
                "config_list": [{"quant_types": ["weight"], "quant_bits": 8, "op_types": ["Conv2d"]}]}
     assert check_compression(section) == [
         "compression.allocation: applies to the torch pruners " + ", ".join(alloc.PRUNERS) + ", not 'qat'"]
+
+
+def test_a_pipeline_stage_is_allocated_too() -> None:
+    section = [{"compressor": "l1_filter", "allocation": "sensitivity",
+                "config_list": [{"sparsity": {"type": "float", "range": [0.2, 0.6]}, "op_names": ["conv1", "conv2", "conv3"]}]},
+               {"type": "quantization", "compressor": "naive",
+                "config_list": [{"quant_types": ["weight"], "quant_bits": 8, "op_types": ["Conv2d"]}]}]
+    builder = CompressionJobConfigBuilder(section)
+    job = builder.build({"global sparsity (conv1, conv2, conv3)": 0.4})
+    compressor = aup.create_compressor(OneFragile(), job, dummy_input=torch.randn(4, 1, 8, 8))
+    used = {entry["op_names"][0]: entry["sparsity"] for entry in compressor.specs[0].config_list}
+    assert used["conv2"] < min(used["conv1"], used["conv3"])
+    assert compressor.specs[1].config_list == job["compression_pipeline"][1]["config_list"]  # the quantizer as given
