@@ -16,6 +16,10 @@ Failure policy (``job_failure``): an unusable attempt is re-run with the same jo
 ``job_retries`` times; then the trial FAILs with its reason. ``ignore_fail: false`` stops the
 experiment at the first failed trial (status failed), ``true`` continues.
 
+Stop rule (``"stop": "first_feasible"``): once a completed trial meets every constraint, no new trial
+starts (running ones finish); finished trials are then recorded before the free slots are refilled,
+so the rule never starts a trial it would not have. A resumed run whose rule already fired starts none.
+
 Interruption: SIGINT/SIGTERM stop every running trial, record it FAIL "interrupted" and enqueue its
 params again, so ``aup resume`` re-runs exactly the unfinished work. A runner killed with SIGKILL
 leaves RUNNING trials behind; resume treats them the same way.
@@ -38,7 +42,7 @@ from aup.runner.prepare import Prepared, prepare
 from aup.runner.progress import Progress
 from aup.runner.recorder import Recorder
 from aup.runner.recovery import stored_experiment
-from aup.runner.run_end import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, RunResult, finish_run
+from aup.runner.run_end import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, STOP_ATTR, RunResult, finish_run
 from aup.runner.session import join_session, open_session
 from aup.runner.state import INTERRUPTED, PROCESS_KEY, STOP_GRACE_S, ActiveTrial, iso, jsonable, remove_trial_files
 from aup.runner.trial_env import TrialEnvironment
@@ -53,7 +57,6 @@ __all__ = ["ExperimentRunner", "Prepared", "RunResult", "prepare", "resume_exper
            "join_experiment", "EXIT_OK", "EXIT_FAILED", "EXIT_INTERRUPTED"]
 
 POLL_MIN_S, POLL_MAX_S = 0.002, 0.025
-STOP_ATTR = "stop_rule"  # study user attribute: why the stop rule ended the search
 
 
 class ExperimentRunner:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from aup.config_schema import Experiment
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+STOP_ATTR = "stop_rule"  # study user attribute: why the stop rule ended the search
 
 
 @dataclass
@@ -61,6 +62,8 @@ def finish_run(study: "optuna.Study", exp: "Experiment", proposer: Any, *, statu
     best = best_trials(study, single)
     trials = study.get_trials(deepcopy=False)
     chosen = recommendation(trials, exp)
+    if exp.stop == "first_feasible" and study.user_attrs.get(STOP_ATTR):
+        extra.append(f"stopped early by the stop rule {study.user_attrs[STOP_ATTR]}")
     if not others:
         study.set_user_attr(RECOMMENDATION_ATTR, chosen.to_attr())
     extra.append(chosen.line)

@@ -48,6 +48,7 @@ def test_first_feasible_stops_early_and_keeps_that_model(tmp_path: Path) -> None
     assert study.user_attrs[ATTR] == {"trial": 1, "feasible": True, "line": study.user_attrs[ATTR]["line"]}
     assert "recommended: trial 1 (score 0.95, model_bytes 950 B" in output
     assert study.user_attrs[STOP_ATTR] == "first_feasible: trial 1 met the constraints"
+    assert "stopped early by the stop rule first_feasible: trial 1 met the constraints" in output
     assert (Path(result.best_model_path) / "model.txt").read_text() == "0.95"  # the recommended trial's model
     assert f"best model (trial 1): {result.best_model_path}" in output
 
