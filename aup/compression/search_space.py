@@ -26,6 +26,10 @@ Translation rules (reference spec 7.3, with its bugs fixed):
   e.g. ``sparsity (conv1)``. Per-compressor pieces are suffixed ``[<compressor>]`` and sampled only
   when that compressor is chosen. Duplicates get `` #2``, `` #3``...; a later pipeline stage whose
   name is taken gets `` @stage2`` first. The same JSON always gives the same names.
+* ``"allocation": "sensitivity"`` (or ``"uniform"``) in a pruning stage: entries are not expanded and
+  their ``sparsity`` range is one dimension ``global sparsity (<op_names or op_types>)``; the job
+  config carries ``compression_allocation`` and the trial splits the value per layer
+  (:mod:`aup.compression.allocation`).
 * Every trial's config is built from deep copies: no trial ever shares an object with another
   trial or with the experiment (Auptimizer's shallow copy let parallel jobs run each other's values).
 * Validation happens here, before the first trial: names, every entry against its compressor's

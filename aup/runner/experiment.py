@@ -334,7 +334,7 @@ class ExperimentRunner:
                 self.study.set_user_attr(STOP_ATTR, f"first_feasible: trial {self._target_met} met the constraints")
             running = f"; {len(self.active)} running trial(s) finish" if self.active else ""
             self.progress.message(f"stop rule first_feasible: trial {self._target_met} met every constraint; "
-                               f"no new trials{running}")
+                                  f"no new trials{running}")
 
     # ---- stopping ----------------------------------------------------------------------------
     def _stop_all(self, reason: str) -> None:
