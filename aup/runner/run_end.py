@@ -79,7 +79,7 @@ def finish_run(study: "optuna.Study", exp: "Experiment", proposer: Any, *, statu
         extra.append(f"interrupted; continue with: aup resume {quote(study.study_name)}")
     elif status == "failed":
         extra.append(f"experiment failed: {reason}")
-    print_summary(console, study_name=study.study_name, status=status, trials=trials,
+    print_summary(console, study_name=study.study_name, status=status, trials=study.get_trials(deepcopy=False),
                   objectives=exp.objectives, storage_url=storage_url, best=best, extra=extra,
                   planned=getattr(proposer, "total", None) or exp.n_samples)
     code = {"finished": EXIT_OK, "failed": EXIT_FAILED, INTERRUPTED: EXIT_INTERRUPTED}[status]
