@@ -227,6 +227,18 @@ class Experiment(_Section):
         return self
 
     @model_validator(mode="after")
+    def _seeds_need_a_sampler(self) -> "Experiment":
+        """``"allocation": {"mode": "seed"}`` queues trials for the sampler; grid and bandit proposers
+        make their own (and would run the seeds outside their brackets)."""
+        stages = self.compression if isinstance(self.compression, list) else [self.compression]
+        seeded = any(isinstance(stage, dict) and isinstance(stage.get("allocation"), dict)
+                     and stage["allocation"].get("mode") == "seed" for stage in stages)
+        if seeded and self.proposer in ("sequence", "hyperband", "bohb"):
+            raise ProblemError("compression.allocation.mode", f"\"seed\" queues trials for a sampler (random, tpe, "
+                               f"gp, cmaes, qmc, nsga2); proposer {self.proposer!r} makes its own")
+        return self
+
+    @model_validator(mode="after")
     def _parameters_unique(self) -> "Experiment":
         seen: set[str] = set()
         for parameter in self.parameter_config:

@@ -239,6 +239,10 @@ CASES: list[tuple[str, Callable[[], str], str]] = [
         "compressor": "l1_filter", "allocation": {"method": "sensitivity", "max_sparsity": 0.6},
         "config_list": [{"sparsity": {"type": "float", "range": [0.2, 0.8]}, "op_types": ["Conv2d"]}]}),
      "goes above the allocation's max_sparsity 0.6"),
+    ("allocation seeds with hyperband", change(proposer="hyperband", compression={
+        "compressor": "l1_filter", "allocation": {"method": "sensitivity", "mode": "seed"},
+        "config_list": [{"sparsity": {"type": "float", "range": [0.2, 0.8]}, "op_names": ["conv1", "conv2"]}]}),
+     "compression.allocation.mode: \"seed\" queues trials for a sampler"),
     # target mode
     ("stop unknown rule", change(stop="first"), "stop: expected \"budget\" or \"first_feasible\""),
     ("stop first_feasible without constraints", change(stop="first_feasible"), "stop: \"first_feasible\" stops"),

@@ -31,15 +31,27 @@ ATTR = "allocated_sparsity"  # the trial attribute holding {layer: sparsity used
 _MIN_SPARSITY = 0.005  # below this a layer is left dense (a sparsity of 0 is not a legal config value)
 
 
+MODES = ("global", "seed")
+MAX_SEEDS = 20
+PROFILE_ATTR = "allocation_profile"  # seed mode: the trial attribute holding the profile the runner seeds from
+
+
 @dataclass(frozen=True)
 class Allocation:
-    """The parsed ``allocation`` option of one stage."""
+    """The parsed ``allocation`` option of one stage.
+
+    ``mode``: ``"global"`` searches one global sparsity per entry (split in the trial); ``"seed"``
+    keeps one dimension per layer and queues ``seeds`` trials whose per-layer values are the split of
+    global targets spread over the range (the first trial measures the profile they need).
+    """
 
     method: str
     max_sparsity: float = DEFAULT_MAX_SPARSITY
+    mode: str = "global"
+    seeds: int = 3
 
     def to_job(self) -> dict[str, Any]:
-        return {"method": self.method, "max_sparsity": self.max_sparsity}
+        return {"method": self.method, "max_sparsity": self.max_sparsity, "mode": self.mode}
 
     @property
     def grid(self) -> tuple[float, ...]:
@@ -53,16 +65,30 @@ def parse_allocation(value: Any, where: str = "compression.allocation") -> Alloc
     if not isinstance(value, Mapping):
         raise ValueError(f"{where}: expected \"sensitivity\", \"uniform\" or {{\"method\": ..., \"max_sparsity\": "
                          f"number}}, got {value!r}")
-    unknown = [k for k in value if k not in ("method", "max_sparsity")]
+    unknown = [k for k in value if k not in ("method", "max_sparsity", "mode", "seeds")]
     if unknown:
-        raise ValueError(f"{where}.{unknown[0]}: unknown key (known: method, max_sparsity)")
+        raise ValueError(f"{where}.{unknown[0]}: unknown key (known: method, max_sparsity, mode, seeds)")
     method = value.get("method")
     if method not in METHODS:
         raise ValueError(f"{where}.method: expected one of {', '.join(METHODS)}, got {method!r}")
     cap = value.get("max_sparsity", DEFAULT_MAX_SPARSITY)
     if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0.1 <= cap < 1:
         raise ValueError(f"{where}.max_sparsity: expected a number in [0.1, 1), got {cap!r}")
-    return Allocation(method, float(cap))
+    mode = value.get("mode", "global")
+    if mode not in MODES:
+        raise ValueError(f"{where}.mode: expected \"global\" (one searched sparsity per entry) or \"seed\" (one per "
+                         f"layer, seeded with the allocation), got {mode!r}")
+    seeds = value.get("seeds", 3)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise ValueError(f"{where}.seeds: expected an integer from 1 to {MAX_SEEDS}, got {seeds!r}")
+    if "seeds" in value and mode != "seed":
+        raise ValueError(f"{where}.seeds: applies to \"mode\": \"seed\" only")
+    return Allocation(method, float(cap), mode, seeds)
+
+
+def seed_targets(low: float, high: float, count: int) -> list[float]:
+    """``count`` global targets spread evenly inside ``[low, high]`` (never on the bounds)."""
+    return [round(low + (high - low) * (i + 1) / (count + 1), 4) for i in range(count)]
 
 
 def allocate(allocation: Allocation, target: float, sizes: Mapping[str, int],

@@ -43,6 +43,7 @@ from typing import Any, Iterable
 
 import aup.compression.schemas as schemas
 from aup.compression.allocation import JOB_KEY as ALLOCATION_JOB_KEY
+from aup.compression.allocation import Allocation
 from aup.compression.space_parse import (  # noqa: F401 - re-exported: part of this module's API
     RANGE_KEYS, STAGE_KEYS, CompressionSpaceError, Range, SectionParser, Stage, assign_names, deploy_problem,
     has_ranges, is_range, set_path,
@@ -199,6 +200,26 @@ class CompressionJobConfigBuilder:
                 origins = stage.origins.get(compressor, [])
                 return origins[index] if 0 <= index < len(origins) else None
         return None
+
+    def allocation_seeds(self) -> list[tuple[Allocation, list[tuple[str, str, float, float]]]]:
+        """Per stage with ``"allocation": {"mode": "seed"}``: its allocation and, for every searched
+        per-layer sparsity, ``(dimension name, layer, low, high)`` (the runner seeds these dimensions)."""
+        out = []
+        for stage in self.stages:
+            if stage.allocation is None or stage.allocation.mode != "seed":
+                continue
+            dims = []
+            for rng in stage.ranges:
+                if rng.slot.entry is None or rng.slot.path != ("sparsity",) or rng.spec["type"] != "float" \
+                        or rng.slot.per_compressor is not None:
+                    continue
+                entry = stage.lists[rng.slot.compressors[0]][rng.slot.entry]
+                names = entry.get("op_names") if isinstance(entry, dict) else None
+                if isinstance(names, list) and len(names) == 1:
+                    dims.append((rng.name, names[0], float(rng.spec["range"][0]), float(rng.spec["range"][1])))
+            if dims:
+                out.append((stage.allocation, dims))
+        return out
 
     def describe(self) -> list[tuple[str, str]]:
         """(dimension name, where it comes from) for every compression dimension, for docs and tests."""

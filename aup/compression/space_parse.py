@@ -337,10 +337,11 @@ class SectionParser:
             if not isinstance(entries, list):
                 self._problem(f"{path}: expected a list of entries, got {type(entries).__name__}")
                 continue
-            expanded, origins, seen = _expand(entries, path, stage.allocation is None)
+            global_mode = stage.allocation is not None and stage.allocation.mode == "global"
+            expanded, origins, seen = _expand(entries, path, not global_mode)
             stage.expand_seen = stage.expand_seen or seen
             if stage.allocation is not None:
-                self._allocated_entries(expanded, entries, path)
+                self._allocated_entries(expanded, entries, path, global_mode)
             targets = (owner,) if owner is not None else stage.compressors
             for name in targets:
                 stage.lists[name] = expanded
@@ -352,15 +353,20 @@ class SectionParser:
                     key_path = ".".join(leaf_path)
                     label = _label(entry)
                     slot = Slot(stage.index, targets, e_index, leaf_path, f"{origins[e_index]}.{key_path}", owner)
-                    if stage.allocation is not None and leaf_path == ("sparsity",):
+                    if global_mode and leaf_path == ("sparsity",):
                         key_path = "global sparsity"
                     base = f"{key_path} ({label})" if label else key_path
                     self._add_range(stage, spec, slot, base)
 
-    def _allocated_entries(self, expanded: list[Any], entries: list[Any], where: str) -> None:
-        """With ``allocation`` an entry's layers share one searched value: no ``expand_op_names``."""
+    def _allocated_entries(self, expanded: list[Any], entries: list[Any], where: str, global_mode: bool) -> None:
+        """Global mode: an entry's layers share one searched value (no ``expand_op_names``). Seed mode:
+        every searched sparsity belongs to one named layer (the seeds give each layer its value)."""
         for index, entry in enumerate(entries):
-            if isinstance(entry, dict) and entry.get(_EXPAND) is True:
+            if not global_mode and isinstance(entry, dict) and is_range(entry.get("sparsity")) and (
+                    entry.get(_EXPAND) is False or not isinstance(entry.get("op_names"), list)):
+                self._problem(f"{where}[{index}]: \"allocation\" mode \"seed\" needs one searched sparsity per layer: "
+                              "name the layers in op_names (and do not set expand_op_names to false)")
+            if global_mode and isinstance(entry, dict) and entry.get(_EXPAND) is True:
                 self._problem(f"{where}[{index}].{_EXPAND}: \"allocation\" splits one global sparsity over the "
                               "entry's layers; remove expand_op_names (or the allocation)")
         if not any(isinstance(e, dict) and "sparsity" in e and not e.get("exclude") for e in expanded):

@@ -43,6 +43,7 @@ from aup.runner.progress import Progress
 from aup.runner.recorder import Recorder
 from aup.runner.recovery import stored_experiment
 from aup.runner.run_end import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, STOP_ATTR, RunResult, finish_run
+from aup.runner.seeding import seed_plan, seed_trials
 from aup.runner.session import join_session, open_session
 from aup.runner.state import INTERRUPTED, PROCESS_KEY, STOP_GRACE_S, ActiveTrial, iso, jsonable, remove_trial_files
 from aup.runner.trial_env import TrialEnvironment
@@ -89,6 +90,7 @@ class ExperimentRunner:
         self._new_process = launcher_for(self.loaded)  # a local process, or a Ray task for "ray"
         self._first_feasible = self.exp.stop == "first_feasible"
         self._target_met: int | None = None  # the first trial meeting every constraint (stop rule)
+        self._seed_plan: list[Any] = []
 
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -109,6 +111,8 @@ class ExperimentRunner:
         self.recorder = Recorder(self.exp, study, proposer, progress, self._release)
         progress.count_existing(study.get_trials(deepcopy=False), INTERRUPTED)
         self._check_target(study.get_trials(deepcopy=False))  # a resumed run whose stop rule already fired
+        self._seed_plan = seed_plan(self.prepared.builder)  # "allocation": {"mode": "seed"}
+        self._seed()
         previous = self._install_signals()
         status, reason = "finished", None
         try:
@@ -151,8 +155,8 @@ class ExperimentRunner:
                 reason = INTERRUPTED if self._interrupt else f"{INTERRUPTED}: {self._stop_reason}"
                 self._stop_all(reason)
                 return
-            if self._pending and self._first_feasible:
-                self._record_pending()  # the stop rule needs to know whether it was met before a new start
+            if self._pending and (self._first_feasible or self._seed_plan):
+                self._record_pending()  # the stop rule / the seeds decide what starts next
             exhausted, waiting, launched = self._fill_slots(exhausted)
             if self._pending:
                 self._record_pending()
@@ -322,6 +326,22 @@ class ExperimentRunner:
                 self.recorder.unrecordable(active, f"could not record the result ({type(exc).__name__}: {exc})")
         if pending and self._first_feasible and self._target_met is None:
             self._check_target(self.study.get_trials(deepcopy=False))  # all trials: joined runners' too
+        if pending:
+            self._seed()
+
+    def _seed(self) -> None:
+        """Seed mode of per-layer allocation: queue the allocated trials once the profile is known."""
+        if not self._seed_plan:
+            return
+        trials = self.study.get_trials(deepcopy=False)
+        total = getattr(self.proposer, "total", None)
+        room = None if total is None else total - sum(t.state.name != "WAITING" for t in trials)
+        seeds = seed_trials(self.study, self._seed_plan, trials, room)
+        if seeds is None:
+            return
+        self._seed_plan = []
+        if seeds:
+            self.progress.message(f"allocation: queued {len(seeds)} trials seeded with the per-layer allocation")
 
     def _check_target(self, trials: list[Any]) -> None:
         """Stop rule ``"stop": "first_feasible"``: note the first completed trial meeting every constraint."""

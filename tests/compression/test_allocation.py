@@ -103,7 +103,7 @@ def test_search_space_has_one_global_dimension() -> None:
     assert builder.space.names == ["compressor", "global sparsity (conv1, conv2, conv3)"]
     built = builder.build({"compressor": "fpgm", "global sparsity (conv1, conv2, conv3)": 0.5})
     assert built["config_list"] == [{"sparsity": 0.5, "op_names": ["conv1", "conv2", "conv3"]}]
-    assert built[alloc.JOB_KEY] == {"method": "sensitivity", "max_sparsity": 0.9}
+    assert built[alloc.JOB_KEY] == {"method": "sensitivity", "max_sparsity": 0.9, "mode": "global"}
 
 
 @pytest.mark.parametrize("option, message", [
@@ -136,3 +136,45 @@ def test_a_pipeline_stage_is_allocated_too() -> None:
     used = {entry["op_names"][0]: entry["sparsity"] for entry in compressor.specs[0].config_list}
     assert used["conv2"] < min(used["conv1"], used["conv3"])
     assert compressor.specs[1].config_list == job["compression_pipeline"][1]["config_list"]  # the quantizer as given
+
+
+SEED_SECTION = {"compressor": "l1_filter", "allocation": {"method": "sensitivity", "mode": "seed", "seeds": 2},
+                "config_list": [{"sparsity": {"type": "float", "range": [0.1, 0.8]}, "op_names": ["conv1", "conv2", "conv3"]}]}
+
+
+def test_seed_mode_keeps_one_dimension_per_layer() -> None:
+    builder = CompressionJobConfigBuilder(SEED_SECTION)
+    names = ["sparsity (conv1)", "sparsity (conv2)", "sparsity (conv3)"]
+    assert builder.space.names == names
+    (allocation, dims), = builder.allocation_seeds()
+    assert allocation.seeds == 2 and dims == [(n, n[10:-1], 0.1, 0.8) for n in names]
+    assert builder.build(dict.fromkeys(names, 0.5))[alloc.JOB_KEY]["mode"] == "seed"
+
+
+def test_seed_mode_trial_keeps_its_values_and_reports_the_profile(trial_channel: Path) -> None:
+    config = CompressionJobConfigBuilder(SEED_SECTION).build(
+        {"sparsity (conv1)": 0.2, "sparsity (conv2)": 0.4, "sparsity (conv3)": 0.6})
+    compressor = aup.create_compressor(OneFragile(), config)
+    assert {n: layer.config["sparsity"] for n, layer in compressor.layers.items()} == \
+        {"conv1": 0.2, "conv2": 0.4, "conv3": 0.6}
+    records = [json.loads(line) for line in (trial_channel / "exp-0.channel.jsonl").read_text().splitlines()]
+    (profile,) = [r["metrics"][alloc.PROFILE_ATTR] for r in records if alloc.PROFILE_ATTR in r.get("metrics", {})]
+    assert set(profile["curves"]) == set(profile["sizes"]) == {"conv1", "conv2", "conv3"}
+
+
+@pytest.mark.parametrize("option, message", [
+    ({"method": "sensitivity", "mode": "seeds"}, "compression.allocation.mode: expected \"global\""),
+    ({"method": "sensitivity", "seeds": 2}, "compression.allocation.seeds: applies to \"mode\": \"seed\" only"),
+    ({"method": "sensitivity", "mode": "seed", "seeds": 0}, "compression.allocation.seeds: expected an integer"),
+])
+def test_bad_seed_options_are_one_line(option: object, message: str) -> None:
+    problems = check_compression({**SEED_SECTION, "allocation": option})
+    assert len(problems) == 1 and message in problems[0]
+
+
+def test_seed_mode_needs_named_layers() -> None:
+    section = {**SEED_SECTION, "config_list": [{"sparsity": {"type": "float", "range": [0.1, 0.8]},
+                                                "op_types": ["Conv2d"]}]}
+    assert check_compression(section) == [
+        "compression.config_list[0]: \"allocation\" mode \"seed\" needs one searched sparsity per layer: name the "
+        "layers in op_names (and do not set expand_op_names to false)"]

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from aup.compression import catalog
-from aup.compression.allocation import ATTR, Allocation, allocate, is_dense, parse_allocation
+from aup.compression.allocation import ATTR, PROFILE_ATTR, Allocation, allocate, is_dense, parse_allocation
 
 from .analysis import BASE_ALGOS, WEIGHT_ALGOS, SensitivityAnalysis
 from .baseline import baseline_file, model_fingerprint
@@ -65,6 +65,9 @@ def apply_allocation(model: nn.Module, compressor: str, config_list: list[dict[s
     allocation = option if isinstance(option, Allocation) else parse_allocation(option, "compression_allocation")
     check_op_names(model, config_list, compressor)
     selected = select_modules(model, config_list)
+    if allocation.mode == "seed":
+        _report_profile(model, compressor, config_list, selected, allocation, dummy_input)
+        return config_list
     out: list[dict[str, Any]] = []
     used: dict[str, float] = {}
     for index, entry in enumerate(config_list):
@@ -83,6 +86,21 @@ def apply_allocation(model: nn.Module, compressor: str, config_list: list[dict[s
         used.update(split)
     _report(used)
     return out
+
+
+def _report_profile(model: nn.Module, compressor: str, config_list: list[dict[str, Any]], selected: list[Any],
+                    allocation: Allocation, dummy_input: Any) -> None:
+    """Seed mode: the trial keeps its per-layer values and reports the profile the runner seeds from."""
+    from aup import channel
+    from aup.client import log_metrics
+
+    sizes = {layer.name: int(layer.module.weight.numel()) for layer in selected
+             if "sparsity" in config_list[layer.entry_index]}
+    if allocation.method != "sensitivity" or len(sizes) < 2 or channel.channel_path() is None:
+        return
+    profile = sensitivity_profile(model, list(sizes), criterion_for(compressor), allocation, dummy_input)
+    curves = {name: {str(s): d for s, d in curve.items()} for name, curve in profile.items()}
+    log_metrics(**{PROFILE_ATTR: {"sizes": sizes, "curves": curves}})
 
 
 def _report(used: Mapping[str, float]) -> None:
