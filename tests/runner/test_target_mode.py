@@ -65,6 +65,7 @@ def test_resume_after_the_stop_rule_fired_runs_nothing_and_agrees(tmp_path: Path
     assert "stop rule first_feasible: trial 1 met every constraint; no new trials" in console.file.getvalue()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ranking, expected", [(None, 3), ("model_bytes", 2)])
 def test_feasible_found_late_uses_the_whole_budget(tmp_path: Path, ranking: str | None, expected: int) -> None:
     exp = experiment(tmp_path, [0.5, 0.6, 0.92, 0.97], **({"recommend": ranking} if ranking else {}))
@@ -93,6 +94,7 @@ def test_every_trial_failed_is_said(tmp_path: Path) -> None:
     assert study.user_attrs[ATTR]["trial"] is None
 
 
+@pytest.mark.slow
 def test_single_objective_without_constraints_recommends_the_best(tmp_path: Path) -> None:
     exp = experiment(tmp_path, [0.3, 0.9, 0.6], target="max")
     exp.pop("constraints")
