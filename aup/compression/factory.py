@@ -92,8 +92,10 @@ def _allocated(model: Any, spec: CompressionSpec, option: Any, dummy_input: Any)
     from aup.compression.torch.allocation import apply_allocation
 
     allocation = parse_allocation(option, "compression_allocation")
-    resolve_class(spec)  # names and entries first: their errors read better than the allocation's
-    config_list = apply_allocation(model, spec.compressor, spec.config_list, allocation, dummy_input)
+    cls = resolve_class(spec)  # names and entries first: their errors read better than the allocation's
+    # the allowed one-shot pruners decide from class attributes which layers they can prune
+    config_list = apply_allocation(model, spec.compressor, spec.config_list, allocation, dummy_input,
+                                   check=lambda name, module: cls.check_module(cls, name, module))
     return dataclasses.replace(spec, config_list=config_list)
 
 

@@ -178,3 +178,10 @@ def test_seed_mode_needs_named_layers() -> None:
     assert check_compression(section) == [
         "compression.config_list[0]: \"allocation\" mode \"seed\" needs one searched sparsity per layer: name the "
         "layers in op_names (and do not set expand_op_names to false)"]
+
+
+def test_a_layer_the_pruner_cannot_prune_is_reported_as_without_allocation() -> None:
+    config = job(0.4)
+    config["config_list"][0]["op_names"].append("head")
+    with pytest.raises(ValueError, match=r"'l1_filter' cannot compress 'head' \(Linear\): it prunes only Conv2d"):
+        aup.create_compressor(OneFragile(), config)

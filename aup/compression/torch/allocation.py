@@ -35,7 +35,7 @@ from aup.compression.allocation import ATTR, PROFILE_ATTR, Allocation, allocate,
 
 from .analysis import BASE_ALGOS, WEIGHT_ALGOS, SensitivityAnalysis
 from .baseline import baseline_file, model_fingerprint
-from .config_list import check_op_names, select_modules
+from .config_list import ModuleCheck, validate_against_model
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +60,14 @@ def profile_file() -> str | None:
 
 
 def apply_allocation(model: nn.Module, compressor: str, config_list: list[dict[str, Any]], option: Any,
-                     dummy_input: Any = None) -> list[dict[str, Any]]:
-    """``config_list`` with every ``sparsity`` entry split per layer; the split is logged as a trial metric."""
+                     dummy_input: Any = None, check: ModuleCheck | None = None) -> list[dict[str, Any]]:
+    """``config_list`` with every ``sparsity`` entry split per layer; the split is logged as a trial metric.
+
+    ``check``: the compressor's own test of a layer, so that a layer it cannot prune is reported as
+    it would be without allocation (before any profiling).
+    """
     allocation = option if isinstance(option, Allocation) else parse_allocation(option, "compression_allocation")
-    check_op_names(model, config_list, compressor)
-    selected = select_modules(model, config_list)
+    selected = validate_against_model(model, config_list, compressor=compressor, check=check)
     if allocation.mode == "seed":
         _report_profile(model, compressor, config_list, selected, allocation, dummy_input)
         return config_list
