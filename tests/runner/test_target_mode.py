@@ -84,6 +84,8 @@ def test_none_feasible_names_the_closest_in_one_line(tmp_path: Path, capsys: pyt
     capsys.readouterr()
     assert main(["show", "exp", "--storage", f"sqlite:///{tmp_path / 'aup.db'}"]) == 0
     assert line in capsys.readouterr().out  # aup show names the same trial, in the same words
+    assert main(["show", "exp", "--json", "--storage", f"sqlite:///{tmp_path / 'aup.db'}"]) == 0
+    assert json.loads(capsys.readouterr().out)["recommended"] == {"trial": 1, "feasible": False, "line": line}
 
 
 def test_every_trial_failed_is_said(tmp_path: Path) -> None:
