@@ -43,3 +43,18 @@ def test_no_completed_trial_is_said() -> None:
     chosen = recommend(trials, OBJECTIVES, DIRECTIONS)
     assert chosen == Recommendation(None, False, "nothing to recommend: no trial completed (2 failed, 1 stopped early)")
     assert recommend([], OBJECTIVES, DIRECTIONS).line == "nothing to recommend: no trial ran"
+
+
+def test_show_uses_the_stored_answer_once_ended_and_a_live_one_while_running() -> None:
+    from aup.views.recommend import for_study
+    from aup.views.rows import StudyRecord
+
+    config = {"constraints": {"score": ">= baseline_score - 0.01"}, "recommend": "model_bytes"}
+    trials = [row(0, 0.985, 500), row(1, 0.985, 400)]
+    stored = {"trial": 0, "feasible": True, "line": "recommended: trial 0 (as the run said)"}
+    ended = StudyRecord("e", 1, DIRECTIONS, OBJECTIVES, {"experiment": config, "status": "finished",
+                                                          "recommendation": stored})
+    assert for_study(ended, trials) == Recommendation(0, True, stored["line"])
+    running = StudyRecord("e", 1, DIRECTIONS, OBJECTIVES, {"experiment": config, "status": "running"})
+    live = for_study(running, trials)
+    assert live.trial == 1 and live.line.startswith("so far, recommended: trial 1 ")
