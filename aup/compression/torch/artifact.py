@@ -116,7 +116,7 @@ def load_compressed(path: str | os.PathLike, *, trust: bool = False) -> nn.Modul
     try:
         if doc.get("kind") == "fx":
             root = decoder.module(doc["structure"])
-            module: nn.Module = torch.fx.GraphModule(root, decoder.graph(doc["graph"]))
+            module: nn.Module = torch.fx.GraphModule(root, decoder.graph(doc["graph"], root))
         elif doc.get("kind") == "tree":
             module = decoder.module(doc["structure"])
         else:
@@ -163,7 +163,7 @@ def _describe(model: nn.Module) -> tuple[Encoder, dict[str, Any]]:
             skip = {key for key in traced.__dict__ if key not in referenced}
             structure = encoder.module(traced, skip_attrs=skip)
             structure["cls"] = "torch.nn.modules.module:Module"
-            return encoder, {"kind": "fx", "structure": structure, "graph": encoder.graph(traced.graph)}
+            return encoder, {"kind": "fx", "structure": structure, "graph": encoder.graph(traced.graph, traced)}
         except UnsafeArtifact as exc:
             reason = f"its traced graph uses something outside the allowlist ({exc})"
     encoder = Encoder()
