@@ -90,12 +90,21 @@ def read_artifact(path: str | os.PathLike, *, trust: bool = False) -> dict[str, 
     doc = _read_header(path, trust=trust)
     if doc.get("legacy"):
         return doc["payload"]
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    raw = load_file(os.fspath(path))
-    tensors = _decode_tensors(doc.get("tensors", {}), raw)
-    decoder = Decoder(tensors, doc.get("configs", []), trust=trust)
-    doc["meta"] = decoder.value(doc.get("meta", {}))
+    try:
+        raw = load_file(os.fspath(path))
+    except (SafetensorError, OSError) as exc:
+        raise UnsafeArtifact(f"{path}: damaged aup artifact ({_one_line(exc)})") from None
+    try:
+        tensors = _decode_tensors(doc.get("tensors", {}), raw)
+        decoder = Decoder(tensors, doc.get("configs", []), trust=trust)
+        doc["meta"] = decoder.value(doc.get("meta", {}))
+    except UnsafeArtifact as exc:
+        raise UnsafeArtifact(f"{path}: {exc}") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise UnsafeArtifact(f"{path}: malformed aup artifact ({_one_line(exc)})") from None
     doc["decoded"] = tensors
     doc["decoder"] = decoder
     return doc
@@ -218,12 +227,18 @@ def _encode_tensors(tensors: Mapping[str, torch.Tensor], keys: Mapping[str, str]
     return flat, encodings
 
 
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+
 def _decode_tensors(encodings: Mapping[str, Any], raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for key, doc in encodings.items():
         if not isinstance(doc, dict):
             raise UnsafeArtifact(f"malformed tensor entry {key!r}")
         if doc.get("enc") == "raw":
+            if key not in raw:
+                raise UnsafeArtifact(f"tensor {key!r} is missing from the artifact")
             out[key] = raw[key]
             continue
         enc = {}
@@ -237,7 +252,7 @@ def _decode_tensors(encodings: Mapping[str, Any], raw: Mapping[str, torch.Tensor
         try:
             out[key] = decode_tensor(enc)
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-            raise UnsafeArtifact(f"tensor {key!r} cannot be decoded ({exc})") from None
+            raise UnsafeArtifact(f"tensor {key!r} cannot be decoded ({_one_line(exc)})") from None
     return out
 
 
@@ -250,13 +265,19 @@ def _read_header(path: str | os.PathLike, *, trust: bool) -> dict[str, Any]:
         head = fh.read(8)
         size = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
         header = fh.read(size) if 2 <= size <= _MAX_HEADER else b""
-    meta = None
+        file_size = os.fstat(fh.fileno()).st_size
+    if 2 <= size <= _MAX_HEADER and len(header) < size and header[:1] in (b"", b"{"):
+        raise UnsafeArtifact(f"{path}: truncated or damaged aup artifact (its header declares {size} bytes, "
+                             f"the file holds {file_size - 8})")
+    meta, header_doc = None, None
     if header[:1] == b"{":
         try:
-            meta = json.loads(header.decode("utf-8")).get("__metadata__")
+            header_doc = json.loads(header.decode("utf-8"))
+            meta = header_doc.get("__metadata__")
         except (UnicodeDecodeError, ValueError, AttributeError):
             meta = None
     if isinstance(meta, dict) and meta.get("format") == FORMAT:
+        _check_data_size(path, header_doc, file_size - 8 - size)
         try:
             doc = json.loads(meta["aup"])
         except (KeyError, TypeError, ValueError):
@@ -273,7 +294,20 @@ def _read_header(path: str | os.PathLike, *, trust: bool) -> dict[str, Any]:
         raise UnsafeArtifact(f"{path}: not an aup compressed-model artifact (a pickle/torch.save file, maybe a legacy "
                              f"aup artifact); refused because loading it could run code - pass trust=True only for "
                              f"a file you trust")
+    if len(head) < 8:
+        raise UnsafeArtifact(f"{path}: not an aup compressed-model artifact (only {len(head)} bytes: empty or "
+                             f"truncated)")
     raise UnsafeArtifact(f"{path}: not an aup compressed-model artifact (expected format {FORMAT!r})")
+
+
+def _check_data_size(path: str | os.PathLike, header: dict[str, Any], present: int) -> None:
+    """The tensors' byte ranges in the safetensors header end exactly where the file ends."""
+    ends = [entry.get("data_offsets") for key, entry in header.items()
+            if key != "__metadata__" and isinstance(entry, dict)]
+    needed = max((e[1] for e in ends if isinstance(e, list) and len(e) == 2 and isinstance(e[1], int)), default=0)
+    if needed != present:
+        raise UnsafeArtifact(f"{path}: truncated or damaged aup artifact (its tensors need {needed} bytes, "
+                             f"the file holds {present})")
 
 
 def _read_legacy(path: str | os.PathLike) -> dict[str, Any]:
