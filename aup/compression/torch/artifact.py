@@ -4,14 +4,16 @@ Why: a pruned model's state_dict cannot be loaded into the user's class (the sha
 issue 139, NNI 3093), and Auptimizer's export after ``apply_speedup`` even saved a mix of old and
 shrunk layers.  The artifact therefore records the *architecture as it is now*: a ``torch.fx`` graph
 traced from the (possibly shrunk) model, whose submodules are plain ``torch.nn`` layers, so it
-reloads without the user's class.  Models fx cannot trace (data-dependent control flow, Hugging
-Face models) are described as a module tree whose classes must be importable when loading.  The
+reloads without the user's class.  Hugging Face models are stored as Hugging Face stores them
+(class, config, weights, plus the per-layer sizes a shrink changed; :mod:`.hf_artifact`), so the
+internals of a new transformers release do not matter.  Other models fx cannot trace
+(data-dependent control flow) are described as a module tree whose classes must be importable.  The
 weights are stored through :mod:`aup.compression.torch.storage` (k-bit packed where ``quant`` says
 so, sparse where smaller), so the file size on disk is the honest ``model_bytes``.
 
 File layout: a `safetensors <https://huggingface.co/docs/safetensors>`_ file.  Its JSON header's
 ``__metadata__`` holds ``format`` = "aup-compressed" and ``aup``: a JSON document with ``version``,
-``kind`` ("fx" | "tree"), ``structure`` (modules, see :mod:`.safe_codec`), ``graph`` (fx nodes),
+``kind`` ("fx" | "tree" | "hf"), ``structure`` (modules, see :mod:`.safe_codec`), ``graph`` (fx nodes),
 ``tensors`` ({tensor key: encoding, tensor fields by name}), ``meta`` (compressor, config, arch
 changes, ``activation_quant`` specs re-attached on load) and ``example_input``.
 
@@ -32,6 +34,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from .hf_artifact import build_hf, describe_hf, is_hf_model
 from .safe_codec import Decoder, Encoder, UnsafeArtifact
 from .storage import decode_tensor, encode_tensor
 
@@ -60,7 +63,7 @@ def save_artifact(path: str | os.PathLike, model: nn.Module, *, example_input: A
 
     encoder, doc = _describe(model)
     info = dict(meta or {})
-    info.setdefault("needs_class", doc["kind"] == "tree")
+    info.setdefault("needs_class", doc["kind"] in ("tree", "hf"))
     keys = _state_keys(model, encoder)
     unknown = sorted(set(quant or {}) - set(keys))
     if unknown:
@@ -128,12 +131,14 @@ def load_compressed(path: str | os.PathLike, *, trust: bool = False) -> nn.Modul
             module: nn.Module = torch.fx.GraphModule(root, decoder.graph(doc["graph"], root))
         elif doc.get("kind") == "tree":
             module = decoder.module(doc["structure"])
+        elif doc.get("kind") == "hf":
+            module = build_hf(doc["structure"], decoder)
         else:
             raise UnsafeArtifact(f"unknown artifact kind {doc.get('kind')!r}")
     except UnsafeArtifact as exc:
         raise UnsafeArtifact(f"{path}: {exc}") from None
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise UnsafeArtifact(f"{path}: malformed aup artifact ({type(exc).__name__}: {exc})") from None
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, RuntimeError) as exc:
+        raise UnsafeArtifact(f"{path}: malformed aup artifact ({_one_line(exc)})") from None
     return _finish(module, doc["meta"])
 
 
@@ -159,7 +164,16 @@ def save_masks(path: str | os.PathLike, masks: Mapping[str, Mapping[str, torch.T
 
 
 def _describe(model: nn.Module) -> tuple[Encoder, dict[str, Any]]:
-    """fx graph + leaf modules when fx traces the model and every piece is allowlisted, else a module tree."""
+    """Hugging Face config + weights; else an fx graph + leaf modules when fx traces the model and every
+    piece is allowlisted; else a module tree."""
+    hf_reason = None
+    if is_hf_model(model):
+        encoder = Encoder()
+        try:
+            return encoder, {"kind": "hf", "structure": describe_hf(model, encoder)}
+        except Exception as exc:  # noqa: BLE001 - the class cannot rebuild it: try the generic forms
+            hf_reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            logger.info("%s is not stored as config + weights (%s)", type(model).__name__, hf_reason)
     reason = None
     try:
         traced = torch.fx.symbolic_trace(model)
@@ -179,7 +193,9 @@ def _describe(model: nn.Module) -> tuple[Encoder, dict[str, Any]]:
     try:
         structure = encoder.module(model)
     except UnsafeArtifact as exc:
-        raise ValueError(f"cannot export {type(model).__name__}: {reason}, and as a module tree {exc}") from None
+        prefix = f"as config + weights {hf_reason}, " if hf_reason else ""
+        raise ValueError(f"cannot export {type(model).__name__}: {prefix}{reason}, and as a module tree {exc}"
+                         ) from None
     logger.info("exporting %s as a module tree (%s): its classes must be importable when loading",
                 type(model).__name__, reason)
     return encoder, {"kind": "tree", "structure": structure, "fx_error": reason}
