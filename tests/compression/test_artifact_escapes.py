@@ -139,7 +139,12 @@ def _attack_tensor_method_hook(doc, marker):
     ], "input_1")
 
 
-ATTACKS = {"handle_torch_function": _attack_handle_torch_function, "fn_argument": _attack_fn_argument,
+def _attack_import_side_effect(doc, marker):
+    """A class reference that makes the loader import a module whose import runs a program."""
+    doc["structure"]["children"]["0"]["cls"] = "torch.utils.model_dump.__main__:Linear"
+
+
+ATTACKS = {"import_side_effect": _attack_import_side_effect, "handle_torch_function": _attack_handle_torch_function, "fn_argument": _attack_fn_argument,
            "max_key": _attack_max_key, "kwarg_name": _attack_kwarg_name,
            "computed_getattr": _attack_computed_getattr, "get_attr_module": _attack_get_attr_module,
            "from_file": _attack_from_file, "tensor_method_hook": _attack_tensor_method_hook}

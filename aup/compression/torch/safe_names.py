@@ -192,6 +192,11 @@ def resolve_class(path: str, *, trust: bool, base: type | tuple[type, ...] = nn.
         check_identifier(part, "class reference part")
     module = sys.modules.get(module_name)
     if module is None:
+        if any(part.startswith("_") for part in module_name.split(".")):
+            # private modules and __main__ files run code when imported (torch.utils.model_dump.__main__
+            # calls sys.exit(main(sys.argv))); a model's class lives in a public module
+            raise UnsafeArtifact(f"class {qualname} lives in module {module_name!r}, which is private and "
+                                 f"not imported; import it before loading")
         if not (trust or module_name.split(".")[0] in _SAFE_CLASS_ROOTS):
             raise UnsafeArtifact(f"class {qualname} lives in module {module_name!r}, which is not imported; "
                                  f"import it before loading (or pass trust=True for a file you trust)")
