@@ -114,7 +114,12 @@ EDITS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(EDITS) + ["hub_attention"])
+def _huge_vocabulary(doc) -> None:
+    data = doc["configs"][doc["structure"]["config"]]["data"]["v"]
+    next(pair for pair in data if pair[0] == "vocab_size")[1] = 1 << 40
+
+
+@pytest.mark.parametrize("case", sorted(EDITS) + ["hub_attention", "huge_vocabulary"])
 def test_an_edited_hugging_face_description_is_refused(tmp_path, case):
     model, x = _bert(), _ids()
     path = tmp_path / "m.aup"
@@ -123,6 +128,8 @@ def test_an_edited_hugging_face_description_is_refused(tmp_path, case):
     def edit(doc):
         if case == "hub_attention":  # a kernel repository name would make transformers download code
             doc["configs"][doc["structure"]["config"]]["attn"] = "kernels-community/flash-attn"
+        elif case == "huge_vocabulary":  # a memory bomb through the config: refused before allocating
+            _huge_vocabulary(doc)
         else:
             EDITS[case](doc["structure"])
 

@@ -71,6 +71,11 @@ def build_hf(spec: dict[str, Any], decoder: Any) -> nn.Module:
 
     cls = resolve_class(spec["cls"], trust=decoder.trust, base=transformers.PreTrainedModel)
     config = decoder.value({"__t": "hf_config", "v": spec["config"]})
+    state = {}
+    for state_key, tensor_key in spec.get("state", {}).items():
+        check_identifier(state_key, "state_dict key", allow_dots=True)
+        state[state_key] = decoder._tensor(tensor_key)
+    _check_declared_sizes(cls, config, state)
     model = cls(config)
     modules = dict(model.named_modules())
     for name, attrs in spec.get("attrs", {}).items():
@@ -81,10 +86,6 @@ def build_hf(spec: dict[str, Any], decoder: Any) -> nn.Module:
             if not _stored_attr(check_identifier(key, "attribute name"), val):
                 raise UnsafeArtifact(f"attribute {key!r} of {name or 'model'} may not be set from an artifact")
             object.__setattr__(module, key, val)
-    state = {}
-    for state_key, tensor_key in spec.get("state", {}).items():
-        check_identifier(state_key, "state_dict key", allow_dots=True)
-        state[state_key] = decoder._tensor(tensor_key)
     _load_weights(model, state, spec.get("state", {}))
     return model
 
@@ -93,6 +94,29 @@ def _stored_attr(key: str, val: Any) -> bool:
     """Plain numbers and flags of a module (sizes, head counts), never internals, hooks or strings."""
     return (type(val) in _SCALARS and not key.startswith("_") and key not in MODULE_INTERNALS
             and not key.startswith("aup_"))
+
+
+# what the class may allocate beyond the stored weights (non-persistent buffers such as position ids)
+_SLACK_ELEMENTS = 1 << 26
+
+
+def _check_declared_sizes(cls: type, config: Any, state: dict[str, torch.Tensor]) -> None:
+    """The config's sizes (vocabulary, layers, widths) against the stored weights, before allocating.
+
+    The class is built on the meta device (shapes, no memory); it may not hold more than twice the
+    stored elements plus a small allowance, so a config edited to a huge ``vocab_size`` fails here.
+    """
+    try:
+        with torch.device("meta"):
+            shapes = cls(config)
+    except Exception as exc:  # noqa: BLE001 - the config does not build its class
+        raise UnsafeArtifact(f"{cls.__name__} cannot be built from the stored config "
+                             f"({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    declared = sum(t.numel() for t in list(shapes.parameters()) + list(shapes.buffers()))
+    stored = sum(t.numel() for t in state.values())
+    if declared > 2 * stored + _SLACK_ELEMENTS:
+        raise UnsafeArtifact(f"the stored config declares {declared} elements for {cls.__name__}, the file "
+                             f"stores {stored}")
 
 
 def _build_like(model: nn.Module) -> nn.Module:
