@@ -18,7 +18,9 @@ Layout: one ``.npz`` file (``numpy.savez``, a zip of ``.npy`` arrays, readable w
 from __future__ import annotations
 
 import json
+import math
 import os
+import zipfile
 from typing import Any, Mapping
 
 import keras
@@ -106,25 +108,50 @@ def save_artifact(path: str | os.PathLike, model: keras.Model, meta: Mapping[str
 
 
 def read_artifact(path: str | os.PathLike) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """``(meta, weights)`` of an artifact, the weights decoded to dense arrays in model order."""
-    with np.load(os.fspath(path), allow_pickle=False) as data:
-        if "__meta__" not in data.files:
-            raise ValueError(f"{path}: not an aup Keras artifact (no __meta__)")
-        meta = json.loads(bytes(data["__meta__"]).decode("utf-8"))
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: not an aup Keras artifact (format {meta.get('format')!r})")
-        weights = []
-        for index, info in enumerate(meta["weights"]):
-            shape = tuple(info["shape"])
-            if info["encoding"] == "dense":
-                weights.append(data[f"w{index}"].reshape(shape))
-                continue
-            size = int(np.prod(shape, dtype=np.int64))
-            nonzero = np.unpackbits(data[f"w{index}.bitmap"], count=size).astype(bool)
-            dense = np.zeros(size, dtype=info["dtype"])
-            dense[nonzero] = data[f"w{index}.values"]
-            weights.append(dense.reshape(shape))
+    """``(meta, weights)`` of an artifact, the weights decoded to dense arrays in model order.
+
+    Declared shapes are checked against the stored arrays before anything is allocated, and a
+    damaged or truncated file is a one-line ``ValueError`` naming it.
+    """
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            if "__meta__" not in data.files:
+                raise ValueError(f"{path}: not an aup Keras artifact (no __meta__)")
+            meta = json.loads(bytes(data["__meta__"]).decode("utf-8"))
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                raise ValueError(f"{path}: not an aup Keras artifact (format "
+                                 f"{meta.get('format') if isinstance(meta, dict) else None!r})")
+            weights = [_decode(data, index, info) for index, info in enumerate(meta["weights"])]
+    except ValueError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(message if message.startswith(f"{path}:") else f"{path}: damaged aup Keras artifact "
+                                                                          f"({message})") from None
+    except (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        raise ValueError(f"{path}: damaged or truncated aup Keras artifact ({detail})") from None
     return meta, weights
+
+
+def _decode(data: Any, index: int, info: Mapping[str, Any]) -> np.ndarray:
+    shape = info["shape"]
+    if not (isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                            for n in shape)):
+        raise ValueError(f"weight {index}: malformed shape {str(shape)[:80]}")
+    size = math.prod(shape)
+    if info["encoding"] == "dense":
+        dense = data[f"w{index}"]
+        if dense.size != size:
+            raise ValueError(f"weight {index}: shape {shape} declared, {dense.size} values stored")
+        return dense.reshape(shape)
+    bitmap, values = data[f"w{index}.bitmap"], data[f"w{index}.values"]
+    if bitmap.dtype != np.uint8 or bitmap.size != (size + 7) // 8:
+        raise ValueError(f"weight {index}: a bitmap of {(size + 7) // 8} bytes is declared, {bitmap.size} stored")
+    nonzero = np.unpackbits(bitmap, count=size).astype(bool)
+    if values.size != int(nonzero.sum()):
+        raise ValueError(f"weight {index}: {values.size} values stored for {int(nonzero.sum())} non-zeros")
+    dense = np.zeros(size, dtype=np.dtype(info["dtype"]))
+    dense[nonzero] = values.reshape(-1)
+    return dense.reshape(shape)
 
 
 def load_compressed(path: str | os.PathLike, model: keras.Model | None = None,

@@ -4,14 +4,16 @@ Why: a pruned model's state_dict cannot be loaded into the user's class (the sha
 issue 139, NNI 3093), and Auptimizer's export after ``apply_speedup`` even saved a mix of old and
 shrunk layers.  The artifact therefore records the *architecture as it is now*: a ``torch.fx`` graph
 traced from the (possibly shrunk) model, whose submodules are plain ``torch.nn`` layers, so it
-reloads without the user's class.  Models fx cannot trace (data-dependent control flow, Hugging
-Face models) are described as a module tree whose classes must be importable when loading.  The
+reloads without the user's class.  Hugging Face models are stored as Hugging Face stores them
+(class, config, weights, plus the per-layer sizes a shrink changed; :mod:`.hf_artifact`), so the
+internals of a new transformers release do not matter.  Other models fx cannot trace
+(data-dependent control flow) are described as a module tree whose classes must be importable.  The
 weights are stored through :mod:`aup.compression.torch.storage` (k-bit packed where ``quant`` says
 so, sparse where smaller), so the file size on disk is the honest ``model_bytes``.
 
 File layout: a `safetensors <https://huggingface.co/docs/safetensors>`_ file.  Its JSON header's
 ``__metadata__`` holds ``format`` = "aup-compressed" and ``aup``: a JSON document with ``version``,
-``kind`` ("fx" | "tree"), ``structure`` (modules, see :mod:`.safe_codec`), ``graph`` (fx nodes),
+``kind`` ("fx" | "tree" | "hf"), ``structure`` (modules, see :mod:`.safe_codec`), ``graph`` (fx nodes),
 ``tensors`` ({tensor key: encoding, tensor fields by name}), ``meta`` (compressor, config, arch
 changes, ``activation_quant`` specs re-attached on load) and ``example_input``.
 
@@ -32,6 +34,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from .hf_artifact import build_hf, describe_hf, is_hf_model
 from .safe_codec import Decoder, Encoder, UnsafeArtifact
 from .storage import decode_tensor, encode_tensor
 
@@ -60,7 +63,7 @@ def save_artifact(path: str | os.PathLike, model: nn.Module, *, example_input: A
 
     encoder, doc = _describe(model)
     info = dict(meta or {})
-    info.setdefault("needs_class", doc["kind"] == "tree")
+    info.setdefault("needs_class", doc["kind"] in ("tree", "hf"))
     keys = _state_keys(model, encoder)
     unknown = sorted(set(quant or {}) - set(keys))
     if unknown:
@@ -90,12 +93,21 @@ def read_artifact(path: str | os.PathLike, *, trust: bool = False) -> dict[str, 
     doc = _read_header(path, trust=trust)
     if doc.get("legacy"):
         return doc["payload"]
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    raw = load_file(os.fspath(path))
-    tensors = _decode_tensors(doc.get("tensors", {}), raw)
-    decoder = Decoder(tensors, doc.get("configs", []), trust=trust)
-    doc["meta"] = decoder.value(doc.get("meta", {}))
+    try:
+        raw = load_file(os.fspath(path))
+    except (SafetensorError, OSError) as exc:
+        raise UnsafeArtifact(f"{path}: damaged aup artifact ({_one_line(exc)})") from None
+    try:
+        tensors = _decode_tensors(doc.get("tensors", {}), raw)
+        decoder = Decoder(tensors, doc.get("configs", []), trust=trust)
+        doc["meta"] = decoder.value(doc.get("meta", {}))
+    except UnsafeArtifact as exc:
+        raise UnsafeArtifact(f"{path}: {exc}") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise UnsafeArtifact(f"{path}: malformed aup artifact ({_one_line(exc)})") from None
     doc["decoded"] = tensors
     doc["decoder"] = decoder
     return doc
@@ -116,15 +128,17 @@ def load_compressed(path: str | os.PathLike, *, trust: bool = False) -> nn.Modul
     try:
         if doc.get("kind") == "fx":
             root = decoder.module(doc["structure"])
-            module: nn.Module = torch.fx.GraphModule(root, decoder.graph(doc["graph"]))
+            module: nn.Module = torch.fx.GraphModule(root, decoder.graph(doc["graph"], root))
         elif doc.get("kind") == "tree":
             module = decoder.module(doc["structure"])
+        elif doc.get("kind") == "hf":
+            module = build_hf(doc["structure"], decoder)
         else:
             raise UnsafeArtifact(f"unknown artifact kind {doc.get('kind')!r}")
     except UnsafeArtifact as exc:
         raise UnsafeArtifact(f"{path}: {exc}") from None
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise UnsafeArtifact(f"{path}: malformed aup artifact ({type(exc).__name__}: {exc})") from None
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, RuntimeError) as exc:
+        raise UnsafeArtifact(f"{path}: malformed aup artifact ({_one_line(exc)})") from None
     return _finish(module, doc["meta"])
 
 
@@ -150,7 +164,16 @@ def save_masks(path: str | os.PathLike, masks: Mapping[str, Mapping[str, torch.T
 
 
 def _describe(model: nn.Module) -> tuple[Encoder, dict[str, Any]]:
-    """fx graph + leaf modules when fx traces the model and every piece is allowlisted, else a module tree."""
+    """Hugging Face config + weights; else an fx graph + leaf modules when fx traces the model and every
+    piece is allowlisted; else a module tree."""
+    hf_reason = None
+    if is_hf_model(model):
+        encoder = Encoder()
+        try:
+            return encoder, {"kind": "hf", "structure": describe_hf(model, encoder)}
+        except Exception as exc:  # noqa: BLE001 - the class cannot rebuild it: try the generic forms
+            hf_reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            logger.info("%s is not stored as config + weights (%s)", type(model).__name__, hf_reason)
     reason = None
     try:
         traced = torch.fx.symbolic_trace(model)
@@ -163,14 +186,16 @@ def _describe(model: nn.Module) -> tuple[Encoder, dict[str, Any]]:
             skip = {key for key in traced.__dict__ if key not in referenced}
             structure = encoder.module(traced, skip_attrs=skip)
             structure["cls"] = "torch.nn.modules.module:Module"
-            return encoder, {"kind": "fx", "structure": structure, "graph": encoder.graph(traced.graph)}
+            return encoder, {"kind": "fx", "structure": structure, "graph": encoder.graph(traced.graph, traced)}
         except UnsafeArtifact as exc:
             reason = f"its traced graph uses something outside the allowlist ({exc})"
     encoder = Encoder()
     try:
         structure = encoder.module(model)
     except UnsafeArtifact as exc:
-        raise ValueError(f"cannot export {type(model).__name__}: {reason}, and as a module tree {exc}") from None
+        prefix = f"as config + weights {hf_reason}, " if hf_reason else ""
+        raise ValueError(f"cannot export {type(model).__name__}: {prefix}{reason}, and as a module tree {exc}"
+                         ) from None
     logger.info("exporting %s as a module tree (%s): its classes must be importable when loading",
                 type(model).__name__, reason)
     return encoder, {"kind": "tree", "structure": structure, "fx_error": reason}
@@ -218,12 +243,18 @@ def _encode_tensors(tensors: Mapping[str, torch.Tensor], keys: Mapping[str, str]
     return flat, encodings
 
 
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+
 def _decode_tensors(encodings: Mapping[str, Any], raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for key, doc in encodings.items():
         if not isinstance(doc, dict):
             raise UnsafeArtifact(f"malformed tensor entry {key!r}")
         if doc.get("enc") == "raw":
+            if key not in raw:
+                raise UnsafeArtifact(f"tensor {key!r} is missing from the artifact")
             out[key] = raw[key]
             continue
         enc = {}
@@ -237,7 +268,7 @@ def _decode_tensors(encodings: Mapping[str, Any], raw: Mapping[str, torch.Tensor
         try:
             out[key] = decode_tensor(enc)
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-            raise UnsafeArtifact(f"tensor {key!r} cannot be decoded ({exc})") from None
+            raise UnsafeArtifact(f"tensor {key!r} cannot be decoded ({_one_line(exc)})") from None
     return out
 
 
@@ -250,13 +281,19 @@ def _read_header(path: str | os.PathLike, *, trust: bool) -> dict[str, Any]:
         head = fh.read(8)
         size = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
         header = fh.read(size) if 2 <= size <= _MAX_HEADER else b""
-    meta = None
+        file_size = os.fstat(fh.fileno()).st_size
+    if 2 <= size <= _MAX_HEADER and len(header) < size and header[:1] in (b"", b"{"):
+        raise UnsafeArtifact(f"{path}: truncated or damaged aup artifact (its header declares {size} bytes, "
+                             f"the file holds {file_size - 8})")
+    meta, header_doc = None, None
     if header[:1] == b"{":
         try:
-            meta = json.loads(header.decode("utf-8")).get("__metadata__")
+            header_doc = json.loads(header.decode("utf-8"))
+            meta = header_doc.get("__metadata__")
         except (UnicodeDecodeError, ValueError, AttributeError):
             meta = None
     if isinstance(meta, dict) and meta.get("format") == FORMAT:
+        _check_data_size(path, header_doc, file_size - 8 - size)
         try:
             doc = json.loads(meta["aup"])
         except (KeyError, TypeError, ValueError):
@@ -273,7 +310,20 @@ def _read_header(path: str | os.PathLike, *, trust: bool) -> dict[str, Any]:
         raise UnsafeArtifact(f"{path}: not an aup compressed-model artifact (a pickle/torch.save file, maybe a legacy "
                              f"aup artifact); refused because loading it could run code - pass trust=True only for "
                              f"a file you trust")
+    if len(head) < 8:
+        raise UnsafeArtifact(f"{path}: not an aup compressed-model artifact (only {len(head)} bytes: empty or "
+                             f"truncated)")
     raise UnsafeArtifact(f"{path}: not an aup compressed-model artifact (expected format {FORMAT!r})")
+
+
+def _check_data_size(path: str | os.PathLike, header: dict[str, Any], present: int) -> None:
+    """The tensors' byte ranges in the safetensors header end exactly where the file ends."""
+    ends = [entry.get("data_offsets") for key, entry in header.items()
+            if key != "__metadata__" and isinstance(entry, dict)]
+    needed = max((e[1] for e in ends if isinstance(e, list) and len(e) == 2 and isinstance(e[1], int)), default=0)
+    if needed != present:
+        raise UnsafeArtifact(f"{path}: truncated or damaged aup artifact (its tensors need {needed} bytes, "
+                             f"the file holds {present})")
 
 
 def _read_legacy(path: str | os.PathLike) -> dict[str, Any]:

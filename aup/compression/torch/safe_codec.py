@@ -10,9 +10,11 @@ describes the architecture as data instead.  Three kinds of things are described
   ``cls.__new__`` and ``nn.Module.__init__`` and sets those attributes: the class's ``__init__`` is
   not called and no code comes from the file.
 - **fx graphs** (models ``torch.fx`` traces): nodes with their op, target and arguments.  Function
-  targets must be on an allowlist of tensor operations (``torch`` ATen ops, ``torch.nn.functional``,
-  ``operator`` arithmetic, ``math``); method targets must be public ``torch.Tensor`` methods; names
-  must be identifiers, because fx generates Python source from them.
+  and method targets must be on explicit allowlists of pure tensor operations; ``getattr`` reads
+  only a few tensor attributes named by a literal; ``get_attr`` nodes name tensors and
+  ``call_module`` nodes modules of the model; arguments are data (no functions); node, input and
+  keyword names must be identifiers, because fx generates Python source from them.  So no node
+  can reach a function, a module object or Python globals.
 - **values** (arguments, attributes, metadata): JSON with ``{"__t": ...}`` tags for tuples, dicts,
   slices, dtypes, devices and tensors (which go to the tensor store).
 
@@ -27,8 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .safe_names import (FX_OPS, MODULE_INTERNALS, TENSOR_METHODS_DENIED, UnsafeArtifact, check_identifier,
-                         class_path, function_name, hf_config_base, resolve_class, resolve_function)
+from .safe_names import (FX_OPS, HF_ATTENTION, MODULE_INTERNALS, TENSOR_METHODS, UnsafeArtifact, check_getattr,
+                         check_identifier, class_path, function_name, hf_config_base, resolve_class,
+                         resolve_function)
 
 __all__ = ["UnsafeArtifact", "Encoder", "Decoder"]
 
@@ -91,7 +94,7 @@ class Encoder:
             return {"__t": "hf_config", "v": self._config(v, config_base)}
         if callable(v) and not isinstance(v, (nn.Module, type)):
             try:
-                return {"__t": "fn", "v": function_name(v)}
+                return {"__t": "fn", "v": function_name(v, as_value=True)}
             except (UnsafeArtifact, RuntimeError, AttributeError):
                 pass
         raise UnsafeArtifact(f"{where}: a {type(v).__name__} cannot be stored without pickle")
@@ -128,12 +131,16 @@ class Encoder:
                 "children": children}
 
     # ---------------------------------------------------------------- fx graph
-    def graph(self, graph: torch.fx.Graph) -> list[dict[str, Any]]:
+    def graph(self, graph: torch.fx.Graph, root: nn.Module) -> list[dict[str, Any]]:
+        """The nodes of ``root``'s graph; :class:`UnsafeArtifact` for any the loader would refuse."""
         nodes = []
         for node in graph.nodes:
             target = node.target
             if node.op == "call_function":
                 target = function_name(target)
+            elif node.op in ("get_attr", "call_module"):
+                _check_target(root, node.op, target)
+            _check_node(node.name, node.op, node.target, node.args, node.kwargs)
             nodes.append({"op": node.op, "name": node.name, "target": target,
                           "args": self.value(node.args, f"graph.{node.name}"),
                           "kwargs": self.value(dict(node.kwargs), f"graph.{node.name}")})
@@ -214,6 +221,9 @@ class Decoder:
             cls = resolve_class(spec["cls"], trust=self.trust, base=base)
             config = cls.from_dict(self.value(spec["data"]))
             attn = spec.get("attn")
+            if attn is not None and attn not in HF_ATTENTION:
+                raise UnsafeArtifact(f"attention implementation {attn!r} is not allowed "
+                                     f"(one of {sorted(HF_ATTENTION)})")
             if isinstance(attn, str) and hasattr(config, "_attn_implementation"):
                 config._attn_implementation = attn
             self._configs[index] = config
@@ -249,7 +259,8 @@ class Decoder:
             m._modules[key] = None if child is None else self.module(child)
         return m
 
-    def graph(self, nodes: list[dict[str, Any]]) -> torch.fx.Graph:
+    def graph(self, nodes: list[dict[str, Any]], root: nn.Module) -> torch.fx.Graph:
+        """The fx graph of ``root``, every node checked (see the module docstring)."""
         graph = torch.fx.Graph()
         for spec in nodes:
             op, target = spec.get("op"), spec.get("target")
@@ -259,23 +270,57 @@ class Decoder:
             if op == "placeholder":
                 check_identifier(str(target).lstrip("*"), "graph input name")
             elif op in ("get_attr", "call_module"):
-                check_identifier(target, f"{op} target", allow_dots=True)
-            elif op == "call_method":
-                check_identifier(target, "method name")
-                if target.startswith("_") or target in TENSOR_METHODS_DENIED or not hasattr(torch.Tensor, target):
-                    raise UnsafeArtifact(f"tensor method {target!r} is not allowed")
+                _check_target(root, op, check_identifier(target, f"{op} target", allow_dots=True))
             elif op == "call_function":
-                target = resolve_function(target)
+                target = resolve_function(target, as_value=False)
             elif op == "output":
                 target = "output"
             args, kwargs = self.value(spec.get("args")), self.value(spec.get("kwargs"))
             if not isinstance(args, tuple) or not isinstance(kwargs, dict):
                 raise UnsafeArtifact(f"graph node {name}: malformed arguments")
-            if target is getattr and (len(args) < 2 or not isinstance(args[1], str) or args[1].startswith("_")):
-                raise UnsafeArtifact(f"graph node {name}: getattr of {args[1:2]!r} is not allowed")
+            _check_node(name, op, target, args, kwargs)
             node = graph.create_node(op, target, args, kwargs, name=name)
             if node.name != name:
                 raise UnsafeArtifact(f"graph node name {name!r} is duplicated")
             self.nodes[name] = node
         graph.lint()
         return graph
+
+
+def _check_node(name: str, op: str, target: Any, args: tuple, kwargs: dict) -> None:
+    """Keyword names are identifiers, arguments are data, methods and getattr allowlisted."""
+    for key in kwargs:
+        check_identifier(key, f"graph node {name}: keyword")
+    _check_data(args, name)
+    _check_data(kwargs, name)
+    if op == "call_method" and (target not in TENSOR_METHODS or not args or not isinstance(args[0], torch.fx.Node)):
+        raise UnsafeArtifact(f"graph node {name}: tensor method {target!r} is not allowed")
+    if target is getattr:
+        check_getattr(name, args, kwargs)
+
+
+def _check_target(root: nn.Module, op: str, target: str) -> None:
+    """get_attr names a tensor of the model, call_module one of its modules (never a function or a value)."""
+    obj: Any = root
+    for part in target.split("."):
+        if isinstance(obj, nn.Module):
+            obj = obj._parameters.get(part, obj._buffers.get(part, obj._modules.get(part, obj.__dict__.get(part))))
+        else:
+            obj = None
+    ok = isinstance(obj, nn.Module) if op == "call_module" else isinstance(obj, torch.Tensor)
+    if not ok:
+        what = "a module" if op == "call_module" else "a tensor"
+        raise UnsafeArtifact(f"graph {op} target {target!r} is not {what} of the model")
+
+
+def _check_data(value: Any, node: str) -> None:
+    """Graph arguments are data and node references: a function there could be called by its receiver."""
+    if isinstance(value, (tuple, list, set, frozenset)):
+        for item in value:
+            _check_data(item, node)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_data(key, node)
+            _check_data(item, node)
+    elif callable(value) and not isinstance(value, torch.Tensor):
+        raise UnsafeArtifact(f"graph node {node}: a function as an argument is not allowed")

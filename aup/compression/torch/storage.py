@@ -87,26 +87,45 @@ def encode_tensor(t: torch.Tensor, *, bits: int | None = None, scale: Any = None
 
 
 def decode_tensor(d: dict) -> torch.Tensor:
-    """The tensor an :func:`encode_tensor` dict stands for."""
+    """The tensor an :func:`encode_tensor` dict stands for.
+
+    Every declared size (shape, element count, bit width, non-zero count, per-channel parameters) is
+    checked against the stored tensors before anything is allocated: a file cannot ask for more
+    memory than a small multiple of its own size (issue 21: a 15 kB file declaring a
+    268435456 x 8 tensor).  Violations are ``ValueError``.
+    """
     kind = d.get("enc")
-    shape = tuple(d["shape"])
-    numel = int(torch.Size(shape).numel())
+    shape, numel = _declared_shape(d.get("shape"))
     if kind == "dense":
-        return d["data"].clone().reshape(shape)
+        data = _stored(d, "data")
+        if data.numel() != numel:
+            raise ValueError(f"dense tensor declares shape {list(shape)} but stores {data.numel()} elements")
+        return data.clone().reshape(shape)
     if kind == "sparse":
-        values = d["values"]
+        values = _stored(d, "values")
+        nz = _bitmap(d, numel)
+        _expect(values.numel() == int(nz.sum()), f"sparse tensor stores {values.numel()} values for "
+                                                 f"{int(nz.sum())} non-zeros in its bitmap")
         out = torch.zeros(numel, dtype=values.dtype)
-        out[_bitmap(d, numel)] = values
+        out[nz] = values.reshape(-1)
         return out.reshape(shape)
     if kind in ("quant", "sparse_quant"):
+        bits = d.get("bits")
+        _expect(isinstance(bits, int) and not isinstance(bits, bool) and 1 <= bits <= 16,
+                f"bit width {bits!r} is not in 1..16")
+        dtype = getattr(torch, str(d.get("dtype")), None)
+        _expect(isinstance(dtype, torch.dtype) and dtype.is_floating_point, f"dtype {d.get('dtype')!r} is not a "
+                                                                             f"floating-point dtype")
         scale, zp = _broadcast_params(d, shape)
-        dtype = getattr(torch, d["dtype"])
         if kind == "quant":
-            q = unpack_bits(d["codes"], d["bits"], numel).reshape(shape)
+            _check_codes(d, bits, numel)
+            q = unpack_bits(d["codes"], bits, numel).reshape(shape)
             return ((q.double() - zp) * scale).to(dtype)
         nz = _bitmap(d, numel)
+        nnz = int(nz.sum())
+        _check_codes(d, bits, nnz)
         q = torch.zeros(numel, dtype=torch.int64)
-        q[nz] = unpack_bits(d["codes"], d["bits"], int(nz.sum()))
+        q[nz] = unpack_bits(d["codes"], bits, nnz)
         values = ((q.reshape(shape).double() - zp) * scale).to(dtype).reshape(-1)
         out = torch.zeros(numel, dtype=dtype)
         out[nz] = values[nz]
@@ -166,7 +185,50 @@ def _is_vector(x: Any) -> bool:
     return isinstance(x, (list, tuple))
 
 
+_MAX_DIMS = 64
+
+
+def _expect(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _declared_shape(shape: Any) -> tuple[tuple[int, ...], int]:
+    """``(shape, element count)`` of a declared shape, in Python integers (no overflow, no allocation)."""
+    ok = isinstance(shape, (list, tuple)) and len(shape) <= _MAX_DIMS and all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+    _expect(ok, f"malformed tensor shape {str(shape)[:80]}")
+    numel = 1
+    for n in shape:
+        numel *= n
+    return tuple(shape), numel
+
+
+def _stored(d: dict, field: str) -> torch.Tensor:
+    item = d.get(field)
+    _expect(isinstance(item, torch.Tensor), f"tensor field {field!r} is missing")
+    return item
+
+
+def _check_codes(d: dict, bits: int, count: int) -> None:
+    """The packed codes hold exactly ``count`` codes of ``bits`` bits (what :func:`pack_bits` writes)."""
+    codes = _stored(d, "codes")
+    _expect(codes.dtype == torch.uint8, f"codes must be uint8, not {codes.dtype}")
+    expected = 2 * count if bits == 16 else count if bits == 8 else (count * bits + 7) // 8 if 8 % bits else \
+        (count + 8 // bits - 1) // (8 // bits)
+    _expect(codes.numel() == expected, f"{count} codes of {bits} bits need {expected} bytes, "
+                                       f"the file stores {codes.numel()}")
+
+
 def _broadcast_params(d: dict, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point shaped to broadcast over ``shape`` (one per tensor or per output channel)."""
+    channels = shape[0] if shape else 1
+    for field in ("scale", "zero_point"):
+        value = d.get(field)
+        if isinstance(value, torch.Tensor):
+            _expect(value.numel() in (1, channels), f"{field} has {value.numel()} values for {channels} channels")
+        else:
+            _expect(isinstance(value, (int, float)) and not isinstance(value, bool), f"{field} is not a number")
     scale = torch.as_tensor(d["scale"], dtype=torch.float64)
     zp = torch.as_tensor(d["zero_point"], dtype=torch.float64)
     if d.get("per_channel"):
@@ -177,4 +239,8 @@ def _broadcast_params(d: dict, shape: tuple[int, ...]) -> tuple[torch.Tensor, to
 
 
 def _bitmap(d: dict, numel: int) -> torch.Tensor:
-    return unpack_bits(d["bitmap"], 1, numel).bool()
+    """The non-zero positions, after checking the bitmap has one bit per declared element."""
+    bitmap = _stored(d, "bitmap")
+    _expect(bitmap.dtype == torch.uint8 and bitmap.numel() == (numel + 7) // 8,
+            f"a bitmap of {(numel + 7) // 8} bytes is declared, the file stores {bitmap.numel()}")
+    return unpack_bits(bitmap, 1, numel).bool()
