@@ -36,3 +36,7 @@ LAYER_BITS = "layer_bits"
 
 # Metrics the compressor reports for the uncompressed model, so views can show ratios to it.
 BASELINE_PREFIX = "baseline_"
+
+# Distillation from the dense model (compression section "distill"): the options the trial used.
+DISTILL_ALPHA = "distill_alpha"  # weight of the teacher's soft targets (0: labels only)
+DISTILL_TEMPERATURE = "distill_temperature"

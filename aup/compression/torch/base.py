@@ -68,6 +68,8 @@ class Compressor(TrainingLifecycle):
         self.reported = False
         self._deploy_failure: str | None = None  # why the last deployed-artifact export failed
         self._recorder = CalibrationRecorder.attach(model)
+        self.distiller: Any = None  # set by set_distillation / enable_distillation
+        self.distill_options: Any = None
         snapshot_baseline(model, self.baseline_kind)
         _register_live(self)
 
@@ -99,6 +101,53 @@ class Compressor(TrainingLifecycle):
             f"apply_speedup shrinks pruned models; {self.compressor_name!r} is a "
             f"{self.compression_type or 'non-pruning'} compressor"
         )
+
+    # ------------------------------------------------------------------ distillation
+    def set_distillation(self, options: Any, teacher: nn.Module | None) -> None:
+        """Use ``teacher`` (the dense snapshot) with ``options`` (``DistillOptions``) in :meth:`distill_loss`."""
+        from .distill import Distiller
+
+        if self.distiller is not None:
+            self.distiller.remove()
+        self.distill_options = options
+        self.distiller = Distiller(teacher, self.model, options, self.kept_channels) \
+            if teacher is not None and options.active else None
+
+    def kept_channels(self) -> dict[str, torch.Tensor]:
+        """After ``apply_speedup``: per pruned module, the indices of the output channels it kept (the
+        filters its mask left), which the distiller compares with the same channels of the teacher."""
+        masks = getattr(self, "speedup_masks", None) or {}
+        kept = {}
+        for name, entry in masks.items():
+            weight = entry.get("weight") if isinstance(entry, dict) else None
+            if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
+                kept[name] = weight.reshape(weight.shape[0], -1).ne(0).any(1).nonzero().flatten()
+        return kept
+
+    def enable_distillation(self, alpha: float = 0.5, temperature: float = 4.0, layers: Any = (),
+                            layer_weight: float = 1.0) -> None:
+        """Distill from the model as it is now (call before ``compress()`` and before fine-tuning);
+        ``create_compressor`` does this from the experiment's ``distill`` options."""
+        from aup.compression.distill_spec import parse_distill
+
+        from .baseline import dense_snapshot
+
+        options = parse_distill({"alpha": alpha, "temperature": temperature, "layers": list(layers)
+                                 if not isinstance(layers, dict) else dict(layers), "layer_weight": layer_weight},
+                                "enable_distillation")
+        self.set_distillation(options, dense_snapshot(self.model) if options.active else None)
+
+    def distill_loss(self, outputs: Any, loss: torch.Tensor, inputs: Any) -> torch.Tensor:
+        """The training loss with the dense teacher's help: ``loss = compressor.distill_loss(outputs,
+        loss, inputs)`` where ``outputs = model(inputs)`` and ``loss`` is the label loss.
+
+        Without distillation options (or ``alpha = 0`` and no layers) ``loss`` is returned as is, so
+        a script can always call it. See :mod:`aup.compression.torch.distill` for the formula.
+        """
+        if self.distiller is None:
+            return loss
+        with self._paused():  # the teacher's forward feeds neither calibration nor pruner statistics
+            return self.distiller.loss(outputs, loss, inputs)
 
     # ------------------------------------------------------------------ measuring
     def count_flops_params(self, x: Any, verbose: bool = True) -> tuple[float, float, list[dict[str, Any]]]:
@@ -153,6 +202,14 @@ class Compressor(TrainingLifecycle):
     def extra_metrics(self) -> dict[str, Any]:
         """Compressor-specific details reported with the measured metrics (per-layer sparsity, bits)."""
         return {}
+
+    def distill_metrics(self) -> dict[str, float]:
+        """``distill_alpha`` / ``distill_temperature`` when the trial was asked to distill."""
+        from aup import metrics as M
+
+        if self.distill_options is None:
+            return {}
+        return {M.DISTILL_ALPHA: self.distill_options.alpha, M.DISTILL_TEMPERATURE: self.distill_options.temperature}
 
     # ------------------------------------------------------------------ deployment
     def quantizes(self) -> bool:
@@ -268,7 +325,7 @@ class Compressor(TrainingLifecycle):
                 print(self._no_latency_note(), flush=True)
         elif torch_latency is not None:
             metrics["latency_ms"] = torch_latency
-        metrics = {**metrics, **self.extra_metrics(),
+        metrics = {**metrics, **self.extra_metrics(), **self.distill_metrics(),
                    **baseline_metrics(example, (settings or DeploySettings()) if deployed else None)}
         client.log_metrics(**metrics)
         return metrics

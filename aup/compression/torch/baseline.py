@@ -27,7 +27,7 @@ from .deploy import DeploySettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["snapshot_baseline", "deferred", "baseline_metrics", "baseline_file", "model_fingerprint"]
+__all__ = ["snapshot_baseline", "dense_snapshot", "deferred", "baseline_metrics", "baseline_file", "model_fingerprint"]
 
 _state: dict[str, Any] = {"model": None, "fingerprint": None, "metrics": {}, "deferred": 0}
 
@@ -106,6 +106,31 @@ def snapshot_baseline(model: nn.Module, kind: Callable[[], str | None] | str | N
         _state["model"] = copy.deepcopy(model)
     except Exception as exc:  # noqa: BLE001 - a model that cannot be copied just has no baseline
         logger.info("aup: no baseline metrics (the model cannot be deep-copied: %s)", exc)
+
+
+def dense_snapshot(model: nn.Module) -> nn.Module:
+    """The dense model as it is now, for a teacher: inside a trial the baseline's own snapshot (taken
+    here if it was not yet, so the baseline measurement and the teacher share one copy), outside a
+    trial a private copy. Forward hooks are removed from the copy (a compressor's statistics or
+    calibration hooks copied along must not see the teacher's batches)."""
+    from aup import channel
+
+    fingerprint = model_fingerprint(model)
+    in_trial = channel.channel_path() is not None
+    if in_trial and _state["model"] is not None and _state["fingerprint"] == fingerprint:
+        return _state["model"]
+    copied = copy.deepcopy(model)
+    for module in copied.modules():
+        module._forward_hooks.clear()
+        module._forward_pre_hooks.clear()
+    if in_trial and _state["fingerprint"] in (None, fingerprint):
+        _state["fingerprint"], _state["model"] = fingerprint, copied
+    return copied
+
+
+def dense_model() -> nn.Module | None:
+    """The dense snapshot of this trial, when one was kept (the baseline's or a teacher's)."""
+    return _state["model"]
 
 
 @contextlib.contextmanager
