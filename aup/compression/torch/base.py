@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..lifecycle import TrainingLifecycle
-from .baseline import baseline_metrics, snapshot_baseline
+from .baseline import baseline_artifact, baseline_metrics, snapshot_baseline
 from .deploy import CalibrationRecorder, DeploySettings
 from .deployed_metrics import deployed_file_metrics
 
@@ -327,8 +327,32 @@ class Compressor(TrainingLifecycle):
             metrics["latency_ms"] = torch_latency
         metrics = {**metrics, **self.extra_metrics(), **self.distill_metrics(),
                    **baseline_metrics(example, (settings or DeploySettings()) if deployed else None)}
+        from aup.metrics import BASELINE_PREFIX, LATENCY_SIDE_BY_SIDE
+
+        # the side-by-side latency and its baseline, from one run in this process, win over the cache
+        metrics.update({k: v for k, v in deployed.items() if k.startswith(BASELINE_PREFIX) or k in LATENCY_SIDE_BY_SIDE})
+        if not deployed and torch_latency is not None and not self.quantizes():
+            metrics.update(self._torch_side_by_side(example))
         client.log_metrics(**metrics)
         return metrics
+
+    def _torch_side_by_side(self, example: Any) -> dict[str, float]:
+        """``latency_ms`` (torch) timed interleaved with the dense snapshot (``latency.interleaved``)."""
+        from aup.metrics import LATENCY_MS, LATENCY_MS_TORCH
+
+        from .latency import interleaved, torch_caller
+        from .measure import LATENCY_THREADS
+
+        artifact = baseline_artifact(example, None)
+        if artifact is None or artifact[1] is self.model:
+            return {}
+        try:
+            with self._paused(), torch_caller(self.model, example, LATENCY_THREADS) as model, \
+                    torch_caller(artifact[1], example, LATENCY_THREADS) as dense:
+                return interleaved(model, dense).metrics(LATENCY_MS, LATENCY_MS_TORCH)
+        except Exception as exc:  # noqa: BLE001 - keep the latency measured alone
+            warnings.warn(f"aup: no side-by-side latency ({type(exc).__name__}: {str(exc)[:200]})", stacklevel=3)
+            return {}
 
     def _no_latency_note(self) -> str:
         """Why a quantized model has no ``latency_ms``: the export failed, or ORT is missing."""
@@ -349,7 +373,9 @@ class Compressor(TrainingLifecycle):
                 if path is None:
                     tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="aup-deploy-"))
                     path = self.write_deployed(os.path.join(tmp, "model.onnx"), settings, example)
-                return deployed_file_metrics(path, self.model, example, self.calibration_batches(), self._paused)
+                dense = baseline_artifact(example, settings or DeploySettings())
+                return deployed_file_metrics(path, self.model, example, self.calibration_batches(), self._paused,
+                                             baseline=dense[1] if dense else None)
         except Exception as exc:  # noqa: BLE001 - a model ONNX cannot express keeps its torch metrics
             self._deploy_failure = f"{type(exc).__name__}: {str(exc)[:300]}"
             warnings.warn(f"aup: no deployed-artifact metrics ({type(exc).__name__}: {str(exc)[:300]}); "

@@ -27,7 +27,8 @@ from .deploy import DeploySettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["snapshot_baseline", "dense_snapshot", "deferred", "baseline_metrics", "baseline_file", "model_fingerprint"]
+__all__ = ["snapshot_baseline", "dense_snapshot", "deferred", "baseline_metrics", "baseline_file", "model_fingerprint",
+           "baseline_artifact"]
 
 _state: dict[str, Any] = {"model": None, "fingerprint": None, "metrics": {}, "deferred": 0}
 
@@ -100,8 +101,11 @@ def snapshot_baseline(model: nn.Module, kind: Callable[[], str | None] | str | N
     measured = [key for key in _read(baseline_file()) if key.startswith(fingerprint + "|")]
     if measured:
         wanted = kind() if callable(kind) else kind
-        if wanted is None or any(key.endswith("|" + wanted) for key in measured):
-            return  # measured by an earlier trial of this experiment
+        # measured by an earlier trial, and its deployed file is cached for the side-by-side latency
+        # (a torch-latency trial times the dense model itself, so it keeps its copy)
+        if wanted == "onnx" and any(key.endswith("|onnx") and os.path.exists(_onnx_path(key) or "")
+                                    for key in measured):
+            return
     try:
         _state["model"] = copy.deepcopy(model)
     except Exception as exc:  # noqa: BLE001 - a model that cannot be copied just has no baseline
@@ -141,6 +145,50 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         _state["deferred"] -= 1
+
+
+def _onnx_path(key: str) -> str | None:
+    """The dense model's deployed file, cached once per experiment next to ``baseline.json``."""
+    path = baseline_file()
+    if path is None:
+        return None
+    return f"{path[:-len('.json')]}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
+
+
+def baseline_artifact(example: Any, settings: DeploySettings | None) -> tuple[str, Any] | None:
+    """What the trial times its model against, side by side: ``("onnx", path)`` of the dense model's
+    deployed file (exported once per experiment, by the first trial holding the dense copy) when the
+    trial's model is deployed, else ``("torch", dense model)``; None outside a trial or without a copy."""
+    key = _key(example, settings)
+    if key is None:
+        return None
+    if settings is None:
+        return ("torch", _state["model"]) if _state["model"] is not None else None
+    path = _onnx_path(key)
+    if path is None:
+        return None
+    if not os.path.exists(path):
+        if _state["model"] is None:
+            return None
+        _export_dense(path, example)
+    return "onnx", path
+
+
+def _export_dense(path: str, example: Any) -> None:
+    """Export the dense copy to ``path`` (float, as the baseline's latency is defined), atomically."""
+    from .deploy import export_onnx
+
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(path):
+            return
+        tmp = f"{path}.{os.getpid()}.tmp.onnx"
+        try:
+            export_onnx(_state["model"], example[:1], tmp)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
 
 
 def _key(example: Any, settings: DeploySettings | None) -> str | None:
@@ -185,7 +233,8 @@ def _measure(example: Any, settings: DeploySettings | None) -> dict[str, float]:
             from .deploy import export_onnx
 
             with tempfile.TemporaryDirectory(prefix="aup-baseline-") as tmp:
-                path = export_onnx(model, example[:1], os.path.join(tmp, "dense.onnx"))
+                artifact = baseline_artifact(example, settings)  # the cached file, exported once
+                path = artifact[1] if artifact else export_onnx(model, example[:1], os.path.join(tmp, "dense.onnx"))
                 measured["model_bytes_packed"] = measured["model_bytes"]
                 measured.update(deployed_file_metrics(path, None, example, []))
     except Exception as exc:  # noqa: BLE001 - never break the trial over the baseline
