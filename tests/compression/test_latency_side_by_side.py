@@ -104,3 +104,25 @@ def test_rows_keep_the_side_by_side_ratio_instead_of_dividing_by_the_cached_base
     row = TrialRow(0, "COMPLETE", [0.9], {}, {"latency_ms": 0.05, "baseline_latency_ms": 0.2,
                                                 "latency_ms_ratio": 0.7, "latency_ms_ratio_iqr": 0.01}).flat()
     assert row["latency_ms_ratio"] == 0.7
+
+
+def test_a_deployed_trial_times_the_dense_onnx_file_cached_by_the_first_trial(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    state = DigitsCNN().state_dict()
+    ratios = []
+    for trial in (0, 1):
+        channel = _fresh_trial(monkeypatch, tmp_path, trial)
+        model = DigitsCNN()
+        model.load_state_dict(state)
+        pruner = aup.create_compressor(model, {**PRUNE, "compression_deploy": {"int8": "none"}},
+                                       dummy_input=torch.rand(2, 1, 8, 8))
+        pruner.compress()
+        pruner.export_model("model.pth", folder_name=str(tmp_path / str(trial)))
+        records = [json.loads(line) for line in channel.read_text().splitlines()]
+        metrics = {k: v for r in records if r["kind"] == "metrics" for k, v in r["metrics"].items()}
+        ratios.append(metrics["latency_ms_ratio"])
+        assert metrics["latency_ms_ratio_iqr"] >= 0 and metrics["baseline_latency_ms"] > 0
+        if trial == 1:  # the dense file of trial 0 is timed: this trial copied no dense model
+            assert baseline._state["model"] is None
+    assert len(list(tmp_path.glob("exp.baseline-*.onnx"))) == 1
