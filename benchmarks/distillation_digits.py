@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import time
 
 import torch
 
@@ -35,6 +36,9 @@ def dense_model(seed: int, data) -> torch.nn.Module:
     return model
 
 
+SECONDS: dict[str, list[float]] = {"plain": [], "distill": []}  # fine-tuning wall time, for the cost ratio
+
+
 def fine_tuned(dense: torch.nn.Module, data, epochs: int, seed: int, distill: dict | None, lr: float) -> float:
     """Test accuracy after pruning a copy of ``dense``, fine-tuning it and shrinking it."""
     model = copy.deepcopy(dense)
@@ -42,10 +46,13 @@ def fine_tuned(dense: torch.nn.Module, data, epochs: int, seed: int, distill: di
     config = {**PRUNE, "compression_distill": distill} if distill else PRUNE
     compressor = create_compressor(model, config, optimizer)
     compressor.compress()
+    start = time.perf_counter()
     for epoch in range(epochs):
         compressor.update_epoch(epoch)
         train_epoch(model, data.x_train, data.y_train, optimizer, seed=seed * 100 + epoch,
                     loss_hook=compressor.distill_loss)
+    if epochs:
+        SECONDS["distill" if distill else "plain"].append(time.perf_counter() - start)
     compressor.apply_speedup(data.x_train[:1])
     return evaluate(model, data.x_test, data.y_test)
 
@@ -83,6 +90,8 @@ def main() -> None:
         print(f"| {lr:g} | {statistics.median(r[2] for r in mine):.4f} | {statistics.median(r[3] for r in mine):.4f} | "
               + " | ".join(cells) + " |")
     print("\nmedians over seeds; gap share = (distilled - fine-tuned) / (dense - fine-tuned), median over seeds")
+    print(f"fine-tuning time with distillation / without (medians, same run): "
+          f"{statistics.median(SECONDS['distill']) / statistics.median(SECONDS['plain']):.2f}x")
 
 
 if __name__ == "__main__":
