@@ -231,7 +231,10 @@ class SectionParser:
         if "deploy" in raw:
             self._deploy(raw["deploy"], f"{where}.deploy")
         if "distill" in raw:
-            self._distill(raw["distill"], f"{where}.distill")
+            if framework != "torch":
+                self._problem(f"{where}.distill: distillation is implemented for the torch framework only")
+            else:
+                self._distill(raw["distill"], f"{where}.distill")
         self._config_lists(stage, raw["config_list"], f"{where}.config_list")
         self._compressor_args(stage, raw.get("compressor_args"), f"{where}.compressor_args")
         return stage

@@ -188,3 +188,9 @@ def test_bad_distill_options_are_one_line_errors(distill: object, message: str) 
 def test_an_unknown_layer_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="compression_distill.layers: the student has no module 'conv9'"):
         create_compressor(_model(), {**PRUNE, "compression_distill": {"layers": ["conv9"]}})
+
+
+def test_distill_on_a_tensorflow_stage_is_refused_before_any_trial() -> None:
+    problems = check_compression({"framework": "tensorflow", "compressor": "level",
+                                  "config_list": [{"sparsity": 0.5, "op_types": ["default"]}], "distill": {"alpha": 0.5}})
+    assert problems == ["compression.distill: distillation is implemented for the torch framework only"]

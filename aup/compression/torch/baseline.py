@@ -170,7 +170,11 @@ def baseline_artifact(example: Any, settings: DeploySettings | None) -> tuple[st
     if not os.path.exists(path):
         if _state["model"] is None:
             return None
-        _export_dense(path, example)
+        try:
+            _export_dense(path, example)
+        except Exception as exc:  # noqa: BLE001 - the trial keeps its latency measured alone
+            logger.warning("aup: could not export the dense baseline for side-by-side timing: %s", exc)
+            return None
     return "onnx", path
 
 
