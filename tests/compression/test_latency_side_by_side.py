@@ -75,19 +75,37 @@ def test_the_same_model_under_different_load_gives_ratios_within_ten_percent(tmp
     assert statistics.median(loaded) == pytest.approx(statistics.median(quiet), rel=0.10), (quiet, loaded)
 
 
-def test_interleaved_rounds_give_the_ratio_of_the_two_calls():
-    ticks = {"n": 0}
+class _FakeClock:
+    """A deterministic clock: each call of a "model" advances it by its cost times the current load,
+    and the load switches between 1x and 4x every ``period`` calls (of either model)."""
 
-    def slow() -> None:  # a deterministic "model": twice the work of the baseline
-        for _ in range(20000):
-            ticks["n"] += 1
+    def __init__(self, period: int) -> None:
+        self.now, self.calls, self.period = 0.0, 0, period
 
-    def fast() -> None:
-        for _ in range(10000):
-            ticks["n"] += 1
+    def perf_counter(self) -> float:
+        return self.now
 
-    side = interleaved(slow, fast, rounds=9)
-    assert side.ratio > 1.0 and side.ratio_iqr >= 0 and side.model_ms > side.baseline_ms
+    def model(self, cost_ms: float):
+        def call() -> None:
+            load = 4.0 if (self.calls // self.period) % 2 else 1.0
+            self.calls += 1
+            self.now += cost_ms * load / 1000.0
+        return call
+
+
+def test_interleaved_rounds_cancel_a_load_that_comes_and_goes(monkeypatch):
+    from aup.compression.torch import latency
+
+    clock = _FakeClock(period=50)
+    monkeypatch.setattr(latency, "_clock", clock.perf_counter)
+    side = interleaved(clock.model(0.2), clock.model(0.4), rounds=15)  # the model costs half the baseline
+    assert side.ratio == pytest.approx(0.5, rel=0.10)
+    assert side.ratio_iqr < 0.1  # every round saw one load on both sides
+    # the old way under the same load: each timed alone, 60 calls one after the other, reads 0.125
+    clock = _FakeClock(period=50)
+    monkeypatch.setattr(latency, "_clock", clock.perf_counter)
+    alone = latency._time(clock.model(0.2), 60) / latency._time(clock.model(0.4), 60)
+    assert alone == pytest.approx(0.125)
 
 
 def test_views_mark_a_latency_ratio_within_its_spread():

@@ -107,26 +107,38 @@ def snapshot_baseline(model: nn.Module, kind: Callable[[], str | None] | str | N
                                     for key in measured):
             return
     try:
-        _state["model"] = copy.deepcopy(model)
+        _state["model"] = _plain_copy(model)
     except Exception as exc:  # noqa: BLE001 - a model that cannot be copied just has no baseline
         logger.info("aup: no baseline metrics (the model cannot be deep-copied: %s)", exc)
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs",
+               "_forward_hooks_always_called")
+
+
+def _plain_copy(model: nn.Module) -> nn.Module:
+    """A deep copy without forward hooks: a compressor's calibration recorder or statistics hooks
+    copied along would record the copy's batches and slow its timed forward passes."""
+    copied = copy.deepcopy(model)
+    for module in copied.modules():
+        for name in _HOOK_DICTS:
+            hooks = getattr(module, name, None)
+            if hooks is not None:
+                hooks.clear()
+    return copied
 
 
 def dense_snapshot(model: nn.Module) -> nn.Module:
     """The dense model as it is now, for a teacher: inside a trial the baseline's own snapshot (taken
     here if it was not yet, so the baseline measurement and the teacher share one copy), outside a
-    trial a private copy. Forward hooks are removed from the copy (a compressor's statistics or
-    calibration hooks copied along must not see the teacher's batches)."""
+    trial a private copy (without forward hooks, :func:`_plain_copy`)."""
     from aup import channel
 
     fingerprint = model_fingerprint(model)
     in_trial = channel.channel_path() is not None
     if in_trial and _state["model"] is not None and _state["fingerprint"] == fingerprint:
         return _state["model"]
-    copied = copy.deepcopy(model)
-    for module in copied.modules():
-        module._forward_hooks.clear()
-        module._forward_pre_hooks.clear()
+    copied = _plain_copy(model)
     if in_trial and _state["fingerprint"] in (None, fingerprint):
         _state["fingerprint"], _state["model"] = fingerprint, copied
     return copied
