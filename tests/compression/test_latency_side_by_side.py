@@ -47,9 +47,8 @@ def test_a_trial_reports_its_latency_ratio_and_spread_from_one_side_by_side_run(
     metrics = _trial_metrics(monkeypatch, tmp_path, 0, DigitsCNN(width=48).state_dict())
     for name in ("latency_ms", "baseline_latency_ms", "latency_ms_ratio", "latency_ms_ratio_iqr"):
         assert name in metrics, name
-    assert metrics["latency_ms_ratio_iqr"] >= 0
-    # the stored ratio is of the same run as the two medians reported with it
-    assert metrics["latency_ms"] / metrics["baseline_latency_ms"] == pytest.approx(metrics["latency_ms_ratio"], rel=0.5)
+    assert metrics["latency_ms_ratio_iqr"] >= 0 and metrics["latency_ms_ratio"] > 0
+    assert metrics["latency_ms_torch"] == metrics["latency_ms"]  # both from the side-by-side run
 
 
 def _busy(processes: int) -> list[subprocess.Popen]:
