@@ -143,3 +143,13 @@ def test_a_deployed_trial_times_the_dense_onnx_file_cached_by_the_first_trial(tm
         if trial == 1:  # the dense file of trial 0 is timed: this trial copied no dense model
             assert baseline._state["model"] is None
     assert len(list(tmp_path.glob("exp.baseline-*.onnx"))) == 1
+
+
+def test_a_torch_trial_over_the_copy_limit_keeps_no_dense_copy(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    state = DigitsCNN(width=48).state_dict()
+    _trial_metrics(monkeypatch, tmp_path, 0, state)  # measures and caches the baseline
+    monkeypatch.setattr(baseline, "_COPY_LIMIT_MB", 0.001)
+    metrics = _trial_metrics(monkeypatch, tmp_path, 1, state)
+    assert baseline._state["model"] is None
+    assert "latency_ms_ratio" not in metrics and "baseline_latency_ms" in metrics

@@ -106,10 +106,24 @@ def snapshot_baseline(model: nn.Module, kind: Callable[[], str | None] | str | N
         if wanted == "onnx" and any(key.endswith("|onnx") and os.path.exists(_onnx_path(key) or "")
                                     for key in measured):
             return
+        if wanted == "torch" and _model_bytes(model) > _COPY_LIMIT_MB * 1e6:
+            logger.info("aup: the dense model is over AUP_SIDE_BY_SIDE_MAX_MB=%s MB: this trial's latency "
+                        "ratio divides by the experiment's cached baseline instead of a side-by-side run",
+                        _COPY_LIMIT_MB)
+            return
     try:
         _state["model"] = _plain_copy(model)
     except Exception as exc:  # noqa: BLE001 - a model that cannot be copied just has no baseline
         logger.info("aup: no baseline metrics (the model cannot be deep-copied: %s)", exc)
+
+
+# A torch-latency trial keeps a dense copy to time it side by side, unless the model is bigger than
+# this (an LLM would double the trial's memory); distillation copies it whatever its size.
+_COPY_LIMIT_MB = float(os.environ.get("AUP_SIDE_BY_SIDE_MAX_MB", "1024") or 1024)
+
+
+def _model_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
 
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs",
