@@ -93,17 +93,25 @@ class CompressionJobConfigBuilder:
 
     def _distill_dims(self, parser: SectionParser, dimension: Any, error: type, problems: list[str],
                       used: set[str]) -> dict[str, Any]:
-        """``distill alpha`` / ``distill temperature`` / ``distill layer_weight`` when they are ranges."""
+        """``distill alpha`` / ``distill temperature`` / ``distill layer_weight`` when they are ranges.
+
+        When ``alpha`` is a choice that includes 0 (no distillation) and no ``layers`` are given, the
+        temperature is sampled only for the other choices (a conditional dimension): it means nothing
+        without a teacher, and a proposer should not spend trials on it."""
         dims: dict[str, Any] = {}
         taken = used | set(self.parameter_names)
+        condition = None
         for key, spec, where in parser.distill_ranges:
             name = f"distill {key}"
             while name in taken:
                 name += " #2"
             try:
-                dims[key] = _dimension(dimension, Range(spec, None, name, name=name))  # type: ignore[arg-type]
+                dims[key] = _dimension(dimension, Range(spec, None, name, condition, name=name))  # type: ignore[arg-type]
             except error as exc:
                 problems.append(f"{where}: {str(exc).partition(': ')[2]}")
+                continue
+            if key == "alpha" and spec["type"] == "choice" and 0 in spec["range"] and not parser.distill.get("layers"):
+                condition = (name, tuple(v for v in spec["range"] if v != 0))
         return dims
 
     # ---- validation ------------------------------------------------------------------------------
@@ -168,9 +176,12 @@ class CompressionJobConfigBuilder:
         if self.distill is not None:
             distill = copy.deepcopy(self.distill)
             for key, dim in self.distill_dims.items():
-                if dim.name not in params:
+                if dim.name in params:
+                    distill[key] = copy.deepcopy(params[dim.name])
+                elif dim.condition is not None and not dim.active(params):
+                    distill.pop(key)  # not sampled: alpha 0, no teacher
+                else:
                     raise ValueError(f"no value for {dim.name!r} (the proposer did not sample it)")
-                distill[key] = copy.deepcopy(params[dim.name])
             job["compression_distill"] = distill
         return job
 

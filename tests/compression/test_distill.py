@@ -171,6 +171,18 @@ def test_distill_options_are_searchable_and_reach_the_job_config() -> None:
     assert job["compression_distill"] == {"alpha": 0.5, "temperature": 2.5, "layers": ["conv2"]}
 
 
+def test_without_layers_the_temperature_is_sampled_only_when_alpha_is_not_zero() -> None:
+    section = {"compressor": "l1_filter", "config_list": [{"sparsity": 0.5, "op_types": ["Conv2d"]}],
+               "distill": {"alpha": {"type": "choice", "range": [0.0, 0.5, 0.9]},
+                           "temperature": {"type": "choice", "range": [2, 8]}}}
+    builder = CompressionJobConfigBuilder(section)
+    temperature = builder.distill_dims["temperature"]
+    assert temperature.condition == ("distill alpha", (0.5, 0.9))
+    assert builder.build({"distill alpha": 0.0})["compression_distill"] == {"alpha": 0.0}
+    assert builder.build({"distill alpha": 0.9, "distill temperature": 8})["compression_distill"] == \
+        {"alpha": 0.9, "temperature": 8}
+
+
 @pytest.mark.parametrize("distill, message", [
     ({"alpha": 1.5}, "compression.distill.alpha: expected a weight between 0 and 1"),
     ({"temperature": 0}, "compression.distill.temperature: expected a temperature > 0"),

@@ -204,12 +204,13 @@ class Compressor(TrainingLifecycle):
         return {}
 
     def distill_metrics(self) -> dict[str, float]:
-        """``distill_alpha`` / ``distill_temperature`` when the trial was asked to distill."""
+        """``distill_alpha`` (0 included) and, when a teacher was used, ``distill_temperature``."""
         from aup import metrics as M
 
-        if self.distill_options is None:
+        options = self.distill_options
+        if options is None:
             return {}
-        return {M.DISTILL_ALPHA: self.distill_options.alpha, M.DISTILL_TEMPERATURE: self.distill_options.temperature}
+        return {M.DISTILL_ALPHA: options.alpha, **({M.DISTILL_TEMPERATURE: options.temperature} if options.active else {})}
 
     # ------------------------------------------------------------------ deployment
     def quantizes(self) -> bool:
