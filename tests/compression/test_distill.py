@@ -115,6 +115,25 @@ def test_after_apply_speedup_layers_compare_the_kept_channels() -> None:
     loss.backward()
 
 
+def test_layer_terms_count_on_every_batch_not_only_the_first() -> None:
+    model = _model()
+    compressor = create_compressor(model, {**PRUNE, "compression_distill": {"alpha": 0.0, "layers": ["conv1"]}})
+    x, y = _batch(16)
+    for batch in (x[:8], x[8:]):
+        outputs = model(batch)
+        label = F.cross_entropy(outputs, y[:8])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # never skipped
+            loss = compressor.distill_loss(outputs, label, batch)
+        # the student is still the dense model: its conv1 equals the teacher's, so the MSE is 0
+        assert float(loss.detach()) == pytest.approx(float(label.detach()), abs=1e-6)
+    with torch.no_grad():
+        model.conv1.weight.add_(0.5)  # now they differ: the MSE term must show on a later batch
+    outputs = model(x[:8])
+    label = F.cross_entropy(outputs, y[:8])
+    assert float(compressor.distill_loss(outputs, label, x[:8]).detach()) > float(label.detach()) + 1e-3
+
+
 def test_a_layer_without_matching_channels_is_skipped_with_one_warning() -> None:
     model = _model()
     x, y = _batch(16)

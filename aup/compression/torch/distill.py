@@ -109,8 +109,10 @@ class Distiller:
             else:
                 out = self.teacher(inputs)
             logits = logits_of(out)
-        # inference tensors cannot be saved for the student's backward: normal copies
-        self._teacher_out = {k: v.clone() for k, v in self._teacher_out.items()}
+        # inference tensors cannot be saved for the student's backward: normal copies (in place: the
+        # hooks hold this dict)
+        for name, value in list(self._teacher_out.items()):
+            self._teacher_out[name] = value.clone()
         return logits.clone()
 
     def loss(self, outputs: Any, label_loss: torch.Tensor, inputs: Any) -> torch.Tensor:
@@ -133,16 +135,20 @@ class Distiller:
         s = self._student_out.get(student_name)
         t = self._teacher_out.get(teacher_name)
         if s is None or t is None:
+            self._skip(student_name, "it produced no output in this forward pass (replaced by a shrink?)")
             return None
         if s.shape != t.shape:
             kept = self.kept_channels().get(student_name)
             if kept is not None and t.dim() > 1 and len(kept) == s.shape[1]:
                 t = t.index_select(1, kept.to(t.device))
             if s.shape != t.shape:
-                if student_name not in self._skipped:
-                    self._skipped.add(student_name)
-                    warnings.warn(f"aup: distillation skips layer {student_name!r}: student output "
-                                  f"{tuple(s.shape)} vs teacher {tuple(t.shape)} (see aup.compression.torch.distill)",
-                                  stacklevel=4)
+                self._skip(student_name, f"student output {tuple(s.shape)} vs teacher {tuple(t.shape)}")
                 return None
         return F.mse_loss(s.float(), t.float())
+
+    def _skip(self, name: str, why: str) -> None:
+        """One warning per skipped layer (see the module docstring's rule)."""
+        if name not in self._skipped:
+            self._skipped.add(name)
+            warnings.warn(f"aup: distillation skips layer {name!r}: {why} (see aup.compression.torch.distill)",
+                          stacklevel=5)
