@@ -22,9 +22,16 @@ LATENCY_MS_TORCH = "latency_ms_torch"  # the same for the in-memory torch model 
 # scores, the maximum absolute difference for other outputs
 DEPLOY_AGREEMENT = "deploy_agreement"
 
+# latency_ms of the trial's model over the dense baseline's, timed interleaved in the trial's own
+# process (aup.compression.torch.latency), and the interquartile range of the per-round ratios: a
+# ratio whose spread exceeds its distance from 1 does not show a difference (the views mark it)
+LATENCY_MS_RATIO = "latency_ms_ratio"
+LATENCY_MS_RATIO_IQR = "latency_ms_ratio_iqr"
+
 SIZE_METRICS = (PARAM_COUNT, NONZERO_PARAMS, MACS, MODEL_BYTES, MODEL_BYTES_GZIP, SPARSITY, WEIGHT_BITS, LATENCY_MS)
 DEPLOY_METRICS = (LATENCY_MS_TORCH, MODEL_BYTES_PACKED, DEPLOY_AGREEMENT)
-ALL_METRICS = (SCORE, *SIZE_METRICS, *DEPLOY_METRICS)
+LATENCY_SIDE_BY_SIDE = (LATENCY_MS_RATIO, LATENCY_MS_RATIO_IQR)
+ALL_METRICS = (SCORE, *SIZE_METRICS, *DEPLOY_METRICS, *LATENCY_SIDE_BY_SIDE)
 
 # Direction in which each size metric is "better"; used for Pareto fronts and ratios to a baseline.
 LOWER_IS_BETTER = frozenset({PARAM_COUNT, NONZERO_PARAMS, MACS, MODEL_BYTES, MODEL_BYTES_GZIP, WEIGHT_BITS, LATENCY_MS,
@@ -36,3 +43,7 @@ LAYER_BITS = "layer_bits"
 
 # Metrics the compressor reports for the uncompressed model, so views can show ratios to it.
 BASELINE_PREFIX = "baseline_"
+
+# Distillation from the dense model (compression section "distill"): the options the trial used.
+DISTILL_ALPHA = "distill_alpha"  # weight of the teacher's soft targets (0: labels only)
+DISTILL_TEMPERATURE = "distill_temperature"

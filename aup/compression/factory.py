@@ -35,13 +35,19 @@ def create_compressor(model: Any, config: Mapping[str, Any], *args: Any, **kwarg
     every stage whose constructor takes them.
     """
     deploy = deploy_setting(config)
+    distill = distill_setting(config)
     pipeline = is_pipeline(config)
     spec = None if pipeline else normalize_config(config)
     if spec is not None and allocation_option(config) is not None:
         spec = _allocated(model, spec, allocation_option(config), kwargs.get("dummy_input"))
-    baseline = None
+    baseline = teacher = None
     if pipeline or spec.framework == "torch":  # type: ignore[union-attr]
         from aup.compression.torch import baseline
+
+        if distill is not None and distill.active:  # the dense model before any compressor touches it
+            teacher = baseline.dense_snapshot(model)
+    elif distill is not None:
+        raise ValueError("compression_distill: distillation is implemented for the torch framework only")
     # the dense baseline is copied once the kind of report (deployed file or torch) is known
     with baseline.deferred() if baseline is not None else contextlib.nullcontext():
         if pipeline:
@@ -63,7 +69,25 @@ def create_compressor(model: Any, config: Mapping[str, Any], *args: Any, **kwarg
         compressor.deploy_settings = DeploySettings.parse(deploy, "compression_deploy")
     if baseline is not None:
         baseline.snapshot_baseline(model, compressor.baseline_kind)
+    if distill is not None:
+        compressor.set_distillation(distill, teacher)
     return compressor
+
+
+def distill_setting(config: Mapping[str, Any]) -> Any:
+    """The concrete distillation options of a job config (``compression_distill``) or of a
+    compression section without ranges (``distill``); None when there are none."""
+    from aup.compression.distill_spec import parse_distill
+
+    if not isinstance(config, Mapping):
+        return None
+    if "compression_distill" in config:
+        return parse_distill(config["compression_distill"], "compression_distill")
+    section = config.get("compression", config)
+    for stage in section if isinstance(section, list) else [section]:
+        if isinstance(stage, Mapping) and "distill" in stage:
+            return parse_distill(stage["distill"], "compression.distill")
+    return None
 
 
 _NO_DEPLOY_KEY: Any = object()

@@ -73,6 +73,7 @@ class CompressionJobConfigBuilder:
         self.stages = parser.stages
         self.pipeline = parser.pipeline
         self.deploy = parser.deploy
+        self.distill = parser.distill
         if problems:
             raise CompressionSpaceError(problems)
         assign_names(self.stages, set(self.parameter_names), self.pipeline)
@@ -85,6 +86,8 @@ class CompressionJobConfigBuilder:
                     dims.append(_dimension(Dimension, rng))
                 except ProposerError as exc:
                     problems.append(f"{rng.slot.where}: {str(exc).partition(': ')[2]}")
+        self.distill_dims = self._distill_dims(parser, Dimension, ProposerError, problems, {d.name for d in dims})
+        dims += list(self.distill_dims.values())
         if problems:
             raise CompressionSpaceError(problems)
         self.space = base_space.add(dims)
@@ -93,6 +96,29 @@ class CompressionJobConfigBuilder:
         problems += self._validate()
         if problems:
             raise CompressionSpaceError(problems)
+
+    def _distill_dims(self, parser: SectionParser, dimension: Any, error: type, problems: list[str],
+                      used: set[str]) -> dict[str, Any]:
+        """``distill alpha`` / ``distill temperature`` / ``distill layer_weight`` when they are ranges.
+
+        When ``alpha`` is a choice that includes 0 (no distillation) and no ``layers`` are given, the
+        temperature is sampled only for the other choices (a conditional dimension): it means nothing
+        without a teacher, and a proposer should not spend trials on it."""
+        dims: dict[str, Any] = {}
+        taken = used | set(self.parameter_names)
+        condition = None
+        for key, spec, where in parser.distill_ranges:
+            name = f"distill {key}"
+            while name in taken:
+                name += " #2"
+            try:
+                dims[key] = _dimension(dimension, Range(spec, None, name, condition, name=name))  # type: ignore[arg-type]
+            except error as exc:
+                problems.append(f"{where}: {str(exc).partition(': ')[2]}")
+                continue
+            if key == "alpha" and spec["type"] == "choice" and 0 in spec["range"] and not parser.distill.get("layers"):
+                condition = (name, tuple(v for v in spec["range"] if v != 0))
+        return dims
 
     # ---- validation ------------------------------------------------------------------------------
     def _validate(self) -> list[str]:
@@ -154,6 +180,16 @@ class CompressionJobConfigBuilder:
             job.update(stages[0])
         if self.deploy is not None:
             job["compression_deploy"] = copy.deepcopy(self.deploy)
+        if self.distill is not None:
+            distill = copy.deepcopy(self.distill)
+            for key, dim in self.distill_dims.items():
+                if dim.name in params:
+                    distill[key] = copy.deepcopy(params[dim.name])
+                elif dim.condition is not None and not dim.active(params):
+                    distill.pop(key)  # not sampled: alpha 0, no teacher
+                else:
+                    raise ValueError(f"no value for {dim.name!r} (the proposer did not sample it)")
+            job["compression_distill"] = distill
         return job
 
     def _build_stage(self, stage: Stage, params: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +264,7 @@ class CompressionJobConfigBuilder:
             if stage.choice:
                 out.append((stage.dim_name or "", f"{stage.where}.compressor"))
             out += [(r.name, r.slot.where) for r in stage.ranges]
+        out += [(dim.name, f"distill.{key}") for key, dim in self.distill_dims.items()]
         return out
 
 

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import aup.compression.catalog as catalog
+import aup.compression.distill_spec as distill_spec
 from aup.compression.allocation import PRUNERS, Allocation, parse_allocation
 from aup.errors import did_you_mean
 
 RANGE_KEYS = ("type", "range", "interval", "n", "log")
-STAGE_KEYS = ("framework", "type", "compressor", "config_list", "compressor_args", "deploy", "model", "allocation")
+STAGE_KEYS = ("framework", "type", "compressor", "config_list", "compressor_args", "deploy", "model", "allocation",
+              "distill")
 _ALIASES = {"compression_framework": "framework", "compression_type": "type"}
 _EXPAND = "expand_op_names"
 
@@ -124,7 +126,7 @@ def has_ranges(section: Any) -> bool:
     """
     stages = section if isinstance(section, list) else [section]
     return any(isinstance(stage, dict) and any(_contains_range(stage.get(key))
-                                                for key in ("compressor", "config_list", "compressor_args"))
+                                                for key in ("compressor", "config_list", "compressor_args", "distill"))
                for stage in stages)
 
 
@@ -185,6 +187,8 @@ class SectionParser:
         self.problems: list[str] = []
         self.stages: list[Stage] = []
         self.deploy: Any = None
+        self.distill: dict[str, Any] | None = None  # the distill object as written (ranges included)
+        self.distill_ranges: list[tuple[str, dict[str, Any], str]] = []  # (key, range, where)
         self.taken = set(taken)
         stages = section if isinstance(section, list) else [section]
         self.pipeline = isinstance(section, list)
@@ -233,6 +237,11 @@ class SectionParser:
             self._deploy(raw["deploy"], f"{where}.deploy")
         if "allocation" in raw:
             stage.allocation = self._allocation(raw["allocation"], stage, f"{where}.allocation")
+        if "distill" in raw:
+            if framework != "torch":
+                self._problem(f"{where}.distill: distillation is implemented for the torch framework only")
+            else:
+                self._distill(raw["distill"], f"{where}.distill")
         self._config_lists(stage, raw["config_list"], f"{where}.config_list")
         self._compressor_args(stage, raw.get("compressor_args"), f"{where}.compressor_args")
         return stage
@@ -269,6 +278,38 @@ class SectionParser:
             self._problem(problem)
         else:
             self.deploy = value
+
+    def _distill(self, value: Any, where: str) -> None:
+        """``distill``: the teacher's weight, temperature and layers (see ``distill_spec``), once per trial."""
+        if self.distill is not None:
+            self._problem(f"{where}: give \"distill\" once (it applies to the whole trial)")
+            return
+        if value is None or isinstance(value, bool):
+            self.distill = {} if value else None
+            return
+        if not isinstance(value, dict):
+            self._problem(f"{where}: expected an object such as {{\"alpha\": 0.5, \"temperature\": 4}}, got {value!r}")
+            return
+        problems = [p for p in [distill_spec.unknown_key_problem(value, where)] if p]
+        if "layers" in value and distill_spec.layers_problem(value["layers"]):
+            problems.append(f"{where}.layers: {distill_spec.layers_problem(value['layers'])}")
+        ranges = []
+        for key in distill_spec.SEARCHABLE:
+            if key not in value:
+                continue
+            spec = value[key]
+            problem = _range_problem(spec) if is_range(spec) else distill_spec.value_problem(key, spec)
+            if problem is None and is_range(spec):
+                bounds = Range(spec, Slot(0, (), None, (key,), ""), "").extremes
+                problem = next((f"{'choice' if spec['type'] == 'choice' else 'range'} {spec['range']!r} reaches "
+                                f"{v!r}: {distill_spec.value_problem(key, v)}" for v in bounds
+                                if distill_spec.value_problem(key, v)), None)
+                ranges.append((key, spec, f"{where}.{key}"))
+            if problem:
+                problems.append(f"{where}.{key}: {problem}")
+        self.problems += problems
+        if not problems:
+            self.distill, self.distill_ranges = value, ranges
 
     def _compressor_names(self, value: Any, where: str) -> tuple[tuple[str, ...] | None, bool]:
         if isinstance(value, str):

@@ -20,7 +20,8 @@ LABELS = {M.MODEL_BYTES: "model size", M.MODEL_BYTES_GZIP: "gzipped model size",
           M.NONZERO_PARAMS: "non-zero parameters", M.MACS: "MACs", M.LATENCY_MS: "CPU latency (batch 1)",
           M.LATENCY_MS_TORCH: "torch eager latency (batch 1)", M.MODEL_BYTES_PACKED: "packed torch artifact",
           M.DEPLOY_AGREEMENT: "deployed vs in-memory agreement",
-          M.WEIGHT_BITS: "weight bits", M.SPARSITY: "sparsity", M.SCORE: "score"}
+          M.WEIGHT_BITS: "weight bits", M.SPARSITY: "sparsity", M.SCORE: "score",
+          M.LATENCY_MS_RATIO_IQR: "spread (IQR) of the side-by-side latency ratio"}
 # Metrics whose natural scale is logarithmic: sizes span orders of magnitude across compressions.
 LOG_SCALE = BYTES | COUNTS
 
@@ -78,5 +79,15 @@ def cell(name: str, row: dict[str, Any]) -> str:
     text = value(name, row.get(name))
     r = row.get(f"{name}_ratio")
     if text and r is not None:
+        spread = row.get(f"{name}_ratio_iqr")
+        if within_noise(r, spread):
+            return f"{text} (~{ratio(r)} +-{spread:.1g})"
         return f"{text} ({ratio(r)})"
     return text
+
+
+def within_noise(r: Any, spread: Any) -> bool:
+    """Whether a ratio's measured spread (the IQR of a side-by-side latency's rounds) is larger than
+    its distance from 1: the difference it shows is noise. Such cells read ``~0.8x +-0.3``."""
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (r, spread))
+    return numbers and spread > abs(r - 1.0)

@@ -68,7 +68,7 @@ class TrialRow:
                 row[name] = value
         for metric in RATIO_METRICS:
             ratio = _ratio(row.get(metric), self.attrs.get(M.BASELINE_PREFIX + metric))
-            if ratio is not None:
+            if ratio is not None and f"{metric}_ratio" not in row:  # a ratio measured side by side wins
                 row[f"{metric}_ratio"] = ratio
         for name, value in self.params.items():
             row[param_key(name, self.objective_names) if name not in row else f"param:{name}"] = value

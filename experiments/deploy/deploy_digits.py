@@ -24,7 +24,8 @@ compressor = aup.create_compressor(model, trial.config, optimizer=optimizer, dum
 compressor.compress()
 for epoch in range(trial.epochs):
     compressor.update_epoch(epoch)
-    train_epoch(model, digits.x_train, digits.y_train, optimizer, seed=epoch)
+    train_epoch(model, digits.x_train, digits.y_train, optimizer, seed=epoch,
+                loss_hook=compressor.distill_loss)
 
 path = compressor.export_model("digits.onnx", folder_name=trial.output_folder(), format="onnx")
 deployed = load_deployed(path)

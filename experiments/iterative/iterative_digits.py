@@ -53,7 +53,8 @@ def run_agp():
     compressor = aup.create_compressor(model, config, optimizer)
     compressor.compress()
     for epoch in range(1, int(config.get("epochs", 6)) + 1):
-        train_epoch(model, x_fit, y_fit, optimizer, seed=epoch)
+        train_epoch(model, x_fit, y_fit, optimizer, seed=epoch,
+                    loss_hook=compressor.distill_loss)
         compressor.update_epoch(epoch)
         print(f"epoch {epoch}: sparsity {compressor.sparsity():.3f}, val acc {evaluate(model, x_val, y_val):.4f}")
     return model, compressor
@@ -92,7 +93,8 @@ def admm_trainer(model, optimizer, criterion, epoch, callback):
 def fine_tune(model, compressor, epochs):
     optimizer = sgd(model)
     for epoch in range(epochs):
-        train_epoch(model, x_fit, y_fit, optimizer, seed=100 + epoch, callback=lambda m: compressor.step())
+        train_epoch(model, x_fit, y_fit, optimizer, seed=100 + epoch, callback=lambda m: compressor.step(),
+                    loss_hook=compressor.distill_loss)
 
 
 def run_admm():

@@ -23,7 +23,8 @@ compressor = aup.create_compressor(model, trial.config, optimizer=optimizer, dum
 compressor.compress()
 for epoch in range(trial.epochs):
     compressor.update_epoch(epoch)
-    train_epoch(model, digits.x_train, digits.y_train, optimizer, seed=epoch)
+    train_epoch(model, digits.x_train, digits.y_train, optimizer, seed=epoch,
+                loss_hook=compressor.distill_loss)
 accuracy = evaluate(model, digits.x_test, digits.y_test)
 
 compressor.export_model("digits_pipeline.pt", folder_name=trial.output_folder(), dummy_input=trial.dummy)

@@ -6,7 +6,8 @@ The runner passes the job config path; the config holds the concrete compression
 ``compressor_args``) and the searched training keys (``lr``, ``epochs``). Flow: load the cached
 pretrained model -> ``create_compressor`` -> ``compress()`` -> fine-tune -> ``apply_speedup`` (physical
 shrink of structured pruning) -> evaluate -> ``export_model`` (reports the measured size metrics)
--> ``print_result(accuracy)``.
+-> ``print_result(accuracy)``. When the experiment's compression section has ``distill`` options,
+fine-tuning also learns from the dense model's outputs (``compressor.distill_loss``; a no-op otherwise).
 """
 import os
 import sys
@@ -27,7 +28,7 @@ compressor = aup.create_compressor(model, trial.config, optimizer, **extra)
 compressor.compress()
 for epoch in range(trial.epochs):  # n_iterations: the hyperband/bohb budget
     compressor.update_epoch(epoch)
-    train_epoch(model, digits.x_train, digits.y_train, optimizer, seed=epoch)
+    train_epoch(model, digits.x_train, digits.y_train, optimizer, seed=epoch, loss_hook=compressor.distill_loss)
 
 try:
     compressor.apply_speedup(trial.dummy)  # structured pruning: the deployed model really is smaller

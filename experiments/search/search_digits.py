@@ -80,7 +80,8 @@ model = compressor.compress()  # simulated_annealing returns a pruned copy (as N
 searched = accuracy(model)
 optimizer = torch.optim.SGD(model.parameters(), lr=config.get("lr", 0.001), momentum=0.9)  # gentle: keep the searched weights
 for epoch in range(int(config.get("epochs", 1))):
-    train_epoch(model, digits.x_train, digits.y_train, optimizer, seed=epoch)
+    train_epoch(model, digits.x_train, digits.y_train, optimizer, seed=epoch,
+                loss_hook=compressor.distill_loss)
 compressor.apply_speedup(dummy)
 final = accuracy(model)
 compressor.export_model("digits_compressed.pt", folder_name=folder, dummy_input=dummy)

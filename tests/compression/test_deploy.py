@@ -202,8 +202,11 @@ def test_baseline_is_measured_once_per_experiment(tmp_path, monkeypatch):
                                                              "pruning"), dummy_input=torch.randn(2, 1, 8, 8))
         pruner.compress()
         pruner.export_model("model.pth", folder_name=str(tmp_path / str(trial)))
-        assert "baseline_param_count" in _channel_metrics(tmp_path / f"exp-{trial}.channel.jsonl")
-        assert baseline_module._state["model"] is None or trial == 0  # the second trial copied nothing
+        metrics = _channel_metrics(tmp_path / f"exp-{trial}.channel.jsonl")
+        assert "baseline_param_count" in metrics and "latency_ms_ratio" in metrics
+        # a torch-latency trial keeps its dense copy to time it side by side (an ONNX one does not:
+        # test_latency_side_by_side), but the baseline's other metrics are measured once
+        assert baseline_module._state["model"] is not None
     assert len(calls) == 1
     monkeypatch.setitem(baseline_module._state, "fingerprint", None)
     monkeypatch.setitem(baseline_module._state, "model", None)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..lifecycle import TrainingLifecycle
-from .baseline import baseline_metrics, snapshot_baseline
+from .baseline import baseline_artifact, baseline_metrics, snapshot_baseline
 from .deploy import CalibrationRecorder, DeploySettings
 from .deployed_metrics import deployed_file_metrics
 
@@ -68,6 +68,8 @@ class Compressor(TrainingLifecycle):
         self.reported = False
         self._deploy_failure: str | None = None  # why the last deployed-artifact export failed
         self._recorder = CalibrationRecorder.attach(model)
+        self.distiller: Any = None  # set by set_distillation / enable_distillation
+        self.distill_options: Any = None
         snapshot_baseline(model, self.baseline_kind)
         _register_live(self)
 
@@ -99,6 +101,53 @@ class Compressor(TrainingLifecycle):
             f"apply_speedup shrinks pruned models; {self.compressor_name!r} is a "
             f"{self.compression_type or 'non-pruning'} compressor"
         )
+
+    # ------------------------------------------------------------------ distillation
+    def set_distillation(self, options: Any, teacher: nn.Module | None) -> None:
+        """Use ``teacher`` (the dense snapshot) with ``options`` (``DistillOptions``) in :meth:`distill_loss`."""
+        from .distill import Distiller
+
+        if self.distiller is not None:
+            self.distiller.remove()
+        self.distill_options = options
+        self.distiller = Distiller(teacher, self.model, options, self.kept_channels) \
+            if teacher is not None and options.active else None
+
+    def kept_channels(self) -> dict[str, torch.Tensor]:
+        """After ``apply_speedup``: per pruned module, the indices of the output channels it kept (the
+        filters its mask left), which the distiller compares with the same channels of the teacher."""
+        masks = getattr(self, "speedup_masks", None) or {}
+        kept = {}
+        for name, entry in masks.items():
+            weight = entry.get("weight") if isinstance(entry, dict) else None
+            if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
+                kept[name] = weight.reshape(weight.shape[0], -1).ne(0).any(1).nonzero().flatten()
+        return kept
+
+    def enable_distillation(self, alpha: float = 0.5, temperature: float = 4.0, layers: Any = (),
+                            layer_weight: float = 1.0) -> None:
+        """Distill from the model as it is now (call before ``compress()`` and before fine-tuning);
+        ``create_compressor`` does this from the experiment's ``distill`` options."""
+        from aup.compression.distill_spec import parse_distill
+
+        from .baseline import dense_snapshot
+
+        options = parse_distill({"alpha": alpha, "temperature": temperature, "layers": list(layers)
+                                 if not isinstance(layers, dict) else dict(layers), "layer_weight": layer_weight},
+                                "enable_distillation")
+        self.set_distillation(options, dense_snapshot(self.model) if options.active else None)
+
+    def distill_loss(self, outputs: Any, loss: torch.Tensor, inputs: Any) -> torch.Tensor:
+        """The training loss with the dense teacher's help: ``loss = compressor.distill_loss(outputs,
+        loss, inputs)`` where ``outputs = model(inputs)`` and ``loss`` is the label loss.
+
+        Without distillation options (or ``alpha = 0`` and no layers) ``loss`` is returned as is, so
+        a script can always call it. See :mod:`aup.compression.torch.distill` for the formula.
+        """
+        if self.distiller is None:
+            return loss
+        with self._paused():  # the teacher's forward feeds neither calibration nor pruner statistics
+            return self.distiller.loss(outputs, loss, inputs)
 
     # ------------------------------------------------------------------ measuring
     def count_flops_params(self, x: Any, verbose: bool = True) -> tuple[float, float, list[dict[str, Any]]]:
@@ -153,6 +202,15 @@ class Compressor(TrainingLifecycle):
     def extra_metrics(self) -> dict[str, Any]:
         """Compressor-specific details reported with the measured metrics (per-layer sparsity, bits)."""
         return {}
+
+    def distill_metrics(self) -> dict[str, float]:
+        """``distill_alpha`` (0 included) and, when a teacher was used, ``distill_temperature``."""
+        from aup import metrics as M
+
+        options = self.distill_options
+        if options is None:
+            return {}
+        return {M.DISTILL_ALPHA: options.alpha, **({M.DISTILL_TEMPERATURE: options.temperature} if options.active else {})}
 
     # ------------------------------------------------------------------ deployment
     def quantizes(self) -> bool:
@@ -268,10 +326,34 @@ class Compressor(TrainingLifecycle):
                 print(self._no_latency_note(), flush=True)
         elif torch_latency is not None:
             metrics["latency_ms"] = torch_latency
-        metrics = {**metrics, **self.extra_metrics(),
+        metrics = {**metrics, **self.extra_metrics(), **self.distill_metrics(),
                    **baseline_metrics(example, (settings or DeploySettings()) if deployed else None)}
+        from aup.metrics import BASELINE_PREFIX, LATENCY_SIDE_BY_SIDE
+
+        # the side-by-side latency and its baseline, from one run in this process, win over the cache
+        metrics.update({k: v for k, v in deployed.items() if k.startswith(BASELINE_PREFIX) or k in LATENCY_SIDE_BY_SIDE})
+        if not deployed and torch_latency is not None and not self.quantizes():
+            metrics.update(self._torch_side_by_side(example))
         client.log_metrics(**metrics)
         return metrics
+
+    def _torch_side_by_side(self, example: Any) -> dict[str, float]:
+        """``latency_ms`` (torch) timed interleaved with the dense snapshot (``latency.interleaved``)."""
+        from aup.metrics import LATENCY_MS, LATENCY_MS_TORCH
+
+        from .latency import interleaved, torch_caller
+        from .measure import LATENCY_THREADS
+
+        artifact = baseline_artifact(example, None)
+        if artifact is None or artifact[1] is self.model:
+            return {}
+        try:
+            with self._paused(), torch_caller(self.model, example, LATENCY_THREADS) as model, \
+                    torch_caller(artifact[1], example, LATENCY_THREADS) as dense:
+                return interleaved(model, dense).metrics(LATENCY_MS, LATENCY_MS_TORCH)
+        except Exception as exc:  # noqa: BLE001 - keep the latency measured alone
+            warnings.warn(f"aup: no side-by-side latency ({type(exc).__name__}: {str(exc)[:200]})", stacklevel=3)
+            return {}
 
     def _no_latency_note(self) -> str:
         """Why a quantized model has no ``latency_ms``: the export failed, or ORT is missing."""
@@ -292,7 +374,9 @@ class Compressor(TrainingLifecycle):
                 if path is None:
                     tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="aup-deploy-"))
                     path = self.write_deployed(os.path.join(tmp, "model.onnx"), settings, example)
-                return deployed_file_metrics(path, self.model, example, self.calibration_batches(), self._paused)
+                dense = baseline_artifact(example, settings or DeploySettings())
+                return deployed_file_metrics(path, self.model, example, self.calibration_batches(), self._paused,
+                                             baseline=dense[1] if dense else None)
         except Exception as exc:  # noqa: BLE001 - a model ONNX cannot express keeps its torch metrics
             self._deploy_failure = f"{type(exc).__name__}: {str(exc)[:300]}"
             warnings.warn(f"aup: no deployed-artifact metrics ({type(exc).__name__}: {str(exc)[:300]}); "

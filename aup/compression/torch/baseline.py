@@ -27,7 +27,8 @@ from .deploy import DeploySettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["snapshot_baseline", "deferred", "baseline_metrics", "baseline_file", "model_fingerprint"]
+__all__ = ["snapshot_baseline", "dense_snapshot", "deferred", "baseline_metrics", "baseline_file", "model_fingerprint",
+           "baseline_artifact"]
 
 _state: dict[str, Any] = {"model": None, "fingerprint": None, "metrics": {}, "deferred": 0}
 
@@ -100,12 +101,66 @@ def snapshot_baseline(model: nn.Module, kind: Callable[[], str | None] | str | N
     measured = [key for key in _read(baseline_file()) if key.startswith(fingerprint + "|")]
     if measured:
         wanted = kind() if callable(kind) else kind
-        if wanted is None or any(key.endswith("|" + wanted) for key in measured):
-            return  # measured by an earlier trial of this experiment
+        # measured by an earlier trial, and its deployed file is cached for the side-by-side latency
+        # (a torch-latency trial times the dense model itself, so it keeps its copy)
+        if wanted == "onnx" and any(key.endswith("|onnx") and os.path.exists(_onnx_path(key) or "")
+                                    for key in measured):
+            return
+        if wanted == "torch" and _model_bytes(model) > _COPY_LIMIT_MB * 1e6:
+            logger.info("aup: the dense model is over AUP_SIDE_BY_SIDE_MAX_MB=%s MB: this trial's latency "
+                        "ratio divides by the experiment's cached baseline instead of a side-by-side run",
+                        _COPY_LIMIT_MB)
+            return
     try:
-        _state["model"] = copy.deepcopy(model)
+        _state["model"] = _plain_copy(model)
     except Exception as exc:  # noqa: BLE001 - a model that cannot be copied just has no baseline
         logger.info("aup: no baseline metrics (the model cannot be deep-copied: %s)", exc)
+
+
+# A torch-latency trial keeps a dense copy to time it side by side, unless the model is bigger than
+# this (an LLM would double the trial's memory); distillation copies it whatever its size.
+_COPY_LIMIT_MB = float(os.environ.get("AUP_SIDE_BY_SIDE_MAX_MB", "1024") or 1024)
+
+
+def _model_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs",
+               "_forward_hooks_always_called")
+
+
+def _plain_copy(model: nn.Module) -> nn.Module:
+    """A deep copy without forward hooks: a compressor's calibration recorder or statistics hooks
+    copied along would record the copy's batches and slow its timed forward passes."""
+    copied = copy.deepcopy(model)
+    for module in copied.modules():
+        for name in _HOOK_DICTS:
+            hooks = getattr(module, name, None)
+            if hooks is not None:
+                hooks.clear()
+    return copied
+
+
+def dense_snapshot(model: nn.Module) -> nn.Module:
+    """The dense model as it is now, for a teacher: inside a trial the baseline's own snapshot (taken
+    here if it was not yet, so the baseline measurement and the teacher share one copy), outside a
+    trial a private copy (without forward hooks, :func:`_plain_copy`)."""
+    from aup import channel
+
+    fingerprint = model_fingerprint(model)
+    in_trial = channel.channel_path() is not None
+    if in_trial and _state["model"] is not None and _state["fingerprint"] == fingerprint:
+        return _state["model"]
+    copied = _plain_copy(model)
+    if in_trial and _state["fingerprint"] in (None, fingerprint):
+        _state["fingerprint"], _state["model"] = fingerprint, copied
+    return copied
+
+
+def dense_model() -> nn.Module | None:
+    """The dense snapshot of this trial, when one was kept (the baseline's or a teacher's)."""
+    return _state["model"]
 
 
 @contextlib.contextmanager
@@ -116,6 +171,54 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         _state["deferred"] -= 1
+
+
+def _onnx_path(key: str) -> str | None:
+    """The dense model's deployed file, cached once per experiment next to ``baseline.json``."""
+    path = baseline_file()
+    if path is None:
+        return None
+    return f"{path[:-len('.json')]}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
+
+
+def baseline_artifact(example: Any, settings: DeploySettings | None) -> tuple[str, Any] | None:
+    """What the trial times its model against, side by side: ``("onnx", path)`` of the dense model's
+    deployed file (exported once per experiment, by the first trial holding the dense copy) when the
+    trial's model is deployed, else ``("torch", dense model)``; None outside a trial or without a copy."""
+    key = _key(example, settings)
+    if key is None:
+        return None
+    if settings is None:
+        return ("torch", _state["model"]) if _state["model"] is not None else None
+    path = _onnx_path(key)
+    if path is None:
+        return None
+    if not os.path.exists(path):
+        if _state["model"] is None:
+            return None
+        try:
+            _export_dense(path, example)
+        except Exception as exc:  # noqa: BLE001 - the trial keeps its latency measured alone
+            logger.warning("aup: could not export the dense baseline for side-by-side timing: %s", exc)
+            return None
+    return "onnx", path
+
+
+def _export_dense(path: str, example: Any) -> None:
+    """Export the dense copy to ``path`` (float, as the baseline's latency is defined), atomically."""
+    from .deploy import export_onnx
+
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(path):
+            return
+        tmp = f"{path}.{os.getpid()}.tmp.onnx"
+        try:
+            export_onnx(_state["model"], example[:1], tmp)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
 
 
 def _key(example: Any, settings: DeploySettings | None) -> str | None:
@@ -160,7 +263,8 @@ def _measure(example: Any, settings: DeploySettings | None) -> dict[str, float]:
             from .deploy import export_onnx
 
             with tempfile.TemporaryDirectory(prefix="aup-baseline-") as tmp:
-                path = export_onnx(model, example[:1], os.path.join(tmp, "dense.onnx"))
+                artifact = baseline_artifact(example, settings)  # the cached file, exported once
+                path = artifact[1] if artifact else export_onnx(model, example[:1], os.path.join(tmp, "dense.onnx"))
                 measured["model_bytes_packed"] = measured["model_bytes"]
                 measured.update(deployed_file_metrics(path, None, example, []))
     except Exception as exc:  # noqa: BLE001 - never break the trial over the baseline

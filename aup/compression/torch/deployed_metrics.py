@@ -15,14 +15,26 @@ __all__ = ["deployed_file_metrics"]
 
 
 def deployed_file_metrics(path: str, model: nn.Module | None, example: Any, batches: Sequence[Any],
-                          paused: Callable[[], Any] = contextlib.nullcontext) -> dict[str, float]:
-    """Bytes of ``path``, its ORT latency (batch 1, ``LATENCY_THREADS``) and agreement with ``model``."""
+                          paused: Callable[[], Any] = contextlib.nullcontext,
+                          baseline: str | None = None) -> dict[str, float]:
+    """Bytes of ``path``, its ORT latency (batch 1, ``LATENCY_THREADS``) and agreement with ``model``.
+
+    With ``baseline`` (the dense model's deployed file) the latency is timed interleaved with it
+    (``latency.interleaved``): ``latency_ms``, ``baseline_latency_ms``, ``latency_ms_ratio`` and
+    ``latency_ms_ratio_iqr`` all come from that one side-by-side run.
+    """
     from .deploy import agreement, load_deployed, ort_latency_ms
+    from .latency import interleaved, ort_caller
     from .measure import LATENCY_THREADS, _sizes_of
     from .ort_runtime import fitting_batches
 
     deployed = load_deployed(path, threads=LATENCY_THREADS)
-    metrics = {**_sizes_of(path), "latency_ms": ort_latency_ms(deployed, example)}
+    metrics = {**_sizes_of(path)}
+    if baseline is None:
+        metrics["latency_ms"] = ort_latency_ms(deployed, example)
+    else:
+        dense = load_deployed(baseline, threads=LATENCY_THREADS)
+        metrics.update(interleaved(ort_caller(deployed, example), ort_caller(dense, example)).metrics("latency_ms"))
     if model is not None:
         fitting = fitting_batches(batches, deployed.input_names, deployed.input_shapes, example)
         with paused():

@@ -253,10 +253,12 @@ def load_digits_tensors(seed: int = 0, test_fraction: float = 0.25) -> DigitsDat
 
 
 def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
-                batch_size: int = 64, seed: int | None = None, callback=None) -> float:
+                batch_size: int = 64, seed: int | None = None, callback=None, loss_hook=None) -> float:
     """One epoch of cross-entropy training over shuffled mini-batches; returns the mean loss.
 
-    ``callback(model)`` runs after every optimizer step (e.g. a compressor's ``step()``).
+    ``callback(model)`` runs after every optimizer step (e.g. a compressor's ``step()``);
+    ``loss_hook(outputs, loss, inputs)`` returns the loss to minimise instead of the label loss
+    (e.g. a compressor's ``distill_loss``).
     """
     model.train()
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -266,7 +268,10 @@ def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: t
     for start in range(0, len(y), batch_size):
         idx = perm[start:start + batch_size]
         optimizer.zero_grad()
-        loss = loss_fn(model(x[idx]), y[idx])
+        outputs = model(x[idx])
+        loss = loss_fn(outputs, y[idx])
+        if loss_hook is not None:
+            loss = loss_hook(outputs, loss, x[idx])
         loss.backward()
         optimizer.step()
         if callback is not None:
