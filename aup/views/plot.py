@@ -19,7 +19,7 @@ from aup import metrics as M
 from aup.caches import aup_cache_dir
 from aup.errors import UserError
 from aup.views import fmt
-from aup.views.pareto import Objective, default_direction, pareto_front
+from aup.views.pareto import VIOLATION, Objective, default_direction, pareto_front, row_violation
 from aup.views.records import StudyRecord, TrialRow
 
 SIZE_CANDIDATES = (M.MODEL_BYTES, M.NONZERO_PARAMS, M.PARAM_COUNT, M.MACS, M.LATENCY_MS)
@@ -71,12 +71,12 @@ def plot_data(experiment: StudyRecord, trials: Sequence[TrialRow], x: str | None
     y_direction = default_direction(y, experiment.objective_directions())
     if x is None:
         x = next((m for m in SIZE_CANDIDATES if m != y and any(_num(r.get(m)) for r in complete)), None)
-    points = [{"number": r["number"], "x": float(r[x]), "y": float(r[y])}
+    points = [{"number": r["number"], "x": float(r[x]), "y": float(r[y]), "violation": row_violation(r)}
               for r in complete if x and _num(r.get(x)) and _num(r.get(y))]
     front: list[dict[str, Any]] = []
     if x and points:
         objectives = [Objective(y, y_direction), Objective(x, default_direction(x, experiment.objective_directions()))]
-        keyed = [{y: p["y"], x: p["x"], "number": p["number"]} for p in points]
+        keyed = [{y: p["y"], x: p["x"], "number": p["number"], VIOLATION: p["violation"]} for p in points]
         front = [points[i] for i in pareto_front(keyed, objectives)]
         front.sort(key=lambda p: p["x"])
     history, best = [], None

@@ -13,14 +13,14 @@ from typing import Any, Sequence
 
 from aup import metrics as M
 from aup.views import counts, fmt
-from aup.views.pareto import Objective, default_objectives, pareto_front
+from aup.views.pareto import FEASIBLE, VIOLATION, Objective, default_objectives, pareto_front
 from aup.views.records import StudyRecord, TrialRow, param_key
 
 # Metrics shown by compare, in this order, when a trial recorded them.
 COMPARE_METRICS = (M.SCORE, "accuracy", M.PARAM_COUNT, M.NONZERO_PARAMS, M.MACS, M.MODEL_BYTES, M.LATENCY_MS,
                    M.LATENCY_MS_TORCH, M.DEPLOY_AGREEMENT, M.SPARSITY, M.WEIGHT_BITS)
 # Attributes that describe the run of a trial rather than the model: never shown as metrics.
-BOOKKEEPING = frozenset({"number", "state", "attempts", "log_path", "status_reason", "duration_s", "job_config",
+BOOKKEEPING = frozenset({"number", FEASIBLE, VIOLATION, "state", "attempts", "log_path", "status_reason", "duration_s", "job_config",
                          "job_config_path", "budget", "grid_index", M.MODEL_BYTES_GZIP})
 SIDE_BY_SIDE_MAX = 6  # up to this many trials, compare puts them in columns next to each other
 
@@ -129,6 +129,7 @@ def compare_columns(experiment: StudyRecord, rows: Sequence[dict[str, Any]], par
     if len({row["state"] for row in rows}) > 1:
         columns.append("state")
     columns += [name for name in experiment.objective_names if name in present]
+    columns += [FEASIBLE] if FEASIBLE in present else []  # the front puts feasible trials first
     columns += [m for m in COMPARE_METRICS if m in present and m not in columns]
     columns += sorted(k for k in present if _is_extra_metric(k, rows, params) and k not in columns)
     columns += [p for p in params if p in present and (all_params or len(rows) < 2 or _differs(rows, p))]
