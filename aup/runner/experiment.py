@@ -372,11 +372,14 @@ def join_experiment(storage_url: str, *, name: str | None = None, loaded: "Loade
                     console: "Console | None" = None, live: bool | None = None) -> RunResult:
     """Run one more worker on a running study: by study ``name`` (its stored JSON), or the latest
     running study of ``loaded``'s experiment. See ``aup.runner.join``."""
-    storage = store.open_storage(storage_url)
+    if loaded is not None:  # refused before anything is opened: a refused command writes nothing
+        join.check_joinable(loaded.experiment.proposer or "", storage_url)
+    join.check_shared(storage_url)
+    storage = store.open_storage(storage_url, create=False)  # joining needs a store with a running study
     if loaded is None:
         assert name is not None
         loaded = stored_experiment(storage, name, joining=True)
-    join.check_joinable(loaded.experiment.proposer or "", storage_url)
+        join.check_joinable(loaded.experiment.proposer or "", storage_url)
     study_name = join.running_study(storage, name or loaded.experiment.name, exact=name is not None)
     prepared = prepare(loaded)
     return ExperimentRunner(prepared, storage_url, join_study=study_name, console=console, live=live).run()

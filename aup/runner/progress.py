@@ -115,7 +115,7 @@ class Progress:
             if not self.multi_objective and isinstance(value, (int, float)):
                 self.note_best(number, float(value))
             shown = _fmt(value) if not isinstance(value, list) else ", ".join(_fmt(v) for v in value)
-            self._event(f"trial {number} done: {shown}  ({format_params(params)})")
+            self._event(f"trial {number} done: {shown}" + (f"  ({format_params(params)})" if params else ""))
         elif state == "PRUNED":
             counts.pruned += 1
             self._event(f"trial {number} pruned: {reason}")
