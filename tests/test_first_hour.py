@@ -99,3 +99,17 @@ def test_a_worker_that_is_done_says_so_while_trials_run_elsewhere(tmp_path: Path
     assert "shared: this worker is done; 1 trial still running elsewhere (3 trials of 3 planned" in text
     assert "shared: finished" not in text
     assert "status" not in study.user_attrs  # the last runner marks the study
+
+
+def test_piped_run_output_is_not_squeezed_to_80_columns(tmp_path: Path) -> None:
+    """Item 16: ``python -m aup EXP.json > file`` keeps the end-of-run table at its full width."""
+    names = ["a_rather_long_hyperparameter_name", "another_rather_long_hyperparameter"]
+    _experiment(tmp_path, target={"score": "max", "accuracy": "max"}, n_samples=2,
+                parameter_config=[{"name": n, "type": "float", "range": [0.1, 1.0]} for n in ["x", *names]])
+    env = {**{k: v for k, v in os.environ.items() if k != "AUP_STORAGE"}, "COLUMNS": "80"}
+    done = subprocess.run([sys.executable, "-m", "aup", "exp.json", "--storage", f"sqlite:///{tmp_path / 'p.db'}"],
+                          cwd=tmp_path, env=env, text=True, capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    table = done.stdout[done.stdout.index("Pareto front"):]
+    row = next(line for line in table.splitlines() if names[0] in line)
+    assert names[1] in row and "…" not in table  # one line per trial, nothing cut

@@ -60,7 +60,7 @@ class ExperimentRunner:
 
     def __init__(self, prepared: Prepared, storage_url: str, *, resume_study: str | None = None,
                  console: "Console | None" = None, live: bool | None = None, join_study: str | None = None) -> None:
-        from rich.console import Console
+        from aup.safe_text import output_console
 
         self.prepared = prepared
         self.loaded = prepared.loaded
@@ -69,7 +69,7 @@ class ExperimentRunner:
         self.resume_study = resume_study
         self.join_study = join_study  # a running study this runner joins as one more worker (join.py)
         self._shared = False  # several runners may share the study (set when it is opened)
-        self.console = console or Console()
+        self.console = console or output_console()
         self.live = live
         self.workingdir = prepared.loaded.workingdir
         self.jobs_dir = self.workingdir / "jobs"

@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from aup.safe_text import escape, printable
+from aup.safe_text import escape, output_console, printable
 
 if TYPE_CHECKING:
     import optuna
@@ -65,7 +65,7 @@ class Progress:
 
     def __init__(self, name: str, *, console: Console | None = None, live: bool | None = None,
                  total: int | None = None, maximize: bool = True, multi_objective: bool = False) -> None:
-        self.console = console or Console()
+        self.console = console or output_console()
         self.name = name
         self.maximize = maximize
         self.multi_objective = multi_objective

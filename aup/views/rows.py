@@ -67,6 +67,8 @@ class TrialRow:
             value = self.values[index] if self.values and index < len(self.values) else None
             if value is not None or name not in row:
                 row[name] = value
+        if "budget" in self.attrs:  # hyperband/bohb: what the trial got, under the job config's name
+            row["n_iterations"] = self.attrs["budget"]
         if self.constraints:  # the front's feasibility (aup.views.pareto) reads these two columns
             from aup.views.pareto import violation
 
