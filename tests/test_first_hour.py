@@ -113,3 +113,43 @@ def test_piped_run_output_is_not_squeezed_to_80_columns(tmp_path: Path) -> None:
     table = done.stdout[done.stdout.index("Pareto front"):]
     row = next(line for line in table.splitlines() if names[0] in line)
     assert names[1] in row and "…" not in table  # one line per trial, nothing cut
+
+
+def test_output_folder_is_scratch_unless_the_model_is_kept(tmp_path: Path) -> None:
+    """Item 8: ``aup.output_folder`` is removed when the trial's process exits; with save_model it is kept."""
+    code = ("import aup, os, sys; folder = aup.output_folder({}); open(os.path.join(folder, 'm.onnx'), 'w').write('x');"
+            "kept = aup.output_folder({'save_model': True, 'folder_name': 'exp-3'}); print(folder); print(kept)")
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"), "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    scratch, kept = done.stdout.split()
+    assert Path(scratch).parent == tmp_path / "tmp" and not Path(scratch).exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert kept == os.path.join("aup_models", "exp-3") and (tmp_path / kept).is_dir()
+
+
+def test_deploy_example_keeps_its_best_model_and_leaves_no_scratch(tmp_path: Path) -> None:
+    """Item 8: the deploy example's trials leave no ``aup-digits-*`` folder; its best ONNX file is kept."""
+    pytest.importorskip("onnxruntime")
+    root = Path(__file__).parents[1]
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "tmp").mkdir()
+    for source, target in ((root / "experiments" / "digits_model.py", tmp_path / "digits_model.py"),
+                           (root / "experiments" / "deploy" / "deploy_digits.py", tmp_path / "deploy" / "deploy_digits.py")):
+        target.write_text(source.read_text())
+    exp = json.loads((root / "experiments" / "deploy" / "exp_deploy_int8.json").read_text())
+    assert exp["resource_args"]["save_model"] is True
+    exp.update(workingdir=str(tmp_path / "deploy"), n_samples=2, n_parallel=1)
+    (tmp_path / "exp.json").write_text(json.dumps(exp))
+    env = {**{k: v for k, v in os.environ.items() if k != "AUP_STORAGE"}, "TMPDIR": str(tmp_path / "tmp"),
+           "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-m", "aup", "exp.json", "--storage", f"sqlite:///{tmp_path / 'd.db'}"],
+                          cwd=tmp_path, env=env, text=True, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("aup-")] == []
+    kept = tmp_path / "deploy" / "aup_models" / "digits_deployed_int8"
+    assert (kept / "digits.onnx").is_file(), done.stdout
+    assert f"best model (trial" in done.stdout and str(kept) in done.stdout
+    assert [p.name for p in (tmp_path / "deploy" / "aup_models").iterdir()] == ["digits_deployed_int8"]

@@ -95,6 +95,9 @@ class ExperimentRunner:
         self.study, self.proposer = study, proposer
         self.slug = store.slug(study.study_name)
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        # the trials' library caches (ONNX Runtime's, see aup.caches) go to <workingdir>/.aup/cache,
+        # next to KERAS_HOME and MPLCONFIGDIR, instead of an aup-cache folder left in the temp dir
+        (self.workingdir / ".aup").mkdir(mode=0o700, exist_ok=True)
         maximize = self.exp.directions[0] == "maximize"
         total = getattr(proposer, "total", self.exp.n_samples)
         progress = Progress(study.study_name, console=self.console, live=self.live, total=total,
