@@ -185,6 +185,11 @@ def matplotlib_figure(data: PlotData, *, label: bool = True) -> Any:
     return figure
 
 
+def _front_label(data: PlotData) -> str:
+    n = len(data.front)
+    return f"Pareto front ({n} trial{'s' if n != 1 else ''})"
+
+
 def _legend_entries(figure: Any) -> tuple[list[Any], list[str]]:
     """Every artist with a label, once per label, in drawing order."""
     seen: dict[str, Any] = {}
@@ -204,7 +209,7 @@ def _draw_tradeoff(ax: Any, data: PlotData) -> None:
                    edgecolors=TRIAL_COLOUR, linewidths=1.2, label="infeasible trial (constraint violated)", zorder=2)
     ax.plot([p["x"] for p in data.front], [p["y"] for p in data.front], "-", color=FRONT_COLOUR, lw=1.5, zorder=3)
     ax.scatter([p["x"] for p in data.front], [p["y"] for p in data.front], s=64, c=FRONT_COLOUR,
-               edgecolors="black", linewidths=0.6, label=f"Pareto front ({len(data.front)} trials)", zorder=4)
+               edgecolors="black", linewidths=0.6, label=_front_label(data), zorder=4)
     _draw_baseline(ax, data, point=True)
     if data.log_x:
         ax.set_xscale("log")
@@ -310,9 +315,15 @@ def _draw_param(ax: Any, name: str, values: list[tuple[Any, float, int]], data: 
             return [float(v) for v, _, _ in group]
         return [index[str(v)] + ((n * 0.6180339) % 1 - 0.5) * 0.3 for v, _, n in group]  # deterministic spread
 
+    hollow = {p["number"] for p in data.infeasible}
+    bad = [v for v in off if v[2] in hollow]
+    off = [v for v in off if v[2] not in hollow]
     ax.scatter(xs(off), [y for _, y, _ in off], s=14, c=TRIAL_COLOUR, alpha=0.6, label="trial")
+    if bad:
+        ax.scatter(xs(bad), [y for _, y, _ in bad], s=16, facecolors="none", edgecolors=TRIAL_COLOUR,
+                   linewidths=1.0, label="infeasible trial (constraint violated)")
     ax.scatter(xs(on), [y for _, y, _ in on], s=22, c=FRONT_COLOUR, edgecolors="black", linewidths=0.4,
-               label=f"Pareto front ({len(data.front)} trials)")
+               label=_front_label(data))
     _draw_baseline(ax, data)
     if numeric:
         positive = all(float(v) > 0 for v, _, _ in values)
@@ -374,7 +385,7 @@ def plotly_figure(data: PlotData, *, label: bool = True) -> Any:
             hovertemplate=f"trial %{{customdata}}<br>{data.x}=%{{x}}<br>{data.y}=%{{y}}<extra></extra>",
             marker={"color": TRIAL_COLOUR, "opacity": 0.6, "size": 7}), row=1, col=1)
         figure.add_trace(go.Scatter(
-            name=f"Pareto front ({len(data.front)} trials)", mode="lines+markers+text",
+            name=_front_label(data), mode="lines+markers+text",
             x=[p["x"] for p in data.front], y=[p["y"] for p in data.front],
             text=[str(p["number"]) if label else "" for p in data.front], textposition="top right",
             customdata=[p["number"] for p in data.front],
