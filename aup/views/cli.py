@@ -244,7 +244,8 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         return 0
     _console().print(tables.render_comparison(
         comparison, side_by_side=False, title=f"{experiment.name}: Pareto front ({spec})",
-        caption=f"{len(comparison.rows)} non-dominated of {len(complete)} completed trials"))
+        caption=f"{len(comparison.rows)} non-dominated of {len(complete)} completed trials"
+                + ("; feasible trials first (constraints)" if any("feasible" in r for r in complete) else "")))
     return 0
 
 

@@ -280,6 +280,8 @@ def render_show(data: dict[str, Any], experiment: StudyRecord, trials: Sequence[
         params = param_names(trials)
         comparison = Comparison(rows, compare_columns(experiment, rows, params, all_params=True), params, set())
         title = "Best trial" if len(experiment.directions) == 1 else "Best trials (Pareto front of the objectives)"
+        if rows and rows[0].get(FEASIBLE) is False:  # the front holds feasible trials whenever there is one
+            title += ": no trial met the constraints, the least-violating"
         out.append(render_comparison(comparison, side_by_side=len(rows) <= SIDE_BY_SIDE_MAX, title=title))
     else:
         out.append("[yellow]No completed trial yet.[/]")

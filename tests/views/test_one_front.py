@@ -111,3 +111,11 @@ def test_front_in_json_rows_of_unconstrained_study_has_no_feasible_column(tmp_pa
     assert all("feasible" not in t for t in compared)
     experiment, trials = open_store(url).load("plain")
     assert tables.front_numbers(experiment, tables.flat_rows(trials)) == {0, 1}
+
+
+def test_show_and_pareto_say_when_no_trial_is_feasible(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["show", "none-feasible", "--storage", url, "--no-config"]) == 0
+    assert "no trial met the constraints, the least-violating" in " ".join(capsys.readouterr().out.split())
+    assert main(["pareto", "mixed", "--storage", url]) == 0
+    assert "feasible trials first" in capsys.readouterr().out
