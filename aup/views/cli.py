@@ -242,10 +242,13 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     if not comparison.rows:
         _console().print(f"No completed trial of {experiment.name!r} recorded {spec}.")
         return 0
-    _console().print(tables.render_comparison(
-        comparison, side_by_side=False, title=f"{experiment.name}: Pareto front ({spec})",
-        caption=f"{len(comparison.rows)} non-dominated of {len(complete)} completed trials"
-                + ("; feasible trials first (constraints)" if any("feasible" in r for r in complete) else "")))
+    console = _console()
+    console.print(tables.render_comparison(comparison, side_by_side=False,
+                                           title=f"{experiment.name}: Pareto front ({spec})"))
+    caption = f"{len(comparison.rows)} non-dominated of {len(complete)} completed trials"
+    if any("feasible" in r for r in complete):
+        caption += "; feasible trials first (constraints)"
+    console.print(caption, markup=False, highlight=False, soft_wrap=True)  # not folded to the table's width
     return 0
 
 
