@@ -16,6 +16,7 @@ from aup.client import (
     aup_save_model,
     log_metrics,
     model_folder,
+    output_folder,
     print_result,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "create_compressor",
     "log_metrics",
     "model_folder",
+    "output_folder",
     "print_result",
 ]
 

@@ -57,13 +57,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _normalise(argv: list[str]) -> list[str]:
-    """``aup EXP.json ...`` (Auptimizer's ``python -m aup EXP.json``) means ``aup run EXP.json ...``."""
-    first = next((a for a in argv if not a.startswith("-")), None)
-    if first is not None and first not in COMMANDS:
-        index = argv.index(first)
-        return [*argv[:index], "run", *argv[index:]]
-    return argv
+def _normalise(argv: list[str], parser: argparse.ArgumentParser | None = None) -> list[str]:
+    """Put the command first: ``aup EXP.json ...`` (Auptimizer's ``python -m aup EXP.json``) means
+    ``aup run EXP.json ...``, and options may come before the experiment or the command
+    (``python -m aup --storage URL EXP.json``, ``aup --storage URL list``), as argparse users expect.
+    """
+    takes_value = _value_options(parser or build_parser())
+    index, skip = None, False
+    for position, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            skip = arg in takes_value
+        else:
+            index = position
+            break
+    if index is None:
+        return argv
+    lead, command, rest = argv[:index], argv[index], argv[index + 1:]
+    if command in COMMANDS:
+        return [command, *lead, *rest]
+    return ["run", *lead, command, *rest]
+
+
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Option strings of every subcommand that take a value (``--storage URL``, ``--where EXPR``...)."""
+    found: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found.update(o for a in sub._actions if a.option_strings and a.nargs != 0 for o in a.option_strings)
+    return found
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -118,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``aup`` and ``python -m aup``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(_normalise(argv))
+    args = parser.parse_args(_normalise(argv, parser))
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2

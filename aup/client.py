@@ -172,6 +172,28 @@ def model_folder(config: dict[str, Any]) -> str:
     return os.path.join("aup_models", name)
 
 
+_SCRATCH: list[Any] = []  # this process's scratch folders, removed when it exits
+
+
+def output_folder(config: dict[str, Any], prefix: str = "aup-trial-") -> str:
+    """Where a trial script writes its model: kept on purpose or scratch that goes away.
+
+    With ``save_model`` in the job config: ``aup_models/<folder_name>`` (:func:`model_folder`),
+    which the runner keeps for the best trial and removes for the others. Otherwise a temporary
+    folder that is deleted when the trial's process exits, so a run leaves nothing behind in the
+    temp dir (``tempfile.mkdtemp`` would leave one folder, with its model, per trial).
+    """
+    import tempfile
+
+    if config.get("save_model") and config.get("folder_name"):
+        folder = model_folder(config)
+        os.makedirs(folder, exist_ok=True)
+        return folder
+    scratch = tempfile.TemporaryDirectory(prefix=prefix)  # its finalizer removes it at interpreter exit
+    _SCRATCH.append(scratch)
+    return scratch.name
+
+
 def _call_init_functions(module_globals: dict[str, Any], config: dict[str, Any]) -> None:
     """Auptimizer calls every module-level function whose name contains "init" before the main one."""
     for name in sorted(module_globals):

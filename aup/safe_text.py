@@ -31,3 +31,16 @@ def escape(text: Any) -> str:
     from rich.markup import escape as escape_markup
 
     return escape_markup(printable(text))
+
+
+PIPED_WIDTH = 100_000
+
+
+def output_console(**kwargs: Any) -> Any:
+    """A rich Console for standard output; piped output (``aup compare ... > file``, ``| less``) gets
+    a width no table reaches, so columns keep their full names instead of being squeezed to 80."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else PIPED_WIDTH, **kwargs)

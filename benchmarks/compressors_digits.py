@@ -68,19 +68,30 @@ def cell(row: dict, key: str, unit: str = "") -> str:
     return f"{text} ({value / base:.2f}x)" if base else text
 
 
+def packed_cell(row: dict) -> str:
+    """A deployed (ONNX) trial also records aup's packed torch artifact (``model_bytes_packed``), with its
+    integer codes at their bit width; its ratio is to the dense model's file, like ``file bytes``."""
+    packed, base = _get(row, "model_bytes_packed"), _get(row, "baseline_model_bytes")
+    if packed is None:
+        return "-"
+    return f"{packed / 1000:.1f}kB" + (f" ({packed / base:.2f}x)" if base else "")
+
+
 def main(selected: list[str]) -> None:
     chosen = [e for e in EXPERIMENTS if not selected or any(e.endswith(f"_{s}.json") for s in selected)]
     with tempfile.TemporaryDirectory(prefix="aup-bench-") as tmp:
         storage = f"sqlite:///{tmp}/bench.db"
-        print("| example | compressor | accuracy | params | MACs | file bytes | weight bits | trial wall time |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| example | compressor | accuracy | params | MACs | file bytes | weight bits | trial wall time "
+              "| packed torch artifact |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for experiment in chosen:
             row, seconds = run(experiment, storage)
             compressor = row["compressor"]
             accuracy = _get(row, "accuracy") or _get(row, "score")
             bits = _get(row, "weight_bits")
             print(f"| `{experiment}` | {compressor or '-'} | {accuracy:.4f} | {cell(row, 'param_count')} | "
-                  f"{cell(row, 'macs')} | {cell(row, 'model_bytes', 'B')} | {bits:.3g} | {seconds:.1f} s |"
+                  f"{cell(row, 'macs')} | {cell(row, 'model_bytes', 'B')} | {bits:.3g} | {seconds:.1f} s | "
+                  f"{packed_cell(row)} |"
                   if accuracy is not None and bits is not None else f"| `{experiment}` | incomplete row: {row} |",
                   flush=True)
 

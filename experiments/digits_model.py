@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -88,8 +87,11 @@ class Trial:
         return int(self.config.get("n_iterations", self.config.get("epochs", 1)))
 
     def output_folder(self) -> str:
-        """``folder_name`` when the runner asks to keep the model, else a scratch folder."""
-        return self.config["folder_name"] if self.config.get("save_model") else tempfile.mkdtemp(prefix="aup-digits-")
+        """``aup_models/<folder_name>`` when the runner asks to keep the model (``save_model``), else a
+        scratch folder removed when the trial ends (``aup.output_folder``)."""
+        import aup
+
+        return aup.output_folder(self.config, prefix="aup-digits-")
 
 
 def start_trial(config_path: str, default_lr: float = 0.005) -> Trial:

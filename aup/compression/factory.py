@@ -7,7 +7,7 @@ over its stages. This module stays torch-free at import time; torch is imported 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from aup.compression.allocation import JOB_KEY as ALLOCATION_JOB_KEY
 from aup.compression.spec import (  # noqa: F401 - the spec API, also reachable from here
@@ -18,7 +18,8 @@ from aup.compression.spec import (  # noqa: F401 - the spec API, also reachable 
 __all__ = ["create_compressor", "normalize_config", "CompressionSpec"]
 
 
-def create_compressor(model: Any, config: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+def create_compressor(model: Any, config: Mapping[str, Any] | Sequence[Mapping[str, Any]], *args: Any,
+                      **kwargs: Any) -> Any:
     """Build the compressor that ``config`` names for ``model``.
 
     ``config`` is the trial's job config (``compression_framework``, ``compression_type``,
@@ -32,8 +33,11 @@ def create_compressor(model: Any, config: Mapping[str, Any], *args: Any, **kwarg
     different value, the config's value wins with a warning (the experiment is what is searched).
     A pipeline config (``compression_pipeline``) returns a compressor applying the stages in order
     (:class:`aup.compression.torch.pipeline.PipelineCompressor`); extra arguments go by keyword to
-    every stage whose constructor takes them.
+    every stage whose constructor takes them. A list of stage configs is that pipeline too
+    (``create_compressor(model, [prune_stage, quant_stage])``, as the README says).
     """
+    if isinstance(config, (list, tuple)):
+        config = {"compression_pipeline": list(config)}
     deploy = deploy_setting(config)
     distill = distill_setting(config)
     pipeline = is_pipeline(config)

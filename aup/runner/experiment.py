@@ -65,7 +65,7 @@ class ExperimentRunner:
 
     def __init__(self, prepared: Prepared, storage_url: str, *, resume_study: str | None = None,
                  console: "Console | None" = None, live: bool | None = None, join_study: str | None = None) -> None:
-        from rich.console import Console
+        from aup.safe_text import output_console
 
         self.prepared = prepared
         self.loaded = prepared.loaded
@@ -74,7 +74,7 @@ class ExperimentRunner:
         self.resume_study = resume_study
         self.join_study = join_study  # a running study this runner joins as one more worker (join.py)
         self._shared = False  # several runners may share the study (set when it is opened)
-        self.console = console or Console()
+        self.console = console or output_console()
         self.live = live
         self.workingdir = prepared.loaded.workingdir
         self.jobs_dir = self.workingdir / "jobs"
@@ -103,6 +103,9 @@ class ExperimentRunner:
         self.study, self.proposer = study, proposer
         self.slug = store.slug(study.study_name)
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        # the trials' library caches (ONNX Runtime's, see aup.caches) go to <workingdir>/.aup/cache,
+        # next to KERAS_HOME and MPLCONFIGDIR, instead of an aup-cache folder left in the temp dir
+        (self.workingdir / ".aup").mkdir(mode=0o700, exist_ok=True)
         maximize = self.exp.directions[0] == "maximize"
         total = getattr(proposer, "total", self.exp.n_samples)
         progress = Progress(study.study_name, console=self.console, live=self.live, total=total,
@@ -418,11 +421,14 @@ def join_experiment(storage_url: str, *, name: str | None = None, loaded: "Loade
                     console: "Console | None" = None, live: bool | None = None) -> RunResult:
     """Run one more worker on a running study: by study ``name`` (its stored JSON), or the latest
     running study of ``loaded``'s experiment. See ``aup.runner.join``."""
-    storage = store.open_storage(storage_url)
+    if loaded is not None:  # refused before anything is opened: a refused command writes nothing
+        join.check_joinable(loaded.experiment.proposer or "", storage_url)
+    join.check_shared(storage_url)
+    storage = store.open_storage(storage_url, create=False)  # joining needs a store with a running study
     if loaded is None:
         assert name is not None
         loaded = stored_experiment(storage, name, joining=True)
-    join.check_joinable(loaded.experiment.proposer or "", storage_url)
+        join.check_joinable(loaded.experiment.proposer or "", storage_url)
     study_name = join.running_study(storage, name or loaded.experiment.name, exact=name is not None)
     prepared = prepare(loaded)
     return ExperimentRunner(prepared, storage_url, join_study=study_name, console=console, live=live).run()

@@ -43,12 +43,17 @@ def is_shared(url: str) -> bool:
 
 def check_joinable(proposer: str, url: str) -> None:
     """UserError (one line) when runners cannot join this experiment."""
-    if not is_shared(url):
-        raise UserError("--join needs a results store on a server that every runner reaches "
-                        "(--storage postgresql+psycopg://USER@HOST/DB); an SQLite file belongs to one runner")
+    check_shared(url)
     if proposer.lower() not in JOINABLE:
         raise UserError(f"the {proposer!r} proposer keeps its state in the runner that started the experiment, "
                         f"so other runners cannot join it (joinable: {', '.join(sorted(JOINABLE))})")
+
+
+def check_shared(url: str) -> None:
+    """UserError unless ``url`` is a store that several runners can share."""
+    if not is_shared(url):
+        raise UserError("--join needs a results store on a server that every runner reaches "
+                        "(--storage postgresql+psycopg://USER@HOST/DB); an SQLite file belongs to one runner")
 
 
 def running_study(storage: Any, name: str, exact: bool = False) -> str:

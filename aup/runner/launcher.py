@@ -32,10 +32,12 @@ from aup.runner.trial_output import (MAX_LINE, READ_CHUNK, TAIL_BYTES, _megabyte
                                      last_output_line)
 
 __all__ = ["AttemptOutcome", "TrialProcess", "last_output_line", "launcher_for", "pid_alive",
-           "KERAS_HOME_REL", "MAX_LINE", "TAIL_BYTES"]
+           "KERAS_HOME_REL", "MPLCONFIGDIR_REL", "MAX_LINE", "TAIL_BYTES"]
 
 Result = float | list[float]
 KERAS_HOME_REL = os.path.join(".aup", "cache", "keras")  # trials' KERAS_HOME under the working dir, if unset
+# trials' MPLCONFIGDIR likewise: importing TensorFlow imports matplotlib, which writes ~/.cache and ~/.config
+MPLCONFIGDIR_REL = os.path.join(".aup", "cache", "matplotlib")
 DEFAULT_LOG_LIMIT = 50 * 1024 * 1024
 CUT_NOTE = "\n[aup: the output passed {limit}; it is cut here, the last {tail} KB follow at the end]\n"
 

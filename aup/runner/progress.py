@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from aup.safe_text import escape, printable
+from aup.safe_text import escape, output_console, printable
 
 if TYPE_CHECKING:
     import optuna
@@ -65,7 +65,7 @@ class Progress:
 
     def __init__(self, name: str, *, console: Console | None = None, live: bool | None = None,
                  total: int | None = None, maximize: bool = True, multi_objective: bool = False) -> None:
-        self.console = console or Console()
+        self.console = console or output_console()
         self.name = name
         self.maximize = maximize
         self.multi_objective = multi_objective
@@ -115,7 +115,7 @@ class Progress:
             if not self.multi_objective and isinstance(value, (int, float)):
                 self.note_best(number, float(value))
             shown = _fmt(value) if not isinstance(value, list) else ", ".join(_fmt(v) for v in value)
-            self._event(f"trial {number} done: {shown}  ({format_params(params)})")
+            self._event(f"trial {number} done: {shown}" + (f"  ({format_params(params)})" if params else ""))
         elif state == "PRUNED":
             counts.pruned += 1
             self._event(f"trial {number} pruned: {reason}")
@@ -190,15 +190,19 @@ def print_summary(console: Console, *, study_name: str, status: str, trials: Seq
         metrics = [m for m in SUMMARY_METRICS
                    if m not in objectives and any(m in getattr(t, "user_attrs", {}) for t in shown)]
         title = "Pareto front" if pareto else ("best trials" if len(best) > 1 else "best trial")
+        if any(t.user_attrs.get("feasible") is False for t in shown[:1]):
+            title += " (no trial met the constraints: the least-violating trials)"
         table = Table(title=title, title_justify="left")
         table.add_column("trial", justify="right")
-        for name in [*objectives, *metrics]:
+        constrained = any("feasible" in getattr(t, "user_attrs", {}) for t in shown)
+        for name in [*objectives, *metrics, *(["feasible"] if constrained else [])]:
             table.add_column(escape(name), justify="right")
         table.add_column("hyperparameters", ratio=1, overflow="fold")
         for trial in shown:
             values = [escape(_fmt_metric(v)) for v in (trial.values or [])]
             extras = [escape(_fmt_metric(trial.user_attrs.get(m, "-"))) for m in metrics]
-            table.add_row(str(trial.number), *values, *extras, escape(format_params(trial.params, 100)))
+            feasible = [_yes_no(trial.user_attrs.get("feasible"))] if constrained else []
+            table.add_row(str(trial.number), *values, *extras, *feasible, escape(format_params(trial.params, 100)))
         console.print(table)
     for line in failure_lines(trials):
         console.print(printable(line), highlight=False, markup=False, soft_wrap=True)
@@ -209,14 +213,24 @@ def print_summary(console: Console, *, study_name: str, status: str, trials: Seq
                   soft_wrap=True)
 
 
+def _yes_no(value: Any) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
 def best_trials(study: "optuna.Study", single: bool) -> list[Any]:
-    """Complete trials, best first (one objective), or the Pareto front (several)."""
+    """Complete trials best first (one objective), or the Pareto front (several); feasible first.
+
+    The front is the views' front (aup.views.pareto.frozen_front): with constraints and no feasible
+    trial it is the least-violating trials, where Optuna's ``best_trials`` would be empty.
+    """
     from optuna.trial import TrialState
+
+    from aup.views.pareto import frozen_front, violation
 
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     if not complete:
         return []
     if single:
-        reverse = study.direction.name == "MAXIMIZE"
-        return sorted(complete, key=lambda t: t.value, reverse=reverse)
-    return list(study.best_trials)
+        sign = -1.0 if study.direction.name == "MAXIMIZE" else 1.0
+        return sorted(complete, key=lambda t: (violation(t.constraints), sign * t.value, t.number))
+    return frozen_front(complete, study.directions)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from aup.runner.launcher import KERAS_HOME_REL, pid_alive
+from aup.runner.launcher import KERAS_HOME_REL, MPLCONFIGDIR_REL, pid_alive
 
 STREAM_EVERY_S = 0.1
 CHUNK_LIMIT = 1 << 20  # at most 1 MiB of output per streamed item
@@ -41,8 +41,9 @@ def _run_on_node(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
         cwd = os.getcwd()
     log_path, channel_path = scratch / "trial.out", scratch / "trial.channel.jsonl"
     env = {**os.environ, **spec["env"], "AUP_CHANNEL": str(channel_path)}
-    if not shared and env.get("KERAS_HOME") == os.path.join(spec["workingdir"], KERAS_HOME_REL):
-        env["KERAS_HOME"] = os.path.join(cwd, KERAS_HOME_REL)  # aup's default, under this node's copy
+    for variable, relative in (("KERAS_HOME", KERAS_HOME_REL), ("MPLCONFIGDIR", MPLCONFIGDIR_REL)):
+        if not shared and env.get(variable) == os.path.join(spec["workingdir"], relative):
+            env[variable] = os.path.join(cwd, relative)  # aup's default, under this node's copy
     command = _node_command(spec, cwd) + [job_path]
     child = None
     try:

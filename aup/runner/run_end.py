@@ -51,7 +51,12 @@ def finish_run(study: "optuna.Study", exp: "Experiment", proposer: Any, *, statu
     extra: list[str] = []
     others = shared and (status == "finished" and join.others_running(study) > 0
                          or status != "finished" and joined)
-    if others:
+    shown_status = status
+    if others and status == "finished":  # the last runner to finish marks the study and prints its end
+        elsewhere = sum(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False))
+        shown_status = (f"this worker is done; {elsewhere} trial{'s' if elsewhere != 1 else ''} still running "
+                        "elsewhere" if elsewhere else "this worker is done; other runners are still working")
+    elif others:
         extra.append("other runners are still working on this experiment")  # the last one marks it
     else:
         study.set_user_attr(store.ATTR_STATUS, status)
@@ -79,7 +84,7 @@ def finish_run(study: "optuna.Study", exp: "Experiment", proposer: Any, *, statu
         extra.append(f"interrupted; continue with: aup resume {quote(study.study_name)}")
     elif status == "failed":
         extra.append(f"experiment failed: {reason}")
-    print_summary(console, study_name=study.study_name, status=status, trials=study.get_trials(deepcopy=False),
+    print_summary(console, study_name=study.study_name, status=shown_status, trials=study.get_trials(deepcopy=False),
                   objectives=exp.objectives, storage_url=storage_url, best=best, extra=extra,
                   planned=getattr(proposer, "total", None) or exp.n_samples)
     code = {"finished": EXIT_OK, "failed": EXIT_FAILED, INTERRUPTED: EXIT_INTERRUPTED}[status]

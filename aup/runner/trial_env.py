@@ -1,8 +1,9 @@
 """What each trial process gets from the runner: its environment variables and, on GPUs, its device.
 
 The base environment is built once per run: the runner's own environment, the experiment's
-``runtime_args.env``, ``KERAS_HOME`` under the working directory unless set (Keras writes
-``keras.json`` there on import, never into ``~/.keras``), and no visible GPU for ``"resource":
+``runtime_args.env``, ``KERAS_HOME`` and ``MPLCONFIGDIR`` under the working directory unless set
+(Keras writes ``keras.json`` there on import, never into ``~/.keras``; matplotlib, which TensorFlow
+imports, its font cache and config, never into ``~/.cache`` / ``~/.config``), and no visible GPU for ``"resource":
 "cpu"``. Each attempt adds the variables that name it (``AUP_TRIAL``, ``AUP_EXPERIMENT``, the
 process key by which a resumed runner finds orphans) and its GPU for ``"resource": "gpu"``.
 """
@@ -12,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from aup.runner.launcher import KERAS_HOME_REL
+from aup.runner.launcher import KERAS_HOME_REL, MPLCONFIGDIR_REL
 from aup.runner.state import PROCESS_KEY_ENV, ActiveTrial
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ def base_env(exp: "Experiment", workingdir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(exp.runtime_args.env)
     env.setdefault("KERAS_HOME", str(workingdir / KERAS_HOME_REL))
+    env.setdefault("MPLCONFIGDIR", str(workingdir / MPLCONFIGDIR_REL))
     if exp.resource == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env

@@ -49,7 +49,7 @@ def _args_show(parser: argparse.ArgumentParser) -> None:
 
 def _selection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--where", action="append", default=[], metavar="COND",
-                        help="keep trials matching COND, e.g. 'score>0.95' or 'compressor=l1filter' "
+                        help="keep trials matching COND, e.g. 'score>0.95' or 'compressor=l1_filter' "
                              "(operators > >= < <= = != ~; repeat for AND)")
     parser.add_argument("--sort", metavar="FIELD[:asc|desc]",
                         help="sort by a field; metrics sort best first unless :asc/:desc is given")
@@ -113,10 +113,9 @@ def _store(args: argparse.Namespace) -> Any:
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from aup.safe_text import output_console
 
-    # Piped output (files, tests, `less`) gets a wide fixed width so tables are not folded at 80.
-    return Console(width=None if sys.stdout.isatty() else 100_000)
+    return output_console()
 
 
 def _print_json(data: Any) -> None:
@@ -204,10 +203,13 @@ def compare_selection(args: argparse.Namespace, experiment: Any, trials: list[An
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from aup.views import tables
+    from aup.views import query, tables
 
     experiment, trials = _store(args).load(args.name)
     comparison, side_by_side, matching, total = compare_selection(args, experiment, trials)
+    if not comparison.rows:  # say why when a FIELD=VALUE names a value no trial has (a typo, mostly)
+        for note in query.unknown_values(tables.flat_rows(trials), args.where):
+            print(f"aup: {note}", file=sys.stderr)
     if args.json:
         _print_json(comparison.data())
         return 0
@@ -216,9 +218,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     shown = (f"{len(comparison.rows)} of {matching} matching trials (--limit 0 shows all)"
              if matching > len(comparison.rows) else f"{matching} of {total} trials")
-    caption = f"{shown}; * = on the accuracy/size Pareto front; (0.25x) = ratio to the uncompressed model"
-    _console().print(tables.render_comparison(comparison, side_by_side=side_by_side,
-                                              title=f"{experiment.name}: trials", caption=caption))
+    front = "the accuracy/size Pareto front" + (" (feasible trials first)"
+                                                 if any("feasible" in r for r in comparison.rows) else "")
+    caption = f"{shown}; * = on {front}; (0.25x) = ratio to the uncompressed model"
+    console = _console()
+    console.print(tables.render_comparison(comparison, side_by_side=side_by_side, title=f"{experiment.name}: trials"))
+    console.print(caption, markup=False, highlight=False, soft_wrap=True)  # not folded to the table's width
     return 0
 
 
@@ -243,9 +248,13 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     if not comparison.rows:
         _console().print(f"No completed trial of {experiment.name!r} recorded {spec}.")
         return 0
-    _console().print(tables.render_comparison(
-        comparison, side_by_side=False, title=f"{experiment.name}: Pareto front ({spec})",
-        caption=f"{len(comparison.rows)} non-dominated of {len(complete)} completed trials"))
+    console = _console()
+    console.print(tables.render_comparison(comparison, side_by_side=False,
+                                           title=f"{experiment.name}: Pareto front ({spec})"))
+    caption = f"{len(comparison.rows)} non-dominated of {len(complete)} completed trials"
+    if any("feasible" in r for r in complete):
+        caption += "; feasible trials first (constraints)"
+    console.print(caption, markup=False, highlight=False, soft_wrap=True)  # not folded to the table's width
     return 0
 
 

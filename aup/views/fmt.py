@@ -50,6 +50,8 @@ def value(name: str, raw: Any) -> str:
     """A cell: sizes with units, counts with k/M/G, other floats to 4 significant digits."""
     if raw is None:
         return ""
+    if name == "feasible" and isinstance(raw, bool):
+        return "yes" if raw else "no"
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         return str(raw)
     if isinstance(raw, float) and not math.isfinite(raw):

@@ -1,4 +1,12 @@
-"""Non-dominated trials over any recorded metrics (``aup pareto``, the front in ``aup plot``).
+"""The one Pareto front of aup: every view (run end, ``show``, ``pareto``, ``compare``'s ``*``,
+``plot``, ``list``) and the run's recommendation take their front from :func:`pareto_front`.
+
+Feasibility comes first, as Optuna's constrained optimisation defines it (``trial.set_constraint``,
+the constrained domination of NSGA-II): a feasible trial dominates an infeasible one; of two
+infeasible trials the one with the smaller total violation (sum of the positive constraint values)
+dominates; two feasible trials compare by their objectives. So the front is the non-dominated
+feasible trials, or, when no trial is feasible, the least-violating ones: never empty while a
+trial recorded the objectives (Optuna's ``best_trials`` is then empty).
 
 The objectives are chosen at view time (``score:max,model_bytes:min``), not fixed by the study's
 directions: a single-objective experiment that recorded ``model_bytes`` still has an accuracy/size
@@ -13,6 +21,9 @@ from typing import Any, Mapping, Sequence
 
 from aup import metrics as M
 from aup.errors import UserError
+
+FEASIBLE = "feasible"  # user attribute the runner records when the experiment has constraints
+VIOLATION = "violation"  # flat-row column: total constraint violation (0 when feasible)
 
 
 @dataclass(frozen=True)
@@ -128,11 +139,42 @@ def _numpy_front(points: Sequence[Sequence[float]]) -> list[int]:
     return keep
 
 
-def pareto_front(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objective]) -> list[int]:
-    """Indices into ``rows`` of the non-dominated rows, sorted by the first objective (best first).
+def violation(constraints: Mapping[str, float] | Sequence[float]) -> float:
+    """Total constraint violation as Optuna counts it: the sum of the positive constraint values."""
+    values = constraints.values() if isinstance(constraints, Mapping) else constraints
+    return float(sum(v for v in values if v > 0))
 
-    Rows missing any objective (failed trials, metrics not recorded) take no part. A name that no
-    row has is a user error naming the metrics that do exist.
+
+def row_violation(row: Mapping[str, Any]) -> float:
+    """A flat row's total violation: its ``violation`` column, else inf when ``feasible`` is False, else 0."""
+    value = row.get(VIOLATION)
+    if _finite(value) or value == math.inf:
+        return max(float(value), 0.0)
+    return math.inf if row.get(FEASIBLE) is False else 0.0
+
+
+def constrained_front(points: Sequence[Sequence[float]], violations: Sequence[float]) -> list[int]:
+    """Indices of the points (coordinates to minimise) that no point constrained-dominates.
+
+    The feasible points' ordinary front when one is feasible; otherwise every point with the
+    smallest violation (two infeasible points with equal violations do not dominate each other).
+    """
+    if not points:
+        return []
+    feasible = [i for i, v in enumerate(violations) if v <= 0]
+    if feasible:
+        return sorted(feasible[j] for j in non_dominated([points[i] for i in feasible]))
+    least = min(violations)
+    return [i for i, v in enumerate(violations) if v == least]
+
+
+def pareto_front(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objective]) -> list[int]:
+    """Indices into ``rows`` of the rows on the constrained front, first objective best first.
+
+    Feasibility first (see the module docstring): a row is infeasible when its ``feasible`` column
+    is False or its ``violation`` column is positive. Rows missing any objective (failed trials,
+    metrics not recorded) take no part. A name that no row has is a user error naming the metrics
+    that do exist.
     """
     if rows and not any(all(_finite(r.get(o.name)) for o in objectives) for r in rows):
         missing = [o.name for o in objectives if not any(_finite(r.get(o.name)) for r in rows)]
@@ -143,6 +185,23 @@ def pareto_front(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objecti
     if not eligible:
         return []
     points = [[float(rows[i][o.name]) * o.sign for o in objectives] for i in eligible]
-    front = [eligible[j] for j in non_dominated(points)]
+    front = [eligible[j] for j in constrained_front(points, [row_violation(rows[i]) for i in eligible])]
     first = objectives[0]
     return sorted(front, key=lambda i: (float(rows[i][first.name]) * first.sign, rows[i].get("number", i)))
+
+
+def frozen_front(trials: Sequence[Any], directions: Sequence[Any]) -> list[Any]:
+    """The front of Optuna FrozenTrials over the study's objectives (the run's end, its recommendation).
+
+    Same rule as :func:`pareto_front`; COMPLETE trials only; best first by the first objective.
+    ``directions`` are ``"maximize"``/``"minimize"`` or Optuna's StudyDirection.
+    """
+    complete = [t for t in trials if t.state.name == "COMPLETE" and t.values is not None]
+    names = [f"objective {i}" for i in range(len(directions))]
+    objectives = [Objective(n, "max" if str(getattr(d, "name", d)).lower().startswith("max") else "min")
+                  for n, d in zip(names, directions)]
+    rows = [{**dict(zip(names, t.values)), "number": t.number, VIOLATION: violation(t.constraints),
+             FEASIBLE: t.user_attrs.get(FEASIBLE)} for t in complete]
+    if not rows:
+        return []
+    return [complete[i] for i in pareto_front(rows, objectives)]

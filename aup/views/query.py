@@ -24,7 +24,7 @@ _ORDER_OPS = frozenset({">", ">=", "<", "<="})
 
 @dataclass(frozen=True)
 class Condition:
-    """One ``--where`` clause, e.g. ``score>0.95``, ``compressor=l1filter``, ``log_path~trial_3``."""
+    """One ``--where`` clause, e.g. ``score>0.95``, ``compressor=l1_filter``, ``log_path~trial_3``."""
 
     field: str
     op: str
@@ -62,6 +62,8 @@ def parse_where(text: str) -> Condition:
         raise UserError(f"--where {text!r}: {op + raw[0]!r} is not an operator; {usage}")
     raw = raw.strip("'\"")
     value: Any
+    if op == "~":  # "contains" compares text: runner~16910 must match host:16910 (16910.0 would not)
+        return Condition(match.group("field").strip(), op, raw)
     try:
         value = float(raw)
     except ValueError:
@@ -96,6 +98,25 @@ def filter_rows(rows: Sequence[dict[str, Any]], where: Sequence[str]) -> list[di
     conditions = [parse_where(text) for text in where]
     check_fields([c.field for c in conditions], rows, "--where")
     return [row for row in rows if all(condition(row) for condition in conditions)]
+
+
+def unknown_values(rows: Sequence[Mapping[str, Any]], where: Sequence[str]) -> list[str]:
+    """Why a ``FIELD=TEXT`` condition matches nothing: no trial has that value (``compressor=l1filter``
+    when the pruner is ``l1_filter``), with the closest values that do exist."""
+    from aup.errors import closest
+
+    notes = []
+    for text in where:
+        condition = parse_where(text)
+        if condition.op not in ("=", "==") or isinstance(condition.value, float):
+            continue
+        values = sorted({str(r[condition.field]) for r in rows if isinstance(r.get(condition.field), str)})
+        if not values or str(condition.value).lower() in {v.lower() for v in values}:
+            continue
+        close = closest(str(condition.value), values, n=3)
+        hint = f"did you mean {', '.join(repr(v) for v in close)}?" if close else f"values: {', '.join(values[:12])}"
+        notes.append(f"--where {text!r}: no trial has {condition.field} {condition.value!r}; {hint}")
+    return notes
 
 
 def parse_sort(spec: str, study_directions: Mapping[str, str] | None = None) -> tuple[str, bool]:

@@ -138,8 +138,11 @@ def _api_experiment(study: Any, storage: Any, url: str, trials: Sequence[Any]) -
         user_attrs=dict(study.user_attrs), counts=Counter(t.state.name for t in trials), storage_url=url,
         trial_started=_naive_utc(min(starts)) if starts else None,
         trial_ended=_naive_utc(max(ends)) if ends else None)
+    from aup.views.pareto import violation
+
     experiment.set_best([(t.number, list(t.values)) for t in sorted(trials, key=lambda t: t.number)
-                         if t.state.name == "COMPLETE" and t.values])
+                         if t.state.name == "COMPLETE" and t.values],
+                        {t.number: violation(t.constraints) for t in trials if t.constraints})
     return experiment
 
 
@@ -168,5 +171,5 @@ def rows_from_frozen(trials: Iterable["optuna.trial.FrozenTrial"], objective_nam
                      params=dict(t.params), attrs=dict(t.user_attrs),
                      started=_naive_utc(t.datetime_start) if t.datetime_start else None,
                      completed=_naive_utc(t.datetime_complete) if t.datetime_complete else None,
-                     objective_names=objective_names)
+                     objective_names=objective_names, constraints=dict(t.constraints))
             for t in sorted(trials, key=lambda t: t.number)]

@@ -42,6 +42,7 @@ class TrialRow:
     started: datetime | None = None
     completed: datetime | None = None
     objective_names: Sequence[str] = ("value",)
+    constraints: dict[str, float] = field(default_factory=dict)  # optuna's constraint values (feasible when <= 0)
 
     @property
     def duration_s(self) -> float | None:
@@ -66,6 +67,13 @@ class TrialRow:
             value = self.values[index] if self.values and index < len(self.values) else None
             if value is not None or name not in row:
                 row[name] = value
+        if "budget" in self.attrs:  # hyperband/bohb: what the trial got, under the job config's name
+            row["n_iterations"] = self.attrs["budget"]
+        if self.constraints:  # the front's feasibility (aup.views.pareto) reads these two columns
+            from aup.views.pareto import violation
+
+            row["violation"] = violation(self.constraints)
+            row.setdefault("feasible", row["violation"] <= 0)
         for metric in RATIO_METRICS:
             ratio = _ratio(row.get(metric), self.attrs.get(M.BASELINE_PREFIX + metric))
             if ratio is not None and f"{metric}_ratio" not in row:  # a ratio measured side by side wins
@@ -130,17 +138,19 @@ class StudyRecord:
     best_trials: list[int] = field(default_factory=list)  # best trial, or the Pareto front of the objectives
     best_values: list[list[float]] = field(default_factory=list)  # their objective values, same order
 
-    def set_best(self, completed: Sequence[tuple[int, Sequence[float | None]]]) -> None:
-        """Best trial (one objective) or non-dominated trials (several) among completed trials."""
-        from aup.views.pareto import non_dominated
+    def set_best(self, completed: Sequence[tuple[int, Sequence[float | None]]],
+                 violations: dict[int, float] | None = None) -> None:
+        """Best trial (one objective) or the front of the objectives (several) among completed trials,
+        feasible first (``violations``: trial number -> total constraint violation, see aup.views.pareto)."""
+        from aup.views.pareto import constrained_front
 
         signs = [-1.0 if d == "maximize" else 1.0 for d in self.directions]
         usable = [(n, list(v)) for n, v in completed
                   if len(v) == len(signs) and all(x is not None and not math.isnan(x) for x in v)]
         points = [[x * s for x, s in zip(v, signs)] for _, v in usable]
-        front = non_dominated(points)
+        front = constrained_front(points, [(violations or {}).get(n, 0.0) for n, _ in usable])
         if len(signs) == 1:
-            front = front[:1]  # Optuna's best_trial: the first trial reaching the best value
+            front = sorted(front, key=lambda i: (points[i][0], usable[i][0]))[:1]  # Optuna's best_trial
         keep = sorted(front, key=lambda i: (points[i][0], usable[i][0]))
         self.best_trials = [usable[i][0] for i in keep]
         self.best_values = [usable[i][1] for i in keep]

@@ -98,11 +98,35 @@ def sql_experiments(reader: Any, url: str) -> list[StudyRecord]:
     completed: dict[int, dict[int, dict[int, float | None]]] = {}
     for sid, number, objective, value, value_type in values:
         completed.setdefault(sid, {}).setdefault(number, {})[objective] = _stored_value(value, value_type)
+    constraints: dict[int, dict[int, dict[str, float]]] = {}
+    for sid, number, key, value_json in _constraint_rows(reader, "AND t.state = 'COMPLETE'", {}):
+        _add_constraint(constraints.setdefault(sid, {}).setdefault(number, {}), key, value_json)
+    from aup.views.pareto import violation
+
     for experiment in experiments:
         by_number = completed.get(experiment.study_id, {})
         experiment.set_best([(n, [v.get(i) for i in range(len(experiment.directions))])
-                             for n, v in sorted(by_number.items())])
+                             for n, v in sorted(by_number.items())],
+                            {n: violation(c) for n, c in constraints.get(experiment.study_id, {}).items()})
     return experiments
+
+
+def _constraint_rows(reader: Any, where: str, bind: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """(study_id, number, key, value_json) of optuna's constraint values (trial system attributes)."""
+    if "trial_system_attributes" not in reader.tables():
+        return []
+    return reader.query("SELECT t.study_id, t.number, s.key, s.value_json FROM trial_system_attributes s "
+                        "JOIN trials t ON t.trial_id = s.trial_id "
+                        f"WHERE (s.key = 'constraints' OR s.key LIKE 'constraints:%') {where}", bind)
+
+
+def _add_constraint(into: dict[str, float], key: str, value_json: Any) -> None:
+    """Optuna keeps ``constraints:NAME`` per value (optuna 5) or one ``constraints`` list (older)."""
+    value = _loads(value_json)
+    if key == "constraints" and isinstance(value, list):
+        into.update({str(i): float(v) for i, v in enumerate(value) if isinstance(v, (int, float))})
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        into[key.split(":", 1)[1]] = float(value)
 
 
 def _assemble_experiments(studies: Iterable[Any], directions: Iterable[Any], attrs: Iterable[Any],
@@ -162,7 +186,14 @@ def sql_load(reader: Any, url: str, name: str) -> tuple[StudyRecord, list[TrialR
                   for state, n in counts.items()]
     experiment = _assemble_experiments(found, directions, attrs, names, count_rows, url)[0]
     rows = _assemble_trials(experiment, trials, values, params, user_attrs)
-    experiment.set_best([(r.number, r.values) for r in rows if r.state == "COMPLETE" and r.values])
+    by_number = {r.number: r for r in rows}
+    for _, number, key, value_json in _constraint_rows(reader, "AND t.study_id = :s", bind):
+        if number in by_number:
+            _add_constraint(by_number[number].constraints, key, value_json)
+    from aup.views.pareto import violation
+
+    experiment.set_best([(r.number, r.values) for r in rows if r.state == "COMPLETE" and r.values],
+                        {r.number: violation(r.constraints) for r in rows if r.constraints})
     return experiment, rows
 
 

@@ -13,15 +13,17 @@ from typing import Any, Sequence
 
 from aup import metrics as M
 from aup.views import counts, fmt
-from aup.views.pareto import Objective, default_objectives, pareto_front
+from aup.views.pareto import FEASIBLE, VIOLATION, Objective, default_objectives, pareto_front
 from aup.views.records import StudyRecord, TrialRow, param_key
 
 # Metrics shown by compare, in this order, when a trial recorded them.
 COMPARE_METRICS = (M.SCORE, "accuracy", M.PARAM_COUNT, M.NONZERO_PARAMS, M.MACS, M.MODEL_BYTES, M.LATENCY_MS,
                    M.LATENCY_MS_TORCH, M.DEPLOY_AGREEMENT, M.SPARSITY, M.WEIGHT_BITS)
 # Attributes that describe the run of a trial rather than the model: never shown as metrics.
-BOOKKEEPING = frozenset({"number", "state", "attempts", "log_path", "status_reason", "duration_s", "job_config",
+BOOKKEEPING = frozenset({"number", FEASIBLE, VIOLATION, "n_iterations", "runner", "bracket", "rung", "config_id", "state", "attempts", "log_path", "status_reason", "duration_s", "job_config",
                          "job_config_path", "budget", "grid_index", M.MODEL_BYTES_GZIP})
+BUDGET = "n_iterations"  # hyperband/bohb budget of the trial (recorded as ``budget``)
+RUNNER = "runner"  # host:pid of the runner that ran the trial, in a study shared by several runners
 SIDE_BY_SIDE_MAX = 6  # up to this many trials, compare puts them in columns next to each other
 
 
@@ -129,12 +131,30 @@ def compare_columns(experiment: StudyRecord, rows: Sequence[dict[str, Any]], par
     if len({row["state"] for row in rows}) > 1:
         columns.append("state")
     columns += [name for name in experiment.objective_names if name in present]
+    columns += [FEASIBLE] if FEASIBLE in present else []  # the front puts feasible trials first
+    columns += [BUDGET] if BUDGET in present else []  # same configuration, other budget: other score
     columns += [m for m in COMPARE_METRICS if m in present and m not in columns]
     columns += sorted(k for k in present if _is_extra_metric(k, rows, params) and k not in columns)
     columns += [p for p in params if p in present and (all_params or len(rows) < 2 or _differs(rows, p))]
+    columns += [RUNNER] if RUNNER in present else []  # joined runners: which one ran the trial
     if layers:
         columns += [k for k in _ordered_keys(rows) if k.startswith(("sparsity[", "bits["))]
+    if _torch_latency_only(rows):  # no deployed runtime was timed: one latency row, not the same twice
+        columns.remove(M.LATENCY_MS_TORCH)
     return columns
+
+
+def _torch_latency_only(rows: Sequence[dict[str, Any]]) -> bool:
+    """Every trial's ``latency_ms`` is its torch eager latency (nothing deployed was timed)."""
+    timed = [r for r in rows if r.get(M.LATENCY_MS_TORCH) is not None]
+    return bool(timed) and all(r.get(M.LATENCY_MS) == r[M.LATENCY_MS_TORCH] for r in timed)
+
+
+def column_labels(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> dict[str, str]:
+    """Headers that say more than the column name: which runtime a latency was measured in."""
+    if M.LATENCY_MS in columns and M.LATENCY_MS_TORCH not in columns and _torch_latency_only(rows):
+        return {M.LATENCY_MS: "latency_ms (torch eager)"}
+    return {}
 
 
 def _is_extra_metric(key: str, rows: Sequence[dict[str, Any]], params: Sequence[str]) -> bool:
@@ -178,16 +198,17 @@ def render_comparison(comparison: Comparison, *, side_by_side: bool, title: str 
 
     table = Table(title=title and escape(title), caption=caption and escape(caption), caption_justify="left")
     params = comparison.params
+    labels = column_labels(comparison.rows, comparison.columns)
     if side_by_side:
         table.add_column("", style="bold", no_wrap=True)
         for row in comparison.rows:
             mark = " *" if row["number"] in comparison.front else ""
             table.add_column(f"trial {row['number']}{mark}", justify="right", no_wrap=True)
         for column in comparison.columns[1:]:
-            table.add_row(escape(column), *(cell(column, row, params) for row in comparison.rows))
+            table.add_row(escape(labels.get(column, column)), *(cell(column, row, params) for row in comparison.rows))
         return table
     for column in comparison.columns:
-        table.add_column(escape(header(column)), justify="left" if column == "state" else "right", no_wrap=True)
+        table.add_column(escape(labels.get(column, header(column))), justify="left" if column == "state" else "right", no_wrap=True)
     for row in comparison.rows:
         cells = [cell(column, row, params) for column in comparison.columns]
         if row["number"] in comparison.front:
@@ -259,6 +280,8 @@ def render_show(data: dict[str, Any], experiment: StudyRecord, trials: Sequence[
         params = param_names(trials)
         comparison = Comparison(rows, compare_columns(experiment, rows, params, all_params=True), params, set())
         title = "Best trial" if len(experiment.directions) == 1 else "Best trials (Pareto front of the objectives)"
+        if rows and rows[0].get(FEASIBLE) is False:  # the front holds feasible trials whenever there is one
+            title += ": no trial met the constraints, the least-violating"
         out.append(render_comparison(comparison, side_by_side=len(rows) <= SIDE_BY_SIDE_MAX, title=title))
     else:
         out.append("[yellow]No completed trial yet.[/]")

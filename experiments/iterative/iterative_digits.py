@@ -21,7 +21,6 @@ Run by hand: ``python iterative_digits.py job.json`` with a job config such as t
 import logging
 import os
 import sys
-import tempfile
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -139,7 +138,7 @@ except ValueError as exc:
 accuracy = evaluate(model, digits.x_test, digits.y_test)
 params = sum(p.numel() for p in model.parameters())
 
-folder = config["folder_name"] if config.get("save_model") else tempfile.mkdtemp(prefix="aup-digits-")
+folder = aup.output_folder(config, prefix="aup-digits-")  # kept with save_model, else removed at exit
 compressor.export_model("digits_compressed.pt", folder_name=folder, dummy_input=dummy)
 aup.log_metrics(accuracy=accuracy)
 print(f"accuracy={accuracy:.4f} sparsity={sparsity:.4f} params={params}")

@@ -12,7 +12,6 @@ go under the trial's model folder (``save_model``) or a temporary directory, nev
 import logging
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -28,7 +27,7 @@ torch.set_num_threads(1)
 torch.manual_seed(config.get("seed", 0))
 digits = data()
 model = pretrained_model()
-folder = config["folder_name"] if config.get("save_model") else tempfile.mkdtemp(prefix="aup-search-")
+folder = aup.output_folder(config, prefix="aup-search-")  # kept with save_model, else removed at exit
 work = os.path.join(folder, "search_data")
 name = config["compressor"]
 

@@ -7,7 +7,6 @@ plus the compact sparse artifact; reports the measured size metrics) -> ``print_
 """
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +27,7 @@ epochs = int(config.get("n_iterations", config.get("epochs", 2)))  # hyperband/b
 model.fit(digits.x_train, digits.y_train, epochs=epochs, batch_size=32, verbose=0)
 accuracy = evaluate(model, digits.x_test, digits.y_test)
 
-folder = aup.model_folder(config) if config.get("save_model") else tempfile.mkdtemp(prefix="aup-digits-keras-")
+folder = aup.output_folder(config, prefix="aup-digits-keras-")  # kept with save_model, else removed at exit
 compressor.export_model("digits_compressed.keras", folder_name=folder)
 aup.log_metrics(accuracy=accuracy, baseline_score=dense_accuracy)
 print(f"accuracy={accuracy:.4f} (dense {dense_accuracy:.4f}), layer sparsity {compressor.layer_sparsity()}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +59,9 @@ class Trial:
     dense_accuracy: float
 
     def output_folder(self) -> str:
-        return self.config["folder_name"] if self.config.get("save_model") else tempfile.mkdtemp(prefix="aup-tfm-")
+        import aup
+
+        return aup.output_folder(self.config, prefix="aup-tfm-")  # kept with save_model, else scratch
 
 
 def start_trial(config_path: str) -> Trial:

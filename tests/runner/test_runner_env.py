@@ -14,7 +14,7 @@ from aup.runner.experiment import run_experiment
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def _keras_homes(tmp_path: Path) -> list[str]:
+def _keras_homes(tmp_path: Path, attr: str = "keras_home") -> list[str]:
     exp = {"name": "env", "script": str(SCRIPTS / "env_probe.py"), "workingdir": str(tmp_path),
            "resource": "cpu", "proposer": "random", "target": "max", "n_samples": 1, "n_parallel": 1,
            "random_seed": 1, "parameter_config": [{"name": "x", "type": "float", "range": [0.1, 1.0]}]}
@@ -22,12 +22,20 @@ def _keras_homes(tmp_path: Path) -> list[str]:
     url = f"sqlite:///{tmp_path / 'aup.db'}"
     result = run_experiment(str(tmp_path / "experiment.json"), url, console=Console(file=io.StringIO()), live=False)
     study = optuna.load_study(study_name=result.study_name, storage=url)
-    return [t.user_attrs["keras_home"] for t in study.trials]
+    return [t.user_attrs[attr] for t in study.trials]
 
 
 def test_trials_get_keras_home_under_aup_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KERAS_HOME", raising=False)
     assert _keras_homes(tmp_path) == [str(tmp_path.resolve() / ".aup" / "cache" / "keras")]
+
+
+def test_trials_get_mplconfigdir_under_aup_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing TensorFlow imports matplotlib, which writes ~/.cache/matplotlib and ~/.config/matplotlib."""
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    assert _keras_homes(tmp_path, "mplconfigdir") == [str(tmp_path.resolve() / ".aup" / "cache" / "matplotlib")]
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mine"))
+    assert _keras_homes(tmp_path, "mplconfigdir") == [str(tmp_path / "mine")]
 
 
 def test_users_keras_home_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

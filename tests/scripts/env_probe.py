@@ -6,7 +6,7 @@ import aup
 
 @aup.aup_args
 def main(x, **extra):
-    aup.log_metrics(keras_home=os.environ.get("KERAS_HOME"))
+    aup.log_metrics(keras_home=os.environ.get("KERAS_HOME"), mplconfigdir=os.environ.get("MPLCONFIGDIR"))
     return x
 
 

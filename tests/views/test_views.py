@@ -308,7 +308,9 @@ def test_plot_png_marks_the_front(real_store: str, tmp_path: Path) -> None:
     assert np.array_equal(matplotlib.image.imread(tmp_path / "again.png")[:, :, :3], pixels)
     assert pixels.shape[:2] == (int(figure.get_figheight() * plot.PNG_DPI), int(figure.get_figwidth() * plot.PNG_DPI))
     trade = figure.axes[0]
-    assert trade.get_xscale() == "log" and "model size [bytes]" in trade.get_xlabel()
+    assert trade.get_xscale() == "log" and "model size (log scale)" in trade.get_xlabel()
+    ticks = [t.get_text() for t in trade.get_xticklabels() if t.get_text()]
+    assert ticks and all(t.endswith("B") for t in ticks)  # sizes in their unit (kB), not raw numbers
     assert {t.get_text() for t in trade.texts} >= {str(p["number"]) for p in data.front}
     front = {p["number"] for p in data.front}
     assert front and len(front) < len(data.points)  # both kinds of points are checked below

@@ -144,20 +144,32 @@ class DeployedModel:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def feeds(self, *inputs: Any, **named: Any) -> dict[str, Any]:
+        """ONNX Runtime feeds from what a user naturally passes: NumPy arrays or torch tensors, one per
+        input, as arguments, as one list/tuple of them, or by input name (keywords or one dict).
+        Arrays are cast to the dtype the model declares (float64 NumPy data to a float32 input)."""
+        named, inputs = _named_inputs(inputs, named)
         if named:
             missing = [n for n in self.input_names if n not in named]
-            if inputs or missing:
-                raise ValueError(f"{self.path}: expected keyword inputs {self.input_names}, missing {missing}")
-            return _feed(named, self.input_names)
-        if len(inputs) != len(self.input_names):
-            raise ValueError(f"{self.path}: expected {len(self.input_names)} input(s), got {len(inputs)}")
-        return _feed(tuple(inputs), self.input_names)
+            unknown = [n for n in named if n not in self.input_names]
+            if inputs or missing or unknown:
+                raise ValueError(f"deployed model {self.path}: inputs by name must be exactly {self.input_names}"
+                                 + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""))
+            values = [named[n] for n in self.input_names]
+        else:
+            values = list(inputs)
+        if len(values) != len(self.input_names):
+            raise ValueError(f"deployed model {self.path}: expected {len(self.input_names)} input(s) "
+                             f"({', '.join(self.input_names)}), got {len(values)}")
+        types = {i.name: i.type for i in self.session.get_inputs()}
+        return {n: _input_array(v, n, types.get(n, ""), self.path) for n, v in zip(self.input_names, values)}
 
     def __call__(self, *inputs: Any, **named: Any) -> Any:
-        """Positional or keyword inputs; a model exported from a dict output returns a dict."""
+        """Inputs as :meth:`feeds` takes them; torch tensors in, torch tensors out (else NumPy).
+        A model exported from a dict output returns a dict."""
         outputs = self.session.run(None, self.feeds(*inputs, **named))
-        first = inputs[0] if inputs else next(iter(named.values()), None)
-        if isinstance(first, torch.Tensor):
+        given, _ = _named_inputs(inputs, named)
+        flat = list(given.values()) if given else list(_named_inputs(inputs, {})[1])
+        if any(isinstance(v, torch.Tensor) for v in flat):
             outputs = [torch.from_numpy(o) for o in outputs]
         if "output" not in self.output_names:  # exported from a dict / ModelOutput result
             return dict(zip(self.output_names, outputs))
@@ -171,6 +183,49 @@ class DeployedModel:
         if mode:
             raise ValueError("a deployed ONNX model cannot be trained")
         return self
+
+
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
+               "tensor(bool)": "bool"}
+
+
+def _named_inputs(inputs: tuple[Any, ...], named: dict[str, Any]) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """``model({"input": x})`` -> by name; ``model([x0, x1])`` (arrays/tensors) -> positional."""
+    if not named and len(inputs) == 1 and isinstance(inputs[0], Mapping):
+        return dict(inputs[0]), ()
+    if (not named and len(inputs) == 1 and isinstance(inputs[0], (list, tuple)) and inputs[0]
+            and all(_is_array(v) for v in inputs[0])):
+        return {}, tuple(inputs[0])
+    return named, inputs
+
+
+def _is_array(value: Any) -> bool:
+    import numpy as np
+
+    return isinstance(value, (torch.Tensor, np.ndarray))
+
+
+def _input_array(value: Any, name: str, ort_type: str, path: str) -> Any:
+    """One input as the NumPy array ORT wants; a one-line error naming the input otherwise."""
+    import numpy as np
+
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        value = (value.float() if value.dtype == torch.bfloat16 else value).numpy()  # numpy has no bfloat16
+    elif not isinstance(value, np.ndarray):
+        try:
+            value = np.asarray(value)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or value.dtype == object or value.dtype.kind in "USV":
+            raise ValueError(f"deployed model {path}: input {name!r}: expected a NumPy array or a torch tensor")
+    wanted = _ORT_DTYPES.get(ort_type)
+    if wanted is None or value.dtype == np.dtype(wanted):
+        return value
+    if np.dtype(wanted).kind in "iub" and value.dtype.kind == "f":
+        raise ValueError(f"deployed model {path}: input {name!r} is {wanted}, got {value.dtype} values")
+    return value.astype(wanted)
 
 
 def load_deployed(path: str | os.PathLike, threads: int | None = None) -> DeployedModel:

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _run(code: str, home: Path, cwd: Path, **extra: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "KERAS_HOME"}
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME",
+                                                             "XDG_CONFIG_HOME")}
     env.update(HOME=str(home), TMPDIR=str(home / "tmp"), PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2", **extra)
     (home / "tmp").mkdir(exist_ok=True)
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
@@ -39,3 +40,22 @@ def test_importing_the_pruner_and_keras_leaves_home_alone(tmp_path: Path) -> Non
     assert out.returncode == 0, out.stderr
     assert not (tmp_path / ".keras").exists()
     assert (tmp_path / "tmp" / "aup-cache" / "keras" / "keras.json").is_file()
+
+
+def test_package_import_sets_mplconfigdir_under_aup_folder(tmp_path: Path) -> None:
+    """TensorFlow imports matplotlib: its config and font cache go to aup's folder, not ~/.config, ~/.cache."""
+    code = "import os, aup.compression.tensorflow; print(os.environ['MPLCONFIGDIR'])"
+    out = _run(code, tmp_path, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(tmp_path / "tmp" / "aup-cache" / "matplotlib")]
+    out = _run(code, tmp_path, tmp_path, MPLCONFIGDIR=str(tmp_path / "mine"))
+    assert out.stdout.split() == [str(tmp_path / "mine")]
+
+
+@pytest.mark.slow
+def test_importing_tensorflow_through_aup_leaves_home_alone(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    code = "import aup.compression.tensorflow.pruners, tensorflow, matplotlib; matplotlib.get_cachedir()"
+    out = _run(code, tmp_path, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path / ".cache").exists() and not (tmp_path / ".config").exists()
