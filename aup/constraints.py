@@ -30,6 +30,7 @@ from typing import Any, Mapping
 from aup import metrics as M
 
 INFEASIBLE = 1e18  # constraint value when a metric is missing (finite: samplers do arithmetic on it)
+_TINY = 1e-12  # a bound of 0 (e.g. "sparsity >= 0"): the violation is then in the metric's own units
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 _CONDITION = re.compile(r"^\s*(<=|>=|<|>)\s*(.+)$")
 
@@ -55,7 +56,12 @@ class Constraint:
             return None
 
     def value(self, values: Mapping[str, Any]) -> float:
-        """Optuna's constraint value: <= 0 when satisfied (the size of the violation otherwise)."""
+        """Optuna's constraint value: <= 0 when satisfied, else the violation relative to the bound.
+
+        Relative (``(lhs - rhs) / |rhs|``), so that constraints in different units add up fairly:
+        Optuna's constrained domination, the views' Pareto front and the recommended trial all rank
+        infeasible trials by the sum of these values, and a raw sum would be decided by the bytes
+        alone (40,000 bytes over outweighs any accuracy)."""
         lhs = _number(values.get(self.metric))
         try:
             rhs = _evaluate(self.expression, values)
@@ -63,7 +69,8 @@ class Constraint:
             return INFEASIBLE
         if lhs is None:
             return INFEASIBLE
-        return lhs - rhs if self.op == "<=" else rhs - lhs
+        excess = lhs - rhs if self.op == "<=" else rhs - lhs
+        return excess / max(abs(rhs), _TINY)
 
 
 def _number(value: Any) -> float | None:

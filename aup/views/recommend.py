@@ -7,8 +7,9 @@ Every run ends by naming one trial, in one line, and ``aup show`` names the same
   else the first objective of ``target``. Ties go to the other objectives in ``target`` order, then
   to the earlier trial. The winner is therefore always on the feasible Pareto front (nothing
   feasible beats it in the ranking objective without losing in another).
-* When no trial is feasible: the *least-violating* one, by the sum of its violations each divided by
-  the size of its bound (so ``score >= 0.98`` and ``model_bytes <= 50000`` weigh alike), and the line
+* When no trial is feasible: the *least-violating* one, by the sum of its violations each relative
+  to its bound (``aup.constraints``: so ``score >= 0.98`` and ``model_bytes <= 50000`` weigh alike;
+  the same total the one Pareto front ranks infeasible trials by, so it is on that front), and the line
   says what nobody met: ``no trial met score >= 0.983; closest: trial 7, score 0.979``.
 * When no trial completed (all failed or were stopped), the line says so.
 
@@ -23,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from aup.constraints import INFEASIBLE, Constraint, parse_constraints
 from aup.views import fmt
+from aup.views.pareto import violation
 from aup.views.rows import StudyRecord, TrialRow
 
 __all__ = ["Recommendation", "recommend", "for_study", "ATTR"]
@@ -109,17 +111,10 @@ def _usable(values: Sequence[float] | None, n: int) -> bool:
 
 
 def _violation(constraints: Sequence[Constraint], values: Mapping[str, Any]) -> float:
-    """Sum of violations relative to each bound's size (a missing metric counts as infinitely far)."""
-    total = 0.0
-    for constraint in constraints:
-        excess = constraint.value(values)
-        if excess <= 0:
-            continue
-        if excess >= INFEASIBLE:
-            return math.inf
-        bound = constraint.bound(values)
-        total += excess / max(abs(bound), 1e-12) if bound is not None else math.inf
-    return total
+    """The total violation the views' front ranks by (constraint values are relative to their bounds;
+    a missing metric counts as infinitely far)."""
+    excess = [constraint.value(values) for constraint in constraints]
+    return math.inf if any(v >= INFEASIBLE for v in excess) else violation(excess)
 
 
 def _condition(constraint: Constraint, values: Mapping[str, Any]) -> str:

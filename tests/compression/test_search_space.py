@@ -182,7 +182,7 @@ def test_constraint_values() -> None:
                               "param_count": 1000, "latency_ms": {"max": 2}})
     values = constraint_values(cons, {"score": 0.95, "baseline_score": 0.97, "model_bytes": 100,
                                       "baseline_model_bytes": 1000, "param_count": 900, "latency_ms": 3})
-    assert values["score"] == pytest.approx(0.01)  # 0.96 - 0.95: violated by one point
-    assert values["model_bytes"] == pytest.approx(-150)
-    assert values["param_count"] == -100 and values["latency_ms max"] == 1
+    assert values["score"] == pytest.approx(0.01 / 0.96)  # 0.96 - 0.95: one point, relative to the bound
+    assert values["model_bytes"] == pytest.approx(-150 / 250)
+    assert values["param_count"] == pytest.approx(-0.1) and values["latency_ms max"] == pytest.approx(0.5)
     assert constraint_values(cons, {"score": 0.9})["model_bytes"] == INFEASIBLE

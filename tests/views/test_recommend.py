@@ -58,3 +58,22 @@ def test_show_uses_the_stored_answer_once_ended_and_a_live_one_while_running() -
     running = StudyRecord("e", 1, DIRECTIONS, OBJECTIVES, {"experiment": config, "status": "running"})
     live = for_study(running, trials)
     assert live.trial == 1 and live.line.startswith("so far, recommended: trial 1 ")
+
+
+def test_with_nothing_feasible_the_recommended_trial_is_on_the_views_front() -> None:
+    """The front ranks infeasible trials by the stored constraint values; those are relative to their
+    bounds, so a raw sum (decided by bytes alone) can no longer put the recommendation off the front."""
+    from aup.constraints import constraint_values
+    from aup.views.pareto import Objective, pareto_front, violation
+
+    constraints = parse_constraints({"score": ">= 0.9", "model_bytes": "<= 1000"})
+    # trial 1 is 1 % over the size bound (10 bytes), trial 0 10 % under the score bound (0.09)
+    trials = [row(0, 0.81, 900), row(1, 0.95, 1010), row(2, 0.70, 800)]
+    rows = []
+    for trial in trials:
+        values = {**trial.attrs, "score": trial.values[0], "model_bytes": trial.values[1]}
+        rows.append({"score": trial.values[0], "model_bytes": trial.values[1], "number": trial.number,
+                     "violation": violation(list(constraint_values(constraints, values).values()))})
+    front = pareto_front(rows, [Objective("score", "max"), Objective("model_bytes", "min")])
+    chosen = recommend(trials, OBJECTIVES, DIRECTIONS, constraints)
+    assert [rows[i]["number"] for i in front] == [chosen.trial] == [1]
