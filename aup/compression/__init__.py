@@ -48,3 +48,8 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module_name), attr)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, so ``dir()``, tab completion and the API reference see the whole API."""
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})
