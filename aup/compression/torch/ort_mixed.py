@@ -92,16 +92,23 @@ def low_bit_linears(model: Any, nodes_of: Mapping[str, list[str]], low_bits: Map
             failed.add(module)
             continue
         stored = 0
-        for node, (weight, through) in found:  # type: ignore[misc]
+        for index, (node, (weight, through)) in enumerate(found):  # type: ignore[misc]
             grid = grids.get(module)
             if grid is None or _numpy_rows(grid) != weight.shape[0]:
                 grid = rtn_grid(weight, bits)
-            bias = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] else None
-            new_nodes, new_inits, stored = matmul_nbits_nodes(
-                f"{node.name or module}_Q{bits}".lstrip("/"), node.input[0], node.output[0], weight, grid)
-            if bias is not None:
-                new_nodes[-1].output[0] = f"{node.output[0]}_nobias"
-                new_nodes.append(_add(f"{node.output[0]}_nobias", bias, node.output[0], f"{node.name}_bias"))
+            bias = _vector_bias(node, inits, weight.shape[0])
+            bias_add = _following_bias_add(graph, node, inits, weight.shape[0]) if node.op_type == "MatMul" else None
+            if bias_add is not None:  # MatMul + Add(bias) -> one MatMulNBits with its bias input
+                bias = next(i for i in bias_add.input if i != node.output[0])
+                node.output[0] = bias_add.output[0]
+                graph.node.remove(bias_add)
+            prefix = module + (f"_{index}" if len(found) > 1 else "")
+            output = node.output[0] if bias is not None or node.op_type == "MatMul" else f"{prefix}_nobias"
+            new_nodes, new_inits, stored = matmul_nbits_nodes(prefix, node.input[0], output, weight, grid, bias)
+            if node.op_type == "Gemm" and bias is None and len(node.input) > 2 and node.input[2]:
+                new_nodes.append(_add(output, node.input[2], node.output[0], f"{prefix}_bias"))
+            elif node.op_type == "Gemm" and bias is None:
+                new_nodes[-1].output[0] = node.output[0]
             position = list(graph.node).index(node)
             graph.node.remove(node)
             for offset, new in enumerate(new_nodes):
@@ -114,6 +121,26 @@ def low_bit_linears(model: Any, nodes_of: Mapping[str, list[str]], low_bits: Map
 
         model.opset_import.append(helper.make_opsetid(MSFT_DOMAIN, 1))
     return failed
+
+
+def _following_bias_add(graph: Any, node: Any, inits: dict[str, Any], rows: int) -> Any | None:
+    """The ``Add`` of a constant ``[out]`` vector that alone consumes ``node``'s output, or None."""
+    out = node.output[0]
+    consumers = [n for n in graph.node if out in n.input]
+    if len(consumers) != 1 or consumers[0].op_type != "Add" or out in {o.name for o in graph.output}:
+        return None
+    add = consumers[0]
+    other = [i for i in add.input if i != out]
+    if len(other) != 1 or other[0] not in inits or list(inits[other[0]].dims) != [rows]:
+        return None
+    return add
+
+
+def _vector_bias(node: Any, inits: dict[str, Any], rows: int) -> str | None:
+    """A Gemm's bias when it is a constant ``[out]`` vector (MatMulNBits' bias input), else None."""
+    if node.op_type != "Gemm" or len(node.input) < 3 or node.input[2] not in inits:
+        return None
+    return node.input[2] if list(inits[node.input[2]].dims) == [rows] else None
 
 
 def _numpy_rows(grid: WeightGrid) -> int:

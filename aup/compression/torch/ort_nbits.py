@@ -140,12 +140,15 @@ def _blocked(grid: WeightGrid, k: int) -> tuple[int, np.ndarray, np.ndarray]:
 
 
 def matmul_nbits_nodes(name: str, a_input: str, output: str, weight: Any, grid: WeightGrid,
-                       bias: Any | None = None) -> tuple[list[Any], list[Any], int]:
+                       bias_input: str | None = None) -> tuple[list[Any], list[Any], int]:
     """``(nodes, initializers, stored bits)`` computing ``output = a_input @ weight.T (+ bias)`` with the
-    ``[out, in]`` ``weight`` stored as its ``grid`` codes in a ``MatMulNBits`` node.
+    ``[out, in]`` ``weight`` stored as its ``grid`` codes in one ``MatMulNBits`` node.
 
-    ``weight`` must lie on ``grid`` (its codes are recomputed from it). Zero points are stored as packed
-    integers when integral, as floats otherwise (ORT allows float zero points at 2 and 4 bits only).
+    ``weight`` must lie on ``grid`` (its codes are recomputed from it). ``bias_input`` names an existing
+    1-D ``[out]`` tensor (the node's optional bias input). Zero points are left out when they equal
+    the operator's default (``2**(bits-1)`` of the storage width), stored as packed integers when
+    integral, as floats otherwise (ORT allows float zero points at 2 and 4 bits only). Initializers
+    are named ``<name>_q<bits>``, ``<name>_s``, ``<name>_zp``.
     """
     from onnx import helper, numpy_helper
 
@@ -158,21 +161,25 @@ def matmul_nbits_nodes(name: str, a_input: str, output: str, weight: Any, grid: 
     padded = np.zeros((n, n_blocks * block), np.int64)
     padded[:, :k] = codes
     blob = _pack(padded.reshape(n, n_blocks, block), width)
-    inits = [numpy_helper.from_array(blob, f"{name}_B{width}"),
-             numpy_helper.from_array(scales.astype(np.float32).reshape(-1), f"{name}_scales")]
-    if np.allclose(zps, np.round(zps)) and zps.min() >= 0 and zps.max() < 2 ** width:
-        inits.append(numpy_helper.from_array(_pack(np.round(zps).astype(np.int64), width).reshape(-1),
-                                             f"{name}_zero_points"))
+    inits = [numpy_helper.from_array(blob, f"{name}_q{width}"),
+             numpy_helper.from_array(scales.astype(np.float32).reshape(-1), f"{name}_s")]
+    integral = np.allclose(zps, np.round(zps)) and zps.min() >= 0 and zps.max() < 2 ** width
+    if integral and np.all(np.round(zps) == 2 ** (width - 1)):
+        inputs = [a_input, inits[0].name, inits[1].name, ""]
+    elif integral:
+        inits.append(numpy_helper.from_array(_pack(np.round(zps).astype(np.int64), width).reshape(-1), f"{name}_zp"))
+        inputs = [a_input] + [t.name for t in inits]
     elif width == 8:
         raise ValueError(f"{name}: an 8-bit MatMulNBits needs integer zero points in [0, 255]")
     else:
-        inits.append(numpy_helper.from_array(zps.astype(np.float32).reshape(-1), f"{name}_zero_points"))
-    target = output if bias is None else f"{name}_nobias"
-    nodes = [helper.make_node("MatMulNBits", [a_input] + [t.name for t in inits], [target], name=name,
-                              domain=MSFT_DOMAIN, K=k, N=n, bits=width, block_size=block)]
-    if bias is not None:
-        inits.append(numpy_helper.from_array(_numpy(bias).astype(np.float32).reshape(-1), f"{name}_bias"))
-        nodes.append(helper.make_node("Add", [target, f"{name}_bias"], [output], name=f"{name}_add_bias"))
+        inits.append(numpy_helper.from_array(zps.astype(np.float32).reshape(-1), f"{name}_zp"))
+        inputs = [a_input] + [t.name for t in inits]
+    if bias_input:
+        inputs += [""] * (5 - len(inputs)) + [bias_input]
+    while inputs and inputs[-1] == "":
+        inputs.pop()
+    nodes = [helper.make_node("MatMulNBits", inputs, [output], name=name, domain=MSFT_DOMAIN, K=k, N=n, bits=width,
+                              block_size=block)]
     return nodes, inits, width
 
 
