@@ -115,12 +115,22 @@ def low_bit_linears(model: Any, nodes_of: Mapping[str, list[str]], low_bits: Map
                 graph.node.insert(position + offset, new)
             graph.initializer.extend(new_inits)
             _drop_unused(graph, through)
+            _declare_float(graph, node.output[0])
         _record(shipped, module, bits, stored, f"MatMulNBits {stored}-bit")
     if any(n.domain == MSFT_DOMAIN for n in graph.node) and not any(o.domain == MSFT_DOMAIN for o in model.opset_import):
         from onnx import helper
 
         model.opset_import.append(helper.make_opsetid(MSFT_DOMAIN, 1))
     return failed
+
+
+def _declare_float(graph: Any, name: str) -> None:
+    """ONNX shape inference does not know MatMulNBits: declare its output float so that ORT's static
+    quantization can still quantize the activations after it (an int8 layer fed by a 4-bit one)."""
+    from onnx import TensorProto, helper
+
+    if name not in {v.name for v in graph.value_info} | {o.name for o in graph.output}:
+        graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
 
 
 def _following_bias_add(graph: Any, node: Any, inits: dict[str, Any], rows: int) -> Any | None:
