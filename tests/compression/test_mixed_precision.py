@@ -206,3 +206,51 @@ def test_quant_bits_32_leaves_the_layer_in_float(digits, pretrained):
     with pytest.raises(ValueError, match=r"quant_bits: expected an integer in \[1, 32\]"):
         aup.create_compressor(model, {"compression_framework": "torch", "compression_type": "quantization",
                                       "compressor": "qat", "config_list": _entries({"fc1": 33})})
+
+
+def test_prune_then_quantize_ships_the_shrunk_model_per_layer(digits, pretrained, tmp_path):
+    model = zoo.DigitsCNN()
+    model.load_state_dict(pretrained)
+    config = {"compression_pipeline": [
+        {"compression_framework": "torch", "compression_type": "pruning", "compressor": "l1_filter",
+         "config_list": [{"sparsity": 0.5, "op_types": ["Conv2d"]}]},
+        {"compression_framework": "torch", "compression_type": "quantization", "compressor": "qat",
+         "config_list": _entries({"conv1": 4, "conv2": 8, "fc1": 4, "fc2": 32})}]}
+    pipeline = aup.create_compressor(model, config, dummy_input=digits.x_train[:8])
+    pipeline.compress()
+    zoo.train_epoch(model, digits.x_train, digits.y_train, torch.optim.Adam(model.parameters(), lr=1e-3), seed=2)
+    path = pipeline.export_model("model.onnx", folder_name=str(tmp_path), format="onnx")
+    model.eval()
+    inits = _initializers(path)
+    assert list(inits["conv1_w4_q4"].dims)[0] == 8  # conv1 shrunk 16 -> 8, stored as UINT4
+    assert inits["conv1_w4_q4"].data_type == TP.UINT4
+    assert inits["fc1_q4"].dims[0] == 64  # fc1 reads the shrunk conv2: 16 * 4 * 4 = 256 inputs, 4-bit
+    assert [a.i for n in onnx.load(path).graph.node if n.op_type == "MatMulNBits" for a in n.attribute
+            if a.name == "K"] == [256]
+    assert agreement(load_deployed(path), model, [digits.x_test]) >= 0.99
+
+
+def test_sensitivity_profile_quantizes_one_layer_at_a_time_and_restores_it(digits, pretrained):
+    from aup.compression.torch.quant_profile import quantization_sensitivity
+    from aup.views.sensitivity import render_sensitivity, sensitivity_rows
+
+    model = zoo.DigitsCNN()
+    model.load_state_dict(pretrained)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = []
+
+    def evaluate(m):
+        seen.append({name: bool(torch.equal(p, before[name])) for name, p in m.state_dict().items()
+                     if name.endswith(".weight") and p.dim() > 1})
+        return float((m(digits.x_test).argmax(1) == digits.y_test).float().mean())
+
+    profile = quantization_sensitivity(model, evaluate, bits=2)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # restored
+    assert all(seen[0].values())  # the baseline evaluation sees the float model
+    assert [sum(not same for same in s.values()) for s in seen[1:]] == [1, 1, 1, 1]  # one layer at a time
+    assert set(profile["layers"]) == {"conv1", "conv2", "fc1", "fc2"} and profile["bits"] == 2
+    rows = sensitivity_rows(profile)
+    assert [r[2] for r in rows] == sorted(r[2] for r in rows)  # most sensitive first
+    assert render_sensitivity(profile) is not None and render_sensitivity({"layers": "x"}) is None
+    with pytest.raises(ValueError, match="no conv/linear/attention layer named 'bn1'"):
+        quantization_sensitivity(model, evaluate, layers=["bn1"])
