@@ -136,7 +136,7 @@ def test_float_and_low_bit_layers_reproduce_the_in_memory_model(digits, pretrain
     model, quantizer, path = _quantized(pretrained, digits, bits, tmp_path)
     assert _max_logit_error(path, model, digits.x_test) < 1e-4
     layers = quantizer.shipped_precision["layers"]
-    assert layers["conv2"]["as"] == "int4 DequantizeLinear"  # exact grid, not the RTN fallback
+    assert layers["conv2"]["as"] == "UINT4 conv weights"  # exact grid, not the RTN fallback
     assert any(i.data_type == TP.UINT4 for i in _initializers(path).values())
 
 

@@ -7,8 +7,9 @@
   with a 2-D input is a ``Gemm``, which ORT's own ``MatMulNBitsQuantizer`` skips (the weight would stay
   fp32 silently); here a ``Gemm`` becomes ``MatMulNBits`` + ``Add`` of the bias.
 * after it, :func:`low_bit_convs` stores the weight of every convolution asked for at most 4 bits as
-  UINT4 + ``DequantizeLinear`` (on the weight ORT's pre-processing left, BatchNorm folded in) and lifts
-  the file to opset 21 (int4 needs it).
+  UINT4 codes dequantized by ``Cast``/``Sub``/``Mul`` (on the weight ORT's pre-processing left,
+  BatchNorm folded in; ORT folds the three at session start, so the convolution runs in float at fp32
+  speed) and lifts the file to opset 21 (UINT4 needs it).
 
 Each step records what it shipped per module in ``shipped`` (``{"asked", "shipped", "as"}``), from
 which the trial's ``weight_bits`` and its precision note are computed (:func:`precision_note`).
@@ -20,8 +21,8 @@ asked bits  Linear / MatMul / attention projection           Conv
 32          float (left out of quantization)                float
 9-31        float (no integer type between 8 and 32 runs)   float
 5-8         int8 QDQ (static, calibrated)                   int8 QDQ
-3-4         MatMulNBits, 4-bit storage, the k-bit grid       UINT4 DequantizeLinear -> Conv
-1-2         MatMulNBits, 2-bit storage, the k-bit grid       UINT4 DequantizeLinear (k-bit grid)
+3-4         MatMulNBits, 4-bit storage, the k-bit grid       UINT4 codes, float Conv
+1-2         MatMulNBits, 2-bit storage, the k-bit grid       UINT4 codes holding the k-bit grid
 ==========  ==============================================  ================================
 """
 from __future__ import annotations
@@ -177,7 +178,7 @@ def _drop_unused(graph: Any, candidates: list[Any]) -> None:
 def low_bit_convs(model: Any, nodes_of: Mapping[str, list[str]], low_bits: Mapping[str, int],
                   grids: Mapping[str, WeightGrid], raw_weights: Mapping[str, np.ndarray],
                   shipped: Shipped | None) -> Any:
-    """Store the weights of ``low_bits`` convolutions as UINT4 + DequantizeLinear; returns the model
+    """Store the weights of ``low_bits`` convolutions as UINT4 codes; returns the model
     (converted to opset 21 when anything was rewritten)."""
     from onnx import numpy_helper
 
@@ -202,12 +203,12 @@ def low_bit_convs(model: Any, nodes_of: Mapping[str, list[str]], low_bits: Mappi
             for offset, new in enumerate(new_nodes):
                 graph.node.insert(position + offset, new)
         rewritten = True
-        _record(shipped, module, bits, 4, "int4 DequantizeLinear" + ("" if exact else " (RTN per channel)"))
+        _record(shipped, module, bits, 4, "UINT4 conv weights" + ("" if exact else " (RTN per channel)"))
     return _opset21(model) if rewritten else model
 
 
 def _opset21(model: Any) -> Any:
-    """int4 DequantizeLinear needs opset 21: convert (ONNX's version converter), or bump the import
+    """UINT4 tensors (and their Cast) need opset 21: convert (ONNX's version converter), or bump the import
     when the graph has no operator whose form changed between its opset and 21."""
     from onnx import version_converter
 
