@@ -302,8 +302,9 @@ class Quantizer(Compressor):
         int8 = [layer.name for layer in self.layers if layer.name not in low and all(b <= 8 for b in layer.bits.values())]
         grids = {name: grid for name in low if (grid := self.weight_grid(name)) is not None}
         with self.exported_view() as (_quant, specs):
+            # a 4-bit layer's activations are not in ORT's int8 QDQ: its 8-bit ones stay as fake-quant too
             kept = {name: {kind: spec for kind, spec in per.items()
-                           if spec.get("mode") == "sign" or int(spec["bits"]) < 8}
+                           if spec.get("mode") == "sign" or int(spec["bits"]) < 8 or name in low}
                     for name, per in specs.items()}
             handle = attach_activation_quant(self.model, {k: v for k, v in kept.items() if v})
             sign_outputs = any(spec.get("mode") == "sign" for per in specs.values() for spec in per.values())
