@@ -44,7 +44,8 @@ def _record(shipped: Shipped | None, module: str, asked: int | None, bits: int, 
         shipped[module] = {"asked": asked, "shipped": bits, "as": how}
 
 
-def _constant_weight(node: Any, inits: dict[str, Any], producers: dict[str, Any]) -> tuple[np.ndarray, list[Any]] | None:
+def _constant_weight(node: Any, inits: dict[str, Any], producers: dict[str, Any]
+                     ) -> tuple[np.ndarray, list[Any]] | None:
     """``(weight [out, in], nodes/initializers it came through)`` of a MatMul/Gemm whose B is a constant
     (an initializer, possibly transposed once), or None (e.g. a slice of a packed weight)."""
     from onnx import numpy_helper
@@ -118,7 +119,8 @@ def low_bit_linears(model: Any, nodes_of: Mapping[str, list[str]], low_bits: Map
             _drop_unused(graph, through)
             _declare_float(graph, node.output[0])
         _record(shipped, module, bits, stored, f"MatMulNBits {stored}-bit")
-    if any(n.domain == MSFT_DOMAIN for n in graph.node) and not any(o.domain == MSFT_DOMAIN for o in model.opset_import):
+    uses_msft = any(n.domain == MSFT_DOMAIN for n in graph.node)
+    if uses_msft and not any(o.domain == MSFT_DOMAIN for o in model.opset_import):
         from onnx import helper
 
         model.opset_import.append(helper.make_opsetid(MSFT_DOMAIN, 1))

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["WeightGrid", "rtn_grid", "per_row_grid", "grid_codes", "storage_bits", "conv_storage_bits",
+__all__ = ["WeightGrid", "rtn_grid", "per_row_grid", "grid_codes", "storage_bits",
            "matmul_nbits_nodes", "int4_weight_nodes", "fit_channel_scales", "MSFT_DOMAIN", "BLOCK_SIZES"]
 
 MSFT_DOMAIN = "com.microsoft"
@@ -68,13 +68,6 @@ def _numpy(value: Any) -> np.ndarray:
 def storage_bits(bits: int) -> int:
     """MatMulNBits width holding a ``bits``-bit grid (2, 4 or 8)."""
     return next(width for width in _MATMUL_NBITS if bits <= width)
-
-
-def conv_storage_bits(bits: int) -> int:
-    """Convolution weights at <= 4 bits are stored as 4-bit codes (ONNX has no 2-bit tensor type)."""
-    if bits > 4:
-        raise ValueError(f"conv_storage_bits: {bits}-bit convolution weights ship as int8 QDQ, not int4")
-    return 4
 
 
 def per_row_grid(bits: int, scale: Any, zero_point: Any, out_features: int, in_features: int) -> WeightGrid:
@@ -226,7 +219,8 @@ def int4_weight_nodes(name: str, output: str, weight: Any, bits: int, grid: Weig
     return nodes, inits, exact
 
 
-def _grid_channels(flat: np.ndarray, grid: WeightGrid | None, grid_weight: Any | None) -> tuple[Any, Any, Any]:
+def _grid_channels(flat: np.ndarray, grid: WeightGrid | None, grid_weight: Any | None
+                   ) -> tuple[Any, Any, Any]:
     """``(codes, per-channel scales, zero points)`` reproducing ``flat`` on ``grid``'s codes, or Nones."""
     if grid is None or grid_weight is None or grid.bits > 4:
         return None, None, None
