@@ -157,7 +157,10 @@ def test_a_linear_asked_for_4_bits_is_never_left_fp32(tmp_path):
         assert torch.allclose(load_deployed(path)(x), model(x), atol=0.15)  # 4-bit RTN of random weights
 
 
-def test_two_and_three_bit_asks_ship_as_documented(digits, pretrained, tmp_path):
+def test_two_and_three_bit_asks_ship_as_documented(digits, pretrained, tmp_path, monkeypatch, capsys):
+    channel = tmp_path / "exp-0.channel.jsonl"
+    monkeypatch.setenv("AUP_CHANNEL", str(channel))
+    monkeypatch.setenv("AUP_TRIAL", "0")
     bits = {"conv1": 2, "conv2": 8, "fc1": 3, "fc2": 2}
     _model, quantizer, path = _quantized(pretrained, digits, bits, tmp_path)
     layers = quantizer.shipped_precision["layers"]
@@ -170,6 +173,9 @@ def test_two_and_three_bit_asks_ship_as_documented(digits, pretrained, tmp_path)
     note = quantizer.shipped_precision["note"]
     assert "fc1 asked 3-bit" in note and "holding the 3-bit grid" in note and "conv1 asked 2-bit" in note
     assert "fc2" not in note  # shipped as asked
+    recorded = _channel_metrics(channel)  # in the store, and one line in the trial's log
+    assert recorded["precision_note"] == note and recorded["layer_bits_shipped"]["fc1"] == 4
+    assert capsys.readouterr().out.count(f"aup: {note}") == 1
 
 
 def _channel_metrics(path: Path) -> dict:
