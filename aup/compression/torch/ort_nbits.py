@@ -188,8 +188,8 @@ def int4_weight_nodes(name: str, output: str, weight: Any, bits: int, grid: Weig
     constant-folded when the session starts, so the file stores 4 bits per weight and the convolution
     runs at fp32 speed (opset 21 for the UINT4 ``Cast``).
 
-    With a one-group-per-row ``grid`` with integer zero points in [0, 15] (aup's quantizers) and the
-    in-memory weight ``grid_weight`` lying on it, the codes are the grid's and each channel's scale is
+    With a one-group-per-row ``grid`` (aup's quantizers) and the in-memory weight ``grid_weight`` lying
+    on it, the codes are the grid's and each channel's scale is
     fitted to ``weight`` (so a BatchNorm that ORT's pre-processing folded into the weight only rescales
     channels): ``exact`` is True. Otherwise a symmetric per-channel round-to-nearest grid at ``bits``
     (levels within +-(2**(bits-1)-1), at least +-1).
@@ -207,7 +207,7 @@ def int4_weight_nodes(name: str, output: str, weight: Any, bits: int, grid: Weig
         zps = np.full(flat.shape[0], 8.0)
         codes = np.clip(np.round(flat / scales[:, None]) + 8, 8 - qmax, 8 + qmax).astype(np.int64)
     shape = [len(scales)] + [1] * (w.ndim - 1)
-    zero = np.round(zps)
+    zero = np.asarray(zps, np.float64)
     inits = [helper.make_tensor(f"{name}_q4", TensorProto.UINT4, list(w.shape), _pack(codes.reshape(-1), 4).tobytes(),
                                 raw=True),
              numpy_helper.from_array(np.asarray(scales, np.float32).reshape(shape), f"{name}_s"),
@@ -227,15 +227,13 @@ def _grid_channels(flat: np.ndarray, grid: WeightGrid | None, grid_weight: Any |
     scales, zps = grid.arrays()
     if scales.shape[0] != flat.shape[0] or not (np.allclose(scales, scales[:, :1]) and np.allclose(zps, zps[:, :1])):
         return None, None, None
-    zp = zps[:, 0]
-    if not np.allclose(zp, np.round(zp)) or zp.min() < 0 or zp.max() > 15:
-        return None, None, None
+    zp = zps[:, 0]  # any real zero point: the graph subtracts it in float (DoReFa's sits between two codes)
     source = _numpy(grid_weight).astype(np.float64).reshape(flat.shape[0], -1)
     if source.shape != flat.shape:
         return None, None, None
     codes = grid_codes(source, WeightGrid(grid.bits, source.shape[1], scales[:, :1], zps[:, :1], symmetric=False))
-    fitted = fit_channel_scales(flat, codes, np.round(zp))
-    return (codes, fitted, np.round(zp)) if fitted is not None else (None, None, None)
+    fitted = fit_channel_scales(flat, codes, zp)
+    return (codes, fitted, zp) if fitted is not None else (None, None, None)
 
 
 def fit_channel_scales(flat: np.ndarray, codes: np.ndarray, zps: np.ndarray) -> np.ndarray | None:
