@@ -221,7 +221,7 @@ class PipelineCompressor(Compressor):
                      **ignored: Any) -> str:
         """One artifact with the remaining masks and the quantized integer weights; combined metrics.
 
-        ``format="onnx"`` writes the deployable ONNX file (quantized layers as int8 QDQ) instead.
+        ``format="onnx"`` writes the deployable ONNX file (quantized layers at their bits) instead.
         """
         ignore_export_arguments(ignored)
         if not self.compressed:
@@ -255,6 +255,10 @@ class PipelineCompressor(Compressor):
             meta["weight_bits"] = quantizer._weight_bits(bits)  # type: ignore[attr-defined]
             save_artifact(path, self.model, example_input=example, masks=masks or None, quant=quant, meta=meta)
         return bits
+
+    def asked_weight_bits(self) -> dict[str, int]:
+        quantizer = self._quantizer()
+        return quantizer.asked_weight_bits() if quantizer is not None else {}
 
     def quantizes(self) -> bool:
         return any(s.compression_type == "quantization" for s in self.specs)
