@@ -15,11 +15,11 @@ config as ``compression_distill``; the trial's compressor reads them (see
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from aup.errors import did_you_mean
+from aup.numbers import is_finite_number
 
 __all__ = ["DISTILL_KEYS", "SEARCHABLE", "DistillOptions", "value_problem", "layers_problem", "parse_distill"]
 
@@ -43,13 +43,9 @@ class DistillOptions:
         return self.alpha > 0 or (bool(self.layers) and self.layer_weight > 0)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def value_problem(key: str, value: Any) -> str | None:
     """Why ``value`` is not a legal concrete value of the searchable ``key`` (None when it is)."""
-    if not _number(value):
+    if not is_finite_number(value):
         return f"expected a number, got {value!r}"
     if key == "alpha" and not 0.0 <= value <= 1.0:
         return f"expected a weight between 0 and 1 (0: labels only, 1: teacher only), got {value!r}"

@@ -8,8 +8,8 @@ expects in words, so an error can say ``expected a number in (0, 1), got 1.6``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Real
 from typing import Any, Callable, Mapping, Sequence
+from aup.numbers import is_number
 
 QUANT_TYPES = ("weight", "input", "output")
 
@@ -58,10 +58,6 @@ class Schema:
     ordered_pairs: tuple[tuple[str, str, str], ...] = ()
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
 def _in_bounds(spec: KeySpec, value: float) -> bool:
     if spec.low is not None and (value < spec.low or (spec.low_open and value == spec.low)):
         return False
@@ -71,7 +67,7 @@ def _in_bounds(spec: KeySpec, value: float) -> bool:
 
 
 def _check_float(spec: KeySpec, value: Any) -> bool:
-    return _is_number(value) and value == value and _in_bounds(spec, float(value))
+    return is_number(value) and value == value and _in_bounds(spec, float(value))
 
 
 def _check_int(spec: KeySpec, value: Any) -> bool:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from aup.errors import did_you_mean
 from aup.proposer_ext.common import ProposerError
+from aup.numbers import is_finite_number
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
@@ -133,10 +134,6 @@ def _clean(value: float) -> float:
     return float(f"{value:.12g}")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_dimension(dim: Dimension) -> str | None:
     """One problem with a dimension, as ``key: message``, or None."""
     if not isinstance(dim.name, str) or not dim.name.strip():
@@ -169,7 +166,7 @@ def _check_choices(dim: Dimension) -> str | None:
 
 def _check_numeric(dim: Dimension) -> str | None:
     low, high = dim.low, dim.high
-    if not (_is_number(low) and _is_number(high)):
+    if not (is_finite_number(low) and is_finite_number(high)):
         return f"range: expected [min, max] with two finite numbers, got {[low, high]!r}"
     if dim.kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
         return f"range: expected two integers for an int parameter, got {[low, high]!r}"
@@ -178,7 +175,7 @@ def _check_numeric(dim: Dimension) -> str | None:
     if dim.log and low <= 0:
         return f"range: a log-scaled range needs min > 0, got {[low, high]!r}"
     if dim.interval is not None:
-        if not _is_number(dim.interval) or dim.interval <= 0:
+        if not is_finite_number(dim.interval) or dim.interval <= 0:
             return f"interval: expected a positive step, got {dim.interval!r}"
         if dim.kind == "int" and not float(dim.interval).is_integer():
             return f"interval: an int parameter needs an integer step, got {dim.interval!r}"

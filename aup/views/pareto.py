@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from aup import metrics as M
 from aup.errors import UserError
+from aup.numbers import is_finite_number
 
 FEASIBLE = "feasible"  # user attribute the runner records when the experiment has constraints
 VIOLATION = "violation"  # flat-row column: total constraint violation (0 when feasible)
@@ -80,14 +81,10 @@ def default_objectives(objective_names: Sequence[str], directions: Sequence[str]
     objectives = [Objective(n, "max" if d.startswith("max") else "min") for n, d in zip(objective_names, directions)]
     if len(objectives) == 1:
         for size in (M.MODEL_BYTES, M.NONZERO_PARAMS, M.PARAM_COUNT):
-            if size != objectives[0].name and any(_finite(r.get(size)) for r in rows):
+            if size != objectives[0].name and any(is_finite_number(r.get(size)) for r in rows):
                 objectives.append(Objective(size, "min"))
                 break
     return objectives
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def non_dominated(points: Sequence[Sequence[float]]) -> list[int]:
@@ -148,7 +145,7 @@ def violation(constraints: Mapping[str, float] | Sequence[float]) -> float:
 def row_violation(row: Mapping[str, Any]) -> float:
     """A flat row's total violation: its ``violation`` column, else inf when ``feasible`` is False, else 0."""
     value = row.get(VIOLATION)
-    if _finite(value) or value == math.inf:
+    if is_finite_number(value) or value == math.inf:
         return max(float(value), 0.0)
     return math.inf if row.get(FEASIBLE) is False else 0.0
 
@@ -176,12 +173,12 @@ def pareto_front(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objecti
     metrics not recorded) take no part. A name that no row has is a user error naming the metrics
     that do exist.
     """
-    if rows and not any(all(_finite(r.get(o.name)) for o in objectives) for r in rows):
-        missing = [o.name for o in objectives if not any(_finite(r.get(o.name)) for r in rows)]
-        known = sorted({k for r in rows for k, v in r.items() if _finite(v)})
+    if rows and not any(all(is_finite_number(r.get(o.name)) for o in objectives) for r in rows):
+        missing = [o.name for o in objectives if not any(is_finite_number(r.get(o.name)) for r in rows)]
+        known = sorted({k for r in rows for k, v in r.items() if is_finite_number(v)})
         raise UserError(f"no trial recorded {', '.join(missing) or 'all of ' + ', '.join(map(str, objectives))}"
                         f" (numeric columns: {', '.join(known)})")
-    eligible = [i for i, r in enumerate(rows) if all(_finite(r.get(o.name)) for o in objectives)]
+    eligible = [i for i, r in enumerate(rows) if all(is_finite_number(r.get(o.name)) for o in objectives)]
     if not eligible:
         return []
     points = [[float(rows[i][o.name]) * o.sign for o in objectives] for i in eligible]

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from aup.errors import UserError
 from aup.views.pareto import default_direction
+from aup.numbers import is_number
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge, "<=": operator.le, "!=": operator.ne, "==": operator.eq, "=": operator.eq,
@@ -36,15 +37,11 @@ class Condition:
             return False
         if self.op == "~":
             return _OPS["~"](have, self.value)
-        if isinstance(self.value, float) and _is_number(have):
+        if isinstance(self.value, float) and is_number(have):
             return _OPS[self.op](float(have), self.value)
         if self.op in ("=", "==", "!="):
             return _OPS[self.op](str(have).lower(), str(self.value).lower())
         return False  # an order comparison between a number and text never holds
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def parse_where(text: str) -> Condition:
@@ -144,7 +141,7 @@ def sort_rows(rows: Sequence[dict[str, Any]], field: str, descending: bool) -> l
         value = row.get(field)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return (2, 0)
-        if _is_number(value):
+        if is_number(value):
             return (0, -value if descending else value)
         return (1, str(value))
 

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from aup import metrics as M
+from aup.numbers import is_finite_number
 
 __all__ = ["STATES", "RATIO_METRICS", "LAYER_PREFIXES", "NON_METRIC_ATTRS", "METRIC_NAMES_KEY", "RESERVED_COLUMNS",
            "TrialRow", "StudyRecord", "param_key", "objective_names_for"]
@@ -113,13 +114,9 @@ def param_key(name: str, objective_names: Sequence[str] = ()) -> str:
 
 
 def _ratio(value: Any, baseline: Any) -> float | None:
-    if not _is_number(value) or not _is_number(baseline) or baseline == 0:
+    if not is_finite_number(value) or not is_finite_number(baseline) or baseline == 0:
         return None
     return float(value) / float(baseline)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
