@@ -154,7 +154,8 @@ def test_experiment_on_postgres_and_every_view(tmp_path: Path, postgres_url: str
 
 def test_resume_after_sigkill_on_postgres(tmp_path: Path, postgres_url: str) -> None:
     write(tmp_path, proposer="random", n_samples=6, random_seed=3,
-          runtime_args={"env": {"AUP_TEST_SLEEP": "0.5"}},
+          script=str(SCRIPTS / "objective.py"),  # trials 0-1 finish, later ones wait for the gate
+          runtime_args={"env": {"AUP_TEST_GATE": str(tmp_path / "go"), "AUP_TEST_GATE_FROM": "2"}},
           parameter_config=[{"name": "x", "type": "float", "range": [0.1, 1.0]}])
     process = aup(tmp_path, postgres_url, "experiment.json", "--no-live")
 
@@ -169,6 +170,7 @@ def test_resume_after_sigkill_on_postgres(tmp_path: Path, postgres_url: str) -> 
     process.kill()
     process.communicate()
     before = optuna.load_study(study_name="pg-exp", storage=postgres_url).trials
+    (tmp_path / "go").touch()
     code, _, err = finish(aup(tmp_path, postgres_url, "resume", "pg-exp", "--no-live"))
     assert code == 0, err
     assert_resumed_after_kill(before, optuna.load_study(study_name="pg-exp", storage=postgres_url).trials, 6)

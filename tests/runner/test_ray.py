@@ -147,7 +147,8 @@ def test_dead_ray_worker_fails_the_attempt_with_the_reason_and_it_is_retried(tmp
 
 @pytest.mark.slow
 def test_ray_and_postgres_end_to_end_sigkill_and_resume(tmp_path: Path, ray_cluster: Any, postgres_url: str) -> None:
-    write(tmp_path, n_samples=6, runtime_args={"env": {"AUP_TEST_SLEEP": "1"}},
+    # trial 0 finishes, later ones wait for the gate: "one done, one running" is reached for sure
+    write(tmp_path, n_samples=6, runtime_args={"env": {"AUP_TEST_GATE": str(tmp_path / "go"), "AUP_TEST_GATE_FROM": "1"}},
           resource_args={"address": ray_cluster.address})
     process = aup(tmp_path, postgres_url, "experiment.json", "--no-live")
 
@@ -161,6 +162,7 @@ def test_ray_and_postgres_end_to_end_sigkill_and_resume(tmp_path: Path, ray_clus
     process.kill()
     process.communicate()
     before = optuna.load_study(study_name="ray-exp", storage=postgres_url).trials
+    (tmp_path / "go").touch()
     resumed = aup(tmp_path, postgres_url, "resume", "ray-exp", "--no-live")
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out + err
