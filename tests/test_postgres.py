@@ -96,6 +96,24 @@ def test_unreachable_server_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Ca
     assert code == 2 and len(err) == 1 and err[0].startswith("aup: error: cannot open the storage")
 
 
+def test_a_password_in_the_url_is_never_shown(tmp_path: Path, postgres_url: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The run's last line, ``show``, ``list`` and the files in the working dir (job configs, logs)."""
+    secret = "SECRETpw"
+    url = postgres_url.replace("://postgres@", f"://postgres:{secret}@", 1)  # trust auth: not checked
+    write(tmp_path, workingdir=str(tmp_path))
+    code, out, err = finish(aup(tmp_path, url, "experiment.json", "--no-live"))
+    assert code == 0, err
+    assert secret not in out + err
+    assert f"results: {postgres_url.replace('://postgres@', '://postgres:***@', 1)}" in out
+    for args in (["show", "pg-exp"], ["list"], ["show", "pg-exp", "--json"], ["list", "--json"]):
+        assert main([*args, "--storage", url]) == 0
+        shown = capsys.readouterr()
+        assert secret not in shown.out + shown.err and "postgres:***@" in shown.out
+    for path in tmp_path.rglob("*"):
+        assert not path.is_file() or secret.encode() not in path.read_bytes(), path
+
+
 def _comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows without what differs between two runs of the same experiment (times, pids, paths)."""
     varying = {"duration_s", "host_pid", "started", "completed", "log_path", "job_config_path", "attempts"}

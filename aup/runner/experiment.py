@@ -42,6 +42,7 @@ from aup.runner.run_end import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, RunResult
 from aup.runner.session import join_session, open_session
 from aup.runner.state import INTERRUPTED, PROCESS_KEY, STOP_GRACE_S, ActiveTrial, iso, jsonable, remove_trial_files
 from aup.runner.trial_env import TrialEnvironment
+from aup.safe_text import hide_secrets
 
 if TYPE_CHECKING:
     import optuna
@@ -308,7 +309,7 @@ class ExperimentRunner:
             except Exception as exc:  # noqa: BLE001 - whatever a trial reported, it fails that trial only
                 if store.is_lock_error(exc):
                     raise
-                self.recorder.unrecordable(active, f"could not record the result ({type(exc).__name__}: {exc})")
+                self.recorder.unrecordable(active, f"could not record the result ({type(exc).__name__}: {hide_secrets(str(exc))})")
 
     # ---- stopping ----------------------------------------------------------------------------
     def _stop_all(self, reason: str) -> None:

@@ -13,7 +13,8 @@ from aup import store
 from aup.runner import join
 from aup.runner.progress import best_trials, print_summary
 from aup.runner.saved_models import keep_best_model
-from aup.runner.state import INTERRUPTED, quote
+from aup.runner.state import INTERRUPTED
+from aup.safe_text import shell_command
 
 if TYPE_CHECKING:
     import optuna
@@ -55,7 +56,7 @@ def finish_run(study: "optuna.Study", exp: "Experiment", proposer: Any, *, statu
     if status == INTERRUPTED and joined:
         extra.append("this worker stopped; its unfinished trials were queued for the other runners")
     elif status == INTERRUPTED:
-        extra.append(f"interrupted; continue with: aup resume {quote(study.study_name)}")
+        extra.append(f"interrupted; continue with: {shell_command('aup', 'resume', study.study_name)}")
     elif status == "failed":
         extra.append(f"experiment failed: {reason}")
     print_summary(console, study_name=study.study_name, status=status, trials=study.get_trials(deepcopy=False),

@@ -70,8 +70,3 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def quote(name: str) -> str:
-    """A study name as the user types it on a shell command line."""
-    return name if all(c.isalnum() or c in "_-." for c in name) else repr(name)

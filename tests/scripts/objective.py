@@ -14,7 +14,7 @@ import aup
 @aup.aup_args
 def main(x, h=1, **extra):
     gate = os.environ.get("AUP_TEST_GATE")
-    if gate and int(extra.get("tid", 0)) >= int(os.environ.get("AUP_TEST_GATE_FROM", "0")):
+    if gate and int(os.environ.get("AUP_TRIAL", "0")) >= int(os.environ.get("AUP_TEST_GATE_FROM", "0")):
         while not os.path.exists(gate):
             time.sleep(0.05)
     aup.log_metrics(accuracy=x / 10, cuda=os.environ.get("CUDA_VISIBLE_DEVICES"),
