@@ -90,7 +90,8 @@ class ExperimentRunner:
         if self.join_study is not None:
             session = join_session(self.prepared, self.storage_url, self.join_study)
         else:
-            session = open_session(self.prepared, self.storage_url, self.resume_study)
+            session = open_session(self.prepared, self.storage_url, self.resume_study,
+                                   end_elsewhere=getattr(self._new_process, "end_leftovers", None))
         study, proposer, self.lease = session.study, session.proposer, session.lease
         self._shared = isinstance(proposer, join.SharedBudget)
         self.study, self.proposer = study, proposer
