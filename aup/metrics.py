@@ -22,6 +22,9 @@ LATENCY_MS_TORCH = "latency_ms_torch"  # the same for the in-memory torch model 
 # scores, the maximum absolute difference for other outputs
 DEPLOY_AGREEMENT = "deploy_agreement"
 
+# Not a metric: why a compression trial has no size metrics (one line, also in the trial's log).
+SIZE_MISSING = "size_missing"
+
 SIZE_METRICS = (PARAM_COUNT, NONZERO_PARAMS, MACS, MODEL_BYTES, MODEL_BYTES_GZIP, SPARSITY, WEIGHT_BITS, LATENCY_MS)
 DEPLOY_METRICS = (LATENCY_MS_TORCH, MODEL_BYTES_PACKED, DEPLOY_AGREEMENT)
 ALL_METRICS = (SCORE, *SIZE_METRICS, *DEPLOY_METRICS)
