@@ -114,6 +114,49 @@ def test_a_password_in_the_url_is_never_shown(tmp_path: Path, postgres_url: str,
         assert not path.is_file() or secret.encode() not in path.read_bytes(), path
 
 
+def test_a_server_restart_mid_run_is_waited_out(tmp_path: Path) -> None:
+    """PostgreSQL crashes (``pg_ctl stop -m immediate``) while trials run and comes back after two
+    of them have finished: the runner waits for it, records them and finishes the experiment itself,
+    every grid point once."""
+    from fixtures_servers import ServerUnavailable, _run, start_postgres
+
+    try:
+        server = start_postgres()  # a server of its own: this one is restarted
+    except ServerUnavailable as exc:
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    try:
+        url = server.new_database()
+        gate = tmp_path / "go"  # trials 0-1 finish, later ones wait: the restart meets a running experiment
+        write(tmp_path, script=str(SCRIPTS / "objective.py"), proposer="sequence",
+              runtime_args={"env": {"AUP_TEST_GATE": str(gate), "AUP_TEST_GATE_FROM": "2"}})
+        process = aup(tmp_path, url, "experiment.json", "--no-live")
+
+        def states() -> list[TrialState]:
+            try:
+                return [t.state for t in optuna.load_study(study_name="pg-exp", storage=url).get_trials(deepcopy=False)]
+            except KeyError:
+                return []
+
+        wait_for(lambda: states().count(TrialState.COMPLETE) >= 2 and TrialState.RUNNING in states())
+        assert server.bindir is not None and server.datadir is not None
+        pg_ctl = [str(server.bindir / "pg_ctl"), "-D", str(server.datadir), "-w", "-t", "60"]
+        _run(server.run_as, [*pg_ctl, "-m", "immediate", "stop"])  # a crash
+        gate.touch()  # the held trials finish while the server is down: their results wait for it
+        channels = [tmp_path / "jobs" / f"pg-exp-{n}.channel.jsonl" for n in (2, 3)]
+        wait_for(lambda: all(c.exists() and '"result"' in c.read_text() for c in channels))
+        port = server.base_url.rsplit(":", 1)[1]
+        _run(server.run_as, [*pg_ctl, "-l", str(server.datadir.parent / "server.log"), "-o",
+                             f"-p {port} -k {server.datadir.parent} -c listen_addresses=127.0.0.1", "start"])
+        code, out, err = finish(process)
+        assert code == 0, out + err
+        trials = optuna.load_study(study_name="pg-exp", storage=url).trials
+        assert sorted(t.params["x"] for t in trials if t.state == TrialState.COMPLETE) == pytest.approx(
+            [0.1, 0.3, 0.5, 0.7, 0.9])
+        assert len(trials) == 5
+    finally:
+        server.stop()
+
+
 def _comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows without what differs between two runs of the same experiment (times, pids, paths)."""
     varying = {"duration_s", "host_pid", "started", "completed", "log_path", "job_config_path", "attempts"}
