@@ -2,8 +2,8 @@
 
 Every case runs a 12-trial experiment (2 in parallel) whose trials each start a child process
 (``sleep 124``) that must never outlive its attempt; afterwards ``aup resume`` runs to the end if the
-experiment is not finished. Printed per case: faults injected, resumes that took (beyond those
-after each runner kill), the last runner's exit code, trials, completed trials, distinct completed
+experiment is not finished. Printed per case: faults injected, runs it took after the faults to
+finish (0: the runner that met the faults finished by itself), the last runner's exit code, trials, completed trials, distinct completed
 configurations, repeats, lost grid points, trials left RUNNING, processes of any attempt (the
 scripts and their children, found by their ``AUP_PROCESS_KEY``) still alive afterwards, and the
 reasons of the failed attempts (each re-run).
@@ -124,8 +124,14 @@ class Case:
                 "lost": len(GRID_POINTS - set(complete)) if grid else 0,
                 "left_running": sum(t.state == TrialState.RUNNING for t in trials),
                 "alive_after": processes_left(keys),
-                "reasons": sorted({str(t.user_attrs.get("status_reason", "-"))[:70] for t in trials
-                                   if t.state == TrialState.FAIL})}
+                "reasons": sorted({_reason(t) for t in trials if t.state == TrialState.FAIL})}
+
+
+def _reason(trial: Any) -> str:
+    """Why a trial failed (a configuration queued and never started when the runner was killed has
+    no reason of its own: it is marked interrupted)."""
+    reason = trial.user_attrs.get("status_reason") or ("interrupted" if trial.user_attrs.get("interrupted") else "-")
+    return str(reason)[:70]
 
 
 def processes_left(keys: set[str], settle_s: float = 15.0) -> int:
