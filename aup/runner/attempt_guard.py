@@ -9,8 +9,9 @@ comes first:
 
 * the script ends: the guard exits with the script's status (a signal death is passed on as the same
   signal); the worker then ends what is left of the group;
-* the parent (the worker) ends: the guard ends the whole group, and every process carrying the
-  attempt's ``AUP_PROCESS_KEY`` that left the group (``setsid``), then itself.
+* the parent (the worker) ends: the guard ends the whole group, and every process of the attempt
+  that left the group (``setsid``; found by ``AUP_ATTEMPT_GUARD``, which the guard puts in the
+  script's environment), then itself.
 
 Waiting uses pidfds (Linux >= 5.3), so the guard costs nothing while the trial runs; elsewhere it
 checks its parent every ``POLL_S``. Standard library only: it starts in well under 0.1 s.
@@ -22,8 +23,11 @@ import select
 import signal
 import subprocess
 import sys
+import uuid
 
-from aup.runner.orphans import PROCESS_KEY_ENV, kill_orphans
+from aup.runner.orphans import kill_with_env
+
+ATTEMPT_ENV = "AUP_ATTEMPT_GUARD"  # set for the script: marks this attempt's processes, wherever they go
 
 POLL_S = 0.5
 
@@ -37,6 +41,8 @@ def main(argv: list[str]) -> int:
     if os.getppid() != parent:  # the parent is already gone: start nothing
         return 128 + signal.SIGKILL
     try:
+        mark = f"{os.getpid()}-{uuid.uuid4().hex}"
+        os.environ[ATTEMPT_ENV] = mark
         child = subprocess.Popen(command)  # inherits the session, the output files and the environment
     except OSError as exc:
         print(f"aup: cannot start {command[0]}: {exc.strerror}", file=sys.stderr)
@@ -59,10 +65,11 @@ def main(argv: list[str]) -> int:
 
 
 def end_everything() -> None:
-    """The attempt's whole process group, its processes that left the group, then the guard."""
-    key = os.environ.get(PROCESS_KEY_ENV)
-    if key:
-        kill_orphans(None, key)  # every process but this one (they may have left the group)
+    """The attempt's whole process group, its processes that left the group, then the guard.
+
+    Found by this attempt's own mark, not the trial's process key: a retry of the trial may already
+    run on this node under the same key."""
+    kill_with_env(ATTEMPT_ENV, os.environ.get(ATTEMPT_ENV, ""))  # every process but this one
     os.killpg(os.getpgrp(), signal.SIGKILL)  # the group, the guard with it
 
 

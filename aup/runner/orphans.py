@@ -23,7 +23,17 @@ def kill_orphans(job_config_path: str | None, process_key: str | None = None) ->
     if not os.path.isdir("/proc") or not (job_config_path or process_key):
         return 0
     key = f"{PROCESS_KEY_ENV}={process_key}".encode() if process_key else None
-    needle = job_config_path.encode() if job_config_path else None
+    return _kill_matching(key, job_config_path.encode() if job_config_path else None)
+
+
+def kill_with_env(name: str, value: str) -> int:
+    """End every process (but this one) whose environment holds ``name=value``; how many."""
+    if not os.path.isdir("/proc") or not value:
+        return 0
+    return _kill_matching(f"{name}={value}".encode(), None)
+
+
+def _kill_matching(key: bytes | None, needle: bytes | None) -> int:
     killed = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
