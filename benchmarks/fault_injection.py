@@ -141,6 +141,13 @@ def processes_left(keys: set[str], settle_s: float = 15.0) -> int:
     while True:
         alive = trial_processes_alive(keys)
         if not alive or time.time() > deadline:
+            for pid in alive:  # what was left, for the record
+                try:
+                    command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:150]
+                    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:3]
+                except OSError:
+                    continue
+                print(f"  left: pid {pid} state/ppid/pgrp {stat}: {command}", file=sys.stderr, flush=True)
             return len(alive)
         time.sleep(0.2)
 

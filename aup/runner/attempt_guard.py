@@ -4,17 +4,16 @@ A Ray task runs the trial script on a node as a child of the Ray worker. When th
 (SIGKILLed, force-cancelled, its node's raylet gone) nothing in the worker runs any more, and a
 parent-death signal reaches only the worker's direct child: whatever the script started (a data
 loader, ``sleep``) would be re-parented and keep running. So the worker starts this guard instead,
-as the leader of a new session; the guard runs the script in that session and waits for whichever
-comes first:
+as the leader of a new session. The guard forks a *watcher*, then runs the script in that session
+and passes its exit status on (a signal death as the same signal).
 
-* the script ends: the guard exits with the script's status (a signal death is passed on as the same
-  signal); the worker then ends what is left of the group;
-* the parent (the worker) ends: the guard ends the whole group, and every process of the attempt
-  that left the group (``setsid``; found by ``AUP_ATTEMPT_GUARD``, which the guard puts in the
-  script's environment), then itself.
-
-Waiting uses pidfds (Linux >= 5.3), so the guard costs nothing while the trial runs; elsewhere it
-checks its parent every ``POLL_S``. Standard library only: it starts in well under 0.1 s.
+The watcher waits for the worker or the guard to end. If the worker is gone (however: even when
+Ray also kills the worker's direct children, the guard among them, the watcher is a grandchild and
+is not one of them) it ends every process of the attempt that left the session (``setsid``: found by
+``AUP_ATTEMPT_GUARD``, a mark the guard puts in the script's environment), then the whole session,
+itself with it. If the guard ended while the worker lives, the worker cleans up and the watcher just
+leaves. Waiting uses pidfds (Linux >= 5.3), so it costs nothing while the trial runs; elsewhere it
+checks every ``POLL_S``. Standard library only: it starts in well under 0.1 s.
 """
 from __future__ import annotations
 
@@ -23,12 +22,12 @@ import select
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 from aup.runner.orphans import kill_with_env
 
 ATTEMPT_ENV = "AUP_ATTEMPT_GUARD"  # set for the script: marks this attempt's processes, wherever they go
-
 POLL_S = 0.5
 
 
@@ -37,40 +36,54 @@ def main(argv: list[str]) -> int:
         print("usage: python -m aup.runner.attempt_guard PARENT_PID -- COMMAND...", file=sys.stderr)
         return 2
     parent, command = int(argv[0]), argv[2:]
-    parent_fd = _pidfd(parent)
-    if os.getppid() != parent:  # the parent is already gone: start nothing
+    os.environ[ATTEMPT_ENV] = f"{os.getpid()}-{uuid.uuid4().hex}"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork() == 0:  # the watcher
+        try:
+            watch(parent, os.getppid())
+        finally:
+            os._exit(0)
+    if os.getppid() != parent:  # the parent is already gone: start nothing (the watcher ends the rest)
         return 128 + signal.SIGKILL
     try:
-        mark = f"{os.getpid()}-{uuid.uuid4().hex}"
-        os.environ[ATTEMPT_ENV] = mark
         child = subprocess.Popen(command)  # inherits the session, the output files and the environment
     except OSError as exc:
         print(f"aup: cannot start {command[0]}: {exc.strerror}", file=sys.stderr)
         return 127
-    child_fd = _pidfd(child.pid)
-    while True:
-        if parent_fd is not None and child_fd is not None:
-            ready, _, _ = select.select([parent_fd, child_fd], [], [])
-            parent_gone = parent_fd in ready
-        else:
-            try:
-                child.wait(POLL_S)
-            except subprocess.TimeoutExpired:
-                pass
-            parent_gone = os.getppid() != parent
-        if parent_gone:  # nobody will end the group now (even if the script has just ended too)
-            end_everything()
-        if child.poll() is not None:
-            return _pass_on(child.returncode)
+    return _pass_on(child.wait())
+
+
+def watch(worker: int, guard: int) -> None:
+    """Until the worker or the guard ends; if the worker did, end the attempt (see the module doc)."""
+    worker_fd, guard_fd = _pidfd(worker), _pidfd(guard)
+    if worker_fd is not None and guard_fd is not None:
+        select.select([worker_fd, guard_fd], [], [])
+    else:
+        while _alive(worker) and os.getppid() == guard:
+            time.sleep(POLL_S)
+    if not _alive(worker, worker_fd):
+        end_everything()
 
 
 def end_everything() -> None:
-    """The attempt's whole process group, its processes that left the group, then the guard.
-
-    Found by this attempt's own mark, not the trial's process key: a retry of the trial may already
-    run on this node under the same key."""
+    """Every process of this attempt (also those that left the session), then the session, the
+    caller with it. Found by this attempt's own mark, not the trial's process key: a retry of the
+    trial may already run on this node under the same key."""
     kill_with_env(ATTEMPT_ENV, os.environ.get(ATTEMPT_ENV, ""))  # every process but this one
-    os.killpg(os.getpgrp(), signal.SIGKILL)  # the group, the guard with it
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def _alive(pid: int, fd: int | None = None) -> bool:
+    if fd is not None:
+        return not select.select([fd], [], [], 0)[0]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _pidfd(pid: int) -> int | None:

@@ -32,7 +32,8 @@ time.sleep(120)
 WORKER = """\
 import subprocess, sys, time
 from aup.runner import ray_node
-subprocess.Popen(ray_node.guarded(sys.argv[1:]), start_new_session=True)
+guard = subprocess.Popen(ray_node.guarded(sys.argv[1:]), start_new_session=True)
+print(guard.pid, flush=True)
 time.sleep(300)
 """
 
@@ -51,18 +52,24 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("escape", [False, True])
-def test_sigkill_of_the_worker_ends_the_script_and_everything_it_started(escape: bool, tmp_path: Path) -> None:
+@pytest.mark.parametrize("escape, guard_too", [(False, False), (True, False), (True, True)])
+def test_sigkill_of_the_worker_ends_the_script_and_everything_it_started(escape: bool, guard_too: bool,
+                                                                         tmp_path: Path) -> None:
+    """``guard_too``: the guard is killed with the worker, as Ray kills a dead worker's children."""
     (tmp_path / "spawner.py").write_text(SPAWNER)
     pids_file = tmp_path / "pids"
     key = uuid.uuid4().hex
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AUP_PROCESS_KEY": key, "ESCAPE": "1" if escape else ""}
     worker = subprocess.Popen([sys.executable, "-c", WORKER, sys.executable, str(tmp_path / "spawner.py"),
-                               str(pids_file)], env=env)
+                               str(pids_file)], env=env, stdout=subprocess.PIPE, text=True)
     try:
+        assert worker.stdout is not None
+        guard = int(worker.stdout.readline())
         wait_for(pids_file.exists)
         sleepers = [int(p) for p in pids_file.read_text().split()]
         assert all(alive(pid) for pid in sleepers)
+        if guard_too:
+            os.kill(guard, signal.SIGKILL)
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         wait_for(lambda: not any(alive(pid) for pid in sleepers))  # the guard ended them all
