@@ -38,7 +38,10 @@ def escape(text: Any) -> str:
 MASK = "***"
 MIN_SECRET = 4  # shorter passwords are masked inside URLs and DSNs only, not wherever the letters appear
 _SECRETS: set[str] = set()  # passwords of the storage URLs this process was given
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]*:)(?P<password>[^@\s'\"]*)(?=@)")
+# scheme://user:PASSWORD@host: the password runs to the last "@" before the host (an unescaped "@" in
+# a password is still masked whole)
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]*:)(?P<password>[^\s'\"/]*)"
+                           r"(?=@[^@/\s'\"]*(?:[/?#\s'\"]|$))")
 _DSN_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'|[^\s'\"]+)", re.IGNORECASE)
 
 
@@ -48,16 +51,24 @@ def shown_url(url: str) -> str:
     Also remembers the password, so that ``hide_secrets`` removes it from messages that quote it
     outside a URL (a driver's error text, a DSN). A URL SQLAlchemy cannot parse is masked by pattern.
     """
+    if "@" not in url:  # no user info, so no password (and no SQLAlchemy import for an SQLite path)
+        return url
     try:
         from sqlalchemy.engine import make_url
 
         parsed = make_url(url)
     except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: the pattern still masks user:password@
         return hide_secrets(url)
+    raw = _URL_PASSWORD.search(url)
+    if raw:
+        from urllib.parse import unquote
+
+        remember_secret(raw["password"])
+        remember_secret(unquote(raw["password"]))
     if not parsed.password:
-        return url
+        return hide_secrets(url)
     remember_secret(str(parsed.password))
-    return parsed.render_as_string(hide_password=True)
+    return hide_secrets(parsed.render_as_string(hide_password=True))
 
 
 def remember_secret(secret: str) -> None:

@@ -52,6 +52,8 @@ def test_shown_url_and_hide_secrets_mask_passwords_in_every_form() -> None:
         "postgresql+psycopg://user:***@db.example:5432/aup"
     assert shown_url("sqlite:////tmp/a b/aup.db") == "sqlite:////tmp/a b/aup.db"  # nothing to hide: unchanged
     assert shown_url("postgresql://u:p%40ss-word@h/db?sslmode=require") == "postgresql://u:***@h/db?sslmode=require"
+    assert shown_url("postgresql://u:un@escaped@h/db") == "postgresql://u:***@h/db"  # an "@" in the password
+    assert shown_url("postgresql://u:un@escaped@h/db") == "postgresql://u:***@h/db"  # an "@" in the password
     text = hide_secrets(f"host=h password={SECRET} user=u; also mysql://root:{SECRET}x@h/db and 'p@ss-word'")
     assert SECRET not in text and "p@ss-word" not in text and "password=***" in text and "root:***@h" in text
     assert hide_secrets(f"password='{SECRET} with space' port=1") == "password=*** port=1"

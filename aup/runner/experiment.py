@@ -209,7 +209,7 @@ class ExperimentRunner:
         active = ActiveTrial(trial, params, trial_id, job, job_path, process=None, device=device,  # type: ignore[arg-type]
                              process_key=uuid.uuid4().hex)
         # written before the process starts: a runner killed right after the start leaves a record
-        # by which the next resume finds and stops the orphan (recovery.kill_orphans)
+        # by which the next resume finds and stops the orphan (orphans.kill_orphans)
         attrs = {"job_config": job, "job_config_path": str(job_path), "log_path": str(self._log_path(active)),
                  PROCESS_KEY: active.process_key}
         if self._shared:  # which of the runners sharing the study ran it

@@ -1,9 +1,8 @@
 """The node's side of a Ray trial attempt: the task body that runs on a Ray worker.
 
 ``_run_on_node`` runs ``<script> <job config>`` in a session of its own, under a guard that ends the
-whole session if this worker dies (``attempt_guard``), and
-yields what the child appends to its output and its result channel every ``STREAM_EVERY_S``, at
-most ``CHUNK_LIMIT`` bytes per item; at the end it sends back the saved-model folders as a tar
+whole session if this worker dies (``attempt_guard``), and yields what the script appends to its
+output and its result channel every ``STREAM_EVERY_S``, at most ``CHUNK_LIMIT`` bytes per item; at the end it sends back the saved-model folders as a tar
 stream when the node does not share the runner's working directory. Nothing here imports Ray: Ray
 pickles ``_run_on_node`` by its module path (``aup.runner.ray_node``), so that module must be
 importable on every node. The runner's side is ``ray_launcher``.
