@@ -324,25 +324,33 @@ _UNSET: Any = object()
 # later) measures and reports, so scripts that never export still record their size. The first one
 # is held strongly: a script that creates its compressor inside ``main()`` and never exports
 # (Auptimizer's mnist_amc.py) drops it before the exit hook runs, and a weak reference would leave
-# the trial with no size and no word why. Later ones (a search's inner pruners) stay weak.
-_live: list[weakref.ReferenceType] = []
-_first: list[Compressor] = []
+# the trial with no size and no word why. Later ones (a search's inner pruners) stay weak. Both are
+# kept per trial channel: a process that runs several trials in turn (tests, a notebook) reports
+# each trial's own compressor.
+_live: list[tuple[str, weakref.ReferenceType]] = []
+_first: dict[str, Compressor] = {}
 
 
 def _register_live(compressor: Compressor) -> None:
     from aup import channel, client
 
-    if channel.channel_path() is None:
+    path = channel.channel_path()
+    if path is None:
         return
-    if not _first:
-        _first.append(compressor)
-    _live.append(weakref.ref(compressor))
+    _first.setdefault(path, compressor)
+    _live.append((path, weakref.ref(compressor)))
     client.on_trial_end(report_at_trial_end)
 
 
 def report_at_trial_end() -> None:
     """Measure and report the trial's compressor if nothing reported yet (print_result / exit hook)."""
-    alive = [c for c in (ref() for ref in _live) if c is not None]
+    from aup import channel
+
+    path = channel.channel_path()
+    mine = [ref for where, ref in _live if where == path]
+    if path is None or not mine:  # not in a trial, or this trial made no compressor (the runner says so)
+        return
+    alive = [c for c in (ref() for ref in mine) if c is not None]
     if any(c.reported for c in alive):
         return
     for compressor in alive:
