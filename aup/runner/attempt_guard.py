@@ -11,8 +11,8 @@ The watcher waits for the worker or the guard to end. If the worker is gone (how
 Ray also kills the worker's direct children, the guard among them, the watcher is a grandchild and
 is not one of them) it ends every process of the attempt that left the session (``setsid``: found by
 ``AUP_ATTEMPT_GUARD``, a mark the guard puts in the script's environment), then the whole session,
-itself with it. If the guard ended while the worker lives, the worker cleans up and the watcher just
-leaves. Waiting uses pidfds (Linux >= 5.3), so it costs nothing while the trial runs; elsewhere it
+itself with it. If the guard ended while the worker lives, the worker ends the session (the watcher
+with it) as the task finishes; the watcher leaves by itself after ``WORKER_GRACE_S``. Waiting uses pidfds (Linux >= 5.3), so it costs nothing while the trial runs; elsewhere it
 checks every ``POLL_S``. Standard library only: it starts in well under 0.1 s.
 """
 from __future__ import annotations
@@ -29,6 +29,9 @@ from aup.runner.orphans import kill_with_env
 
 ATTEMPT_ENV = "AUP_ATTEMPT_GUARD"  # set for the script: marks this attempt's processes, wherever they go
 POLL_S = 0.5
+# After the guard ends with the worker alive, how long the watcher still waits for the worker to die
+# (something killing both may reach the guard first); normally the worker ends the session sooner.
+WORKER_GRACE_S = 30.0
 
 
 def main(argv: list[str]) -> int:
@@ -41,6 +44,7 @@ def main(argv: list[str]) -> int:
     sys.stderr.flush()
     if os.fork() == 0:  # the watcher
         try:
+            _quiet()  # holds none of the script's output pipes or files open
             watch(parent, os.getppid())
         finally:
             os._exit(0)
@@ -59,8 +63,13 @@ def watch(worker: int, guard: int) -> None:
     worker_fd, guard_fd = _pidfd(worker), _pidfd(guard)
     if worker_fd is not None and guard_fd is not None:
         select.select([worker_fd, guard_fd], [], [])
+        if _alive(worker, worker_fd):  # the guard went first: killed on its way to the worker's death?
+            select.select([worker_fd], [], [], WORKER_GRACE_S)
     else:
         while _alive(worker) and os.getppid() == guard:
+            time.sleep(POLL_S)
+        deadline = time.monotonic() + WORKER_GRACE_S
+        while _alive(worker) and time.monotonic() < deadline:
             time.sleep(POLL_S)
     if not _alive(worker, worker_fd):
         end_everything()
@@ -84,6 +93,13 @@ def _alive(pid: int, fd: int | None = None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _quiet() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _pidfd(pid: int) -> int | None:
