@@ -114,45 +114,51 @@ def test_a_password_in_the_url_is_never_shown(tmp_path: Path, postgres_url: str,
         assert not path.is_file() or secret.encode() not in path.read_bytes(), path
 
 
-def test_a_server_restart_mid_run_is_waited_out(tmp_path: Path) -> None:
-    """PostgreSQL crashes (``pg_ctl stop -m immediate``) while trials run and comes back after two
-    of them have finished: the runner waits for it, records them and finishes the experiment itself,
-    every grid point once."""
+def test_a_store_call_waits_for_a_restarting_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL crashes (``pg_ctl stop -m immediate``); the runner's next writes (a trial's metrics,
+    its result) are made while the server is down and complete once it is back, instead of failing."""
+    import threading
+
     from fixtures_servers import ServerUnavailable, _run, start_postgres
 
     try:
-        server = start_postgres()  # a server of its own: this one is restarted
+        server = start_postgres()  # a server of its own: this one is stopped and started again
     except ServerUnavailable as exc:
         pytest.skip(f"no PostgreSQL server: {exc}")
     try:
         url = server.new_database()
-        gate = tmp_path / "go"  # trials 0-1 finish, later ones wait: the restart meets a running experiment
-        write(tmp_path, script=str(SCRIPTS / "objective.py"), proposer="sequence",
-              runtime_args={"env": {"AUP_TEST_GATE": str(gate), "AUP_TEST_GATE_FROM": "2"}})
-        process = aup(tmp_path, url, "experiment.json", "--no-live")
-
-        def states() -> list[TrialState]:
-            try:
-                return [t.state for t in optuna.load_study(study_name="pg-exp", storage=url).get_trials(deepcopy=False)]
-            except KeyError:
-                return []
-
-        wait_for(lambda: states().count(TrialState.COMPLETE) >= 2 and TrialState.RUNNING in states())
+        study = optuna.create_study(storage=store.open_storage(url), study_name="restart")
+        trial = study.ask()
         assert server.bindir is not None and server.datadir is not None
         pg_ctl = [str(server.bindir / "pg_ctl"), "-D", str(server.datadir), "-w", "-t", "60"]
         _run(server.run_as, [*pg_ctl, "-m", "immediate", "stop"])  # a crash
-        gate.touch()  # the held trials finish while the server is down: their results wait for it
-        channels = [tmp_path / "jobs" / f"pg-exp-{n}.channel.jsonl" for n in (2, 3)]
-        wait_for(lambda: all(c.exists() and '"result"' in c.read_text() for c in channels))
         port = server.base_url.rsplit(":", 1)[1]
-        _run(server.run_as, [*pg_ctl, "-l", str(server.datadir.parent / "server.log"), "-o",
-                             f"-p {port} -k {server.datadir.parent} -c listen_addresses=127.0.0.1", "start"])
-        code, out, err = finish(process)
-        assert code == 0, out + err
-        trials = optuna.load_study(study_name="pg-exp", storage=url).trials
-        assert sorted(t.params["x"] for t in trials if t.state == TrialState.COMPLETE) == pytest.approx(
-            [0.1, 0.3, 0.5, 0.7, 0.9])
-        assert len(trials) == 5
+        calls_waiting = threading.Event()  # set when a call has met the server down (then it is started)
+        from aup import store_sqlite
+
+        unreachable = store_sqlite.is_unreachable_error
+
+        def noticing(exc: BaseException, read_only: bool = False) -> bool:
+            met = unreachable(exc, read_only)
+            if met:
+                calls_waiting.set()
+            return met
+
+        monkeypatch.setattr(store_sqlite, "is_unreachable_error", noticing)
+
+        def start_again() -> None:
+            calls_waiting.wait(60)
+            _run(server.run_as, [*pg_ctl, "-l", str(server.datadir.parent / "server.log"), "-o",
+                                 f"-p {port} -k {server.datadir.parent} -c listen_addresses=127.0.0.1", "start"])
+
+        starter = threading.Thread(target=start_again)
+        starter.start()
+        store.set_trial_user_attrs(study, trial, {"model_bytes": 123})
+        study.tell(trial, 1.0)
+        starter.join(120)
+        assert calls_waiting.is_set()
+        [done] = optuna.load_study(study_name="restart", storage=url).trials
+        assert done.state == TrialState.COMPLETE and done.value == 1.0 and done.user_attrs["model_bytes"] == 123
     finally:
         server.stop()
 
