@@ -13,7 +13,7 @@ import sys
 from typing import Callable, Sequence
 
 from aup.errors import UserError
-from aup.safe_text import printable
+from aup.safe_text import hide_secrets, printable
 
 COMMANDS = ("run", "resume", "worker", "list", "show", "compare", "pareto", "export", "plot", "dashboard")
 
@@ -194,7 +194,7 @@ def guarded(call: Callable[[], int], *, debug: bool) -> int:
         if debug:
             raise
         for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"aup: error: {printable(line)}", file=sys.stderr)
+            print(f"aup: error: {printable(hide_secrets(line))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if debug:
@@ -205,6 +205,6 @@ def guarded(call: Callable[[], int], *, debug: bool) -> int:
         if debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"aup: internal error: {type(exc).__name__}{': ' + printable(first) if first else ''} "
+        print(f"aup: internal error: {type(exc).__name__}{': ' + printable(hide_secrets(first)) if first else ''} "
               "(run again with --debug for the traceback)", file=sys.stderr)
         return 1

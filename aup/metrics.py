@@ -30,6 +30,8 @@ DEPLOY_AGREEMENT = "deploy_agreement"
 # ratio whose spread exceeds its distance from 1 does not show a difference (the views mark it)
 LATENCY_MS_RATIO = "latency_ms_ratio"
 LATENCY_MS_RATIO_IQR = "latency_ms_ratio_iqr"
+# Not a metric: why a compression trial has no size metrics (one line, also in the trial's log).
+SIZE_MISSING = "size_missing"
 
 SIZE_METRICS = (PARAM_COUNT, NONZERO_PARAMS, MACS, MODEL_BYTES, MODEL_BYTES_GZIP, SPARSITY, WEIGHT_BITS, LATENCY_MS)
 DEPLOY_METRICS = (LATENCY_MS_TORCH, MODEL_BYTES_PACKED, DEPLOY_AGREEMENT)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from aup.errors import UserError
+from aup.safe_text import hide_secrets, shown_url
 from aup.store_sqlite import (LOCK_WAIT_S, SQLITE_BUSY_TIMEOUT_S, busy_timeout_s, create_private_file,
                               creation_lock, is_lock_error, patient_storage_class, sqlite_path, tune_sqlite,
                               with_creation_retries)
@@ -58,6 +59,7 @@ def resolve_storage_url(cli_value: str | None) -> str:
     commands (``aup list`` in an empty folder) leave no trace."""
     url = cli_value or os.environ.get(STORAGE_ENV)
     if url:
+        shown_url(url)  # remembers the password: every message aup prints masks it
         return with_postgres_driver(url)
     return f"sqlite:///{Path.cwd() / DEFAULT_DIR / DEFAULT_FILE}"
 
@@ -106,11 +108,16 @@ def open_storage(url: str, *, create: bool = True) -> "optuna.storages.BaseStora
         with creation_lock(path):
             storage = with_creation_retries(lambda: patient_storage_class()(url, engine_kwargs=engine_kwargs))
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError, ImportError, ValueError) as exc:
-        raise UserError(f"cannot open the storage {url!r}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot open the storage {shown_url(url)!r}: {hide_secrets(_first_line(exc))}") from None
     if is_sqlite:
         tune_sqlite(storage)
     _OPENED.add(storage.engine)
     return storage
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 _OPENED: "weakref.WeakSet[Any]" = weakref.WeakSet()  # engines of the storages this process opened

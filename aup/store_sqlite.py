@@ -105,6 +105,31 @@ def is_lock_error(exc: BaseException) -> bool:
     return False
 
 
+# A server that is not accepting connections (restarting, recovering): nothing of the call ran, so it
+# is safe to try again, writes included. A connection lost mid-call is retried for reads only (a
+# write may have been committed just before the connection went).
+_NOT_ACCEPTING = ("connection refused", "the database system is starting up", "the database system is shutting down",
+                  "the database system is in recovery mode", "the database system is not yet accepting connections",
+                  "the database system is not accepting connections")
+_LOST = ("server closed the connection unexpectedly", "terminating connection due to", "the connection is lost",
+         "connection already closed", "ssl syscall error: eof detected")
+SERVER_WAIT_S = 120.0  # how long a call waits for an unreachable database server to come back
+
+
+def _messages(exc: BaseException) -> Iterator[str]:
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield str(seen).lower()
+        seen = seen.__cause__ or seen.__context__
+
+
+def is_unreachable_error(exc: BaseException, read_only: bool = False) -> bool:
+    """True when the database server did not take the call (restarting, down), or, for a read, when
+    the connection was lost during it: then calling again is safe."""
+    patterns = _NOT_ACCEPTING + (_LOST if read_only else ())
+    return any(p in text for text in _messages(exc) for p in patterns)
+
+
 _patient_class: Any = None
 _retrying = threading.local()
 
@@ -127,15 +152,18 @@ def patient_storage_class() -> Any:
 
 
 def _patient(method: Any) -> Any:
+    read_only = method.__name__.lstrip("_").startswith(("get", "read", "check", "is_"))
+
     @functools.wraps(method)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return retry_locked(lambda: method(self, *args, **kwargs))
+        return retry_locked(lambda: method(self, *args, **kwargs), read_only=read_only)
 
     return call
 
 
-def retry_locked(action: Any) -> Any:
-    """Run ``action``; while SQLite reports a lock, try again until ``LOCK_WAIT_S`` have passed.
+def retry_locked(action: Any, read_only: bool = False) -> Any:
+    """Run ``action``; while SQLite reports a lock, try again until ``LOCK_WAIT_S`` have passed, and
+    while the database server is unreachable (``is_unreachable_error``) until ``SERVER_WAIT_S``.
 
     Only the outermost call retries (a storage method calling another one does not multiply waits).
     """
@@ -150,11 +178,14 @@ def retry_locked(action: Any) -> Any:
                 return action()
             except Exception as exc:  # noqa: BLE001 - filtered just below
                 waited = time.monotonic() - began
-                if not is_lock_error(exc) or waited > LOCK_WAIT_S:
+                locked = is_lock_error(exc)
+                if not (locked and waited <= LOCK_WAIT_S
+                        or not locked and waited <= SERVER_WAIT_S and is_unreachable_error(exc, read_only)):
                     raise
                 if waited - told >= LOCK_NOTE_EVERY_S:
                     told = waited
-                    print(f"aup: the results database is locked by another program; waiting ({waited:.0f} s so far)",
+                    what = "is locked by another program" if locked else "server is unreachable"
+                    print(f"aup: the results database {what}; waiting ({waited:.0f} s so far)",
                           file=sys.stderr, flush=True)
                 time.sleep(0.2)
     finally:

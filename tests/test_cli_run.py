@@ -160,7 +160,10 @@ def _zombie(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path: Path) -> None:
-    write_experiment(tmp_path, n_samples=6, n_parallel=2, runtime_args={"env": {"AUP_TEST_SLEEP": "0.4"}})
+    # trials 0 and 1 finish, later ones wait for the gate: the kill finds "2 done, some running" for sure
+    gate = tmp_path / "go"
+    write_experiment(tmp_path, n_samples=6, n_parallel=2,
+                     runtime_args={"env": {"AUP_TEST_GATE": str(gate), "AUP_TEST_GATE_FROM": "2"}})
     process = aup(tmp_path, "experiment.json", "--no-live")
 
     def some_done_some_running() -> bool:
@@ -178,6 +181,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path: Path) -> None:
     done_before = {t.number: t.params for t in before.trials if t.state == TrialState.COMPLETE}
     running_before = {t.number: t.params for t in before.trials if t.state == TrialState.RUNNING}
     assert running_before
+    gate.touch()
     code, out, err = finish(aup(tmp_path, "experiment.json", "--resume"))
     assert code == 0, err
     study = load(tmp_path, "cli")
@@ -194,7 +198,9 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_grid_resume_after_sigkill_runs_each_point_once(tmp_path: Path) -> None:
-    write_experiment(tmp_path, proposer="sequence", n_parallel=2, runtime_args={"env": {"AUP_TEST_SLEEP": "0.4"}},
+    gate = tmp_path / "go"  # trial 0 finishes, later ones wait for it: "one done, one running" is reached for sure
+    write_experiment(tmp_path, proposer="sequence", n_parallel=2,
+                     runtime_args={"env": {"AUP_TEST_GATE": str(gate), "AUP_TEST_GATE_FROM": "1"}},
                      parameter_config=[{"name": "x", "type": "int", "range": [1, 5]}])
     process = aup(tmp_path, "experiment.json", "--no-live")
 
@@ -208,6 +214,7 @@ def test_grid_resume_after_sigkill_runs_each_point_once(tmp_path: Path) -> None:
     _wait_for(one_done_one_running)
     process.kill()
     process.communicate()
+    gate.touch()
     code, _, err = finish(aup(tmp_path, "resume", "cli", "--no-live"))
     assert code == 0, err
     trials = load(tmp_path, "cli").trials

@@ -96,6 +96,73 @@ def test_unreachable_server_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Ca
     assert code == 2 and len(err) == 1 and err[0].startswith("aup: error: cannot open the storage")
 
 
+def test_a_password_in_the_url_is_never_shown(tmp_path: Path, postgres_url: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The run's last line, ``show``, ``list`` and the files in the working dir (job configs, logs)."""
+    secret = "SECRETpw"
+    url = postgres_url.replace("://postgres@", f"://postgres:{secret}@", 1)  # trust auth: not checked
+    write(tmp_path, workingdir=str(tmp_path))
+    code, out, err = finish(aup(tmp_path, url, "experiment.json", "--no-live"))
+    assert code == 0, err
+    assert secret not in out + err
+    assert f"results: {postgres_url.replace('://postgres@', '://postgres:***@', 1)}" in out
+    for args in (["show", "pg-exp"], ["list"], ["show", "pg-exp", "--json"], ["list", "--json"]):
+        assert main([*args, "--storage", url]) == 0
+        shown = capsys.readouterr()
+        assert secret not in shown.out + shown.err and "postgres:***@" in shown.out
+    for path in tmp_path.rglob("*"):
+        assert not path.is_file() or secret.encode() not in path.read_bytes(), path
+
+
+def test_a_store_call_waits_for_a_restarting_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL crashes (``pg_ctl stop -m immediate``); the runner's next writes (a trial's metrics,
+    its result) are made while the server is down and complete once it is back, instead of failing."""
+    import threading
+
+    from fixtures_servers import ServerUnavailable, _run, start_postgres
+
+    try:
+        server = start_postgres()  # a server of its own: this one is stopped and started again
+    except ServerUnavailable as exc:
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    try:
+        url = server.new_database()
+        study = optuna.create_study(storage=store.open_storage(url), study_name="restart")
+        trial = study.ask()
+        assert server.bindir is not None and server.datadir is not None
+        pg_ctl = [str(server.bindir / "pg_ctl"), "-D", str(server.datadir), "-w", "-t", "60"]
+        _run(server.run_as, [*pg_ctl, "-m", "immediate", "stop"])  # a crash
+        port = server.base_url.rsplit(":", 1)[1]
+        calls_waiting = threading.Event()  # set when a call has met the server down (then it is started)
+        from aup import store_sqlite
+
+        unreachable = store_sqlite.is_unreachable_error
+
+        def noticing(exc: BaseException, read_only: bool = False) -> bool:
+            met = unreachable(exc, read_only)
+            if met:
+                calls_waiting.set()
+            return met
+
+        monkeypatch.setattr(store_sqlite, "is_unreachable_error", noticing)
+
+        def start_again() -> None:
+            calls_waiting.wait(60)
+            _run(server.run_as, [*pg_ctl, "-l", str(server.datadir.parent / "server.log"), "-o",
+                                 f"-p {port} -k {server.datadir.parent} -c listen_addresses=127.0.0.1", "start"])
+
+        starter = threading.Thread(target=start_again)
+        starter.start()
+        store.set_trial_user_attrs(study, trial, {"model_bytes": 123})
+        study.tell(trial, 1.0)
+        starter.join(120)
+        assert calls_waiting.is_set()
+        [done] = optuna.load_study(study_name="restart", storage=url).trials
+        assert done.state == TrialState.COMPLETE and done.value == 1.0 and done.user_attrs["model_bytes"] == 123
+    finally:
+        server.stop()
+
+
 def _comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows without what differs between two runs of the same experiment (times, pids, paths)."""
     varying = {"duration_s", "host_pid", "started", "completed", "log_path", "job_config_path", "attempts"}
@@ -154,7 +221,8 @@ def test_experiment_on_postgres_and_every_view(tmp_path: Path, postgres_url: str
 
 def test_resume_after_sigkill_on_postgres(tmp_path: Path, postgres_url: str) -> None:
     write(tmp_path, proposer="random", n_samples=6, random_seed=3,
-          runtime_args={"env": {"AUP_TEST_SLEEP": "0.5"}},
+          script=str(SCRIPTS / "objective.py"),  # trials 0-1 finish, later ones wait for the gate
+          runtime_args={"env": {"AUP_TEST_GATE": str(tmp_path / "go"), "AUP_TEST_GATE_FROM": "2"}},
           parameter_config=[{"name": "x", "type": "float", "range": [0.1, 1.0]}])
     process = aup(tmp_path, postgres_url, "experiment.json", "--no-live")
 
@@ -169,6 +237,7 @@ def test_resume_after_sigkill_on_postgres(tmp_path: Path, postgres_url: str) -> 
     process.kill()
     process.communicate()
     before = optuna.load_study(study_name="pg-exp", storage=postgres_url).trials
+    (tmp_path / "go").touch()
     code, _, err = finish(aup(tmp_path, postgres_url, "resume", "pg-exp", "--no-live"))
     assert code == 0, err
     assert_resumed_after_kill(before, optuna.load_study(study_name="pg-exp", storage=postgres_url).trials, 6)

@@ -47,6 +47,7 @@ from aup.runner.seeding import seed_plan, seed_trials
 from aup.runner.session import join_session, open_session
 from aup.runner.state import INTERRUPTED, PROCESS_KEY, STOP_GRACE_S, ActiveTrial, iso, jsonable, remove_trial_files
 from aup.runner.trial_env import TrialEnvironment
+from aup.safe_text import hide_secrets
 
 if TYPE_CHECKING:
     import optuna
@@ -97,7 +98,8 @@ class ExperimentRunner:
         if self.join_study is not None:
             session = join_session(self.prepared, self.storage_url, self.join_study)
         else:
-            session = open_session(self.prepared, self.storage_url, self.resume_study)
+            session = open_session(self.prepared, self.storage_url, self.resume_study,
+                                   end_elsewhere=getattr(self._new_process, "end_leftovers", None))
         study, proposer, self.lease = session.study, session.proposer, session.lease
         self._shared = isinstance(proposer, join.SharedBudget)
         self.study, self.proposer = study, proposer
@@ -225,7 +227,7 @@ class ExperimentRunner:
         active = ActiveTrial(trial, params, trial_id, job, job_path, process=None, device=device,  # type: ignore[arg-type]
                              process_key=uuid.uuid4().hex)
         # written before the process starts: a runner killed right after the start leaves a record
-        # by which the next resume finds and stops the orphan (recovery.kill_orphans)
+        # by which the next resume finds and stops the orphan (orphans.kill_orphans)
         attrs = {"job_config": job, "job_config_path": str(job_path), "log_path": str(self._log_path(active)),
                  PROCESS_KEY: active.process_key}
         if self._shared:  # which of the runners sharing the study ran it
@@ -326,7 +328,7 @@ class ExperimentRunner:
             except Exception as exc:  # noqa: BLE001 - whatever a trial reported, it fails that trial only
                 if store.is_lock_error(exc):
                     raise
-                self.recorder.unrecordable(active, f"could not record the result ({type(exc).__name__}: {exc})")
+                self.recorder.unrecordable(active, f"could not record the result ({type(exc).__name__}: {hide_secrets(str(exc))})")
         if pending and self._first_feasible and self._target_met is None:
             self._check_target(self.study.get_trials(deepcopy=False))  # all trials: joined runners' too
         if pending:

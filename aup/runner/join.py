@@ -30,6 +30,7 @@ from typing import Any
 
 from aup import store
 from aup.errors import UserError
+from aup.safe_text import shell_command
 
 JOINABLE = frozenset({"random", "tpe", "hyperopt", "gp", "spearmint", "cmaes", "qmc", "nsga2"})
 EXCESS_REASON = "not run: n_samples was reached by other runners"
@@ -67,7 +68,7 @@ def running_study(storage: Any, name: str, exact: bool = False) -> str:
     status = optuna.load_study(study_name=latest, storage=storage).user_attrs.get(store.ATTR_STATUS)
     if status != "running":
         raise UserError(f"--join: the latest run of {name!r} ({latest!r}) is {status}, not running "
-                        f"(continue it with: aup resume {latest!r})")
+                        f"(continue it with: {shell_command('aup', 'resume', latest)})")
     return latest
 
 

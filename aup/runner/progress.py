@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from aup.safe_text import escape, output_console, printable
+from aup.safe_text import escape, output_console, printable, shell_command, shown_url
 
 if TYPE_CHECKING:
     import optuna
@@ -208,8 +208,8 @@ def print_summary(console: Console, *, study_name: str, status: str, trials: Seq
         console.print(printable(line), highlight=False, markup=False, soft_wrap=True)
     for line in extra:
         console.print(printable(line), highlight=False, markup=False, soft_wrap=True)
-    quoted = study_name if study_name.replace("_", "").replace("-", "").isalnum() else repr(study_name)
-    console.print(printable(f"results: {storage_url}  (see: aup show {quoted})"), highlight=False, markup=False,
+    see = shell_command("aup", "show", study_name)
+    console.print(printable(f"results: {shown_url(storage_url)}  (see: {see})"), highlight=False, markup=False,
                   soft_wrap=True)
 
 

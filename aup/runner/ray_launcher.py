@@ -16,9 +16,10 @@ to a scratch directory on the node, the script runs in the task's directory (Ray
 (``aup_models/<folder_name>``) comes back as a tar stream into the runner's working directory.
 
 Failures. The task is never retried by Ray (``max_retries=0``): ``job_failure`` decides. A worker or
-node that dies fails the attempt with Ray's reason; the child dies with its worker (Linux parent-
-death signal). ``terminate`` cancels the task (the task ends the child's process group), ``kill``
-force-cancels it (the worker is killed).
+node that dies fails the attempt with Ray's reason, and the attempt's whole session (the script and
+everything it started) dies with its worker (``attempt_guard``). ``terminate`` cancels the task (the
+task ends the session), ``kill`` force-cancels it (the worker is killed; the guard ends the session).
+On resume after a killed runner, ``end_leftovers`` ends the interrupted attempts on every node.
 
 Cluster. ``connect`` joins ``resource_args.address`` or starts a local cluster sized to the
 experiment (``n_parallel`` x ``num_cpus``), with no dashboard, Ray's files under the system temp dir,
@@ -37,11 +38,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from aup.errors import UserError
 from aup.runner.launcher import MAX_LINE, AttemptOutcome, TrialProcess, _Tail
-from aup.runner.ray_node import CHUNK_LIMIT, SCRATCH_PREFIX, STREAM_EVERY_S, _run_on_node
+from aup.runner.ray_node import CHUNK_LIMIT, SCRATCH_PREFIX, STREAM_EVERY_S, _run_on_node, end_attempts
 
 __all__ = ["CHUNK_LIMIT", "SCRATCH_PREFIX", "STREAM_EVERY_S", "RayTrialProcess", "connect", "make_launcher"]
 
@@ -259,7 +260,24 @@ def make_launcher(loaded: Any) -> Callable[..., RayTrialProcess]:
                                script_rel=script_rel, python=command[0] == sys.executable,
                                return_dirs=[f"aup_models/{folder}"] if folder else [])
 
+    launch.end_leftovers = end_leftovers  # type: ignore[attr-defined]  # used by resume (recovery)
     return launch
+
+
+def end_leftovers(keys: Sequence[str], timeout: float = 60.0) -> int:
+    """Resume after a killed runner: end these attempts' processes on every live node of the cluster.
+
+    A worker that died takes its attempt with it (``attempt_guard``); this covers a worker that is
+    still running an orphaned attempt. Returns how many processes were signalled; a node that does
+    not answer within ``timeout`` is skipped (its attempts end with their worker)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task = ray.remote(end_attempts)
+    pending = [task.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+        node["NodeID"], soft=False)).remote(list(keys)) for node in ray.nodes() if node.get("Alive")]
+    done, _ = ray.wait(pending, num_returns=len(pending), timeout=timeout)
+    return sum(ray.get(done))
 
 
 def _script_relative(command: list[str], workingdir: Path) -> str | None:

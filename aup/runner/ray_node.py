@@ -1,8 +1,8 @@
 """The node's side of a Ray trial attempt: the task body that runs on a Ray worker.
 
-``_run_on_node`` runs ``<script> <job config>`` as a child process in its own process group and
-yields what the child appends to its output and its result channel every ``STREAM_EVERY_S``, at
-most ``CHUNK_LIMIT`` bytes per item; at the end it sends back the saved-model folders as a tar
+``_run_on_node`` runs ``<script> <job config>`` in a session of its own, under a guard that ends the
+whole session if this worker dies (``attempt_guard``), and yields what the script appends to its
+output and its result channel every ``STREAM_EVERY_S``, at most ``CHUNK_LIMIT`` bytes per item; at the end it sends back the saved-model folders as a tar
 stream when the node does not share the runner's working directory. Nothing here imports Ray: Ray
 pickles ``_run_on_node`` by its module path (``aup.runner.ray_node``), so that module must be
 importable on every node. The runner's side is ``ray_launcher``.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from aup.runner.launcher import KERAS_HOME_REL, MPLCONFIGDIR_REL, pid_alive
+from aup.runner.orphans import kill_orphans
 
 STREAM_EVERY_S = 0.1
 CHUNK_LIMIT = 1 << 20  # at most 1 MiB of output per streamed item
@@ -45,17 +47,16 @@ def _run_on_node(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
         if not shared and env.get(variable) == os.path.join(spec["workingdir"], relative):
             env[variable] = os.path.join(cwd, relative)  # aup's default, under this node's copy
     command = _node_command(spec, cwd) + [job_path]
+    if not _startable(command[0], cwd, env.get("PATH")):
+        yield {"log": f"aup: cannot start {command[0]} on this node: no such program\n".encode(),
+               "exit": 127, "files": None}  # the script or interpreter is missing on this node
+        _remove(scratch)
+        return
     child = None
     try:
         with open(log_path, "wb") as log:
-            try:
-                child = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
-            except OSError as exc:  # the script or interpreter is missing on this node
-                yield {"log": f"aup: cannot start {command[0]} on this node: {exc.strerror}\n".encode(),
-                       "exit": 127, "files": None}
-                return
+            child = subprocess.Popen(guarded(command), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         readers = {"log": _Reader(log_path), "channel": _Reader(channel_path)}
         while child.poll() is None:
             time.sleep(STREAM_EVERY_S)
@@ -104,14 +105,26 @@ def _node_command(spec: dict[str, Any], cwd: str) -> list[str]:
     return command
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL when the Ray worker that started it dies (Linux)."""
-    try:
-        import ctypes
+def _startable(program: str, cwd: str, path: str | None) -> bool:
+    if os.sep in program:
+        return os.access(os.path.join(cwd, program), os.X_OK)
+    return shutil.which(program, path=path) is not None
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+
+def end_attempts(keys: list[str]) -> int:
+    """The Ray task run on every node by ``aup resume``: ends the processes of these attempts (their
+    ``AUP_PROCESS_KEY``) still alive on this node; returns how many were signalled."""
+    return sum(kill_orphans(None, key) for key in keys)
+
+
+def guarded(command: list[str]) -> list[str]:
+    """``command`` run by ``aup.runner.attempt_guard`` on behalf of this process (the Ray worker): the
+    guard leads the attempt's session and ends all of it if the worker dies. It finds ``aup`` where this
+    process found it, without changing the script's own ``sys.path`` or ``PYTHONPATH``."""
+    root = str(Path(__file__).resolve().parents[2])
+    bootstrap = (f"import sys; sys.path.insert(0, {root!r}); from aup.runner.attempt_guard import main; "
+                 "sys.exit(main(sys.argv[1:]))")
+    return [sys.executable, "-c", bootstrap, str(os.getpid()), "--", *command]
 
 
 class _Reader:

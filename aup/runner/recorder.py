@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from aup import store
 from aup.constraints import constraint_values, parse_constraints
-from aup.metrics import QUANT_SENSITIVITY
+from aup.metrics import QUANT_SENSITIVITY, SIZE_METRICS, SIZE_MISSING
 from aup.runner.launcher import AttemptOutcome
 from aup.runner.recovery import requeue
 from aup.runner.state import INTERRUPTED, RUNNER_ATTRS, STOP_GRACE_S, ActiveTrial, finite, iso
@@ -100,6 +100,21 @@ class Recorder:
             attrs["intermediate_results"] = active.intermediate
         return attrs
 
+    def size_check(self, active: ActiveTrial, attrs: dict[str, Any]) -> dict[str, Any]:
+        """A compression trial that ends with no size metric and no word why (its script never
+        created an aup compressor, or its report never arrived) gets the reason here: one line at the
+        end of its log and ``size_missing`` in the trial."""
+        if self.exp.compression is None or SIZE_MISSING in attrs or any(m in attrs for m in SIZE_METRICS):
+            return {}
+        reason = ("the script reported no size metrics (measure the model with an aup compressor: "
+                  "aup.create_compressor, or report param_count / model_bytes with aup.log_metrics)")
+        try:
+            with open(active.process.log_path, "a", encoding="utf-8") as log:
+                log.write(f"\naup: no size metrics for this trial: {reason}\n")
+        except OSError:
+            pass
+        return {SIZE_MISSING: reason}
+
     # ---- attempts and attributes ---------------------------------------------------------------
     def attempt_record(self, active: ActiveTrial, outcome: AttemptOutcome, reason: str | None) -> list[dict[str, Any]]:
         record = active.attempts[-1]
@@ -134,6 +149,7 @@ class Recorder:
             self.report(active, results)
         attrs = {**self.metric_attrs(active, outcome), "attempts": self.attempt_record(active, outcome, reason)}
         if reason is None:
+            attrs.update(self.size_check(active, attrs))
             self.set_attrs(active, attrs)
             self.set_constraints(active, attrs, values)  # before tell, as optuna 5 wants
             self.tell(active, TrialState.COMPLETE, values, values[0] if self.single else values, None)

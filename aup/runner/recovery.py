@@ -6,14 +6,13 @@ configuration is queued again, so ``aup resume`` re-runs exactly the unfinished 
 """
 from __future__ import annotations
 
-import os
-import signal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from aup import store
 from aup.config import LoadedExperiment, validate_experiment
 from aup.errors import UserError
-from aup.runner.state import INTERRUPTED, PROCESS_KEY, PROCESS_KEY_ENV
+from aup.runner.orphans import kill_orphans
+from aup.runner.state import INTERRUPTED, PROCESS_KEY
 
 if TYPE_CHECKING:
     import optuna
@@ -23,18 +22,24 @@ if TYPE_CHECKING:
 _SELF_REQUEUING = frozenset({"sequence", "hyperband", "bohb"})
 
 
-def recover_interrupted(study: "optuna.Study", keep: frozenset[str] = frozenset()) -> list[tuple[int, dict[str, Any]]]:
+def recover_interrupted(study: "optuna.Study", keep: frozenset[str] = frozenset(),
+                        end_elsewhere: Callable[[Sequence[str]], Any] | None = None) -> list[tuple[int, dict[str, Any]]]:
     """Trials left RUNNING by a killed runner: stop leftovers, mark FAIL "interrupted".
 
     Returns (number, params) of each, to be queued again once the proposer exists. Trials whose
     ``runner`` (``host:pid``) is in ``keep`` belong to live workers on the same study and are left alone.
+    Leftovers are ended on this host and, through ``end_elsewhere`` (the resource's own way, e.g. a
+    task on every Ray node, given the trials' process keys), wherever else the trials ran.
     """
     from optuna.trial import TrialState
 
     requeue = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get("runner") in keep:
-            continue
+    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+               if t.user_attrs.get("runner") not in keep]
+    keys = [t.user_attrs[PROCESS_KEY] for t in running if t.user_attrs.get(PROCESS_KEY)]
+    if end_elsewhere is not None and keys:
+        end_elsewhere(keys)
+    for trial in running:
         kill_orphans(trial.user_attrs.get("job_config_path"), trial.user_attrs.get(PROCESS_KEY))
         store.set_trial_user_attrs(study, trial, {"status_reason": INTERRUPTED, INTERRUPTED: True})
         study.tell(trial.number, state=TrialState.FAIL)
@@ -47,55 +52,6 @@ def requeue(study: "optuna.Study", proposer: Any, number: int, params: dict[str,
     if getattr(proposer, "requeues_interrupted", getattr(proposer, "name", None) in _SELF_REQUEUING):
         return
     study.enqueue_trial(params, user_attrs={"requeued_from": number})
-
-
-def kill_orphans(job_config_path: str | None, process_key: str | None = None) -> int:
-    """Stop trial processes a killed runner left behind; returns how many were signalled.
-
-    A process belongs to the trial when its environment holds the trial's ``AUP_PROCESS_KEY`` (the
-    key is recorded before the process starts and inherited by everything it spawns, whatever its
-    process group) or, for trials recorded without a key, when its command line holds the job path.
-    """
-    if not os.path.isdir("/proc") or not (job_config_path or process_key):
-        return 0
-    key = f"{PROCESS_KEY_ENV}={process_key}".encode() if process_key else None
-    needle = job_config_path.encode() if job_config_path else None
-    killed = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        if _belongs(entry.name, key, needle):
-            _kill_group_or_process(int(entry.name))
-            killed += 1
-    return killed
-
-
-def _belongs(pid: str, key: bytes | None, needle: bytes | None) -> bool:
-    try:
-        if key is not None:
-            with open(f"/proc/{pid}/environ", "rb") as handle:
-                return key in handle.read().split(b"\0")
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return needle in handle.read().split(b"\0")
-    except OSError:  # gone, or another user's process
-        return False
-
-
-def _kill_group_or_process(pid: int) -> None:
-    try:
-        if os.getpgid(pid) == pid:  # a trial leads its own process group
-            os.killpg(pid, signal.SIGKILL)
-            return
-    except (ProcessLookupError, PermissionError):
-        pass
-    _quiet_kill(pid)
-
-
-def _quiet_kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def stored_experiment(storage: Any, name: str, *, joining: bool = False) -> LoadedExperiment:

@@ -19,7 +19,8 @@ from aup.constraints import parse_constraints
 from aup.runner import join
 from aup.runner.progress import best_trials, print_summary
 from aup.runner.saved_models import keep_best_model
-from aup.runner.state import INTERRUPTED, quote
+from aup.runner.state import INTERRUPTED
+from aup.safe_text import shell_command
 from aup.views.recommend import ATTR as RECOMMENDATION_ATTR
 from aup.views.recommend import Recommendation, recommend
 from aup.views.records import rows_from_frozen
@@ -81,7 +82,7 @@ def finish_run(study: "optuna.Study", exp: "Experiment", proposer: Any, *, statu
     if status == INTERRUPTED and joined:
         extra.append("this worker stopped; its unfinished trials were queued for the other runners")
     elif status == INTERRUPTED:
-        extra.append(f"interrupted; continue with: aup resume {quote(study.study_name)}")
+        extra.append(f"interrupted; continue with: {shell_command('aup', 'resume', study.study_name)}")
     elif status == "failed":
         extra.append(f"experiment failed: {reason}")
     print_summary(console, study_name=study.study_name, status=shown_status, trials=study.get_trials(deepcopy=False),

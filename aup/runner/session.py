@@ -10,7 +10,7 @@ import hashlib
 import os
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from aup import store
 from aup.errors import UserError
@@ -49,8 +49,11 @@ def resumed_seed(seed: int, n_trials: int) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def open_session(prepared: "Prepared", storage_url: str, resume_study: str | None) -> Session:
-    """Create or load the study, take its lease, recover a killed run's leftovers, build the proposer."""
+def open_session(prepared: "Prepared", storage_url: str, resume_study: str | None,
+                 end_elsewhere: Callable[[Sequence[str]], Any] | None = None) -> Session:
+    """Create or load the study, take its lease, recover a killed run's leftovers, build the proposer.
+
+    ``end_elsewhere`` ends a killed run's trial processes on the resource's other machines (Ray nodes)."""
     import aup.proposer_ext as ext
 
     exp = prepared.loaded.experiment
@@ -68,7 +71,8 @@ def open_session(prepared: "Prepared", storage_url: str, resume_study: str | Non
             lease.release()
             raise UserError(f"experiment {resume_study!r} already finished; nothing to resume")
         study.sampler = prepared.sampler_factory(resumed_seed(exp.random_seed, len(study.trials)))
-        requeued = recover_interrupted(study, keep=frozenset(join.live_workers(storage, study.study_name)))
+        requeued = recover_interrupted(study, keep=frozenset(join.live_workers(storage, study.study_name)),
+                                       end_elsewhere=end_elsewhere)
         study.set_user_attr("resumed", [*study.user_attrs.get("resumed", []), store.now_iso()])
     study.set_user_attr(store.ATTR_STATUS, "running")
     study.set_user_attr(store.ATTR_ENDED, None)

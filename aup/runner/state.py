@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from aup.runner.launcher import TrialProcess
+from aup.runner.orphans import PROCESS_KEY_ENV  # the same key in the environment of the trial and its children
 
 INTERRUPTED = "interrupted"
 PROCESS_KEY = "process_key"  # trial attribute, written before the trial's process starts
-PROCESS_KEY_ENV = "AUP_PROCESS_KEY"  # the same key in the environment of the trial and all its children
 STOP_GRACE_S = 3.0
 # Trial user attributes the runner owns; a metric of the same name reported by a script is dropped.
 RUNNER_ATTRS = frozenset({"job_config", "job_config_path", "log_path", "attempts", "status_reason", "budget",
@@ -70,8 +70,3 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def quote(name: str) -> str:
-    """A study name as the user types it on a shell command line."""
-    return name if all(c.isalnum() or c in "_-." for c in name) else repr(name)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from aup.errors import UserError
+from aup.safe_text import shown_url
 
 DEFAULT_LIMIT = 40  # rows of a terminal table when no trials are named; more is a wall of text
 
@@ -148,9 +149,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
     elif not data:
-        _console().print(f"No experiments in {url} yet.")
+        _console().print(f"No experiments in {shown_url(url)} yet.")
     else:
-        _console().print(tables.render_list(data, url))
+        _console().print(tables.render_list(data, shown_url(url)))
     return 0
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from aup.errors import UserError
+from aup.safe_text import hide_secrets, shown_url
 from aup.views.rows import (LAYER_PREFIXES, METRIC_NAMES_KEY, NON_METRIC_ATTRS, RATIO_METRICS, RESERVED_COLUMNS,
                             STATES, StudyRecord, TrialRow, layer_columns, objective_names_for,
                             param_key)
@@ -76,7 +77,12 @@ class RecordReader:
         close = closest(name, names)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         known = ", ".join(repr(n) for n in names[:10]) or "none yet"
-        raise UserError(f"no experiment named {name!r} in {self.url} (known: {known}){hint}")
+        raise UserError(f"no experiment named {name!r} in {shown_url(self.url)} (known: {known}){hint}")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def open_store(url: str) -> RecordReader:
@@ -93,18 +99,18 @@ def open_store(url: str) -> RecordReader:
         try:
             engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
         except (sqlalchemy.exc.ArgumentError, ImportError, ValueError) as exc:
-            raise UserError(f"cannot open the storage {url!r}: {str(exc).splitlines()[0]}") from None
+            raise UserError(f"cannot open the storage {shown_url(url)!r}: {hide_secrets(_first_line(exc))}") from None
         factory = lambda: SqlAlchemyReader(engine)  # noqa: E731
         errors = (sqlalchemy.exc.SQLAlchemyError,)
     try:
         with factory() as reader:
             tables = reader.tables()
     except errors as exc:
-        raise UserError(f"cannot open the storage {url!r}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot open the storage {shown_url(url)!r}: {hide_secrets(_first_line(exc))}") from None
     if not REQUIRED_TABLES <= tables:
         if not tables:
-            raise UserError(f"{url} holds no aup results yet (run an experiment first)")
-        raise UserError(f"{url} is not an Optuna/aup results store (tables: {', '.join(sorted(tables)[:6])})")
+            raise UserError(f"{shown_url(url)} holds no aup results yet (run an experiment first)")
+        raise UserError(f"{shown_url(url)} is not an Optuna/aup results store (tables: {', '.join(sorted(tables)[:6])})")
     return RecordReader(url, reader=factory)
 
 
@@ -135,7 +141,7 @@ def _api_experiment(study: Any, storage: Any, url: str, trials: Sequence[Any]) -
     experiment = StudyRecord(
         name=study.study_name, study_id=sid, directions=dirs,
         objective_names=objective_names_for(dirs, dict(study.user_attrs), system.get(METRIC_NAMES_KEY)),
-        user_attrs=dict(study.user_attrs), counts=Counter(t.state.name for t in trials), storage_url=url,
+        user_attrs=dict(study.user_attrs), counts=Counter(t.state.name for t in trials), storage_url=shown_url(url),
         trial_started=_naive_utc(min(starts)) if starts else None,
         trial_ended=_naive_utc(max(ends)) if ends else None)
     from aup.views.pareto import violation

@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
+from aup.safe_text import shown_url
 from aup.views.rows import METRIC_NAMES_KEY, StudyRecord, TrialRow, objective_names_for
 
 if TYPE_CHECKING:
@@ -155,7 +156,7 @@ def _assemble_experiments(studies: Iterable[Any], directions: Iterable[Any], att
         experiments.append(StudyRecord(
             name=info["name"], study_id=sid, directions=dirs,
             objective_names=objective_names_for(dirs, info["attrs"], info["names"]),
-            user_attrs=info["attrs"], counts=info["counts"], storage_url=url,
+            user_attrs=info["attrs"], counts=info["counts"], storage_url=shown_url(url),
             trial_started=min(starts) if starts else None, trial_ended=max(ends) if ends else None))
     return experiments
 

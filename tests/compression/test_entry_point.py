@@ -302,7 +302,7 @@ def test_statistics_pruners_report_sizes_on_export_inside_a_trial(tmp_path: Path
         optimizer.step()
     pruner.apply_speedup(torch.randn(1, 1, 8, 8))
     with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # "could not measure" would be a warning
+        warnings.simplefilter("error", UserWarning)  # (a failure to measure sends size_missing: no model_bytes below)
         pruner.export_model("m.pt", speedup=True, folder_name=config["folder_name"])
     records = [json.loads(line) for line in channel.read_text().splitlines()]
     last = [r["metrics"] for r in records if r["kind"] == "metrics"][-1]

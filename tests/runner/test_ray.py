@@ -143,11 +143,15 @@ def test_dead_ray_worker_fails_the_attempt_with_the_reason_and_it_is_retried(tmp
 
     leftovers = list(Path(tempfile.gettempdir()).glob(f"{ray_launcher.SCRATCH_PREFIX}{killed[0]}-*"))
     assert leftovers == []  # the dead worker's scratch dir was cleared by the retry's task
+    [sleeper] = [int(p.read_text()) for p in (tmp_path / "jobs").glob("*.sleep")]
+    wait_for(lambda: not _alive(sleeper), timeout=60)  # the script's own child died with the worker too
+    assert live_processes_with(trial.user_attrs["process_key"]) == []
 
 
 @pytest.mark.slow
 def test_ray_and_postgres_end_to_end_sigkill_and_resume(tmp_path: Path, ray_cluster: Any, postgres_url: str) -> None:
-    write(tmp_path, n_samples=6, runtime_args={"env": {"AUP_TEST_SLEEP": "1"}},
+    # trial 0 finishes, later ones wait for the gate: "one done, one running" is reached for sure
+    write(tmp_path, n_samples=6, runtime_args={"env": {"AUP_TEST_GATE": str(tmp_path / "go"), "AUP_TEST_GATE_FROM": "1"}},
           resource_args={"address": ray_cluster.address})
     process = aup(tmp_path, postgres_url, "experiment.json", "--no-live")
 
@@ -161,10 +165,14 @@ def test_ray_and_postgres_end_to_end_sigkill_and_resume(tmp_path: Path, ray_clus
     process.kill()
     process.communicate()
     before = optuna.load_study(study_name="ray-exp", storage=postgres_url).trials
+    (tmp_path / "go").touch()
     resumed = aup(tmp_path, postgres_url, "resume", "ray-exp", "--no-live")
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out + err
-    assert_resumed_after_kill(before, optuna.load_study(study_name="ray-exp", storage=postgres_url).trials, 6)
+    after = optuna.load_study(study_name="ray-exp", storage=postgres_url).trials
+    assert_resumed_after_kill(before, after, 6)
+    for trial in after:  # the killed runner's attempts were ended on the node
+        assert live_processes_with(trial.user_attrs.get("process_key", "-")) == []
 
 
 @pytest.mark.slow
@@ -186,6 +194,36 @@ def test_ctrl_c_cancels_the_ray_tasks(tmp_path: Path, ray_cluster: Any) -> None:
     import ray
 
     wait_for(lambda: ray.available_resources().get("CPU") == 2, timeout=30)  # the tasks released their CPUs
+
+
+@pytest.mark.slow
+def test_resume_ends_leftover_attempts_on_every_node(ray_cluster: Any) -> None:
+    """What ``aup resume`` runs for ``"resource": "ray"``: a task on each live node ends the processes
+    of the interrupted attempts (by their process key), wherever their group or session."""
+    import uuid
+
+    key = uuid.uuid4().hex
+    leftover = subprocess.Popen(["sleep", "124"], env={**os.environ, "AUP_PROCESS_KEY": key}, start_new_session=True)
+    try:
+        ray_launcher.connect(ray_cluster.address, local_cpus=1)
+        assert ray_launcher.end_leftovers([key]) == 1
+        assert leftover.wait(30) == -signal.SIGKILL
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+
+
+def live_processes_with(key: str) -> list[int]:
+    """Live (not zombie) processes whose environment holds this trial process key."""
+    found = []
+    for entry in os.scandir("/proc"):
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as handle:
+                if f"AUP_PROCESS_KEY={key}".encode() in handle.read().split(b"\0") and _alive(int(entry.name)):
+                    found.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def _alive(pid: int) -> bool:

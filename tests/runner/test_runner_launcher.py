@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from aup.runner.recovery import kill_orphans as _kill_orphans
+from aup.runner.orphans import kill_orphans as _kill_orphans
 from aup.runner.launcher import TrialProcess, last_output_line
 
 

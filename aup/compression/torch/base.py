@@ -18,6 +18,8 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
+from aup.metrics import SIZE_MISSING
+
 from ..lifecycle import TrainingLifecycle
 from .baseline import baseline_artifact, baseline_metrics, snapshot_baseline
 from .deploy import CalibrationRecorder, DeploySettings
@@ -25,7 +27,7 @@ from .deployed_metrics import deployed_file_metrics
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Compressor", "count_flops_params", "as_example_input"]
+__all__ = ["Compressor", "count_flops_params", "as_example_input", "size_missing"]
 
 
 def ignore_export_arguments(ignored: dict[str, Any]) -> None:
@@ -334,7 +336,7 @@ class Compressor(TrainingLifecycle):
             with self._paused():
                 metrics = self.measure(artifact_path, example_input, quant_bits)
         except Exception as exc:  # noqa: BLE001 - metrics must never kill a finished trial
-            warnings.warn(f"aup: could not measure the compressed model: {type(exc).__name__}: {exc}", stacklevel=2)
+            size_missing(f"measuring the compressed model failed: {type(exc).__name__}: {_one_line(exc)}")
             return None
         torch_latency = metrics.pop("latency_ms", None)
         if torch_latency is not None:
@@ -421,12 +423,18 @@ class Compressor(TrainingLifecycle):
             return {}
 
     def final_report(self) -> None:
-        """Report once at the end of a trial when the script never exported (see ``report_at_trial_end``)."""
+        """Report once at the end of a trial when the script never exported (see ``report_at_trial_end``).
+
+        A failure says why in the log and in the trial (``size_missing``), never silently."""
         if self.reported:
             return
-        with tempfile.TemporaryDirectory(prefix="aup-final-") as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.export_model("model.aup", folder_name=tmp)
+        try:
+            with tempfile.TemporaryDirectory(prefix="aup-final-") as tmp, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.export_model("model.aup", folder_name=tmp)
+        except Exception as exc:  # noqa: BLE001 - the trial is finished; its result stands
+            self.reported = True
+            size_missing(f"exporting the model to measure it failed: {type(exc).__name__}: {_one_line(exc)}")
 
 
 _UNSET: Any = object()
@@ -434,22 +442,36 @@ _UNSET: Any = object()
 
 # The compressors alive in this trial process, in creation order. At the end of a trial the first
 # one that never reported (the script's own compressor: search pruners create their inner ones
-# later) measures and reports, so scripts that never export still record their size.
-_live: list[weakref.ReferenceType] = []
+# later) measures and reports, so scripts that never export still record their size. The first one
+# is held strongly: a script that creates its compressor inside ``main()`` and never exports
+# (Auptimizer's mnist_amc.py) drops it before the exit hook runs, and a weak reference would leave
+# the trial with no size and no word why. Later ones (a search's inner pruners) stay weak. Both are
+# kept per trial channel: a process that runs several trials in turn (tests, a notebook) reports
+# each trial's own compressor.
+_live: list[tuple[str, weakref.ReferenceType]] = []
+_first: dict[str, Compressor] = {}
 
 
 def _register_live(compressor: Compressor) -> None:
     from aup import channel, client
 
-    if channel.channel_path() is None:
+    path = channel.channel_path()
+    if path is None:
         return
-    _live.append(weakref.ref(compressor))
+    _first.setdefault(path, compressor)
+    _live.append((path, weakref.ref(compressor)))
     client.on_trial_end(report_at_trial_end)
 
 
 def report_at_trial_end() -> None:
     """Measure and report the trial's compressor if nothing reported yet (print_result / exit hook)."""
-    alive = [c for c in (ref() for ref in _live) if c is not None]
+    from aup import channel
+
+    path = channel.channel_path()
+    mine = [ref for where, ref in _live if where == path]
+    if path is None or not mine:  # not in a trial, or this trial made no compressor (the runner says so)
+        return
+    alive = [c for c in (ref() for ref in mine) if c is not None]
     if any(c.reported for c in alive):
         return
     for compressor in alive:
@@ -457,6 +479,23 @@ def report_at_trial_end() -> None:
             continue
         compressor.final_report()
         return
+    size_missing("no compressor of this trial was left to measure at its end")
+
+
+def size_missing(reason: str) -> None:
+    """One line in the trial's log and the reason in the trial (``size_missing``) when a compression
+    trial ends without size metrics, so no trial lacks them silently."""
+    import sys
+
+    from aup import client
+
+    print(f"aup: no size metrics for this trial: {reason}", file=sys.stderr, flush=True)
+    client.log_metrics(**{SIZE_MISSING: reason})
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] if text else "-"
 
 # ---------------------------------------------------------------------- FLOPs counter
 def as_example_input(x: Any, model: nn.Module | None = None) -> Any:
