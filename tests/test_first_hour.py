@@ -90,7 +90,8 @@ def test_a_worker_that_is_done_says_so_while_trials_run_elsewhere(tmp_path: Path
         study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=value))
     study.ask()  # a trial another runner is still running
     monkeypatch.setattr(join_module, "others_running", lambda _study: 1)
-    exp = SimpleNamespace(resource_args=SimpleNamespace(save_model=False), objectives=["score"], n_samples=3)
+    exp = SimpleNamespace(resource_args=SimpleNamespace(save_model=False), objectives=["score"], n_samples=3,
+                          directions=["maximize"], constraints=None, recommend=None, stop="budget")
     out = io.StringIO()
     result = finish_run(study, exp, None, status="finished", reason=None, shared=True, joined=True, single=True,
                         workingdir=tmp_path, console=Console(file=out, width=200), storage_url="postgresql://x/y")
