@@ -13,7 +13,10 @@ MODEL_BYTES = "model_bytes"  # bytes of the exported artifact on disk (the deplo
 MODEL_BYTES_PACKED = "model_bytes_packed"  # bytes of aup's packed torch artifact when an ONNX file is deployed
 MODEL_BYTES_GZIP = "model_bytes_gzip"
 SPARSITY = "sparsity"  # achieved, over the compressed layers
-WEIGHT_BITS = "weight_bits"  # average bits per weight as stored
+WEIGHT_BITS = "weight_bits"  # average bits per weight as stored (as shipped in the deployed file when there is one)
+# when a deployed file stores a layer at another width than asked (a 3-bit grid in 4-bit storage, 6 bits as
+# int8, 16 bits as float, a fallback): one line naming those layers
+PRECISION_NOTE = "precision_note"
 # median CPU latency, batch 1, fixed threads: of the deployed artifact in ONNX Runtime when one exists
 # (never of a fake-quantized torch model), else of the torch model
 LATENCY_MS = "latency_ms"
@@ -33,6 +36,7 @@ LOWER_IS_BETTER = frozenset({PARAM_COUNT, NONZERO_PARAMS, MACS, MODEL_BYTES, MOD
 # Prefix of per-layer details recorded as user attributes, e.g. "layer_sparsity" -> {"conv1": 0.5}.
 LAYER_SPARSITY = "layer_sparsity"
 LAYER_BITS = "layer_bits"
+LAYER_BITS_SHIPPED = "layer_bits_shipped"  # {module: stored weight bits in the deployed file} (32: float)
 
 # Metrics the compressor reports for the uncompressed model, so views can show ratios to it.
 BASELINE_PREFIX = "baseline_"

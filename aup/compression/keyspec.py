@@ -145,11 +145,12 @@ SPARSITY_KEYS = {"sparsity": SPARSITY, **COMMON}
 
 
 def quant_keys(types: Sequence[str], fixed_bits: int | None = None, why: str = "") -> dict[str, KeySpec]:
-    """``quant_types`` over ``types`` and ``quant_bits`` in [1, 31], or only ``fixed_bits`` (with why)."""
+    """``quant_types`` over ``types`` and ``quant_bits`` in [1, 32] (32: left in float, for per-layer mixed
+    precision), or only ``fixed_bits`` (with why)."""
     names = " or ".join(f'"{t}"' for t in types)
     if fixed_bits is None:
-        bits = KeySpec("quant_bits", f"an integer in [1, 31] or a dict {{quant type: integer in [1, 31]}} over {names}",
-                       1.0, 31.0, choices=tuple(types))
+        bits = KeySpec("quant_bits", f"an integer in [1, 32] (32: float) or a dict {{quant type: integer in [1, 32]}} "
+                                     f"over {names}", 1.0, 32.0, choices=tuple(types))
     else:
         bits = KeySpec("quant_bits", f"{fixed_bits} or a dict {{quant type: {fixed_bits}}} over {names} ({why})",
                        float(fixed_bits), float(fixed_bits), choices=tuple(types))

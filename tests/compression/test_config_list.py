@@ -125,7 +125,7 @@ def test_slim_needs_one_shared_sparsity():
 @pytest.mark.parametrize("name, entry, message", [
     ("naive", {"bad_key": 1, "op_types": ["default"]}, "unknown key 'bad_key'"),
     ("qat", {"quant_types": "abc", "quant_bits": 8, "op_types": ["default"]}, r"quant_types: expected a non-empty list"),
-    ("qat", {"quant_types": ["weight"], "quant_bits": 34, "op_types": ["default"]}, r"quant_bits: expected an integer in \[1, 31\]"),
+    ("qat", {"quant_types": ["weight"], "quant_bits": 34, "op_types": ["default"]}, r"quant_bits: expected an integer in \[1, 32\]"),
     ("dorefa", {"quant_types": ["weight"], "quant_bits": {"abc": 123}, "op_types": ["default"]}, r"quant_bits: expected"),
     ("bnn", {"quant_types": ["weight"], "quant_bits": 1, "op_types": "default"}, r"op_types: expected a list"),
     ("agp", {"initial_sparsity": 0.0, "final_sparsity": 0.8, "start_epoch": 3, "end_epoch": 1, "op_types": ["default"]},

@@ -182,16 +182,37 @@ class Compressor(TrainingLifecycle):
         if example is None:
             raise ValueError("an ONNX export needs an example input: pass dummy_input=<a batch>, or run the model "
                              "on a batch first")
+        shipped: dict[str, Any] = {}
         with self._paused(), self.deployable() as (model, int8_names, options):
             if settings.int8 == "none":
                 int8 = None
+                options = {k: v for k, v in options.items() if k not in ("low_bits", "grids")}
             elif int8_names is None:
                 int8 = [n for n, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
                         or isinstance(getattr(m, "in_proj_weight", None), torch.Tensor)]  # attention's q/k/v
             else:
                 int8 = int8_names
-            return export_onnx(model, example, path, int8_modules=int8, calibration=self.calibration_batches(),
-                               per_channel=settings.per_channel, **options)
+            written = export_onnx(model, example, path, int8_modules=int8, calibration=self.calibration_batches(),
+                                  per_channel=settings.per_channel, shipped=shipped, **options)
+            self.shipped_precision = self._shipped_record(model, shipped)
+        return written
+
+    def asked_weight_bits(self) -> dict[str, int]:
+        """``{module: weight bits asked}`` of the quantized layers (none for a pruner)."""
+        return {}
+
+    def _shipped_record(self, model: nn.Module, shipped: dict[str, Any]) -> dict[str, Any]:
+        """What the deployed file stores per layer, its parameter-weighted ``weight_bits`` and a one-line
+        note when an asked precision could not be shipped as asked (ort_mixed's table)."""
+        from .ort_mixed import precision_note, shipped_weight_bits
+
+        asked = self.asked_weight_bits()
+        for module, bits in asked.items():
+            entry = shipped.setdefault(module, {"asked": bits, "shipped": 32, "as": "float"})
+            if entry.get("asked") is None:
+                entry["asked"] = bits
+        return {"layers": shipped, "weight_bits": shipped_weight_bits(model.named_parameters, shipped),
+                "note": precision_note(shipped)}
 
     @contextlib.contextmanager
     def _paused(self) -> Iterator[None]:
@@ -263,6 +284,7 @@ class Compressor(TrainingLifecycle):
         if deployed:
             metrics["model_bytes_packed"] = metrics.get("model_bytes")
             metrics.update(deployed)
+            metrics.update(self._shipped_metrics())
         elif self.quantizes():
             if example is not None:
                 print(self._no_latency_note(), flush=True)
@@ -272,6 +294,19 @@ class Compressor(TrainingLifecycle):
                    **baseline_metrics(example, (settings or DeploySettings()) if deployed else None)}
         client.log_metrics(**metrics)
         return metrics
+
+    def _shipped_metrics(self) -> dict[str, Any]:
+        """``weight_bits`` as the deployed file stores it, ``layer_bits_shipped`` and, when an asked
+        precision could not be shipped, ``precision_note`` (also printed in the trial's log)."""
+        record = getattr(self, "shipped_precision", None)
+        if not record:
+            return {}
+        out: dict[str, Any] = {"weight_bits": record["weight_bits"],
+                               "layer_bits_shipped": {m: e["shipped"] for m, e in record["layers"].items()}}
+        if record.get("note"):
+            out["precision_note"] = record["note"]
+            print(f"aup: {record['note']}", flush=True)
+        return out
 
     def _no_latency_note(self) -> str:
         """Why a quantized model has no ``latency_ms``: the export failed, or ORT is missing."""

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from .ort_nbits import WeightGrid
 from .ort_quantize import _quantize_static, _weight_only_int8
 from .ort_runtime import _as_args, fitting_batches, onnx_input_names
 
@@ -72,7 +73,8 @@ def _io(model: nn.Module, example_input: Any) -> tuple[nn.Module, tuple[torch.Te
 
 def export_onnx(model: nn.Module, example_input: Any, path: str | os.PathLike, *,
                 int8_modules: Iterable[str] | None = None, calibration: Sequence[Any] = (),
-                per_channel: bool = True, weight_only: bool = False) -> str:
+                per_channel: bool = True, weight_only: bool = False, low_bits: Mapping[str, int] | None = None,
+                grids: Mapping[str, WeightGrid] | None = None, shipped: dict[str, Any] | None = None) -> str:
     """Write ``model`` (eval mode) as ONNX at ``path``; with ``int8_modules``, as static QDQ int8.
 
     ``int8_modules`` names the conv/linear modules whose nodes become int8 (an empty list quantizes
@@ -93,26 +95,63 @@ def export_onnx(model: nn.Module, example_input: Any, path: str | os.PathLike, *
     try:
         exported, args, names, outputs = _io(model, example_input)
         with tempfile.TemporaryDirectory(prefix="aup-onnx-") as tmp:
-            raw = os.path.join(tmp, "raw.onnx") if int8_modules is not None else path
+            quantize = int8_modules is not None or bool(low_bits)
+            raw = os.path.join(tmp, "raw.onnx") if quantize else path
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 # constant folding off: weights keep their parameter names, which map nodes to modules;
                 # ORT's pre-processing fuses BatchNorm into the convolutions afterwards.
                 torch.onnx.export(exported, args, raw, dynamo=False, opset_version=OPSET, input_names=names,
-                                  output_names=outputs, do_constant_folding=int8_modules is None,
+                                  output_names=outputs, do_constant_folding=not quantize,
                                   dynamic_axes={**{n: {0: "batch"} for n in names + outputs}})
-            if int8_modules is None:
+            if not quantize:
                 _untie_folded_transposes(path)
             else:
-                if weight_only:
-                    _weight_only_int8(raw, path, set(int8_modules), per_channel)
-                else:
-                    batches = fitting_batches(calibration, names, [a.shape[1:] for a in args], example_input)
-                    _quantize_static(raw, path, set(int8_modules), batches, names, per_channel, tmp)
+                batches = [] if weight_only else fitting_batches(calibration, names, [a.shape[1:] for a in args],
+                                                                 example_input)
+                _mixed_precision(raw, path, set(int8_modules or ()), dict(low_bits or {}), dict(grids or {}),
+                                 lambda src, modules: _weight_only_int8(src, path, modules, per_channel)
+                                 if weight_only else _quantize_static(src, path, modules, batches, names,
+                                                                      per_channel, tmp),
+                                 shipped)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
         model.train(was_training)
     return path
+
+
+def _mixed_precision(raw: str, path: str, int8: set[str], low_bits: dict[str, int], grids: dict[str, WeightGrid],
+                     quantize_int8: Any, shipped: dict[str, Any] | None) -> None:
+    """Low-bit linears (before ORT's pre-processing), int8 QDQ by ``quantize_int8(src, modules)``, then
+    low-bit convolutions (after it, on the BatchNorm-folded weights); see :mod:`.ort_mixed`."""
+    import onnx
+    from onnx import numpy_helper
+
+    from .ort_mixed import low_bit_convs, low_bit_linears
+    from .ort_quantize import _module_nodes
+
+    model = onnx.load(raw)
+    nodes_of = _module_nodes(model.graph)
+    kinds = {n.name: n.op_type for n in model.graph.node}
+    inits = {i.name: i for i in model.graph.initializer}
+    convs = {m: b for m, b in low_bits.items() if any(kinds.get(n) == "Conv" for n in nodes_of.get(m, []))}
+    linears = {m: b for m, b in low_bits.items() if m not in convs}
+    conv_weights = {m: numpy_helper.to_array(inits[node.input[1]]) for m in convs for node in model.graph.node
+                    if node.name in nodes_of.get(m, []) and node.input[1] in inits}
+    failed = low_bit_linears(model, nodes_of, linears, grids, shipped)
+    for module in sorted(failed):  # e.g. a projection reading a slice of a packed weight
+        int8.add(module)
+        if shipped is not None:
+            shipped[module] = {"asked": low_bits[module], "shipped": 8, "as": "int8 QDQ (weight is not one matrix)"}
+    onnx.save(model, raw)
+    quantize_int8(raw, int8 - set(convs) - set(linears) | failed)
+    if shipped is not None:
+        for module in sorted((int8 - set(convs) - set(linears)) | failed):
+            if nodes_of.get(module) and module not in shipped:
+                shipped[module] = {"asked": None, "shipped": 8, "as": "int8 QDQ"}
+    if convs:
+        final = low_bit_convs(onnx.load(path), nodes_of, convs, grids, conv_weights, shipped)
+        onnx.save(final, path)
 
 
 def _untie_folded_transposes(path: str) -> None:

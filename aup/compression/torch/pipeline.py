@@ -256,6 +256,10 @@ class PipelineCompressor(Compressor):
             save_artifact(path, self.model, example_input=example, masks=masks or None, quant=quant, meta=meta)
         return bits
 
+    def asked_weight_bits(self) -> dict[str, int]:
+        quantizer = self._quantizer()
+        return quantizer.asked_weight_bits() if quantizer is not None else {}
+
     def quantizes(self) -> bool:
         return any(s.compression_type == "quantization" for s in self.specs)
 

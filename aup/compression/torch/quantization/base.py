@@ -11,7 +11,7 @@ import contextlib
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -22,7 +22,12 @@ from .config import default_entries, quant_types_of, resolve_bits, validate_quan
 from .hooks import FastPathOff, WeightOverride, fast_path_owner, weight_reader
 from .primitives import QuantSpec
 
-__all__ = ["QuantLayer", "Quantizer"]
+if TYPE_CHECKING:
+    from ..ort_nbits import WeightGrid
+
+__all__ = ["QuantLayer", "Quantizer", "FLOAT_BITS"]
+
+FLOAT_BITS = 32  # ``quant_bits`` 32 means "leave this tensor in float" (per-layer mixed precision)
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +67,7 @@ class Quantizer(Compressor):
     # ------------------------------------------------------------------ selection
     def _select_layers(self, entries: list[dict[str, Any]]) -> list[QuantLayer]:
         layers = []
+        self.float_layers: dict[str, int] = {}  # asked 32 bits: left in float, shipped as float
         selected = validate_against_model(self.model, entries, compressor=self.compressor_name)
         for sel in selected:
             name, module, entry, where = sel.name, sel.module, sel.config, f"config_list[{sel.entry_index}]"
@@ -71,6 +77,12 @@ class Quantizer(Compressor):
                 raise ValueError(f"{where}.quant_types: {self.compressor_name!r} cannot quantize the weight of "
                                  f"{name!r} ({type(module).__name__}): it has no weight parameter")
             bits = {t: resolve_bits(self.compressor_name, entry, t, sel.entry_index) for t in types}
+            if any(b == FLOAT_BITS for b in bits.values()):  # 32 = float: that quant type is not applied
+                types = tuple(t for t in types if bits[t] != FLOAT_BITS)
+                bits = {t: b for t, b in bits.items() if b != FLOAT_BITS}
+                if not types:
+                    self.float_layers[name] = FLOAT_BITS
+                    continue
             layers.append(QuantLayer(name, module, entry, types, bits, param or "weight"))
         return layers
 
@@ -213,8 +225,27 @@ class Quantizer(Compressor):
         return total_bits / total if total else 0.0
 
     def layer_bits(self) -> dict[str, dict[str, int]]:
-        """``{module: {quant_type: bits}}`` for the ``layer_bits`` metric."""
-        return {layer.name: dict(layer.bits) for layer in self.layers}
+        """``{module: {quant_type: bits}}`` for the ``layer_bits`` metric (32: left in float)."""
+        floats = {name: {"weight": bits} for name, bits in getattr(self, "float_layers", {}).items()}
+        return {**floats, **{layer.name: dict(layer.bits) for layer in self.layers}}
+
+    def weight_grid(self, module_name: str) -> WeightGrid | None:
+        """The integer grid the deployed file stores ``module_name``'s weight on (one scale and zero point
+        per tensor for aup's quantizers), or None when its weight is not quantized."""
+        from ..ort_nbits import per_row_grid
+
+        layer = next((lay for lay in self.layers if lay.name == module_name and "weight" in lay.quant_types), None)
+        if layer is None:
+            return None
+        weight = getattr(layer.module, layer.param).detach()
+        spec = self.quantize_weight(layer, weight, export=True)[1]
+        return per_row_grid(spec.bits, spec.scale, spec.zero_point, weight.shape[0], weight[0].numel())
+
+    def asked_weight_bits(self) -> dict[str, int]:
+        """``{module: weight bits asked}`` (32 for layers left in float), for the shipped-precision record."""
+        asked = dict(getattr(self, "float_layers", {}))
+        asked.update({layer.name: layer.bits["weight"] for layer in self.layers if "weight" in layer.bits})
+        return asked
 
     def extra_metrics(self) -> dict[str, Any]:
         return {"layer_bits": self.layer_bits()}
@@ -254,17 +285,22 @@ class Quantizer(Compressor):
 
     @contextlib.contextmanager
     def deployable(self) -> Iterator[tuple[nn.Module, list[str] | None, dict[str, Any]]]:
-        """The plain model holding the quantized weights, for the int8 ONNX export.
+        """The plain model holding the quantized weights, for the ONNX export at per-layer precision.
 
-        Layers whose every quantized tensor has at most 8 bits become int8 nodes; activation
-        quantization that int8 cannot express (BNN's sign, fewer than 8 bits) stays in the graph as
-        frozen fake-quant ops, while 8-bit activations get ORT's calibrated int8 ranges. With sign
-        activations (BNN) only the weights are int8: an int8 input to the next layer would move its
-        values across the sign threshold (measured: 93% top-1 agreement on digits instead of 100%).
+        Weights asked for at most 4 bits ship below 8 bits on this quantizer's own grid (``low_bits``,
+        ``grids``: MatMulNBits for linears, int4 for convolutions, see :mod:`..ort_mixed`); other
+        layers whose every quantized tensor has at most 8 bits become int8 nodes; 32 (and 9-31) stay
+        float. Activation quantization that int8 cannot express (BNN's sign, fewer than 8 bits) stays
+        in the graph as frozen fake-quant ops, while 8-bit activations get ORT's calibrated int8
+        ranges. With sign activations (BNN) the int8 layers are int8 in their weights only: an int8
+        input to the next layer would move its values across the sign threshold (measured: 93% top-1
+        agreement on digits instead of 100%).
         """
         from .hooks import attach_activation_quant
 
-        int8 = [layer.name for layer in self.layers if all(b <= 8 for b in layer.bits.values())]
+        low = {layer.name: layer.bits["weight"] for layer in self.layers if layer.bits.get("weight", 8) <= 4}
+        int8 = [layer.name for layer in self.layers if layer.name not in low and all(b <= 8 for b in layer.bits.values())]
+        grids = {name: grid for name in low if (grid := self.weight_grid(name)) is not None}
         with self.exported_view() as (_quant, specs):
             kept = {name: {kind: spec for kind, spec in per.items()
                            if spec.get("mode") == "sign" or int(spec["bits"]) < 8}
@@ -272,7 +308,7 @@ class Quantizer(Compressor):
             handle = attach_activation_quant(self.model, {k: v for k, v in kept.items() if v})
             sign_outputs = any(spec.get("mode") == "sign" for per in specs.values() for spec in per.values())
             try:
-                yield self.model, int8, {"weight_only": sign_outputs}
+                yield self.model, int8, {"weight_only": sign_outputs, "low_bits": low, "grids": grids}
             finally:
                 handle.remove()
 

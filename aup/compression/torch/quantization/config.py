@@ -56,7 +56,7 @@ def resolve_bits(name: str, entry: Mapping[str, Any], quant_type: str, index: in
     if bits is None:
         bits = catalog.quantization(name).default_bits
     if bits is None:
-        expected = f"an integer in [1, 31] or {{\"{quant_type}\": integer}}"
+        expected = f"an integer in [1, 32] or {{\"{quant_type}\": integer}}"
         raise _error(f"no bit width for {quant_type!r}; give {expected}", name, index, "quant_bits", expected)
     return int(bits)
 
