@@ -12,10 +12,11 @@ file lock makes parallel trials wait for one training. The cache name carries th
 and torch versions and a digest of the corpus file list, so a different standard library retrains.
 
 :func:`perplexity` is the token-weighted metric (``exp`` of the mean next-token negative
-log-likelihood over every scored token), over a sliding window: windows of ``context`` tokens start
-every ``stride`` tokens and each scores only the tokens the previous window did not, so every token
-after the first is scored exactly once with at least ``context - stride`` tokens of history (except
-in the first window). ``stride == context`` gives disjoint windows (cheapest, least history).
+log-likelihood over every scored token), over a sliding window (Hugging Face's recipe): the first
+window is ``context`` tokens and scores all of them but the first; every later window moves ``stride``
+tokens on and scores only those ``stride`` new tokens, each seeing at least ``context - stride`` tokens of
+history. Every token after the first is scored exactly once; a smaller ``stride`` gives more history
+and costs ``context / stride`` times the forward passes. Default ``stride = context // 2``.
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ class LMSpec:
 SPECS: dict[str, LMSpec] = {
     "llama": LMSpec("llama", hidden=256, layers=4, heads=4, intermediate=704, context=256, steps=450),
     "gpt2": LMSpec("gpt2", hidden=256, layers=4, heads=4, intermediate=1024, context=256, steps=450),
-    "llama-tiny": LMSpec("llama", hidden=64, layers=2, heads=2, intermediate=176, context=64, steps=300, batch=16,
+    "llama-tiny": LMSpec("llama", hidden=64, layers=2, heads=2, intermediate=192, context=64, steps=300, batch=16,
                          lr=5e-3),
     "gpt2-tiny": LMSpec("gpt2", hidden=64, layers=2, heads=2, intermediate=256, context=64, steps=300, batch=16,
                         lr=5e-3),
@@ -197,16 +198,17 @@ def _logits(output: Any) -> torch.Tensor:
 
 def sliding_windows(n_tokens: int, context: int, stride: int) -> list[tuple[int, int, int]]:
     """``(begin, end, n_scored)`` of every window: each scores its last ``n_scored`` tokens, which the
-    previous windows did not; together they score tokens ``1 .. n_tokens - 1`` exactly once."""
-    if not 0 < stride <= context:
-        raise ValueError(f"stride: expected 0 < stride <= context ({context}), got {stride}")
-    windows, scored_to = [], 1  # token 0 has no history and is never scored
-    begin = 0
+    previous windows did not; together they score tokens ``1 .. n_tokens - 1`` exactly once. The first
+    window scores its whole length; each later one ``stride`` new tokens after ``context - stride`` of history."""
+    if not 0 < stride < context:
+        raise ValueError(f"stride: expected 0 < stride < context ({context}), got {stride}")
+    windows: list[tuple[int, int, int]] = []
+    scored_to = 1  # token 0 has no history and is never scored
     while scored_to < n_tokens:
-        end = min(begin + context, n_tokens)
+        end = min(scored_to + stride if windows else context, n_tokens)
+        begin = max(0, end - context)
         windows.append((begin, end, end - scored_to))
         scored_to = end
-        begin += stride
     return windows
 
 
@@ -234,7 +236,7 @@ def perplexity(model: Callable[[torch.Tensor], Any], tokens: torch.Tensor | Sequ
         for i in range(0, len(group), batch_size):
             chunk = group[i:i + batch_size]
             ids = torch.stack([tokens[b:e] for b, e, _ in chunk])
-            logp = torch.log_softmax(_logits(model(ids))[:, :-1], dim=-1)
+            logp = torch.log_softmax(_logits(model(ids))[:, :-1].double(), dim=-1)
             nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # nll[:, t] predicts token t + 1
             for row, (_b, _e, scored) in enumerate(chunk):
                 total_nll += float(nll[row, length - 1 - scored:].double().sum())

@@ -4,7 +4,9 @@ Each selected ``Linear`` stores its weight on a group-wise integer grid: ``group
 input columns of a row share one scale (and, when asymmetric, one integer zero point), ``value =
 (q - zero) * scale`` with ``q`` in ``[0, 2**bits)``; symmetric grids use ``zero = 2**(bits-1)`` (the
 layout of ONNX Runtime's ``MatMulNBits``). Activations stay float. ``weight_grid(name)`` hands the
-grid to the deployment writer, so the deployed file holds exactly the in-memory weights.
+grid to the deployment writer (:mod:`..ort_mixed`), so the deployed ``MatMulNBits`` holds exactly the
+in-memory weights (4-bit storage for 2-4 bits, 8-bit storage for 5-8 bits; group sizes 16-256 run
+on ORT's CPU kernels, one group per row always does).
 
 ``config_list`` keys: ``quant_bits`` (2..8, default 4), ``group_size`` (default 32; 0 or a value of
 at least the layer's input size: one group per row; otherwise it must divide the input size),
@@ -115,6 +117,9 @@ class WeightOnlyQuantizer(Quantizer):
 
     @contextlib.contextmanager
     def deployable(self) -> Iterator[tuple[nn.Module, list[str] | None, dict[str, Any]]]:
-        """The plain model holding the grid weights; weight-only int8 for the ONNX file (activations float)."""
+        """The plain model holding the grid weights; every layer ships as ``MatMulNBits`` on this grid
+        (4-bit storage for 2-4 bits, 8-bit for 5-8), activations stay float."""
+        low = {layer.name: layer.bits["weight"] for layer in self.layers}
+        grids = {name: self.weight_grid(name) for name in low}
         with self.exported_view():
-            yield self.model, [layer.name for layer in self.layers], {"weight_only": True}
+            yield self.model, [], {"low_bits": low, "grids": grids, "weight_only": True}
