@@ -263,3 +263,19 @@ def test_onnx_export_ships_matmulnbits_and_agrees(tiny_llama: nn.Module, calibra
         expected = model(example).logits
     got = torch.as_tensor(lm_data._logits(deployed(example)))
     torch.testing.assert_close(got, expected, atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["wanda", "sparsegpt"])
+def test_gpt2_conv1d_layers_are_pruned_along_their_inputs(name: str) -> None:
+    """GPT-2's projections are transformers' Conv1D (weight stored [in, out]): n:m runs along the inputs."""
+    model = lm_data.pretrained_lm("gpt2-tiny")
+    calibration = lm_data.calibration_batches(context=64, count=8, seed=0, batch=8)
+    pruner = _create(model, name, [{"sparsity": "2:4", "op_types": ["Conv1D"]}], "pruning", calibration=calibration)
+    pruner.compress()
+    masks = pruner.get_masks()
+    assert len(masks) == 8 and all(".attn." in n or ".mlp." in n for n in masks)
+    for layer, mask in masks.items():
+        weight = dict(model.named_modules())[layer].weight
+        assert mask["weight"].shape == weight.shape  # [in, out]
+        kept = (mask["weight"].t() != 0).reshape(weight.shape[1], -1, 4).sum(-1)
+        assert bool((kept == 2).all()), layer
