@@ -5,10 +5,12 @@ The model is the byte-level Llama-style LM aup trains on the standard library's 
 the first time). Every method compresses the Linear layers of the transformer blocks (not the
 ``lm_head``, as the papers do), calibrated on random 256-byte windows of the *training* files
 (``--calibration`` windows); quality is the perplexity on the first ``--heldout-bytes`` of the
-held-out files (sliding window, context 256, stride 128).
+held-out files (sliding window, context 256, stride 192: each scored byte sees at least 64 bytes of
+history).
 
 Methods: ``magnitude`` is aup's ``level`` pruner (smallest |w| of each layer) for unstructured
-sparsity and the per-row smallest |w| of every 4 for 2:4; ``wanda``, ``sparsegpt``, ``rtn`` and
+sparsity and the per-row smallest |w| of every 4 for 2:4; ``magnitude-row`` compares |w| within each
+output row (Wanda's comparison group without the activations); ``wanda``, ``sparsegpt``, ``rtn`` and
 ``gptq`` are the catalog compressors (group size 32, symmetric; GPTQ damping 1 %, no act_order).
 Seed-to-seed spread: the calibration-driven methods run once per calibration seed (``--seeds``);
 the table shows the mean and the min-max range.
@@ -20,7 +22,7 @@ per-round medians, as a ratio to the dense file in the same run) and the deploye
 perplexity. ``packed`` is aup's sparse/k-bit encoding of the weights (what an unstructured-sparse
 model would need to store; ONNX stores pruned weights densely).
 
-Run:  python benchmarks/llm_compression.py [--seeds 3] [--heldout-bytes 32768] [--calibration 32]
+Run:  python benchmarks/llm_compression.py [--seeds 3] [--heldout-bytes 16384] [--calibration 32]
 """
 from __future__ import annotations
 
@@ -56,11 +58,12 @@ def _config(compressor: str, ctype: str, **keys: Any) -> dict[str, Any]:
             "config_list": [{**BLOCKS[0], **keys}, BLOCKS[1]]}
 
 
-def _magnitude_nm(model: nn.Module, pattern: str) -> None:
+def _magnitude_per_row(model: nn.Module, setting: Any) -> None:
+    """Smallest |w| of every output row (or of every m consecutive weights of a row for n:m)."""
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and name != "lm_head":
             with torch.no_grad():
-                module.weight.mul_(obs.magnitude_mask(module.weight, pattern))
+                module.weight.mul_(obs.magnitude_mask(module.weight, setting))
 
 
 def compress(name: str, dense: nn.Module, method: str, setting: Any, calibration: list) -> tuple[nn.Module, Any]:
@@ -68,8 +71,8 @@ def compress(name: str, dense: nn.Module, method: str, setting: Any, calibration
     model = _fresh(name, dense)
     if method == "dense":
         return model, None
-    if method == "magnitude" and isinstance(setting, str):
-        _magnitude_nm(model, setting)
+    if method == "magnitude-row" or (method == "magnitude" and isinstance(setting, str)):
+        _magnitude_per_row(model, setting)
         return model, None
     if method in ("magnitude", "wanda", "sparsegpt"):
         compressor_name = "level" if method == "magnitude" else method
@@ -138,7 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="llama", choices=sorted(lm_data.SPECS))
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--heldout-bytes", type=int, default=32768)
+    parser.add_argument("--heldout-bytes", type=int, default=16384)
     parser.add_argument("--calibration", type=int, default=32, help="calibration windows (of the model's context)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
@@ -146,7 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     spec = lm_data.SPECS[args.model]
-    context, stride = spec.context, spec.context // 2
+    context, stride = spec.context, spec.context * 3 // 4
     started = time.time()
     dense = lm_data.pretrained_lm(args.model)
     print(f"model {args.model}: {sum(p.numel() for p in dense.parameters()):,} parameters "
@@ -160,7 +163,8 @@ def main() -> None:
     rows: list[tuple[str, str, list[float], int]] = []
     kept: dict[str, tuple[nn.Module, Any]] = {}
     plan: list[tuple[str, Any]] = [("dense", None)]
-    plan += [(m, s) for s in SPARSITIES for m in ("magnitude", "wanda", "sparsegpt")]
+    plan += [(m, s) for s in SPARSITIES for m in ("magnitude", "magnitude-row", "wanda", "sparsegpt")
+             if not (m == "magnitude-row" and isinstance(s, str))]
     plan += [("rtn", 4), ("gptq", 4)]
     for method, setting in plan:
         seeded = method in ("wanda", "sparsegpt", "gptq")
@@ -175,7 +179,7 @@ def main() -> None:
         label = "" if setting is None else (f"{setting:.0%}" if isinstance(setting, float) else
                                             f"{setting}" if isinstance(setting, str) else f"int{setting}")
         rows.append((method, label, scores, packed))
-        print(f"  {method:10s} {label:6s} perplexity {_fmt(scores)}   packed {packed / 1e6:6.2f} MB", flush=True)
+        print(f"  {method:13s} {label:6s} perplexity {_fmt(scores)}   packed {packed / 1e6:6.2f} MB", flush=True)
 
     dense_ppl = rows[0][2][0]
     print("\n| method | setting | held-out perplexity (mean [min-max] over calibration seeds) | vs dense | "

@@ -160,7 +160,8 @@ def _group_params(shape: tuple[int, ...], scale: Any, zero_point: Any) -> dict:
     scale_t = torch.as_tensor(scale, dtype=torch.float64)
     zp_t = torch.as_tensor(zero_point, dtype=torch.float64).expand_as(scale_t).clone()
     if len(shape) != 2 or scale_t.shape[0] != shape[0] or shape[1] % scale_t.shape[1]:
-        raise ValueError(f"encode_tensor: group-wise scale {tuple(scale_t.shape)} does not fit a weight of shape {shape}")
+        raise ValueError(f"encode_tensor: group-wise scale {tuple(scale_t.shape)} does not fit a weight of "
+                         f"shape {shape}")
     return {"v": _FORMAT, "shape": list(shape), "bits": None, "dtype": None, "per_channel": True,
             "group_size": shape[1] // scale_t.shape[1], "scale": scale_t, "zero_point": zp_t}
 
