@@ -40,6 +40,9 @@ LOWER_IS_BETTER = frozenset({PARAM_COUNT, NONZERO_PARAMS, MACS, MODEL_BYTES, MOD
 # Prefix of per-layer details recorded as user attributes, e.g. "layer_sparsity" -> {"conv1": 0.5}.
 LAYER_SPARSITY = "layer_sparsity"
 LAYER_BITS = "layer_bits"
+# one-shot per-layer quantization sensitivity {"bits", "baseline", "layers": {module: score}}, reported by
+# aup.compression.quantization_sensitivity; also stored on the experiment (study user attribute)
+QUANT_SENSITIVITY = "quant_sensitivity"
 LAYER_BITS_SHIPPED = "layer_bits_shipped"  # {module: stored weight bits in the deployed file} (32: float)
 
 # Metrics the compressor reports for the uncompressed model, so views can show ratios to it.

@@ -19,6 +19,7 @@ _LAZY = {
     "SensitivityAnalysis": "aup.compression.torch.analysis:SensitivityAnalysis",
     "ChannelDependency": "aup.compression.torch.pruners.dependency:ChannelDependency",
     "Compressor": "aup.compression.torch.base:Compressor",
+    "quantization_sensitivity": "aup.compression.torch.quant_profile:quantization_sensitivity_once",
 }
 
 # Auptimizer's submodule paths (``aup.compression.sensitivity_analysis.SensitivityAnalysis(...)`` after a

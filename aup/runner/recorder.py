@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from aup import store
 from aup.constraints import constraint_values, parse_constraints
+from aup.metrics import QUANT_SENSITIVITY
 from aup.runner.launcher import AttemptOutcome
 from aup.runner.recovery import requeue
 from aup.runner.state import INTERRUPTED, RUNNER_ATTRS, STOP_GRACE_S, ActiveTrial, finite, iso
@@ -110,6 +111,9 @@ class Recorder:
 
     def set_attrs(self, active: ActiveTrial, attrs: dict[str, Any]) -> None:
         store.set_trial_user_attrs(self.study, active.trial, attrs)
+        profile = attrs.get(QUANT_SENSITIVITY)
+        if isinstance(profile, dict) and QUANT_SENSITIVITY not in self.study.user_attrs:
+            self.study.set_user_attr(QUANT_SENSITIVITY, profile)  # experiment metadata, shown by ``aup show``
 
     def set_constraints(self, active: ActiveTrial, recorded: dict[str, Any], values: list[float]) -> None:
         """Experiment ``constraints`` -> ``trial.set_constraint`` (feasible when <= 0) over the recorded metrics."""

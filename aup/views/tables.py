@@ -235,6 +235,7 @@ def show_data(experiment: StudyRecord, trials: Sequence[TrialRow]) -> dict[str, 
                      **{state.lower(): n for state, n in sorted(experiment.counts.items())},
                      "counts": trial_counts(trials).as_dict()},
         "best": best, "failures": failure_groups(trials), "config": experiment.config,
+        "quant_sensitivity": experiment.user_attrs.get("quant_sensitivity"),
     }
 
 
@@ -272,6 +273,11 @@ def render_show(data: dict[str, Any], experiment: StudyRecord, trials: Sequence[
             failures.add_row(group["state"], str(group["count"]), escape(group["reason"]), numbers,
                              escape(group.get("log") or "-"))
         out.append(failures)
+    from aup.views.sensitivity import render_sensitivity
+
+    sensitivity = render_sensitivity(data.get("quant_sensitivity"))
+    if sensitivity is not None:
+        out.append(sensitivity)
     if data.get("config"):
         out.append(Panel(JSON.from_data(data["config"]), title="experiment config", expand=False))
     return out

@@ -101,3 +101,19 @@ def test_multi_objective_pipeline_gives_a_pareto_front(sandbox: Path) -> None:
     for a in front:  # nobody on the front is dominated by another complete trial
         assert not any(b.values[0] >= a.values[0] and b.values[1] <= a.values[1] and b.values != a.values
                        for b in complete if b.user_attrs.get("feasible", True))
+
+
+def test_mixed_precision_example_ships_the_searched_bits_and_stores_the_profile(sandbox: Path) -> None:
+    done = run(sandbox, "experiments/mixed/exp_mixed_digits.json", n_samples=2, n_parallel=1, population_size=2)
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = optuna.load_study(study_name="digits_mixed_precision", storage=storage(sandbox))
+    profile = study.user_attrs["quant_sensitivity"]
+    assert profile["bits"] == 4 and set(profile["layers"]) == {"conv1", "conv2", "fc1", "fc2"}
+    for trial in study.get_trials():
+        attrs = trial.user_attrs
+        asked = {name: trial.params[f"quant_bits.weight ({name})"] for name in ("conv1", "conv2", "fc1", "fc2")}
+        assert attrs["layer_bits_shipped"] == asked  # {32, 8, 4} all ship as asked
+        assert attrs["model_bytes_packed"] != attrs["model_bytes"] and attrs["latency_ms"] > 0
+    shown = subprocess.run([sys.executable, "-m", "aup", "show", "digits_mixed_precision", "--storage",
+                            storage(sandbox)], cwd=sandbox, capture_output=True, text=True, timeout=120)
+    assert "Quantization sensitivity" in shown.stdout

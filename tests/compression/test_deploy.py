@@ -82,7 +82,7 @@ def _accuracy(model, x, y) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(QUANTIZERS))
-def test_every_quantizer_deploys_as_int8_and_agrees(name, digits, pretrained, tmp_path):
+def test_every_quantizer_deploys_at_its_bits_and_agrees(name, digits, pretrained, tmp_path):
     model = _trained(pretrained)
     dense_onnx = export_onnx(_trained(pretrained).eval(), digits.x_test[:1], tmp_path / "dense.onnx")
     quantizer = aup.create_compressor(model, _job(name, QUANTIZERS[name]))
@@ -97,7 +97,12 @@ def test_every_quantizer_deploys_as_int8_and_agrees(name, digits, pretrained, tm
     assert abs(_accuracy(deployed, digits.x_test, digits.y_test) - _accuracy(model, digits.x_test, digits.y_test)) <= 0.01
     assert os.path.getsize(path) < os.path.getsize(dense_onnx)
     graph = onnx.load(path).graph
-    assert any(i.data_type == onnx.TensorProto.INT8 for i in graph.initializer)  # real int8 weights
+    types = {i.data_type for i in graph.initializer}
+    if name in ("naive", "qat"):  # 8 bits: real int8 weights
+        assert onnx.TensorProto.INT8 in types
+    else:  # dorefa 4 bits, bnn 1 bit: convolutions as UINT4, linears (dorefa) as MatMulNBits, never int8
+        assert onnx.TensorProto.UINT4 in types and onnx.TensorProto.INT8 not in types
+        assert (name == "dorefa") == any(n.op_type == "MatMulNBits" for n in graph.node)
 
 
 @pytest.mark.slow

@@ -65,7 +65,7 @@ def test_nni_bad_configs_rejected_with_entry_and_key(make_nni_model, cls: type, 
     (BNNQuantizer, {"quant_types": ["input"], "quant_bits": 1, "op_types": ["Linear"]}, "quant_types"),
     (QATQuantizer, {"quant_types": ["weight", "output"], "quant_bits": {"weight": 8}, "op_types": ["Linear"]},
      "quant_bits"),
-    (QATQuantizer, {"quant_types": ["weight"], "quant_bits": 32, "op_types": ["Linear"]}, "quant_bits"),
+    (QATQuantizer, {"quant_types": ["weight"], "quant_bits": 33, "op_types": ["Linear"]}, "quant_bits"),  # 32 = float
     (QATQuantizer, {"quant_types": ["weight"], "quant_bits": 8, "quant_start_step": -1, "op_types": ["Linear"]},
      "quant_start_step"),
     (QATQuantizer, {"quant_types": ["weight"], "quant_bits": 8, "op_types": ["ReLU"]}, "quant_types"),

@@ -174,7 +174,9 @@ class Compressor(TrainingLifecycle):
         yield self.model, None, {}
 
     def write_deployed(self, path: str, settings: DeploySettings | None = None, example_input: Any = None) -> str:
-        """Write the deployable ONNX artifact (structured pruning shrunk, quantized layers as int8 QDQ)."""
+        """Write the deployable ONNX artifact (structured pruning shrunk, quantized layers at their bits:
+        int8 QDQ, MatMulNBits / 4-bit convolution codes, or float; :mod:`.ort_mixed`) and record what
+        each layer was stored as in ``self.shipped_precision``."""
         from .deploy import export_onnx
 
         settings = settings or self.effective_deploy() or DeploySettings()

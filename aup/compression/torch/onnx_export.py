@@ -114,10 +114,44 @@ def export_onnx(model: nn.Module, example_input: Any, path: str | os.PathLike, *
                                  if weight_only else _quantize_static(src, path, modules, batches, names,
                                                                       per_channel, tmp),
                                  shipped)
+        _compact(path)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
         model.train(was_training)
     return path
+
+
+def _compact(path: str) -> None:
+    """Drop what ONNX Runtime does not need from the file: node names and doc strings, stored shape
+    annotations (``value_info``, re-inferred at load), and long intermediate tensor names (renamed
+    ``t<i>``). Graph inputs, outputs and initializers keep their names. On a small transformer the
+    names and annotations were a third to a half of the file (the exporter's scope paths, ORT's
+    pre-processing); the same rule applies to every exported file, dense ones included, so ratios
+    between them stay fair. Graphs with subgraphs or external data are left as they are.
+    """
+    import onnx
+
+    model = onnx.load(path)
+    graph = model.graph
+    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.initializer) or any(
+            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
+        return
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {i.name for i in graph.initializer}
+    renamed: dict[str, str] = {}
+    for node in graph.node:
+        node.name = ""
+        node.doc_string = ""
+        for index, name in enumerate(node.output):
+            if name and name not in keep:
+                renamed.setdefault(name, f"t{len(renamed)}")
+                node.output[index] = renamed[name]
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name in renamed:
+                node.input[index] = renamed[name]
+    del graph.value_info[:]
+    model.doc_string = graph.doc_string = ""
+    onnx.save(model, path)
 
 
 def _mixed_precision(raw: str, path: str, int8: set[str], low_bits: dict[str, int], grids: dict[str, WeightGrid],

@@ -7,8 +7,9 @@
   with a 2-D input is a ``Gemm``, which ORT's own ``MatMulNBitsQuantizer`` skips (the weight would stay
   fp32 silently); here a ``Gemm`` becomes ``MatMulNBits`` + ``Add`` of the bias.
 * after it, :func:`low_bit_convs` stores the weight of every convolution asked for at most 4 bits as
-  UINT4 + ``DequantizeLinear`` (on the weight ORT's pre-processing left, BatchNorm folded in) and lifts
-  the file to opset 21 (int4 needs it).
+  UINT4 codes dequantized by ``Cast``/``Sub``/``Mul`` (on the weight ORT's pre-processing left,
+  BatchNorm folded in; ORT folds the three at session start, so the convolution runs in float at fp32
+  speed) and lifts the file to opset 21 (UINT4 needs it).
 
 Each step records what it shipped per module in ``shipped`` (``{"asked", "shipped", "as"}``), from
 which the trial's ``weight_bits`` and its precision note are computed (:func:`precision_note`).
@@ -20,8 +21,8 @@ asked bits  Linear / MatMul / attention projection           Conv
 32          float (left out of quantization)                float
 9-31        float (no integer type between 8 and 32 runs)   float
 5-8         int8 QDQ (static, calibrated)                   int8 QDQ
-3-4         MatMulNBits, 4-bit storage, the k-bit grid       UINT4 DequantizeLinear -> Conv
-1-2         MatMulNBits, 2-bit storage, the k-bit grid       UINT4 DequantizeLinear (k-bit grid)
+3-4         MatMulNBits, 4-bit storage, the k-bit grid       UINT4 codes, float Conv
+1-2         MatMulNBits, 2-bit storage, the k-bit grid       UINT4 codes holding the k-bit grid
 ==========  ==============================================  ================================
 """
 from __future__ import annotations
@@ -43,7 +44,8 @@ def _record(shipped: Shipped | None, module: str, asked: int | None, bits: int, 
         shipped[module] = {"asked": asked, "shipped": bits, "as": how}
 
 
-def _constant_weight(node: Any, inits: dict[str, Any], producers: dict[str, Any]) -> tuple[np.ndarray, list[Any]] | None:
+def _constant_weight(node: Any, inits: dict[str, Any], producers: dict[str, Any]
+                     ) -> tuple[np.ndarray, list[Any]] | None:
     """``(weight [out, in], nodes/initializers it came through)`` of a MatMul/Gemm whose B is a constant
     (an initializer, possibly transposed once), or None (e.g. a slice of a packed weight)."""
     from onnx import numpy_helper
@@ -92,28 +94,66 @@ def low_bit_linears(model: Any, nodes_of: Mapping[str, list[str]], low_bits: Map
             failed.add(module)
             continue
         stored = 0
-        for node, (weight, through) in found:  # type: ignore[misc]
+        for index, (node, (weight, through)) in enumerate(found):  # type: ignore[misc]
             grid = grids.get(module)
             if grid is None or _numpy_rows(grid) != weight.shape[0]:
                 grid = rtn_grid(weight, bits)
-            bias = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] else None
-            new_nodes, new_inits, stored = matmul_nbits_nodes(
-                f"{node.name or module}_Q{bits}".lstrip("/"), node.input[0], node.output[0], weight, grid)
-            if bias is not None:
-                new_nodes[-1].output[0] = f"{node.output[0]}_nobias"
-                new_nodes.append(_add(f"{node.output[0]}_nobias", bias, node.output[0], f"{node.name}_bias"))
+            bias = _vector_bias(node, inits, weight.shape[0])
+            bias_add = _following_bias_add(graph, node, inits, weight.shape[0]) if node.op_type == "MatMul" else None
+            if bias_add is not None:  # MatMul + Add(bias) -> one MatMulNBits with its bias input
+                bias = next(i for i in bias_add.input if i != node.output[0])
+                node.output[0] = bias_add.output[0]
+                graph.node.remove(bias_add)
+            prefix = module + (f"_{index}" if len(found) > 1 else "")
+            output = node.output[0] if bias is not None or node.op_type == "MatMul" else f"{prefix}_nobias"
+            new_nodes, new_inits, stored = matmul_nbits_nodes(prefix, node.input[0], output, weight, grid, bias)
+            if node.op_type == "Gemm" and bias is None and len(node.input) > 2 and node.input[2]:
+                new_nodes.append(_add(output, node.input[2], node.output[0], f"{prefix}_bias"))
+            elif node.op_type == "Gemm" and bias is None:
+                new_nodes[-1].output[0] = node.output[0]
             position = list(graph.node).index(node)
             graph.node.remove(node)
             for offset, new in enumerate(new_nodes):
                 graph.node.insert(position + offset, new)
             graph.initializer.extend(new_inits)
             _drop_unused(graph, through)
+            _declare_float(graph, node.output[0])
         _record(shipped, module, bits, stored, f"MatMulNBits {stored}-bit")
-    if any(n.domain == MSFT_DOMAIN for n in graph.node) and not any(o.domain == MSFT_DOMAIN for o in model.opset_import):
+    uses_msft = any(n.domain == MSFT_DOMAIN for n in graph.node)
+    if uses_msft and not any(o.domain == MSFT_DOMAIN for o in model.opset_import):
         from onnx import helper
 
         model.opset_import.append(helper.make_opsetid(MSFT_DOMAIN, 1))
     return failed
+
+
+def _declare_float(graph: Any, name: str) -> None:
+    """ONNX shape inference does not know MatMulNBits: declare its output float so that ORT's static
+    quantization can still quantize the activations after it (an int8 layer fed by a 4-bit one)."""
+    from onnx import TensorProto, helper
+
+    if name not in {v.name for v in graph.value_info} | {o.name for o in graph.output}:
+        graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+
+
+def _following_bias_add(graph: Any, node: Any, inits: dict[str, Any], rows: int) -> Any | None:
+    """The ``Add`` of a constant ``[out]`` vector that alone consumes ``node``'s output, or None."""
+    out = node.output[0]
+    consumers = [n for n in graph.node if out in n.input]
+    if len(consumers) != 1 or consumers[0].op_type != "Add" or out in {o.name for o in graph.output}:
+        return None
+    add = consumers[0]
+    other = [i for i in add.input if i != out]
+    if len(other) != 1 or other[0] not in inits or list(inits[other[0]].dims) != [rows]:
+        return None
+    return add
+
+
+def _vector_bias(node: Any, inits: dict[str, Any], rows: int) -> str | None:
+    """A Gemm's bias when it is a constant ``[out]`` vector (MatMulNBits' bias input), else None."""
+    if node.op_type != "Gemm" or len(node.input) < 3 or node.input[2] not in inits:
+        return None
+    return node.input[2] if list(inits[node.input[2]].dims) == [rows] else None
 
 
 def _numpy_rows(grid: WeightGrid) -> int:
@@ -140,7 +180,7 @@ def _drop_unused(graph: Any, candidates: list[Any]) -> None:
 def low_bit_convs(model: Any, nodes_of: Mapping[str, list[str]], low_bits: Mapping[str, int],
                   grids: Mapping[str, WeightGrid], raw_weights: Mapping[str, np.ndarray],
                   shipped: Shipped | None) -> Any:
-    """Store the weights of ``low_bits`` convolutions as UINT4 + DequantizeLinear; returns the model
+    """Store the weights of ``low_bits`` convolutions as UINT4 codes; returns the model
     (converted to opset 21 when anything was rewritten)."""
     from onnx import numpy_helper
 
@@ -165,12 +205,12 @@ def low_bit_convs(model: Any, nodes_of: Mapping[str, list[str]], low_bits: Mappi
             for offset, new in enumerate(new_nodes):
                 graph.node.insert(position + offset, new)
         rewritten = True
-        _record(shipped, module, bits, 4, "int4 DequantizeLinear" + ("" if exact else " (RTN per channel)"))
+        _record(shipped, module, bits, 4, "UINT4 conv weights" + ("" if exact else " (RTN per channel)"))
     return _opset21(model) if rewritten else model
 
 
 def _opset21(model: Any) -> Any:
-    """int4 DequantizeLinear needs opset 21: convert (ONNX's version converter), or bump the import
+    """UINT4 tensors (and their Cast) need opset 21: convert (ONNX's version converter), or bump the import
     when the graph has no operator whose form changed between its opset and 21."""
     from onnx import version_converter
 

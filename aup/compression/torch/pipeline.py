@@ -221,7 +221,7 @@ class PipelineCompressor(Compressor):
                      **ignored: Any) -> str:
         """One artifact with the remaining masks and the quantized integer weights; combined metrics.
 
-        ``format="onnx"`` writes the deployable ONNX file (quantized layers as int8 QDQ) instead.
+        ``format="onnx"`` writes the deployable ONNX file (quantized layers at their bits) instead.
         """
         ignore_export_arguments(ignored)
         if not self.compressed:

@@ -258,8 +258,9 @@ class Quantizer(Compressor):
         Writes ``folder_name/model_path`` through ``aup.compression.torch.artifact.save_artifact``
         (the model's own parameter names; ``aup.compression.load_compressed`` rebuilds the model
         with its activation quantization attached); ``format="onnx"`` writes the deployable ONNX
-        file instead, quantized layers as real int8 (ONNX Runtime static QDQ, calibrated on batches
-        the model saw). ``mask_path`` and ``speedup`` apply to pruning only and are ignored.
+        file instead, each quantized layer at its bits (5-8: real int8, ONNX Runtime static QDQ
+        calibrated on batches the model saw; <= 4: 4-bit or 2-bit weights; 32: float; see
+        ``aup.compression.torch.ort_mixed``). ``mask_path`` and ``speedup`` apply to pruning only and are ignored.
         Inside an aup trial the measured size metrics (``weight_bits`` among them) are reported.
         Returns the file path.
         """
@@ -299,11 +300,13 @@ class Quantizer(Compressor):
         from .hooks import attach_activation_quant
 
         low = {layer.name: layer.bits["weight"] for layer in self.layers if layer.bits.get("weight", 8) <= 4}
-        int8 = [layer.name for layer in self.layers if layer.name not in low and all(b <= 8 for b in layer.bits.values())]
+        int8 = [layer.name for layer in self.layers
+                if layer.name not in low and all(b <= 8 for b in layer.bits.values())]
         grids = {name: grid for name in low if (grid := self.weight_grid(name)) is not None}
         with self.exported_view() as (_quant, specs):
+            # a 4-bit layer's activations are not in ORT's int8 QDQ: its 8-bit ones stay as fake-quant too
             kept = {name: {kind: spec for kind, spec in per.items()
-                           if spec.get("mode") == "sign" or int(spec["bits"]) < 8}
+                           if spec.get("mode") == "sign" or int(spec["bits"]) < 8 or name in low}
                     for name, per in specs.items()}
             handle = attach_activation_quant(self.model, {k: v for k, v in kept.items() if v})
             sign_outputs = any(spec.get("mode") == "sign" for per in specs.values() for spec in per.values())
