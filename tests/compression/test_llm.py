@@ -78,6 +78,30 @@ def test_gptq_int4_layer_error_below_rtn() -> None:
     assert errors["gptq"] < 0.5 * errors["rtn"], errors
 
 
+def test_gptq_after_sparsegpt_keeps_the_mask_and_compensates_it() -> None:
+    """A pruned layer stays exactly as sparse, and GPTQ's joint compensation beats rounding the pruned layer."""
+    x = _correlated_inputs()
+    errors, zeros = {}, {}
+    for name, kwargs in (("rtn", {}), ("gptq", {"calibration": [x]})):
+        model = _layer()
+        _create(model, "sparsegpt", [{"sparsity": 0.5, "op_types": ["Linear"]}], "pruning", calibration=[x]).compress()
+        pruned = model[0].weight.detach() == 0
+        _create(model, name, [{"quant_bits": 4, "group_size": 32, "op_types": ["Linear"]}], "quantization",
+                **kwargs).compress()
+        with torch.no_grad():
+            weight = model[0](torch.eye(64)).t()  # the weight the layer computes with (quantized)
+        assert bool((weight[pruned] == 0).all())
+        zeros[name] = float((weight == 0).float().mean())
+        errors[name] = _output_error(_layer(), model, x)
+    assert min(zeros.values()) >= 0.5
+    assert errors["gptq"] < errors["rtn"], errors
+    weight = _layer()[0].weight.detach() * (torch.rand(32, 64, generator=torch.Generator().manual_seed(0)) > 0.5)
+    hessian = 2 * x.t() @ x / len(x)
+    for act_order in (False, True):  # the algorithm itself, without a pruner's mask re-applied in forward
+        quantized, _grid = obs.gptq_quantize(weight, hessian, 4, 32, True, act_order=act_order)
+        assert bool((quantized[weight == 0] == 0).all())
+
+
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("act_order", [False, True])
 def test_gptq_weights_lie_on_the_grid_it_reports(symmetric: bool, act_order: bool) -> None:

@@ -203,11 +203,15 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_
     Without ``act_order`` each group's grid is fitted when the sweep reaches its first column, on
     the weights as updated by the earlier columns (the paper's grouping); with it the columns are
     visited by decreasing ``H_jj`` and the grids are fitted up front on the original groups.
+    Weights that are exactly zero on entry (a pruned model) stay zero, and the error of keeping them
+    there is spread over the later columns like any rounding error (SparseGPT's joint
+    sparsity + quantization); zero lies on every grid.
     """
     rows, cols = weight.shape
     if cols % group_size:
         raise ValueError(f"group_size {group_size} does not divide the layer's input size {cols}")
     w = weight.detach().double().clone()
+    keep = (w != 0).double()
     h = hessian.double()
     perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(cols)
     static = grid_for(w, bits, group_size, symmetric) if act_order else None
@@ -233,7 +237,7 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_
                 scale[:, group], zero[:, group] = fitted.scale[:, 0], fitted.zero[:, 0]
             s, z = scale[:, group], zero[:, group]
             col = w1[:, i]
-            q = (torch.clamp(torch.round(col / s + z), 0, 2 ** bits - 1) - z) * s
+            q = (torch.clamp(torch.round(col / s + z), 0, 2 ** bits - 1) - z) * s * keep[:, original]
             e = (col - q) / u1[i, i]
             w1[:, i:] -= e[:, None] * u1[i, i:][None, :]
             q_all[:, column] = q
