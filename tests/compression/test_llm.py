@@ -303,3 +303,15 @@ def test_gpt2_conv1d_layers_are_pruned_along_their_inputs(name: str) -> None:
         assert mask["weight"].shape == weight.shape  # [in, out]
         kept = (mask["weight"].t() != 0).reshape(weight.shape[1], -1, 4).sum(-1)
         assert bool((kept == 2).all()), layer
+
+
+def test_search_ranges_over_sparsity_and_nm_patterns_are_checked_before_any_trial() -> None:
+    from aup.compression.search_space import CompressionJobConfigBuilder, CompressionSpaceError
+
+    section = {"framework": "torch", "type": "pruning", "compressor": {"type": "choice", "range": ["wanda", "sparsegpt"]},
+               "config_list": [{"sparsity": {"type": "choice", "range": [0.5, "2:4", 0.7]}, "op_types": ["Linear"]}]}
+    CompressionJobConfigBuilder(section)
+    for bad in ({"type": "choice", "range": [0.5, "3:2"]}, {"type": "float", "range": [0.3, 1.0]}):
+        section["config_list"][0]["sparsity"] = bad
+        with pytest.raises((CompressionSpaceError, ValueError), match="n:m"):
+            CompressionJobConfigBuilder(section)
