@@ -23,6 +23,7 @@ perplexity. ``packed`` is aup's sparse/k-bit encoding of the weights (what an un
 model would need to store; ONNX stores pruned weights densely).
 
 Run:  python benchmarks/llm_compression.py [--seeds 3] [--heldout-bytes 16384] [--calibration 32]
+      python benchmarks/llm_compression.py --model-seeds 0 1   (training seed-to-seed spread; trains seed 1)
 """
 from __future__ import annotations
 
@@ -137,6 +138,28 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:8.3f} [{min(values):.3f}-{max(values):.3f}]"
 
 
+def model_seed_table(name: str, seeds: list[int], ppl: Callable[[Any], float], context: int,
+                     n_calibration: int) -> None:
+    """The headline settings on models trained from other seeds (training seed-to-seed spread)."""
+    settings = [("dense", None), ("magnitude", 0.5), ("wanda", 0.5), ("sparsegpt", 0.5), ("magnitude", "2:4"),
+                ("wanda", "2:4"), ("sparsegpt", "2:4"), ("rtn", 4), ("gptq", 4)]
+    calibration = lm_data.calibration_batches(context, n_calibration, seed=0, batch=8)
+    results: dict[tuple[str, Any], list[float]] = {s: [] for s in settings}
+    for seed in seeds:
+        dense = lm_data.pretrained_lm(name, seed=seed)
+        for method, setting in settings:
+            model, _compressor = compress(name, dense, method, setting, calibration)
+            results[(method, setting)].append(ppl(model))
+        print(f"  model seed {seed}: " + ", ".join(f"{m} {s if s is not None else ''}: {v[-1]:.3f}"
+                                                 for (m, s), v in results.items()), flush=True)
+    print(f"\nTraining seeds {seeds} (calibration seed 0): held-out perplexity per model seed")
+    print("| method | setting | " + " | ".join(f"seed {s}" for s in seeds) + " |")
+    print("|---|---|" + "---|" * len(seeds))
+    for (method, setting), values in results.items():
+        print(f"| {method} | {setting if setting is not None else '-'} | " + " | ".join(f"{v:.3f}" for v in values)
+              + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="llama", choices=sorted(lm_data.SPECS))
@@ -146,6 +169,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--model-seeds", type=int, nargs="*", default=None,
+                        help="only the headline settings, on models trained from these seeds (e.g. 0 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     spec = lm_data.SPECS[args.model]
@@ -160,6 +185,9 @@ def main() -> None:
     def ppl(model: Any) -> float:
         return lm_data.perplexity(model, held_out, context=context, stride=stride)
 
+    if args.model_seeds:
+        model_seed_table(args.model, args.model_seeds, ppl, context, args.calibration)
+        return
     rows: list[tuple[str, str, list[float], int]] = []
     kept: dict[str, tuple[nn.Module, Any]] = {}
     plan: list[tuple[str, Any]] = [("dense", None)]
