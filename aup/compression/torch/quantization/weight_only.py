@@ -59,7 +59,7 @@ class WeightOnlyQuantizer(Quantizer):
                  optimizer: torch.optim.Optimizer | None = None, dummy_input: Any = None) -> None:
         super().__init__(model, config_list, optimizer, dummy_input)
         self.group_sizes: dict[str, int] = {}
-        for index, layer in enumerate(self.layers):
+        for layer in self.layers:
             if "input" in layer.quant_types or "output" in layer.quant_types:
                 raise ValueError(f"{self.compressor_name}: quantizes weights only; {layer.name!r} asks for "
                                  f"{list(layer.quant_types)}")
@@ -111,9 +111,6 @@ class WeightOnlyQuantizer(Quantizer):
         return WeightGrid(bits=grid.bits, group_size=grid.group_size, scales=grid.scale.float(),
                           zero_points=None if grid.symmetric else grid.zero.to(torch.uint8),
                           symmetric=grid.symmetric)
-
-    def layer_bits(self) -> dict[str, dict[str, int]]:
-        return {layer.name: dict(layer.bits) for layer in self.layers}
 
     @contextlib.contextmanager
     def deployable(self) -> Iterator[tuple[nn.Module, list[str] | None, dict[str, Any]]]:
