@@ -209,6 +209,12 @@ def test_bad_nm_pattern_names_entry_and_key() -> None:
     assert (caught.value.entry, caught.value.key) == (0, "sparsity")
 
 
+def test_nm_pattern_must_divide_the_input_size() -> None:
+    model = nn.Sequential(nn.Linear(6, 4))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        _create(model, "sparsegpt", [{"sparsity": "2:4", "op_types": ["Linear"]}], "pruning", calibration=[torch.ones(2, 6)])
+
+
 def test_group_size_must_divide_the_input_size() -> None:
     with pytest.raises(ValueError, match="group_size 24 does not divide"):
         _create(_layer(), "rtn", [{"quant_bits": 4, "group_size": 24, "op_types": ["Linear"]}], "quantization")

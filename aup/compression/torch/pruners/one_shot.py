@@ -37,6 +37,12 @@ class OneShotPruner(Pruner):
             except ValueError as exc:
                 raise ValueError(f"config_list[{index}].sparsity: {exc}") from None
         super().__init__(model, config_list, optimizer=optimizer, dummy_input=dummy_input)
+        for name, layer in self.layers.items():  # refused before any layer is touched
+            nm = parse_nm(layer.config.get("sparsity"))
+            columns = get_weight(layer.module).shape[1]
+            if nm and columns % nm[1]:
+                raise ValueError(f"config_list[{layer.entry_index}].sparsity: {layer.config['sparsity']!r} needs the "
+                                 f"input size of {name!r} ({columns}) to be a multiple of {nm[1]}")
         self.calibration = CalibrationSource(calibration, n_calibration_batches, self._recorder, dummy_input)
         self.calibrated_groups: list[list[str]] = []
 
