@@ -42,6 +42,7 @@ from torch import nn  # noqa: E402
 
 import aup  # noqa: E402
 from aup.compression.torch import lm_data, obs  # noqa: E402
+from aup.compression.torch.layerwise import get_weight, is_linear, set_weight  # noqa: E402
 from aup.compression.torch.storage import encode_tensor, encoded_nbytes  # noqa: E402
 
 SPARSITIES: tuple[Any, ...] = (0.5, "2:4", 0.6, 0.7, 0.8)
@@ -54,22 +55,25 @@ def _fresh(name: str, dense: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def _config(compressor: str, ctype: str, **keys: Any) -> dict[str, Any]:
+def _config(compressor: str, ctype: str, arch: str, **keys: Any) -> dict[str, Any]:
+    """The blocks' projections: ``Linear`` (Llama) or transformers' ``Conv1D`` (GPT-2), never the lm_head."""
+    blocks = {"op_types": ["Conv1D"]} if arch == "gpt2" else BLOCKS[0]
     return {"compression_framework": "torch", "compression_type": ctype, "compressor": compressor,
-            "config_list": [{**BLOCKS[0], **keys}, BLOCKS[1]]}
+            "config_list": [{**blocks, **keys}, BLOCKS[1]]}
 
 
 def _magnitude_per_row(model: nn.Module, setting: Any) -> None:
     """Smallest |w| of every output row (or of every m consecutive weights of a row for n:m)."""
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and name != "lm_head":
-            with torch.no_grad():
-                module.weight.mul_(obs.magnitude_mask(module.weight, setting))
+        if is_linear(module) and name != "lm_head":
+            weight = get_weight(module)
+            set_weight(module, weight * obs.magnitude_mask(weight, setting))
 
 
 def compress(name: str, dense: nn.Module, method: str, setting: Any, calibration: list) -> tuple[nn.Module, Any]:
     """A compressed copy of ``dense`` and its compressor (None for the hand-applied n:m magnitude)."""
     model = _fresh(name, dense)
+    arch = lm_data.SPECS[name].arch
     if method == "dense":
         return model, None
     if method == "magnitude-row" or (method == "magnitude" and isinstance(setting, str)):
@@ -78,11 +82,12 @@ def compress(name: str, dense: nn.Module, method: str, setting: Any, calibration
     if method in ("magnitude", "wanda", "sparsegpt"):
         compressor_name = "level" if method == "magnitude" else method
         kwargs = {} if method == "magnitude" else {"calibration": calibration}
-        compressor = aup.create_compressor(model, _config(compressor_name, "pruning", sparsity=setting), **kwargs)
+        compressor = aup.create_compressor(model, _config(compressor_name, "pruning", arch, sparsity=setting),
+                                           **kwargs)
     else:
         kwargs = {"calibration": calibration} if method == "gptq" else {}
         compressor = aup.create_compressor(
-            model, _config(method, "quantization", quant_bits=setting, group_size=32, symmetric=True), **kwargs)
+            model, _config(method, "quantization", arch, quant_bits=setting, group_size=32, symmetric=True), **kwargs)
     compressor.compress()
     return model, compressor
 
@@ -143,6 +148,8 @@ def model_seed_table(name: str, seeds: list[int], ppl: Callable[[Any], float], c
     """The headline settings on models trained from other seeds (training seed-to-seed spread)."""
     settings = [("dense", None), ("magnitude", 0.5), ("wanda", 0.5), ("sparsegpt", 0.5), ("magnitude", "2:4"),
                 ("wanda", "2:4"), ("sparsegpt", "2:4"), ("rtn", 4), ("gptq", 4)]
+    if lm_data.SPECS[name].arch == "gpt2":  # RTN/GPTQ quantize Linear layers; GPT-2's are Conv1D
+        settings = [s for s in settings if s[0] not in ("rtn", "gptq")]
     calibration = lm_data.calibration_batches(context, n_calibration, seed=0, batch=8)
     results: dict[tuple[str, Any], list[float]] = {s: [] for s in settings}
     for seed in seeds:
