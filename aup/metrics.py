@@ -24,6 +24,9 @@ LATENCY_MS_TORCH = "latency_ms_torch"  # the same for the in-memory torch model 
 # deployed vs in-memory model on the calibration batches: top-1 agreement (fraction) for class
 # scores, the maximum absolute difference for other outputs
 DEPLOY_AGREEMENT = "deploy_agreement"
+# language models: exp of the token-weighted mean next-token NLL on held-out text (sliding window, see
+# aup.compression.torch.lm_data.perplexity); lower is better
+PERPLEXITY = "perplexity"
 
 # latency_ms of the trial's model over the dense baseline's, timed interleaved in the trial's own
 # process (aup.compression.torch.latency), and the interquartile range of the per-round ratios: a
@@ -36,11 +39,12 @@ SIZE_MISSING = "size_missing"
 SIZE_METRICS = (PARAM_COUNT, NONZERO_PARAMS, MACS, MODEL_BYTES, MODEL_BYTES_GZIP, SPARSITY, WEIGHT_BITS, LATENCY_MS)
 DEPLOY_METRICS = (LATENCY_MS_TORCH, MODEL_BYTES_PACKED, DEPLOY_AGREEMENT)
 LATENCY_SIDE_BY_SIDE = (LATENCY_MS_RATIO, LATENCY_MS_RATIO_IQR)
-ALL_METRICS = (SCORE, *SIZE_METRICS, *DEPLOY_METRICS, *LATENCY_SIDE_BY_SIDE)
+QUALITY_METRICS = (PERPLEXITY,)  # quality measures with a fixed direction (unlike the script's own score)
+ALL_METRICS = (SCORE, *SIZE_METRICS, *DEPLOY_METRICS, *LATENCY_SIDE_BY_SIDE, *QUALITY_METRICS)
 
 # Direction in which each size metric is "better"; used for Pareto fronts and ratios to a baseline.
 LOWER_IS_BETTER = frozenset({PARAM_COUNT, NONZERO_PARAMS, MACS, MODEL_BYTES, MODEL_BYTES_GZIP, WEIGHT_BITS, LATENCY_MS,
-                             LATENCY_MS_TORCH, MODEL_BYTES_PACKED})
+                             LATENCY_MS_TORCH, MODEL_BYTES_PACKED, PERPLEXITY})
 
 # Prefix of per-layer details recorded as user attributes, e.g. "layer_sparsity" -> {"conv1": 0.5}.
 LAYER_SPARSITY = "layer_sparsity"

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from aup.compression.keyspec import (
-    COMMON, EPOCH, EXCLUDE, POSITIVE_INT, QUANT_TYPES, SPARSITY, SPARSITY_CLOSED, SPARSITY_KEYS, UNIT_SPARSITY, KeySpec,
-    Schema,
+    COMMON, EPOCH, EXCLUDE, POSITIVE_INT, QUANT_TYPES, SPARSITY, SPARSITY_CLOSED, SPARSITY_KEYS, SPARSITY_NM,
+    UNIT_SPARSITY, KeySpec, Schema,
     quant_keys,
 )
 
@@ -110,6 +110,20 @@ _KERAS_SPARSITY_KEYS = {
     "exclude": EXCLUDE,
 }
 
+# One-shot LLM compressors (Wanda, SparseGPT, RTN, GPTQ): Linear layers (and transformers' Conv1D for the
+# pruners), sparsity as a fraction or an "n:m" pattern, weight-only k-bit grids in groups of input columns.
+_ONE_SHOT = Schema({"sparsity": SPARSITY_NM, **COMMON}, op_types=("Linear", "Conv1D"))
+_BOOL = KeySpec("bool", "true or false")
+_WEIGHT_ONLY_KEYS = {
+    "quant_types": KeySpec("quant_types", "a non-empty list of \"weight\"", choices=("weight",)),
+    "quant_bits": KeySpec("quant_bits", "an integer in [2, 8] or a dict {\"weight\": integer in [2, 8]}", 2.0, 8.0,
+                          choices=("weight",)),
+    "group_size": KeySpec("int", "an integer >= 0 (input columns per scale; 0: one scale per output row)", 0.0),
+    "symmetric": _BOOL,
+    **COMMON,
+}
+_WEIGHT_ONLY = Quantization(("weight",), default_bits=4)
+
 _NAIVE_WHY = "naive is symmetric int8"
 _BNN_WHY = "bnn binarises to +-1"
 
@@ -148,6 +162,9 @@ ENTRIES: tuple[Entry, ...] = (
     _pruner("transformer", "transformer:TransformerPruner",
             Schema({"head_sparsity": UNIT_SPARSITY, "mlp_sparsity": UNIT_SPARSITY, **COMMON}, required=()),
             structured=True, model_family="transformer"),
+    # ---- torch pruning: one-shot, calibrated, for language models
+    _pruner("wanda", "wanda:WandaPruner", _ONE_SHOT, scores="activations"),
+    _pruner("sparsegpt", "sparsegpt:SparseGPTPruner", _ONE_SHOT, scores="activations"),
     # ---- torch quantization
     _quantizer("naive", "naive:NaiveQuantizer", Quantization(("weight",), default_bits=8, fixed_bits=8),
                Schema({**quant_keys(("weight",), 8, _NAIVE_WHY), **COMMON}, required=(), allow_empty=True)),
@@ -159,6 +176,11 @@ ENTRIES: tuple[Entry, ...] = (
     _quantizer("bnn", "bnn:BNNQuantizer", Quantization(("weight", "output"), default_bits=1, fixed_bits=1),
                Schema({**quant_keys(("weight", "output"), 1, _BNN_WHY), **COMMON},
                       required=("quant_types", "quant_bits"))),
+    # ---- torch quantization: weight-only k-bit grids for language models
+    _quantizer("rtn", "rtn:RTNQuantizer", _WEIGHT_ONLY,
+               Schema(_WEIGHT_ONLY_KEYS, required=(), op_types=("Linear",))),
+    _quantizer("gptq", "gptq:GPTQQuantizer", _WEIGHT_ONLY,
+               Schema({**_WEIGHT_ONLY_KEYS, "act_order": _BOOL}, required=(), op_types=("Linear",))),
     # ---- tensorflow (Keras 3)
     Entry("tensorflow", "pruning", "level", "aup.compression.tensorflow.pruners:LevelPruner",
           Schema(_KERAS_SPARSITY_KEYS), nni_alias="level", scores="weights"),

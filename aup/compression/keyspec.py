@@ -7,6 +7,7 @@ expects in words, so an error can say ``expected a number in (0, 1), got 1.6``.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 from aup.numbers import is_number
@@ -18,8 +19,8 @@ QUANT_TYPES = ("weight", "input", "output")
 class KeySpec:
     """What one ``config_list`` entry key accepts.
 
-    ``kind`` is ``"float"``, ``"int"``, ``"bool"``, ``"str_list"``, ``"quant_types"`` or
-    ``"quant_bits"``; ``low``/``high`` bound numbers (open bounds when ``low_open``/``high_open``),
+    ``kind`` is ``"float"``, ``"int"``, ``"bool"``, ``"str_list"``, ``"quant_types"``,
+    ``"quant_bits"`` or ``"sparsity_nm"`` (a float or an ``"n:m"`` string); ``low``/``high`` bound numbers (open bounds when ``low_open``/``high_open``),
     so a search-space translator can tell whether a range's end points are legal.
     """
 
@@ -90,7 +91,31 @@ def _check_quant_bits(spec: KeySpec, value: Any) -> bool:
     return _check_int(spec, value)
 
 
+_NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+
+
+def parse_nm(value: Any) -> tuple[int, int] | None:
+    """``"2:4"`` -> ``(2, 4)``: at most n non-zero weights in every m consecutive ones (Zhou et al. 2021,
+    NVIDIA's 2:4); None for anything that is not a string; ValueError for a malformed string."""
+    if not isinstance(value, str):
+        return None
+    match = _NM.match(value)
+    if match is None or not 0 < int(match.group(1)) < int(match.group(2)):
+        raise ValueError(f"expected an n:m pattern with 0 < n < m such as \"2:4\", got {value!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _check_sparsity_nm(spec: KeySpec, value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            return parse_nm(value) is not None
+        except ValueError:
+            return False
+    return _check_float(spec, value)
+
+
 _CHECKERS: dict[str, Callable[[KeySpec, Any], bool]] = {
+    "sparsity_nm": _check_sparsity_nm,
     "float": _check_float,
     "int": _check_int,
     "bool": lambda spec, v: isinstance(v, bool),
@@ -100,6 +125,9 @@ _CHECKERS: dict[str, Callable[[KeySpec, Any], bool]] = {
 }
 
 SPARSITY = KeySpec("float", "a number in (0, 1)", 0.0, 1.0, low_open=True, high_open=True)
+# a fraction, or an n:m pattern string (one-shot LLM pruners)
+SPARSITY_NM = KeySpec("sparsity_nm", "a number in (0, 1) or an \"n:m\" pattern such as \"2:4\"", 0.0, 1.0,
+                      low_open=True, high_open=True)
 SPARSITY_CLOSED = KeySpec("float", "a number in [0, 1]", 0.0, 1.0)
 # fraction of attention heads / MLP hidden channels removed (0: none; at least one always stays)
 UNIT_SPARSITY = KeySpec("float", "a number in [0, 1)", 0.0, 1.0, high_open=True)

@@ -21,7 +21,8 @@ LABELS = {M.MODEL_BYTES: "model size", M.MODEL_BYTES_GZIP: "gzipped model size",
           M.LATENCY_MS_TORCH: "torch eager latency (batch 1)", M.MODEL_BYTES_PACKED: "packed torch artifact",
           M.DEPLOY_AGREEMENT: "deployed vs in-memory agreement",
           M.WEIGHT_BITS: "weight bits", M.SPARSITY: "sparsity", M.SCORE: "score",
-          M.LATENCY_MS_RATIO_IQR: "spread (IQR) of the side-by-side latency ratio"}
+          M.LATENCY_MS_RATIO_IQR: "spread (IQR) of the side-by-side latency ratio",
+          M.PERPLEXITY: "perplexity (lower is better)"}
 # Metrics whose natural scale is logarithmic: sizes span orders of magnitude across compressions.
 LOG_SCALE = BYTES | COUNTS
 

@@ -51,8 +51,10 @@ def test_unknown_names_are_refused_before_the_model_is_touched(config, message):
 
 
 def test_registry_lists_every_compressor():
-    assert len(registry.COMPRESSORS["torch"]["pruning"]) == 17  # the seed's 16 and the transformer pruner
-    assert set(registry.COMPRESSORS["torch"]["quantization"]) == {"naive", "qat", "dorefa", "bnn"}
+    # the seed's 16, the transformer pruner and the one-shot LLM pruners
+    assert len(registry.COMPRESSORS["torch"]["pruning"]) == 19
+    assert {"wanda", "sparsegpt"} <= set(registry.COMPRESSORS["torch"]["pruning"])
+    assert set(registry.COMPRESSORS["torch"]["quantization"]) == {"naive", "qat", "dorefa", "bnn", "rtn", "gptq"}
     assert set(registry.COMPRESSORS["tensorflow"]["pruning"]) == {"level"}
 
 

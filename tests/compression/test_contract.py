@@ -44,9 +44,9 @@ def _entry_config(entry: catalog.Entry) -> list[dict[str, Any]]:
     schema = entry.schema
     if entry.quant is not None:
         bits = entry.quant.fixed_bits or 8
-        return [{"quant_types": ["weight"], "quant_bits": bits, "op_types": ["Conv2d", "Linear"]}]
+        return [{"quant_types": ["weight"], "quant_bits": bits, "op_types": list(schema.op_types or ("Conv2d", "Linear"))}]
     default_types = ("Conv2d",) if entry.model_family == "cnn" else ("default",)
-    config: dict[str, Any] = {"op_types": list(schema.op_types or default_types)}
+    config: dict[str, Any] = {"op_types": list(schema.op_types or default_types)[:1]}
     for key in schema.required:
         config[key] = {"prune_iterations": 1}.get(key, 0.5)
     if not schema.required:  # e.g. per-structure sparsities, all optional: set each of them

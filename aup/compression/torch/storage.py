@@ -6,7 +6,8 @@ follow the compression:
 
 - ``bits`` given: ``q = round(t / scale + zero_point)`` clamped to ``[0, 2**bits)``, packed densely
   into uint8 (two 4-bit codes per byte, eight 1-bit codes per byte, any width 1..16 bit-packed),
-  with ``scale`` / ``zero_point`` per tensor or per output channel (dim 0).  Decoding gives
+  with ``scale`` / ``zero_point`` per tensor, per output channel (dim 0), or per group of consecutive
+  columns of a 2-D weight (``[rows, n_groups]``, the weight-only LLM quantizers).  Decoding gives
   ``(q - zero_point) * scale`` (computed in float64, like the quantizers' export), so a tensor
   already on the quantization grid round-trips bit for bit.
 - zeros (unstructured pruning): a 1-bit-per-element bitmap plus the non-zero values (or codes),
@@ -16,6 +17,8 @@ follow the compression:
 Each encoding is a plain dict of small tensors and numbers, so ``torch.save`` writes it compactly.
 """
 from __future__ import annotations
+
+import math
 
 from typing import Any
 
@@ -158,6 +161,8 @@ def _encode_quantized(t: torch.Tensor, bits: int, scale: Any, zero_point: Any) -
     if not 1 <= bits <= 16:
         raise ValueError(f"encode_tensor: bits must be in 1..16, got {bits}")
     shape = tuple(t.shape)
+    if _is_matrix(scale):
+        return _finish_quantized(t, bits, _group_params(shape, scale, zero_point))
     per_channel = _is_vector(scale) or _is_vector(zero_point)
     scale_t = torch.as_tensor(scale, dtype=torch.float64).reshape(-1)
     zp_t = torch.as_tensor(zero_point, dtype=torch.float64).reshape(-1)
@@ -167,6 +172,24 @@ def _encode_quantized(t: torch.Tensor, bits: int, scale: Any, zero_point: Any) -
             "per_channel": per_channel,
             "scale": scale_t if per_channel else float(scale_t[0]),
             "zero_point": zp_t if per_channel else float(zp_t[0])}
+    return _finish_quantized(t, bits, base)
+
+
+def _group_params(shape: tuple[int, ...], scale: Any, zero_point: Any) -> dict:
+    """Group-wise grid of a 2-D weight: ``scale``/``zero_point`` ``[rows, n_groups]``, each group being
+    ``cols / n_groups`` consecutive columns (weight-only LLM quantizers: RTN, GPTQ)."""
+    scale_t = torch.as_tensor(scale, dtype=torch.float64)
+    zp_t = torch.as_tensor(zero_point, dtype=torch.float64).expand_as(scale_t).clone()
+    if len(shape) != 2 or scale_t.shape[0] != shape[0] or shape[1] % scale_t.shape[1]:
+        raise ValueError(f"encode_tensor: group-wise scale {tuple(scale_t.shape)} does not fit a weight of "
+                         f"shape {shape}")
+    return {"v": _FORMAT, "shape": list(shape), "bits": None, "dtype": None, "per_channel": True,
+            "group_size": shape[1] // scale_t.shape[1], "scale": scale_t, "zero_point": zp_t}
+
+
+def _finish_quantized(t: torch.Tensor, bits: int, base: dict) -> dict:
+    shape = tuple(t.shape)
+    base = {**base, "bits": bits, "dtype": str(t.dtype).replace("torch.", "")}
     scale_b, zp_b = _broadcast_params(base, shape)
     q = torch.round(t.double() / scale_b + zp_b).clamp_(0, 2 ** bits - 1).to(torch.int64)
     dense = {"enc": "quant", **base, "codes": pack_bits(q, bits)}
@@ -220,17 +243,31 @@ def _check_codes(d: dict, bits: int, count: int) -> None:
                                        f"the file stores {codes.numel()}")
 
 
+def _is_matrix(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and x.dim() == 2
+
+
 def _broadcast_params(d: dict, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero point shaped to broadcast over ``shape`` (one per tensor or per output channel)."""
     channels = shape[0] if shape else 1
+    group = d.get("group_size")
+    _expect(group is None or (isinstance(group, int) and not isinstance(group, bool) and group > 0),
+            f"group_size {str(group)[:40]} is not a positive integer")
     for field in ("scale", "zero_point"):
         value = d.get(field)
-        if isinstance(value, torch.Tensor):
-            _expect(value.numel() in (1, channels), f"{field} has {value.numel()} values for {channels} channels")
+        if isinstance(value, torch.Tensor):  # one per tensor, per output channel, or per group of a row
+            allowed = (1, channels) if not group else (math.prod(shape) // group,)
+            _expect(value.numel() in allowed, f"{field} has {value.numel()} values for {channels} channels")
         else:
-            _expect(isinstance(value, (int, float)) and not isinstance(value, bool), f"{field} is not a number")
+            _expect(not group and isinstance(value, (int, float)) and not isinstance(value, bool),
+                    f"{field} is not a number")
     scale = torch.as_tensor(d["scale"], dtype=torch.float64)
     zp = torch.as_tensor(d["zero_point"], dtype=torch.float64)
+    if group:  # [rows, n_groups], each group `group` consecutive columns
+        if len(shape) != 2 or scale.shape != zp.shape or scale.numel() * int(group) != shape[0] * shape[1]:
+            raise ValueError("group-wise scale/zero_point do not fit the tensor's shape")
+        return (scale.reshape(shape[0], -1).repeat_interleave(int(group), dim=1),
+                zp.reshape(shape[0], -1).repeat_interleave(int(group), dim=1))
     if d.get("per_channel"):
         view = (-1,) + (1,) * (len(shape) - 1)
         scale = scale.reshape(view) if scale.numel() > 1 else scale.reshape(())
