@@ -273,7 +273,7 @@ def test_onnx_export_ships_matmulnbits_and_agrees(tiny_llama: nn.Module, calibra
     pytest.importorskip("onnxruntime")
     import onnx
 
-    from aup.compression import load_deployed
+    from aup.compression import load_compressed, load_deployed
 
     model = _fresh(tiny_llama)
     config_list = [{"quant_bits": 4, "group_size": 32, "op_types": ["Linear"]},
@@ -282,9 +282,14 @@ def test_onnx_export_ships_matmulnbits_and_agrees(tiny_llama: nn.Module, calibra
     quantizer = _create(model, name, config_list, "quantization", **kwargs)
     quantizer.compress()
     example = calibration[0]["input_ids"][:2]
-    # the deployed file itself (export_model(format="onnx") also writes aup's packed torch artifact, which
-    # cannot store transformers 5.25's Llama module tree yet: issue 21 item 8)
-    path = quantizer.write_deployed(str(tmp_path / "model.onnx"), example_input=example)
+    # the user's path: the deployed file and aup's packed artifact (a Hugging Face model is stored as its
+    # class, config and weights, so transformers' internals do not matter)
+    path = str(tmp_path / "model.onnx")
+    quantizer.export_model(path, format="onnx", dummy_input=example)
+    quantizer.export_model(str(tmp_path / "model.pt"), dummy_input=example)  # aup's packed artifact too
+    restored = load_compressed(str(tmp_path / "model.pt"))
+    with torch.no_grad():
+        torch.testing.assert_close(restored(example).logits, model(example).logits, atol=1e-4, rtol=1e-4)
     nodes = [n for n in onnx.load(path).graph.node if n.op_type == "MatMulNBits"]
     bits = sorted(next(a.i for a in n.attribute if a.name == "bits") for n in nodes)
     assert len(nodes) == 15 and bits == [4] * 14 + [8]
