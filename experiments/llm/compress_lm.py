@@ -22,7 +22,6 @@ config = aup.BasicConfig().load(sys.argv[1])
 import torch  # noqa: E402
 
 from aup.compression.torch import lm_data  # noqa: E402
-from aup.compression.torch.deploy import DeploySettings  # noqa: E402
 from aup.compression.torch.ort_runtime import load_deployed  # noqa: E402
 
 torch.set_num_threads(1)
@@ -38,8 +37,8 @@ compressor.compress()
 with tempfile.TemporaryDirectory(prefix="aup-llm-") as scratch:  # the model is kept only when asked
     folder = config["folder_name"] if config.get("save_model") else scratch
     os.makedirs(folder, exist_ok=True)
-    path = compressor.write_deployed(os.path.join(folder, "model.onnx"), DeploySettings(),
-                                     example_input=calibration[0]["input_ids"][:1])
+    path = os.path.join(folder, "model.onnx")
+    compressor.export_model(path, format="onnx", dummy_input=calibration[0]["input_ids"][:1])
     perplexity = lm_data.perplexity(load_deployed(path, threads=1), held_out, context=spec.context)
     model_bytes = os.path.getsize(path)
 aup.log_metrics(perplexity=perplexity, model_bytes=model_bytes)
