@@ -109,7 +109,8 @@ class ResourceArgs(_Section):
     @classmethod
     def _policy_named(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None and "aup_policy" not in value:
-            raise ValueError("early_stop needs 'aup_policy' (bandit, median, truncation, curve_fitting)")
+            raise ValueError("early_stop needs 'aup_policy' (bandit, median, truncation, successive_halving, "
+                             "curve_fitting)")
         return value
 
     @field_validator("multi_res_labels")
