@@ -181,11 +181,15 @@ def test_pruner_with_deploy_setting_times_the_onnx_file(tmp_path, monkeypatch):
     pruner = aup.create_compressor(model, job, dummy_input=torch.randn(4, 1, 8, 8))
     pruner.compress()
     pruner.apply_speedup(torch.randn(1, 1, 8, 8))
-    assert not channel.exists()  # apply_speedup no longer reports on its own: the end of the trial does
+    # compress() and apply_speedup() only send the size known then (for early stopping): the
+    # deployed file's bytes, no latency; the full report comes at the end of the trial
+    early = _channel_metrics(channel)
+    assert "latency_ms" not in early and "deploy_agreement" not in early
     base_module.report_at_trial_end()
     metrics = _channel_metrics(channel)
     assert metrics["deploy_agreement"] == 1.0 and metrics["latency_ms"] > 0 and metrics["latency_ms_torch"] > 0
     assert metrics["model_bytes"] < metrics["baseline_model_bytes"]
+    assert early["model_bytes"] == metrics["model_bytes"]  # the early size is the deployed file's
 
 
 def test_baseline_is_measured_once_per_experiment(tmp_path, monkeypatch):
