@@ -67,6 +67,7 @@ def _mo_experiment(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_multi_objective_early_stop_stops_dominated_trials_visibly(tmp_path: Path) -> None:
+    import json
     import subprocess
     import sys
 
@@ -91,6 +92,11 @@ def test_multi_objective_early_stop_stops_dominated_trials_visibly(tmp_path: Pat
                            capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert "successive halving" in " ".join(shown.stdout.split()), shown.stdout
+    compared = subprocess.run([sys.executable, "-m", "aup", "compare", result.study_name, str(by_x[1].number),
+                               "--json", "--storage", url], capture_output=True, text=True, timeout=120)
+    assert compared.returncode == 0, compared.stderr
+    [row] = json.loads(compared.stdout)  # the stopped trial's partial results: last score, its size
+    assert row["score"] == pytest.approx(0.25) and row["model_bytes"] == pytest.approx(100.0)
 
 
 @pytest.mark.slow
