@@ -55,6 +55,11 @@ from aup.compression.torch.measure import measure_model  # noqa: E402
 from aup.proposer_ext import ParetoHalving, build_sampler  # noqa: E402
 from aup.proposer_ext.pareto_halving import hypervolume  # noqa: E402
 
+try:  # per-layer allocation (compression.allocation), when this build of aup has it
+    from aup.compression.allocation import JOB_KEY as ALLOCATION_KEY  # noqa: E402
+except ImportError:
+    ALLOCATION_KEY = None
+
 PRUNERS = ("l1_filter", "fpgm", "taylor_fo_weight_filter")
 CONVS = tuple(f"conv{i}" for i in range(1, 7))
 DIRECTIONS = ["maximize", "minimize"]
@@ -185,16 +190,23 @@ class Trials:
         torch.manual_seed(seed)
         model = copy.deepcopy(self.dense)
         names = conv_op_names(model)
-        config_list = [{"sparsity": params[f"sparsity_{c}"], "op_names": [names[c]], "op_types": ["Conv2d"]}
-                       for c in CONVS if params[f"sparsity_{c}"] > 0]
+        job: dict[str, Any] = {"compression_framework": "torch", "compression_type": "pruning",
+                               "compressor": params["pruner"]}
+        if "global_sparsity" in params:  # per-layer allocation: one global value split by sensitivity
+            job["config_list"] = [{"sparsity": params["global_sparsity"], "op_names": list(names.values()),
+                                   "op_types": ["Conv2d"]}]
+            job[ALLOCATION_KEY] = "sensitivity"
+        else:
+            job["config_list"] = [{"sparsity": params[f"sparsity_{c}"], "op_names": [names[c]],
+                                   "op_types": ["Conv2d"]} for c in CONVS if params[f"sparsity_{c}"] > 0]
         lr = params["lr"]
         generator = torch.Generator().manual_seed(seed)
         example = self.data.x_val[:1]
-        if config_list:
+        if job["config_list"]:
             optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-            job = {"compression_framework": "torch", "compression_type": "pruning",
-                   "compressor": params["pruner"], "config_list": config_list}
-            pruner = aup.compression.create_compressor(model, job, optimizer=optimizer, dummy_input=example)
+            # a real batch: the sensitivity profile measures the output change on it (computed once)
+            batch = self.data.x_train[:64]
+            pruner = aup.compression.create_compressor(model, job, optimizer=optimizer, dummy_input=batch)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 pruner.compress()
@@ -218,22 +230,27 @@ class Run:
     epochs: list[int] = field(default_factory=list)
 
 
-def suggest(trial: optuna.Trial) -> dict[str, Any]:
+def suggest(trial: optuna.Trial, allocation: bool) -> dict[str, Any]:
+    """8 dimensions (pruner, 6 sparsities, lr), or 3 with allocation (pruner, global sparsity, lr)."""
     params: dict[str, Any] = {"pruner": trial.suggest_categorical("pruner", PRUNERS)}
-    for conv in CONVS:
-        params[f"sparsity_{conv}"] = trial.suggest_float(f"sparsity_{conv}", 0.0, 0.9)
+    if allocation:
+        params["global_sparsity"] = trial.suggest_float("global_sparsity", 0.05, 0.9)
+    else:
+        for conv in CONVS:
+            params[f"sparsity_{conv}"] = trial.suggest_float(f"sparsity_{conv}", 0.0, 0.9)
     params["lr"] = trial.suggest_float("lr", 1e-3, 1e-1, log=True)
     return params
 
 
-def search(proposer: str, early_stop: bool, seed: int, n_trials: int, trials: Trials, dense_bytes: float) -> Run:
+def search(proposer: str, early_stop: bool, allocation: bool, seed: int, n_trials: int, trials: Trials,
+           dense_bytes: float) -> Run:
     sampler = build_sampler(proposer, {}, seed, 2)
     study = optuna.create_study(directions=DIRECTIONS, sampler=sampler)
     policy = ParetoHalving([True, False], min_steps=1, reduction_factor=3) if early_stop else None
     run = Run()
     for _ in range(n_trials):
         trial = study.ask()
-        params = suggest(trial)
+        params = suggest(trial, allocation)
         size = trials.curve(params).bytes
         stopped, spent = False, 0
         for epoch in range(1, trials.epochs + 1):
@@ -301,12 +318,17 @@ def print_table(rows: list[dict[str, Any]], baseline: str) -> None:
         print(f"| {row['setting']} | {cell} | {ratio} | {trials} | {row['epochs_total']:g} | {shares} |")
 
 
+def setting_name(proposer: str, early_stop: bool, allocation: bool) -> str:
+    return proposer + (" + early stop" if early_stop else "") + (" + allocation" if allocation else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs of a trial that is not stopped")
     parser.add_argument("--proposers", nargs="+", default=["random", "tpe", "gp", "nsga2"])
+    parser.add_argument("--no-allocation", action="store_true", help="leave out the per-layer allocation settings")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -318,12 +340,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"dense model: accuracy {dense_acc:.4f}, {dense_bytes:.0f} bytes; {args.seeds} seeds x {args.trials} "
           f"trials x up to {args.epochs} fine-tuning epochs", flush=True)
     trials = Trials(dense, data, args.epochs)
-    settings = [(p, es) for p in args.proposers for es in (False, True)]
-    runs: dict[str, list[Run]] = {f"{p}{' + early stop' if es else ''}": [] for p, es in settings}
+    allocations = (False, True) if ALLOCATION_KEY and not args.no_allocation else (False,)
+    settings = [(p, es, al) for al in allocations for p in args.proposers for es in (False, True)]
+    runs: dict[str, list[Run]] = {setting_name(*s): [] for s in settings}
     for seed in range(args.seeds):  # interleaved: every setting's seed s before any seed s + 1
-        for proposer, early_stop in settings:
-            name = f"{proposer}{' + early stop' if early_stop else ''}"
-            runs[name].append(search(proposer, early_stop, seed, args.trials, trials, dense_bytes))
+        for proposer, early_stop, allocation in settings:
+            name = setting_name(proposer, early_stop, allocation)
+            runs[name].append(search(proposer, early_stop, allocation, seed, args.trials, trials, dense_bytes))
             print(f"  seed {seed} {name}: {sum(runs[name][-1].epochs)} epochs, "
                   f"{sum(p is None for p in runs[name][-1].points)} stopped", file=sys.stderr, flush=True)
     best_points = [p for seeds in runs.values() for run in seeds for p in run.points if p is not None]
