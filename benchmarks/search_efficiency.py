@@ -246,7 +246,8 @@ def search(proposer: str, early_stop: bool, allocation: bool, seed: int, n_trial
            dense_bytes: float) -> Run:
     sampler = build_sampler(proposer, {}, seed, 2)
     study = optuna.create_study(directions=DIRECTIONS, sampler=sampler)
-    policy = ParetoHalving([True, False], min_steps=1, reduction_factor=3) if early_stop else None
+    policy = ParetoHalving([True, False], min_steps=1, reduction_factor=3, max_steps=trials.epochs) \
+        if early_stop else None
     run = Run()
     for _ in range(n_trials):
         trial = study.ask()
@@ -256,11 +257,9 @@ def search(proposer: str, early_stop: bool, allocation: bool, seed: int, n_trial
         for epoch in range(1, trials.epochs + 1):
             value = trials.accuracy_after(params, epoch)
             spent = epoch
-            if policy is not None and epoch < trials.epochs and policy.observe(study, trial, epoch, [value, size]).stop:
+            if policy is not None and policy.observe(study, trial, epoch, [value, size]).stop:
                 stopped = True
                 break
-            if policy is not None and epoch == trials.epochs:
-                policy.observe(study, trial, epoch, [value, size], decide=False)
         if stopped:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             run.points.append(None)

@@ -50,7 +50,7 @@ MULTI_OBJECTIVE_POLICIES = ("successive_halving",)
 EARLY_STOP_KEYS = frozenset({
     "aup_policy", "aup_policy_steps", "warmup", "bandit_factor", "truncation_percentage",
     "curve_fitting_threshold", "curve_fitting_max_iters", "curve_fitting_timeout",
-    "n_startup_trials", "n_min_trials", "reduction_factor", "tie_break",
+    "n_startup_trials", "n_min_trials", "reduction_factor", "tie_break", "max_steps",
 })
 CURVE_FITTING_REASON = (
     "early_stop.aup_policy: 'curve_fitting' is not supported: optuna has no learning-curve "
@@ -92,6 +92,7 @@ def validate_early_stop(early_stop: Any, n_objectives: int = 1) -> list[str]:
         "truncation_percentage": (lambda v: _is_num(v) and 0 < v < 1, "a fraction in (0, 1)"),
         "reduction_factor": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
         "tie_break": (lambda v: v in TIE_BREAKS, f"one of {', '.join(TIE_BREAKS)}"),
+        "max_steps": (lambda v: _is_int(v) and v >= 2, "an integer >= 2 (the results of a full trial)"),
     }
     for key, (ok, expected) in checks.items():
         if key in early_stop and not ok(early_stop[key]):

@@ -6,7 +6,9 @@ with several objectives) follows the asynchronous successive halving rule (ASHA,
 with the multi-objective ranking of MOASHA (Schmucker et al. 2021):
 
 * Rungs are at ``min_steps * reduction_factor ** k`` intermediate results (a trial's n-th
-  ``aup.print_result`` is step n; for a fine-tuning script, its n-th epoch).
+  ``aup.print_result`` is step n; for a fine-tuning script, its n-th epoch), below ``max_steps``
+  (the results of a full trial, ASHA's maximum resource) when it is given: a trial at its last
+  result has done its work, and stopping it then would only drop its final result.
 * At a rung a trial's objectives are its intermediate score and every other objective as known
   *then*: a ``multi_res_labels`` value of that result, else the last reported metric of that name
   (the compressors report their size right after ``compress()`` / ``apply_speedup()``).
@@ -53,7 +55,7 @@ class ParetoHalving:
     """Asynchronous successive halving whose rungs rank trials by Pareto front (see the module doc)."""
 
     def __init__(self, maximize: Sequence[bool], min_steps: int = 1, reduction_factor: int = 3,
-                 tie_break: str = "crowding", n_min_trials: int = 1) -> None:
+                 tie_break: str = "crowding", n_min_trials: int = 1, max_steps: int | None = None) -> None:
         if not maximize:
             raise ProposerError("early_stop: successive_halving needs at least one objective")
         if not (isinstance(min_steps, int) and min_steps >= 1):
@@ -67,11 +69,12 @@ class ParetoHalving:
         self.eta = reduction_factor
         self.tie_break = tie_break
         self.n_min_trials = n_min_trials
+        self.max_steps = max_steps
 
     # ---- rungs -----------------------------------------------------------------------------------
     def is_rung(self, step: int) -> bool:
         """Whether a trial with ``step`` intermediate results is at a rung."""
-        if step < self.min_steps or step % self.min_steps:
+        if step < self.min_steps or step % self.min_steps or (self.max_steps is not None and step >= self.max_steps):
             return False
         ratio = step // self.min_steps
         while ratio % self.eta == 0:
@@ -230,4 +233,4 @@ def build_pareto_halving(early_stop: Mapping[str, Any], maximize: Sequence[bool]
     return ParetoHalving(maximize, min_steps=early_stop.get("aup_policy_steps", 1),
                          reduction_factor=early_stop.get("reduction_factor", 3),
                          tie_break=early_stop.get("tie_break", "crowding"),
-                         n_min_trials=early_stop.get("n_min_trials", 1))
+                         n_min_trials=early_stop.get("n_min_trials", 1), max_steps=early_stop.get("max_steps"))

@@ -31,6 +31,12 @@ def study_with(rung: dict[int, list[list[float | None]]], storage: str | None = 
 def test_rungs_are_geometric_in_results() -> None:
     assert [s for s in range(1, 30) if ParetoHalving(MAX_MIN).is_rung(s)] == [1, 3, 9, 27]
     assert [s for s in range(1, 20) if ParetoHalving(MAX_MIN, min_steps=2, reduction_factor=2).is_rung(s)] == [2, 4, 8, 16]
+    # a trial at its last result (max_steps) has done its work: no rung there, it is never stopped
+    assert [s for s in range(1, 30) if ParetoHalving(MAX_MIN, max_steps=9).is_rung(s)] == [1, 3]
+    study = study_with({3: [[0.9, 1.0]] * 3})
+    last = study.ask()
+    assert not ParetoHalving(MAX_MIN, max_steps=3).observe(study, last, 3, [0.1, 9.0]).stop
+    assert ParetoHalving(MAX_MIN).observe(study, last, 3, [0.1, 9.0]).stop
 
 
 def test_a_rung_keeps_the_trials_no_better_ranked_third_stops() -> None:
@@ -164,6 +170,9 @@ def test_validation_accepts_successive_halving_for_several_objectives_only() -> 
         "(rungs ranked by Pareto front)"]
     assert validate_early_stop({**section, "reduction_factor": 1}, 2) == [
         "early_stop.reduction_factor: expected an integer >= 2, got 1"]
+    assert build_stop_policy({**section, "max_steps": 3}, MAX_MIN).max_steps == 3
+    assert validate_early_stop({**section, "max_steps": 1}, 2) == [
+        "early_stop.max_steps: expected an integer >= 2 (the results of a full trial), got 1"]
     assert validate_early_stop({**section, "tie_break": "random"}, 2) == [
         "early_stop.tie_break: expected one of crowding, hypervolume, got 'random'"]
     with pytest.raises(ProposerError, match="compares one objective"):

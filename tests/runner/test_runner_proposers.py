@@ -60,7 +60,7 @@ def _mo_experiment(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
                      parameter_config=[{"name": "x", "type": "choice", "range": [3, 2, 1]}],
                      runtime_args={"env": {"AUP_TEST_STEPS": "4", "AUP_TEST_SLEEP": "0.3"}},
                      resource_args={"early_stop": {"aup_policy": "successive_halving", "aup_policy_steps": 1,
-                                                   "reduction_factor": 2}})
+                                                   "reduction_factor": 2, "max_steps": 4}})
     exp.update(overrides)
     return exp
 
