@@ -33,7 +33,6 @@ import argparse
 import copy
 import hashlib
 import json
-import math
 import statistics
 import sys
 import time

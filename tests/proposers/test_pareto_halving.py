@@ -30,7 +30,8 @@ def study_with(rung: dict[int, list[list[float | None]]], storage: str | None = 
 
 def test_rungs_are_geometric_in_results() -> None:
     assert [s for s in range(1, 30) if ParetoHalving(MAX_MIN).is_rung(s)] == [1, 3, 9, 27]
-    assert [s for s in range(1, 20) if ParetoHalving(MAX_MIN, min_steps=2, reduction_factor=2).is_rung(s)] == [2, 4, 8, 16]
+    halving = ParetoHalving(MAX_MIN, min_steps=2, reduction_factor=2)
+    assert [s for s in range(1, 20) if halving.is_rung(s)] == [2, 4, 8, 16]
     # a trial at its last result (max_steps) has done its work: no rung there, it is never stopped
     assert [s for s in range(1, 30) if ParetoHalving(MAX_MIN, max_steps=9).is_rung(s)] == [1, 3]
     study = study_with({3: [[0.9, 1.0]] * 3})
