@@ -221,8 +221,15 @@ def test_apply_speedup_on_a_quantizer_is_refused():
 def test_size_reaches_the_channel_right_after_compress_and_apply_speedup(tmp_path, monkeypatch):
     # multi-objective early stopping ranks a trial at its first epoch by its size: the size must be
     # in the channel before the script's first result
+    from aup.compression.torch import base as base_module
+
     channel = tmp_path / "channel.jsonl"
     monkeypatch.setenv("AUP_CHANNEL", str(channel))
+    monkeypatch.setattr(base_module, "_live", [])
+    aup.create_compressor(zoo.DigitsCNN(), L1_HALF).compress()
+    assert not channel.exists()  # only when the runner asks (AUP_EARLY_SIZE: rungs ranked by size)
+    monkeypatch.setattr(base_module, "_live", [])
+    monkeypatch.setenv("AUP_EARLY_SIZE", "1")
     model = zoo.DigitsCNN(width=16)
     pruner = aup.create_compressor(model, L1_HALF)
     inner = aup.create_compressor(zoo.DigitsCNN(), L1_HALF)  # a later compressor (as a search pruner's)

@@ -274,8 +274,10 @@ class Compressor(TrainingLifecycle):
         return metrics
 
     def report_size(self) -> dict[str, float] | None:
-        """Inside an aup trial, send the size metrics known now (no latency), e.g. right after masks
-        are computed or the model is shrunk, long before the trial's accuracy.
+        """Inside an aup trial whose runner asks for it (``AUP_EARLY_SIZE``, set with
+        multi-objective early stopping), send the size metrics known now (no latency), e.g. right
+        after masks are computed or the model is shrunk, long before the trial's accuracy. (Not
+        always: measuring writes an artifact, seconds for a large model.)
 
         Multi-objective early stopping ranks a trial at a rung by its intermediate score *and* its
         size as known then (``docs/search-efficiency.md``), so the size must reach the runner before
@@ -287,8 +289,8 @@ class Compressor(TrainingLifecycle):
         from aup import channel, client
         from aup.compression.torch.measure import measure_model
 
-        if channel.channel_path() is None or not _is_first_live(self):
-            return None  # outside a trial, or a search pruner's inner compressor
+        if not channel.early_size_wanted() or not _is_first_live(self):
+            return None  # no early stopping by size, or a search pruner's inner compressor
         try:
             with self._paused():
                 masks = None if getattr(self, "speedup_applied", False) else (self.get_masks() or None)
