@@ -166,6 +166,10 @@ class Experiment(_Section):
     compression: Union[dict[str, Any], list[Any], None] = None
     # feasibility conditions over recorded metrics, e.g. {"model_bytes": "<= 0.25 * baseline_model_bytes"}
     constraints: Union[dict[str, Union[str, float, int, dict[str, Union[float, int]]]], None] = None
+    # target mode: "first_feasible" stops proposing once a trial meets every constraint ("budget": run all)
+    stop: Literal["budget", "first_feasible"] = "budget"
+    # the objective that picks the recommended trial among the feasible ones (default: the first in target)
+    recommend: Union[str, None] = None
 
     @field_validator("name")
     @classmethod
@@ -212,6 +216,29 @@ class Experiment(_Section):
                 raise ProblemError("proposer", "required key is missing")
         if self.target is None:
             raise ProblemError("target", "required key is missing")
+        return self
+
+    @model_validator(mode="after")
+    def _target_mode(self) -> "Experiment":
+        """``stop`` needs something to be met; ``recommend`` names an objective."""
+        if self.stop == "first_feasible" and not self.constraints:
+            raise ProblemError("stop", "\"first_feasible\" stops at the first trial meeting the constraints; add a "
+                               "\"constraints\" section, e.g. {\"score\": \">= baseline_score - 0.01\"}")
+        if self.recommend is not None and self.recommend not in self.objectives:
+            raise ProblemError("recommend", f"expected one of the objectives ({', '.join(self.objectives)}), "
+                               f"got {self.recommend!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _seeds_need_a_sampler(self) -> "Experiment":
+        """``"allocation": {"mode": "seed"}`` queues trials for the sampler; grid and bandit proposers
+        make their own (and would run the seeds outside their brackets)."""
+        stages = self.compression if isinstance(self.compression, list) else [self.compression]
+        seeded = any(isinstance(stage, dict) and isinstance(stage.get("allocation"), dict)
+                     and stage["allocation"].get("mode") == "seed" for stage in stages)
+        if seeded and self.proposer in ("sequence", "hyperband", "bohb"):
+            raise ProblemError("compression.allocation.mode", f"\"seed\" queues trials for a sampler (random, tpe, "
+                               f"gp, cmaes, qmc, nsga2); proposer {self.proposer!r} makes its own")
         return self
 
     @model_validator(mode="after")

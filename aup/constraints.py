@@ -47,6 +47,13 @@ class Constraint:
     def names(self) -> set[str]:
         return {node.id for node in ast.walk(self.expression) if isinstance(node, ast.Name)}
 
+    def bound(self, values: Mapping[str, Any]) -> float | None:
+        """The right-hand side for one trial's values (``baseline_score - 0.01`` -> 0.983), None if unknown."""
+        try:
+            return _evaluate(self.expression, values)
+        except (KeyError, ZeroDivisionError, TypeError):
+            return None
+
     def value(self, values: Mapping[str, Any]) -> float:
         """Optuna's constraint value: <= 0 when satisfied (the size of the violation otherwise)."""
         lhs = _number(values.get(self.metric))

@@ -231,6 +231,22 @@ CASES: list[tuple[str, Callable[[], str], str]] = [
     ("one-time compression with n_samples", change(proposer=DELETE, parameter_config=[], n_samples=3, compression={
         "compression_framework": "torch", "compression_type": "pruning", "compressor": "level",
         "config_list": [{"sparsity": 0.5, "op_types": ["default"]}]}), "runs exactly one trial"),
+    ("allocation unknown method", change(compression={
+        "compressor": "l1_filter", "allocation": "greedy",
+        "config_list": [{"sparsity": {"type": "float", "range": [0.2, 0.8]}, "op_types": ["Conv2d"]}]}),
+     "compression.allocation.method: expected one of sensitivity, uniform, got 'greedy'"),
+    ("allocation range above the cap", change(compression={
+        "compressor": "l1_filter", "allocation": {"method": "sensitivity", "max_sparsity": 0.6},
+        "config_list": [{"sparsity": {"type": "float", "range": [0.2, 0.8]}, "op_types": ["Conv2d"]}]}),
+     "goes above the allocation's max_sparsity 0.6"),
+    ("allocation seeds with hyperband", change(proposer="hyperband", compression={
+        "compressor": "l1_filter", "allocation": {"method": "sensitivity", "mode": "seed"},
+        "config_list": [{"sparsity": {"type": "float", "range": [0.2, 0.8]}, "op_names": ["conv1", "conv2"]}]}),
+     "compression.allocation.mode: \"seed\" queues trials for a sampler"),
+    # target mode
+    ("stop unknown rule", change(stop="first"), "stop: expected \"budget\" or \"first_feasible\""),
+    ("stop first_feasible without constraints", change(stop="first_feasible"), "stop: \"first_feasible\" stops"),
+    ("recommend not an objective", change(recommend="latency_ms"), "recommend: expected one of the objectives"),
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Mapping
 
+from aup.compression.allocation import JOB_KEY as ALLOCATION_JOB_KEY
 from aup.compression.spec import (  # noqa: F401 - the spec API, also reachable from here
     CompressionSpec, accepted_kwargs, bind_arguments, build_stage, is_pipeline, merge_compressor_args,
     normalize_config, pipeline_stages, resolve_class,
@@ -36,6 +37,8 @@ def create_compressor(model: Any, config: Mapping[str, Any], *args: Any, **kwarg
     deploy = deploy_setting(config)
     pipeline = is_pipeline(config)
     spec = None if pipeline else normalize_config(config)
+    if spec is not None and allocation_option(config) is not None:
+        spec = _allocated(model, spec, allocation_option(config), kwargs.get("dummy_input"))
     baseline = None
     if pipeline or spec.framework == "torch":  # type: ignore[union-attr]
         from aup.compression.torch import baseline
@@ -47,7 +50,11 @@ def create_compressor(model: Any, config: Mapping[str, Any], *args: Any, **kwarg
                                  "(each stage receives those its constructor accepts)")
             from aup.compression.torch.pipeline import PipelineCompressor
 
-            compressor = PipelineCompressor(model, pipeline_stages(config), **kwargs)
+            stages = pipeline_stages(config)
+            options = [allocation_option(raw) for raw in _raw_stages(config)]
+            stages = [stage if option is None else _allocated(model, stage, option, kwargs.get("dummy_input"))
+                      for stage, option in zip(stages, options)]
+            compressor = PipelineCompressor(model, stages, **kwargs)
         else:
             compressor = build_stage(model, spec, args, kwargs)
     if deploy is not _NO_DEPLOY_KEY:
@@ -60,6 +67,36 @@ def create_compressor(model: Any, config: Mapping[str, Any], *args: Any, **kwarg
 
 
 _NO_DEPLOY_KEY: Any = object()
+
+
+def allocation_option(config: Any) -> Any:
+    """A stage's per-layer allocation request: the job config's key, or a section's ``allocation``."""
+    if not isinstance(config, Mapping):
+        return None
+    if ALLOCATION_JOB_KEY in config:
+        return config[ALLOCATION_JOB_KEY]
+    section = config.get("compression", config)
+    return section.get("allocation") if isinstance(section, Mapping) else None
+
+
+def _raw_stages(config: Mapping[str, Any]) -> list[Any]:
+    stages = config["compression_pipeline"] if "compression_pipeline" in config else config["compression"]
+    return list(stages)
+
+
+def _allocated(model: Any, spec: CompressionSpec, option: Any, dummy_input: Any) -> CompressionSpec:
+    """``spec`` with its global sparsities split per layer (``compression.allocation``)."""
+    import dataclasses
+
+    from aup.compression.allocation import parse_allocation
+    from aup.compression.torch.allocation import apply_allocation
+
+    allocation = parse_allocation(option, "compression_allocation")
+    cls = resolve_class(spec)  # names and entries first: their errors read better than the allocation's
+    # the allowed one-shot pruners decide from class attributes which layers they can prune
+    config_list = apply_allocation(model, spec.compressor, spec.config_list, allocation, dummy_input,
+                                   check=lambda name, module: cls.check_module(cls, name, module))
+    return dataclasses.replace(spec, config_list=config_list)
 
 
 def deploy_setting(config: Mapping[str, Any]) -> Any:

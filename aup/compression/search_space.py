@@ -26,6 +26,10 @@ Translation rules (reference spec 7.3, with its bugs fixed):
   e.g. ``sparsity (conv1)``. Per-compressor pieces are suffixed ``[<compressor>]`` and sampled only
   when that compressor is chosen. Duplicates get `` #2``, `` #3``...; a later pipeline stage whose
   name is taken gets `` @stage2`` first. The same JSON always gives the same names.
+* ``"allocation": "sensitivity"`` (or ``"uniform"``) in a pruning stage: entries are not expanded and
+  their ``sparsity`` range is one dimension ``global sparsity (<op_names or op_types>)``; the job
+  config carries ``compression_allocation`` and the trial splits the value per layer
+  (:mod:`aup.compression.allocation`).
 * Every trial's config is built from deep copies: no trial ever shares an object with another
   trial or with the experiment (Auptimizer's shallow copy let parallel jobs run each other's values).
 * Validation happens here, before the first trial: names, every entry against its compressor's
@@ -38,6 +42,8 @@ import copy
 from typing import Any, Iterable
 
 import aup.compression.schemas as schemas
+from aup.compression.allocation import JOB_KEY as ALLOCATION_JOB_KEY
+from aup.compression.allocation import Allocation
 from aup.compression.space_parse import (  # noqa: F401 - re-exported: part of this module's API
     RANGE_KEYS, STAGE_KEYS, CompressionSpaceError, Range, SectionParser, Stage, assign_names, deploy_problem,
     has_ranges, is_range, set_path,
@@ -95,6 +101,7 @@ class CompressionJobConfigBuilder:
             problems.append("compression: \"expand_op_names\" only applies to automatic search (ranges in "
                             "config_list); remove it from a one-time compression config")
         for stage in self.stages:
+            problems += _allocation_problems(stage)
             for name in stage.compressors:
                 reference = self._reference(stage, name)
                 problem = self._check(stage, name, reference)
@@ -169,6 +176,8 @@ class CompressionJobConfigBuilder:
                "compressor": name, "config_list": config_list}
         if args:
             out["compressor_args"] = args
+        if stage.allocation is not None:
+            out[ALLOCATION_JOB_KEY] = stage.allocation.to_job()
         return out
 
     @property
@@ -192,6 +201,26 @@ class CompressionJobConfigBuilder:
                 return origins[index] if 0 <= index < len(origins) else None
         return None
 
+    def allocation_seeds(self) -> list[tuple[Allocation, list[tuple[str, str, float, float]]]]:
+        """Per stage with ``"allocation": {"mode": "seed"}``: its allocation and, for every searched
+        per-layer sparsity, ``(dimension name, layer, low, high)`` (the runner seeds these dimensions)."""
+        out = []
+        for stage in self.stages:
+            if stage.allocation is None or stage.allocation.mode != "seed":
+                continue
+            dims = []
+            for rng in stage.ranges:
+                if rng.slot.entry is None or rng.slot.path != ("sparsity",) or rng.spec["type"] != "float" \
+                        or rng.slot.per_compressor is not None:
+                    continue
+                entry = stage.lists[rng.slot.compressors[0]][rng.slot.entry]
+                names = entry.get("op_names") if isinstance(entry, dict) else None
+                if isinstance(names, list) and len(names) == 1:
+                    dims.append((rng.name, names[0], float(rng.spec["range"][0]), float(rng.spec["range"][1])))
+            if dims:
+                out.append((stage.allocation, dims))
+        return out
+
     def describe(self) -> list[tuple[str, str]]:
         """(dimension name, where it comes from) for every compression dimension, for docs and tests."""
         out = []
@@ -200,6 +229,18 @@ class CompressionJobConfigBuilder:
                 out.append((stage.dim_name or "", f"{stage.where}.compressor"))
             out += [(r.name, r.slot.where) for r in stage.ranges]
         return out
+
+
+def _allocation_problems(stage: Stage) -> list[str]:
+    """A global sparsity range above the allocation's per-layer cap could never be met."""
+    if stage.allocation is None:
+        return []
+    cap = stage.allocation.max_sparsity
+    return [f"{rng.slot.where}: the global sparsity range {rng.spec['range']!r} goes above the allocation's "
+            f"max_sparsity {cap} (raise max_sparsity or lower the range)"
+            for rng in stage.ranges
+            if rng.slot.entry is not None and rng.slot.path == ("sparsity",) and rng.spec["type"] != "choice"
+            and rng.spec["range"][1] > cap]
 
 
 def _middle(spec: dict[str, Any]) -> Any:

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import aup.compression.catalog as catalog
+from aup.compression.allocation import PRUNERS, Allocation, parse_allocation
 from aup.errors import did_you_mean
 
 RANGE_KEYS = ("type", "range", "interval", "n", "log")
-STAGE_KEYS = ("framework", "type", "compressor", "config_list", "compressor_args", "deploy", "model")
+STAGE_KEYS = ("framework", "type", "compressor", "config_list", "compressor_args", "deploy", "model", "allocation")
 _ALIASES = {"compression_framework": "framework", "compression_type": "type"}
 _EXPAND = "expand_op_names"
 
@@ -75,6 +76,7 @@ class Stage:
     ranges: list[Range] = field(default_factory=list)
     expand_seen: bool = False
     model: str | None = None  # "module:callable" building the model, for checking op names before trials
+    allocation: Allocation | None = None  # one global sparsity per entry, split per layer in the trial
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -135,8 +137,10 @@ def _label(entry: dict[str, Any]) -> str:
     return ""
 
 
-def _expand(entries: list[Any], where: str) -> tuple[list[Any], list[str], bool]:
-    """Auptimizer's expand_op_names rule; returns (entries, origin path per entry, any flag seen)."""
+def _expand(entries: list[Any], where: str, default: bool = True) -> tuple[list[Any], list[str], bool]:
+    """Auptimizer's expand_op_names rule; returns (entries, origin path per entry, any flag seen).
+
+    ``default``: whether an entry without the flag expands (not under ``allocation``)."""
     out: list[Any] = []
     origins: list[str] = []
     seen = False
@@ -147,7 +151,7 @@ def _expand(entries: list[Any], where: str) -> tuple[list[Any], list[str], bool]
             origins.append(path)
             continue
         seen = seen or _EXPAND in entry
-        expand = entry.get(_EXPAND, True)
+        expand = entry.get(_EXPAND, default)
         rest = {k: v for k, v in entry.items() if k != _EXPAND}
         names = rest.get("op_names")
         if expand is True and isinstance(names, list) and len(names) > 1:
@@ -227,6 +231,8 @@ class SectionParser:
         stage.model = self._model_ref(raw.get("model"), f"{where}.model")
         if "deploy" in raw:
             self._deploy(raw["deploy"], f"{where}.deploy")
+        if "allocation" in raw:
+            stage.allocation = self._allocation(raw["allocation"], stage, f"{where}.allocation")
         self._config_lists(stage, raw["config_list"], f"{where}.config_list")
         self._compressor_args(stage, raw.get("compressor_args"), f"{where}.compressor_args")
         return stage
@@ -239,6 +245,19 @@ class SectionParser:
                           f"that builds the model, e.g. \"model:Net\"), got {value!r}")
             return None
         return value.strip()
+
+    def _allocation(self, value: Any, stage: Stage, where: str) -> Allocation | None:
+        """``allocation``: only for one-shot torch pruners whose entries hold a plain ``sparsity``."""
+        try:
+            allocation = parse_allocation(value, where)
+        except ValueError as exc:
+            self._problem(str(exc))
+            return None
+        other = [name for name in stage.compressors if stage.framework != "torch" or name not in PRUNERS]
+        if other:
+            self._problem(f"{where}: applies to the torch pruners {', '.join(PRUNERS)}, not {other[0]!r}")
+            return None
+        return allocation
 
     def _deploy(self, value: Any, where: str) -> None:
         """``deploy``: the deployable artifact every trial measures (checked here, used in the trial)."""
@@ -318,8 +337,11 @@ class SectionParser:
             if not isinstance(entries, list):
                 self._problem(f"{path}: expected a list of entries, got {type(entries).__name__}")
                 continue
-            expanded, origins, seen = _expand(entries, path)
+            global_mode = stage.allocation is not None and stage.allocation.mode == "global"
+            expanded, origins, seen = _expand(entries, path, not global_mode)
             stage.expand_seen = stage.expand_seen or seen
+            if stage.allocation is not None:
+                self._allocated_entries(expanded, entries, path, global_mode)
             targets = (owner,) if owner is not None else stage.compressors
             for name in targets:
                 stage.lists[name] = expanded
@@ -331,8 +353,24 @@ class SectionParser:
                     key_path = ".".join(leaf_path)
                     label = _label(entry)
                     slot = Slot(stage.index, targets, e_index, leaf_path, f"{origins[e_index]}.{key_path}", owner)
+                    if global_mode and leaf_path == ("sparsity",):
+                        key_path = "global sparsity"
                     base = f"{key_path} ({label})" if label else key_path
                     self._add_range(stage, spec, slot, base)
+
+    def _allocated_entries(self, expanded: list[Any], entries: list[Any], where: str, global_mode: bool) -> None:
+        """Global mode: an entry's layers share one searched value (no ``expand_op_names``). Seed mode:
+        every searched sparsity belongs to one named layer (the seeds give each layer its value)."""
+        for index, entry in enumerate(entries):
+            if not global_mode and isinstance(entry, dict) and is_range(entry.get("sparsity")) and (
+                    entry.get(_EXPAND) is False or not isinstance(entry.get("op_names"), list)):
+                self._problem(f"{where}[{index}]: \"allocation\" mode \"seed\" needs one searched sparsity per layer: "
+                              "name the layers in op_names (and do not set expand_op_names to false)")
+            if global_mode and isinstance(entry, dict) and entry.get(_EXPAND) is True:
+                self._problem(f"{where}[{index}].{_EXPAND}: \"allocation\" splits one global sparsity over the "
+                              "entry's layers; remove expand_op_names (or the allocation)")
+        if not any(isinstance(e, dict) and "sparsity" in e and not e.get("exclude") for e in expanded):
+            self._problem(f"{where}: \"allocation\" needs an entry with \"sparsity\" (a number or a range)")
 
     def _compressor_args(self, stage: Stage, value: Any, where: str) -> None:
         if value is None:

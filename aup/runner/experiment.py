@@ -16,6 +16,10 @@ Failure policy (``job_failure``): an unusable attempt is re-run with the same jo
 ``job_retries`` times; then the trial FAILs with its reason. ``ignore_fail: false`` stops the
 experiment at the first failed trial (status failed), ``true`` continues.
 
+Stop rule (``"stop": "first_feasible"``): once a completed trial meets every constraint, no new trial
+starts (running ones finish); finished trials are then recorded before the free slots are refilled,
+so the rule never starts a trial it would not have. A resumed run whose rule already fired starts none.
+
 Interruption: SIGINT/SIGTERM stop every running trial, record it FAIL "interrupted" and enqueue its
 params again, so ``aup resume`` re-runs exactly the unfinished work. A runner killed with SIGKILL
 leaves RUNNING trials behind; resume treats them the same way.
@@ -38,7 +42,8 @@ from aup.runner.prepare import Prepared, prepare
 from aup.runner.progress import Progress
 from aup.runner.recorder import Recorder
 from aup.runner.recovery import stored_experiment
-from aup.runner.run_end import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, RunResult, finish_run
+from aup.runner.run_end import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, STOP_ATTR, RunResult, finish_run
+from aup.runner.seeding import seed_plan, seed_trials
 from aup.runner.session import join_session, open_session
 from aup.runner.state import INTERRUPTED, PROCESS_KEY, STOP_GRACE_S, ActiveTrial, iso, jsonable, remove_trial_files
 from aup.runner.trial_env import TrialEnvironment
@@ -83,6 +88,9 @@ class ExperimentRunner:
         limit = self.exp.runtime_args.log_limit_mb
         self._log_limit = None if limit is None else int(limit * 1024 * 1024)
         self._new_process = launcher_for(self.loaded)  # a local process, or a Ray task for "ray"
+        self._first_feasible = self.exp.stop == "first_feasible"
+        self._target_met: int | None = None  # the first trial meeting every constraint (stop rule)
+        self._seed_plan: list[Any] = []
 
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -102,6 +110,9 @@ class ExperimentRunner:
         self.progress = progress
         self.recorder = Recorder(self.exp, study, proposer, progress, self._release)
         progress.count_existing(study.get_trials(deepcopy=False), INTERRUPTED)
+        self._check_target(study.get_trials(deepcopy=False))  # a resumed run whose stop rule already fired
+        self._seed_plan = seed_plan(self.prepared.builder)  # "allocation": {"mode": "seed"}
+        self._seed()
         previous = self._install_signals()
         status, reason = "finished", None
         try:
@@ -144,6 +155,8 @@ class ExperimentRunner:
                 reason = INTERRUPTED if self._interrupt else f"{INTERRUPTED}: {self._stop_reason}"
                 self._stop_all(reason)
                 return
+            if self._pending and (self._first_feasible or self._seed_plan):
+                self._record_pending()  # the stop rule / the seeds decide what starts next
             exhausted, waiting, launched = self._fill_slots(exhausted)
             if self._pending:
                 self._record_pending()
@@ -174,6 +187,8 @@ class ExperimentRunner:
     def _fill_slots(self, exhausted: bool) -> tuple[bool, bool, bool]:
         """Start proposals while slots (and devices) are free; returns (exhausted, waiting, launched)."""
         waiting = launched = False
+        if self._target_met is not None:
+            return True, False, False  # stop rule "first_feasible": no new trials, running ones finish
         while not exhausted and len(self.active) < self.exp.n_parallel and self._env.device_free(self.active):
             proposal = self.proposer.propose()
             if proposal is None:
@@ -309,6 +324,37 @@ class ExperimentRunner:
                 if store.is_lock_error(exc):
                     raise
                 self.recorder.unrecordable(active, f"could not record the result ({type(exc).__name__}: {exc})")
+        if pending and self._first_feasible and self._target_met is None:
+            self._check_target(self.study.get_trials(deepcopy=False))  # all trials: joined runners' too
+        if pending:
+            self._seed()
+
+    def _seed(self) -> None:
+        """Seed mode of per-layer allocation: queue the allocated trials once the profile is known."""
+        if not self._seed_plan:
+            return
+        trials = self.study.get_trials(deepcopy=False)
+        total = getattr(self.proposer, "total", None)
+        room = None if total is None else total - sum(t.state.name != "WAITING" for t in trials)
+        seeds = seed_trials(self.study, self._seed_plan, trials, room)
+        if seeds is None:
+            return
+        self._seed_plan = []
+        if seeds:
+            self.progress.message(f"allocation: queued {len(seeds)} trials seeded with the per-layer allocation")
+
+    def _check_target(self, trials: list[Any]) -> None:
+        """Stop rule ``"stop": "first_feasible"``: note the first completed trial meeting every constraint."""
+        if not self._first_feasible or self._target_met is not None:
+            return
+        met = [t.number for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get("feasible") is True]
+        if met:
+            self._target_met = min(met)
+            if not self.study.user_attrs.get(STOP_ATTR):
+                self.study.set_user_attr(STOP_ATTR, f"first_feasible: trial {self._target_met} met the constraints")
+            running = f"; {len(self.active)} running trial(s) finish" if self.active else ""
+            self.progress.message(f"stop rule first_feasible: trial {self._target_met} met every constraint; "
+                                  f"no new trials{running}")
 
     # ---- stopping ----------------------------------------------------------------------------
     def _stop_all(self, reason: str) -> None:

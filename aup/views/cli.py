@@ -156,17 +156,23 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from aup.views import tables
+    from aup.views import recommend, tables
 
     experiment, trials = _store(args).load(args.name)
     data = tables.show_data(experiment, trials)
+    chosen = recommend.for_study(experiment, trials)  # the same trial the run's end named
+    data["recommended"] = chosen.to_attr()
     if args.no_config:
         data.pop("config")
     if args.json:
         _print_json(data)
         return 0
+    from rich.text import Text
+
     console = _console()
-    for part in tables.render_show(data, experiment, trials):
+    parts = tables.render_show(data, experiment, trials)
+    parts.insert(1, Text(chosen.line))  # right under the experiment's facts
+    for part in parts:
         console.print(part)
     return 0
 

@@ -22,7 +22,9 @@ from digits_model import start_trial  # noqa: E402
 trial = start_trial(sys.argv[1], default_lr=0.01)
 model, optimizer, digits = trial.model, trial.optimizer, trial.digits
 
-compressor = aup.create_compressor(model, trial.config, optimizer)
+# per-layer allocation (compression.allocation) profiles the layers on real inputs when it gets a batch
+extra = {"dummy_input": digits.x_train[:64]} if "compression_allocation" in trial.config else {}
+compressor = aup.create_compressor(model, trial.config, optimizer, **extra)
 compressor.compress()
 for epoch in range(trial.epochs):  # n_iterations: the hyperband/bohb budget
     compressor.update_epoch(epoch)
