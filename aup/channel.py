@@ -31,12 +31,20 @@ import time
 from typing import Any
 
 CHANNEL_ENV = "AUP_CHANNEL"
+# Set by the runner when a rung ranks trials by their size (multi-objective early stopping): the
+# compressors then report their size as soon as it is known, not only at export / the trial's end.
+EARLY_SIZE_ENV = "AUP_EARLY_SIZE"
 LEGACY_MARKER = "#Auptimizer:"
 
 
 def channel_path() -> str | None:
     """The channel file of the current trial, or None when the script runs by hand."""
     return os.environ.get(CHANNEL_ENV) or None
+
+
+def early_size_wanted() -> bool:
+    """Whether this trial's runner ranks it by its size before it ends (``EARLY_SIZE_ENV``)."""
+    return channel_path() is not None and os.environ.get(EARLY_SIZE_ENV) == "1"
 
 
 def emit(record: dict[str, Any]) -> bool:

@@ -247,3 +247,38 @@ def test_under_a_profiler_aup_exits_normally(tmp_path: Path) -> None:
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "run.prof").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_multi_objective_early_stop_resumes_mid_rung_from_the_store(tmp_path: Path) -> None:
+    # the first trial (x = 3, the best) is interrupted after its first rung; on resume its rerun
+    # meets that rung again, and the interrupted record is not counted twice when x = 2 is judged
+    write_experiment(tmp_path, script=str(SCRIPTS / "mo_steps.py"), proposer="sequence", n_parallel=1,
+                     target={"score": "max", "model_bytes": "min"},
+                     parameter_config=[{"name": "x", "type": "choice", "range": [3, 2]}],
+                     runtime_args={"env": {"AUP_TEST_STEPS": "4", "AUP_TEST_SLEEP": "1.0"}},
+                     resource_args={"early_stop": {"aup_policy": "successive_halving", "aup_policy_steps": 1,
+                                                   "reduction_factor": 2, "max_steps": 4}})
+    process = aup(tmp_path, "experiment.json")
+
+    def first_at_rung() -> bool:
+        try:
+            trials = load(tmp_path, "cli").trials
+        except Exception:  # noqa: BLE001 - the study may not exist yet
+            return False
+        return bool(trials) and "1" in (trials[0].user_attrs.get("rung_values") or {}) \
+            and trials[0].state == TrialState.RUNNING
+
+    _wait_for(first_at_rung)
+    process.send_signal(signal.SIGINT)
+    code, _, err = finish(process, timeout=60)
+    assert code == 130, err
+    interrupted = load(tmp_path, "cli").trials[0]
+    assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["rung_values"]["1"][0] == 0.75
+    code, out, err = finish(aup(tmp_path, "resume", "cli"))
+    assert code == 0, err
+    trials = load(tmp_path, "cli").trials
+    by_x = {t.params["x"]: t for t in trials if t.state != TrialState.FAIL}
+    assert by_x[3].state == TrialState.COMPLETE
+    assert by_x[2].state == TrialState.PRUNED
+    assert "1 of the 2 trials at this rung rank better" in by_x[2].user_attrs["status_reason"]

@@ -56,6 +56,13 @@ def test_dict_target_gives_objectives_and_directions(workdir: Path) -> None:
     assert exp.objectives == ["score", "model_bytes"] and exp.directions == ["maximize", "minimize"]
 
 
+def test_several_objectives_default_to_tpe(workdir: Path) -> None:
+    # chosen by benchmarks/search_efficiency.py: nsga2's first generation (50 trials) is random
+    raw = base(target={"score": "max", "model_bytes": "min"})
+    del raw["proposer"]
+    assert validate_experiment(raw, "x", base_dir=workdir).experiment.proposer == "tpe"
+
+
 def test_unknown_keys_get_did_you_mean_everywhere(workdir: Path) -> None:
     raw = base(n_sample=3, runtime_args={"timout": 3}, resource_args={"save_models": True},
                job_failure={"ignore_fails": True})

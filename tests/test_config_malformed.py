@@ -211,7 +211,7 @@ CASES: list[tuple[str, Callable[[], str], str]] = [
     ("early_stop with two objectives", change(target={"score": "max", "model_bytes": "min"},
                                               resource_args={"early_stop": {"aup_policy": "median",
                                                                             "aup_policy_steps": 1}}),
-     "early stopping needs a single objective"),
+     "'median' compares one objective; with 2 objectives use 'successive_halving'"),
     # job_failure
     ("retries negative", section("job_failure", job_retries=-1), "job_failure.job_retries: input should be greater"),
     ("ignore_fail text", section("job_failure", ignore_fail="no"), "job_failure.ignore_fail: expected true or false"),

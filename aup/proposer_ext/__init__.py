@@ -12,7 +12,8 @@ from aup.proposer_ext.common import WAIT, Proposal, ProposerError
 from aup.proposer_ext.hyperband import (SuccessiveHalvingProposer, bohb_proposer, bohb_schedule,
                                         hyperband_proposer, hyperband_schedule, schedule_runs)
 from aup.proposer_ext.proposers import INTERRUPTED_ATTR, GridProposer, Proposer, SamplerProposer
-from aup.proposer_ext.early_stopping import BanditPruner, build_pruner, validate_early_stop
+from aup.proposer_ext.early_stopping import BanditPruner, build_pruner, build_stop_policy, validate_early_stop
+from aup.proposer_ext.pareto_halving import RUNG_ATTR, Decision, ParetoHalving
 from aup.proposer_ext.samplers import (EAS_REASON, NEEDS_N_SAMPLES, PROPOSER_OPTIONS, PROPOSERS, build_sampler,
                                        check_options, validate_options)
 from aup.proposer_ext.space import Dimension, SearchSpace
@@ -43,7 +44,7 @@ def build_proposer(name: str, options: dict[str, Any] | None, space: SearchSpace
 
 __all__ = [
     "Dimension", "SearchSpace", "Proposal", "WAIT", "ProposerError", "Proposer", "build_proposer",
-    "build_sampler", "build_pruner", "validate_options", "validate_early_stop", "PROPOSER_OPTIONS", "PROPOSERS",
+    "build_sampler", "build_pruner", "build_stop_policy", "ParetoHalving", "Decision", "RUNG_ATTR", "validate_options", "validate_early_stop", "PROPOSER_OPTIONS", "PROPOSERS",
     "NEEDS_N_SAMPLES", "EAS_REASON", "INTERRUPTED_ATTR", "BanditPruner", "hyperband_schedule", "bohb_schedule",
     "schedule_runs", "SuccessiveHalvingProposer", "GridProposer", "SamplerProposer",
 ]

@@ -16,6 +16,10 @@ Mapping of Auptimizer's ``aup_policy``:
   ``100 * (1 - truncation_percentage)`` percent: a trial in the bottom ``truncation_percentage``
   of the completed trials at that step is stopped (Auptimizer ranked running jobs too).
 * ``bandit`` -> :class:`BanditPruner`, Auptimizer's rule exactly (see there).
+* ``successive_halving`` -> ``optuna.pruners.SuccessiveHalvingPruner`` (``min_resource`` =
+  ``aup_policy_steps``, ``reduction_factor``) for one objective; for several objectives aup's own
+  :class:`~aup.proposer_ext.pareto_halving.ParetoHalving` (rungs ranked by Pareto front), the only
+  policy that accepts several objectives.
 * ``curve_fitting`` -> refused: Auptimizer extrapolated each learning curve with 12 parametric
   families fitted by MCMC; optuna has no learning-curve pruner, and its other pruners decide on a
   different criterion, so silently substituting one would change what the user asked for.
@@ -39,12 +43,14 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from aup.proposer_ext.common import ProposerError
+from aup.proposer_ext.pareto_halving import TIE_BREAKS, ParetoHalving, build_pareto_halving
 
-POLICIES = ("median", "truncation", "bandit", "curve_fitting")
+POLICIES = ("median", "truncation", "bandit", "successive_halving", "curve_fitting")
+MULTI_OBJECTIVE_POLICIES = ("successive_halving",)
 EARLY_STOP_KEYS = frozenset({
     "aup_policy", "aup_policy_steps", "warmup", "bandit_factor", "truncation_percentage",
     "curve_fitting_threshold", "curve_fitting_max_iters", "curve_fitting_timeout",
-    "n_startup_trials", "n_min_trials",
+    "n_startup_trials", "n_min_trials", "reduction_factor", "tie_break", "max_steps",
 })
 CURVE_FITTING_REASON = (
     "early_stop.aup_policy: 'curve_fitting' is not supported: optuna has no learning-curve "
@@ -84,18 +90,25 @@ def validate_early_stop(early_stop: Any, n_objectives: int = 1) -> list[str]:
         "n_min_trials": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
         "bandit_factor": (lambda v: _is_num(v) and 0 < v <= 1, "a factor in (0, 1]"),
         "truncation_percentage": (lambda v: _is_num(v) and 0 < v < 1, "a fraction in (0, 1)"),
+        "reduction_factor": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+        "tie_break": (lambda v: v in TIE_BREAKS, f"one of {', '.join(TIE_BREAKS)}"),
+        "max_steps": (lambda v: _is_int(v) and v >= 2, "an integer >= 2 (the results of a full trial)"),
     }
     for key, (ok, expected) in checks.items():
         if key in early_stop and not ok(early_stop[key]):
             problems.append(f"early_stop.{key}: expected {expected}, got {early_stop[key]!r}")
-    if n_objectives > 1:
-        problems.append("early_stop: optuna cannot prune multi-objective trials (trial.report needs a "
-                        "single objective); remove early_stop or use one target")
+    if n_objectives > 1 and policy in POLICIES and policy not in MULTI_OBJECTIVE_POLICIES:
+        problems.append(f"early_stop.aup_policy: {policy!r} compares one objective; with {n_objectives} "
+                        "objectives use 'successive_halving' (rungs ranked by Pareto front)")
     return problems
 
 
 def build_pruner(early_stop: dict[str, Any] | None, n_objectives: int = 1) -> BasePruner:
-    """The optuna pruner for an ``early_stop`` section (``None`` -> ``NopPruner``)."""
+    """The optuna pruner for an ``early_stop`` section (``None`` -> ``NopPruner``).
+
+    With several objectives optuna prunes nothing (``NopPruner``): the runner asks the policy of
+    :func:`build_stop_policy` instead.
+    """
     if early_stop is None:
         return optuna.pruners.NopPruner()
     problems = validate_early_stop(early_stop, n_objectives)
@@ -107,6 +120,11 @@ def build_pruner(early_stop: dict[str, Any] | None, n_objectives: int = 1) -> Ba
     first_check = max(1, math.ceil(warmup / steps)) * steps  # first multiple of steps >= warmup
     startup = early_stop.get("n_startup_trials", 0)
     min_trials = early_stop.get("n_min_trials", 1)
+    if n_objectives > 1:
+        return optuna.pruners.NopPruner()
+    if policy == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=steps,
+                                                      reduction_factor=early_stop.get("reduction_factor", 3))
     if policy == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=first_check,
                                            interval_steps=steps, n_min_trials=min_trials)
@@ -115,6 +133,17 @@ def build_pruner(early_stop: dict[str, Any] | None, n_objectives: int = 1) -> Ba
         return optuna.pruners.PercentilePruner(keep, n_startup_trials=startup, n_warmup_steps=first_check,
                                                interval_steps=steps, n_min_trials=min_trials)
     return BanditPruner(factor=early_stop.get("bandit_factor", 0.5), steps=steps, warmup=warmup)
+
+
+def build_stop_policy(early_stop: dict[str, Any] | None, maximize: list[bool]) -> ParetoHalving | None:
+    """aup's own early-stopping policy for several objectives (``maximize``: one flag per objective),
+    or None when optuna's pruner decides (one objective, or no ``early_stop``)."""
+    if early_stop is None or len(maximize) < 2:
+        return None
+    problems = validate_early_stop(early_stop, len(maximize))
+    if problems:
+        raise ProposerError(problems[0])
+    return build_pareto_halving(early_stop, maximize)
 
 
 def _ordered(intermediate: dict[int, float]) -> list[float]:

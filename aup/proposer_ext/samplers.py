@@ -8,13 +8,13 @@ proposer       optuna sampler                               notes
 ============== ============================================ =========================================
 random         RandomSampler                                Auptimizer seeded numpy's global RNG
 sequence       RandomSampler (never consulted)              grid points are enqueued by the proposer
-hyperopt, tpe  TPESampler (``engine: random`` -> Random)    hyperopt's TPE; optuna handles direction
+hyperopt, tpe  TPESampler (``engine: random`` -> Random)    default for several objectives
 spearmint, gp  GPSampler (needs torch and scipy)            GP + (log) expected improvement
 hyperband      Random/TPE for new configurations            schedule in :mod:`.hyperband`
 bohb           TPE, mixed with random by random_fraction    schedule in :mod:`.hyperband`
 cmaes          CmaEsSampler (needs the ``cmaes`` package)   single objective only
 qmc            QMCSampler (Sobol or Halton, needs scipy)
-nsga2          NSGAIISampler                                default for several objectives
+nsga2          NSGAIISampler                                first generation (50) is random
 eas            refused                                      see ``EAS_REASON``
 ============== ============================================ =========================================
 
@@ -193,7 +193,7 @@ def validate_options(name: str, options: dict[str, Any], *, n_samples: Any = "un
         problems.append(f"n_samples: expected an integer >= 1, got {n_samples!r}")
     if n_objectives > 1 and key in SINGLE_OBJECTIVE:
         problems.append(f"proposer: {key!r} optimises a single objective; with {n_objectives} objectives "
-                        "use 'nsga2' (default), 'tpe', 'random' or 'gp'")
+                        "use 'tpe' (default), 'nsga2', 'random' or 'gp'")
     return problems
 
 

@@ -132,6 +132,10 @@ class TrialProcess:
         self._absorb(self._channel_tail.read_lines(), self._log_tail.read_lines())
         return self.unreported()
 
+    def metrics_so_far(self) -> dict[str, Any]:
+        """Metrics reported up to the last ``new_results`` call (later values of a name replace earlier)."""
+        return dict(self._metrics)
+
     def _cap_log(self) -> None:
         """Keep the log's disk use near ``log_limit`` while the trial writes.
 

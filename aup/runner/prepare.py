@@ -42,10 +42,8 @@ def prepare(loaded: LoadedExperiment, builder: JobConfigBuilder | None = None) -
     source = loaded.path
     builder = builder or located(source, lambda: job_config_builder(exp))
     early_stop = exp.resource_args.early_stop
-    if early_stop is not None and len(exp.objectives) > 1:
-        raise ConfigError(f"{source}: resource_args.early_stop: early stopping needs a single objective "
-                          f"(target has {len(exp.objectives)})")
-    pruner = located(source, lambda: ext.build_pruner(early_stop), "resource_args.early_stop")
+    n_objectives = len(exp.objectives)
+    pruner = located(source, lambda: ext.build_pruner(early_stop, n_objectives), "resource_args.early_stop")
     proposer = exp.proposer.lower()
     options = exp.proposer_options
 

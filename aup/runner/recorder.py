@@ -37,6 +37,8 @@ class Recorder:
         self.labels = list(exp.resource_args.multi_res_labels or [])
         self.single = len(exp.objectives) == 1
         self.early_stop = exp.resource_args.early_stop is not None
+        # several objectives: aup's own policy decides (optuna's trial.report takes one number)
+        self.stop_policy = _stop_policy(exp)
         # intermediate results go to the study as they come when something watches them live
         self.live_reports = self.early_stop or exp.resource_args.track_intermediate_results
         self.constraints = parse_constraints(exp.constraints or {})
@@ -44,11 +46,11 @@ class Recorder:
     # ---- results -----------------------------------------------------------------------------
     def report(self, active: ActiveTrial, results: list[Any], may_prune: bool = False) -> bool:
         """Record intermediate results; True if the pruner says to stop the (running) trial."""
-        values = [r[0] if isinstance(r, list) else r for r in results]
-        values = [float(v) for v in values if isinstance(v, (int, float))]
+        usable = [r for r in results if isinstance(r[0] if isinstance(r, list) else r, (int, float))]
+        values = [float(r[0] if isinstance(r, list) else r) for r in usable]
         active.intermediate.extend(values)
         if not self.single:
-            return False
+            return self._rungs(active, usable, may_prune)
         step_base = len(active.intermediate) - len(values)
         reported = False
         for offset, value in enumerate(values):
@@ -59,6 +61,36 @@ class Recorder:
             active.steps_reported = step + 1
             reported = True
         return may_prune and reported and self.early_stop and active.trial.should_prune()
+
+    def _rungs(self, active: ActiveTrial, results: list[Any], may_prune: bool) -> bool:
+        """Several objectives: record the trial's vector at each rung it reached; True to stop it."""
+        if self.stop_policy is None:
+            return False
+        step_base = len(active.intermediate) - len(results)
+        stop = False
+        for offset, result in enumerate(results):
+            step = step_base + offset + 1  # the n-th intermediate result is step n
+            if step <= active.steps_reported:
+                continue
+            active.steps_reported = step
+            decision = self.stop_policy.observe(self.study, active.trial, step, self.rung_vector(active, result),
+                                                decide=may_prune and not stop)
+            if decision.stop:
+                active.stop_reason = decision.reason
+                stop = True
+        return stop
+
+    def rung_vector(self, active: ActiveTrial, result: Any) -> list[float | None]:
+        """One value per objective as known now: the result's own values, else the last reported metric."""
+        numbers = result if isinstance(result, list) else [result]
+        named = {"score": numbers[0], **dict(zip(self.labels, numbers[1:]))}
+        metrics = active.process.metrics_so_far()
+        vector: list[float | None] = []
+        for objective in self.exp.objectives:
+            value = named.get(objective, metrics.get(objective))
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            vector.append(float(value) if ok else None)
+        return vector
 
     def objective_values(self, outcome: AttemptOutcome) -> tuple[list[float], str | None]:
         """The values to tell (one per objective) or the reason the attempt is unusable."""
@@ -176,7 +208,7 @@ class Recorder:
         from optuna.trial import TrialState
 
         step = active.steps_reported - 1
-        reason = f"pruned at step {step} by early stopping"
+        reason = active.stop_reason or f"pruned at step {step} by early stopping"
         active.process.stop(reason, grace=STOP_GRACE_S)
         outcome = active.process.outcome()
         attrs = {**self.metric_attrs(active, outcome), "attempts": self.attempt_record(active, outcome, reason),
@@ -202,3 +234,12 @@ class Recorder:
         self.release(active, state)
         self.proposer.complete(active.trial.number, state, value)
         self.progress.finished(active.trial.number, state.name, value, active.params, reason)
+
+
+def _stop_policy(exp: "Experiment") -> Any:
+    """The multi-objective early-stopping policy of the experiment, or None (validated in prepare)."""
+    if len(exp.objectives) < 2 or exp.resource_args.early_stop is None:
+        return None
+    from aup.proposer_ext import build_stop_policy
+
+    return build_stop_policy(exp.resource_args.early_stop, [d == "maximize" for d in exp.directions])

@@ -39,6 +39,7 @@ class ActiveTrial:
     intermediate: list[float] = field(default_factory=list)
     held: list[Any] = field(default_factory=list)  # results not yet reported (no live reporting)
     process_key: str = ""
+    stop_reason: str | None = None  # why early stopping stopped it (several objectives)
 
 
 def remove_trial_files(active: ActiveTrial) -> None:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from aup import channel
 from aup.runner.launcher import KERAS_HOME_REL, MPLCONFIGDIR_REL
 from aup.runner.state import PROCESS_KEY_ENV, ActiveTrial
 
@@ -70,4 +71,6 @@ def base_env(exp: "Experiment", workingdir: Path) -> dict[str, str]:
     env.setdefault("MPLCONFIGDIR", str(workingdir / MPLCONFIGDIR_REL))
     if exp.resource == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
+    if exp.resource_args.early_stop is not None and len(exp.objectives) > 1:
+        env[channel.EARLY_SIZE_ENV] = "1"  # rungs rank by size: compressors report it at once
     return env

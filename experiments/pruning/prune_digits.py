@@ -4,7 +4,8 @@
 The runner passes the job config path; the config holds the concrete compression keys
 (``compression_framework``, ``compression_type``, ``compressor``, ``config_list``, maybe
 ``compressor_args``) and the searched training keys (``lr``, ``epochs``). Flow: load the cached
-pretrained model -> ``create_compressor`` -> ``compress()`` -> fine-tune -> ``apply_speedup`` (physical
+pretrained model -> ``create_compressor`` -> ``compress()`` (the pruner reports its size) -> fine-tune,
+reporting the accuracy after every epoch but the last (``early_stop`` decides on these) -> ``apply_speedup`` (physical
 shrink of structured pruning) -> evaluate -> ``export_model`` (reports the measured size metrics)
 -> ``print_result(accuracy)``. When the experiment's compression section has ``distill`` options,
 fine-tuning also learns from the dense model's outputs (``compressor.distill_loss``; a no-op otherwise).
@@ -29,6 +30,8 @@ compressor.compress()
 for epoch in range(trial.epochs):  # n_iterations: the hyperband/bohb budget
     compressor.update_epoch(epoch)
     train_epoch(model, digits.x_train, digits.y_train, optimizer, seed=epoch, loss_hook=compressor.distill_loss)
+    if epoch + 1 < trial.epochs:  # an intermediate result per epoch: early stopping decides on them
+        aup.print_result(evaluate(model, digits.x_test, digits.y_test))
 
 try:
     compressor.apply_speedup(trial.dummy)  # structured pruning: the deployed model really is smaller

@@ -217,3 +217,32 @@ def test_apply_speedup_on_a_quantizer_is_refused():
     quantizer = aup.create_compressor(zoo.DigitsCNN(), config)
     with pytest.raises(ValueError, match="apply_speedup shrinks pruned models"):
         quantizer.apply_speedup(torch.zeros(1, 1, 8, 8))
+
+
+@pytest.mark.skipif(not has("aup.compression.torch.shrink"), reason="shrink.py not in this build yet")
+def test_size_reaches_the_channel_right_after_compress_and_apply_speedup(tmp_path, monkeypatch):
+    # multi-objective early stopping ranks a trial at its first epoch by its size: the size must be
+    # in the channel before the script's first result
+    from aup.compression.torch import base as base_module
+
+    channel = tmp_path / "channel.jsonl"
+    monkeypatch.setenv("AUP_CHANNEL", str(channel))
+    monkeypatch.setattr(base_module, "_live", [])
+    aup.create_compressor(zoo.DigitsCNN(), L1_HALF).compress()
+    assert not channel.exists()  # only when the runner asks (AUP_EARLY_SIZE: rungs ranked by size)
+    monkeypatch.setattr(base_module, "_live", [])
+    monkeypatch.setenv("AUP_EARLY_SIZE", "1")
+    model = zoo.DigitsCNN(width=16)
+    pruner = aup.create_compressor(model, L1_HALF)
+    inner = aup.create_compressor(zoo.DigitsCNN(), L1_HALF)  # a later compressor (as a search pruner's)
+    pruner.compress()
+    inner.compress()
+    records = [json.loads(line) for line in channel.read_text().splitlines()]
+    assert [r["kind"] for r in records] == ["metrics"]  # only the script's own compressor reports
+    masked = records[0]["metrics"]
+    assert abs(masked["sparsity"] - 0.5) <= 0.01 and "latency_ms" not in masked and masked["model_bytes"] > 0
+    x = torch.randn(2, 1, 8, 8)
+    pruner.apply_speedup(x)
+    shrunk = json.loads(channel.read_text().splitlines()[-1])["metrics"]
+    assert shrunk["param_count"] < masked["param_count"] and shrunk["model_bytes"] < masked["model_bytes"]
+    assert not pruner.reported  # the full report at export or at the trial's end still runs

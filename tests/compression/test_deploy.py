@@ -193,6 +193,22 @@ def test_pruner_with_deploy_setting_times_the_onnx_file(tmp_path, monkeypatch):
     assert metrics["model_bytes"] < metrics["baseline_model_bytes"]
 
 
+def test_early_size_with_a_deploy_setting_is_the_deployed_files(tmp_path, monkeypatch):
+    channel = tmp_path / "channel.jsonl"
+    monkeypatch.setenv("AUP_CHANNEL", str(channel))
+    monkeypatch.setenv("AUP_EARLY_SIZE", "1")  # the runner's multi-objective early stopping asks for it
+    job = _job("l1_filter", [{"sparsity": 0.5, "op_types": ["Conv2d"]}], "pruning",
+               compression_deploy={"format": "onnx", "int8": "none"})
+    pruner = aup.create_compressor(zoo.DigitsCNN(), job, dummy_input=torch.randn(4, 1, 8, 8))
+    pruner.compress()
+    pruner.apply_speedup(torch.randn(1, 1, 8, 8))
+    early = _channel_metrics(channel)
+    assert "latency_ms" not in early and "deploy_agreement" not in early  # sizes only, no timing
+    base_module.report_at_trial_end()
+    final = _channel_metrics(channel)
+    assert final["deploy_agreement"] == 1.0 and early["model_bytes"] == final["model_bytes"]
+
+
 def test_baseline_is_measured_once_per_experiment(tmp_path, monkeypatch):
     calls = []
     real = baseline_module._measure

@@ -367,7 +367,7 @@ def test_early_stop_refusals_and_defaults() -> None:
         build_pruner({"aup_policy": "median"})
     with pytest.raises(ProposerError, match="early_stop.aup_policy: expected one of median"):
         build_pruner({"aup_policy": "hyperband", "aup_policy_steps": 1})
-    with pytest.raises(ProposerError, match="multi-objective"):
+    with pytest.raises(ProposerError, match="compares one objective; with 2 objectives use .successive_halving."):
         build_pruner({"aup_policy": "median", "aup_policy_steps": 1}, n_objectives=2)
 
 

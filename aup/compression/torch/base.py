@@ -394,6 +394,51 @@ class Compressor(TrainingLifecycle):
             print(f"aup: {record['note']}", flush=True)
         return out
 
+    def report_size(self) -> dict[str, float] | None:
+        """Inside an aup trial whose runner asks for it (``AUP_EARLY_SIZE``, set with
+        multi-objective early stopping), send the size metrics known now (no latency), e.g. right
+        after masks are computed or the model is shrunk, long before the trial's accuracy. (Not
+        always: measuring writes an artifact, seconds for a large model.)
+
+        Multi-objective early stopping ranks a trial at a rung by its intermediate score *and* its
+        size as known then (``docs/search-efficiency.md``), so the size must reach the runner before
+        the first epoch's result. This is the torch-side measurement of ``measure`` without latency;
+        with a ``deploy`` setting whose file needs calibration (int8), ``model_bytes`` is left to the
+        final report (an early number of another artifact would not compare with it). The final
+        report at export or at the trial's end still runs and replaces these values.
+        """
+        from aup import channel, client
+        from aup.compression.torch.measure import measure_model
+
+        if not channel.early_size_wanted() or not _is_first_live(self):
+            return None  # no early stopping by size, or a search pruner's inner compressor
+        try:
+            with self._paused():
+                masks = None if getattr(self, "speedup_applied", False) else (self.get_masks() or None)
+                metrics = measure_model(self.model, self.example_input(), masks=masks, latency=False,
+                                        compressed_modules=self.compressed_module_names())
+                settings = self.effective_deploy()
+                if settings is not None:
+                    metrics.pop("model_bytes_gzip", None)
+                    deployed = self._early_deployed_bytes(settings)
+                    if deployed is None:
+                        metrics.pop("model_bytes", None)
+                    else:
+                        metrics["model_bytes_packed"], metrics["model_bytes"] = metrics["model_bytes"], deployed
+        except Exception as exc:  # noqa: BLE001 - an early report is a hint; the final one still runs
+            logger.debug("aup: no early size report: %s: %s", type(exc).__name__, exc)
+            return None
+        client.log_metrics(**metrics)
+        return metrics
+
+    def _early_deployed_bytes(self, settings: DeploySettings) -> float | None:
+        """Bytes of the deployed ONNX file when it can be written now (no int8 calibration needed)."""
+        if settings.int8 != "none" or self.example_input() is None:
+            return None
+        with tempfile.TemporaryDirectory(prefix="aup-early-") as tmp:
+            path = self.write_deployed(os.path.join(tmp, "model.onnx"), settings)
+            return float(os.path.getsize(path))
+
     def _no_latency_note(self) -> str:
         """Why a quantized model has no ``latency_ms``: the export failed, or ORT is missing."""
         from .deploy import ort_available
@@ -461,6 +506,12 @@ def _register_live(compressor: Compressor) -> None:
     _first.setdefault(path, compressor)
     _live.append((path, weakref.ref(compressor)))
     client.on_trial_end(report_at_trial_end)
+
+
+def _is_first_live(compressor: Compressor) -> bool:
+    """Whether ``compressor`` is the trial's first (the script's own) live compressor."""
+    alive = [c for c in (ref() for ref in _live) if c is not None]
+    return bool(alive) and alive[0] is compressor
 
 
 def report_at_trial_end() -> None:

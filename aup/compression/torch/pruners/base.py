@@ -157,6 +157,7 @@ class Pruner(Compressor):
                 self.update_masks()  # the returned copies would be thrown away
             else:
                 self.compute_masks()  # a subclass adds steps there
+            self.report_size()  # the size is known now; multi-objective early stopping ranks by it
         return self.model
 
     def _attach_masks(self) -> None:
@@ -179,6 +180,7 @@ class Pruner(Compressor):
         """Runs after each step of the given optimizer: compute masks once statistics are ready."""
         if not self.masks_calculated and self.speedup_applied is False and self.statistics_ready():
             self.compute_masks()
+            self.report_size()
 
     def step(self) -> None:
         """Without an ``optimizer``: call after each optimizer step (re-applies the masks and
@@ -187,6 +189,7 @@ class Pruner(Compressor):
             return
         if not self.masks_calculated and self.masks.attached and self.statistics_ready():
             self.compute_masks()
+            self.report_size()
         self.masks.apply_all()
 
     def get_masks(self) -> Masks:
@@ -240,7 +243,8 @@ class Pruner(Compressor):
         self.speedup_applied = True
         self.speedup_masks = masks
         self.dummy_input = dummy_input
-        return self.model  # measured and reported at export or at the end of the trial
+        self.report_size()  # the shrunk size, for early stopping; fully measured at export or trial end
+        return self.model
 
     def export_model(
         self,
