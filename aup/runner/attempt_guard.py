@@ -39,6 +39,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m aup.runner.attempt_guard PARENT_PID -- COMMAND...", file=sys.stderr)
         return 2
     parent, command = int(argv[0]), argv[2:]
+    _lead_own_session()
     os.environ[ATTEMPT_ENV] = f"{os.getpid()}-{uuid.uuid4().hex}"
     sys.stdout.flush()
     sys.stderr.flush()
@@ -75,12 +76,26 @@ def watch(worker: int, guard: int) -> None:
         end_everything()
 
 
+def _lead_own_session() -> None:
+    """Lead a session of our own even when the caller did not start us in one (``start_new_session``),
+    so that ending "the attempt's session" can never end the caller's: a guard started from a shell
+    or a test runner would otherwise kill them with it."""
+    if os.getsid(0) == os.getpid():
+        return
+    try:
+        os.setsid()
+    except OSError:  # already a process-group leader: cannot happen for a freshly started child
+        pass
+
+
 def end_everything() -> None:
     """Every process of this attempt (also those that left the session), then the session, the
     caller with it. Found by this attempt's own mark, not the trial's process key: a retry of the
     trial may already run on this node under the same key."""
-    kill_with_env(ATTEMPT_ENV, os.environ.get(ATTEMPT_ENV, ""))  # every process but this one
-    os.killpg(os.getpgrp(), signal.SIGKILL)
+    mark = os.environ.get(ATTEMPT_ENV, "")
+    kill_with_env(ATTEMPT_ENV, mark)  # every process but this one
+    if mark.split("-", 1)[0] == str(os.getpgrp()):  # the group the guard leads, never a caller's
+        os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def _alive(pid: int, fd: int | None = None) -> bool:

@@ -100,3 +100,39 @@ def test_end_attempts_ends_the_processes_of_the_given_keys_only() -> None:
     finally:
         theirs.kill()
         theirs.wait()
+
+
+HOLDER = """\
+import subprocess, sys, time
+from aup.runner import ray_node
+sibling = subprocess.Popen(["sleep", "124"])  # in the holder's process group, not part of the attempt
+guard = subprocess.Popen(ray_node.guarded([sys.executable, sys.argv[1], sys.argv[2]]))  # no new session
+print(sibling.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_guard_started_in_its_callers_session_never_ends_the_caller_s_group(tmp_path: Path) -> None:
+    """A guard started without ``start_new_session`` (from a shell, a test runner) leads a session of
+    its own anyway: when its parent dies it ends the attempt, never its caller's process group (it
+    once killed the test runner and the shell that started it)."""
+    (tmp_path / "spawner.py").write_text(SPAWNER)
+    pids_file = tmp_path / "pids"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ESCAPE": ""}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "spawner.py"), str(pids_file)],
+                              env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    sibling = 0
+    try:
+        assert holder.stdout is not None
+        sibling = int(holder.stdout.readline())
+        wait_for(pids_file.exists)
+        sleepers = [int(p) for p in pids_file.read_text().split()]
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        wait_for(lambda: not any(alive(pid) for pid in sleepers))  # the attempt ended
+        time.sleep(0.5)  # ample for a kill already sent; a group kill would have been one call
+        assert alive(sibling), "the guard ended its caller's process group"
+    finally:
+        for pid in [sibling, *([int(p) for p in pids_file.read_text().split()] if pids_file.exists() else [])]:
+            if pid and alive(pid):
+                os.kill(pid, signal.SIGKILL)
