@@ -228,9 +228,11 @@ def test_size_reaches_the_channel_right_after_compress_and_apply_speedup(tmp_pat
     channel = tmp_path / "channel.jsonl"
     monkeypatch.setenv("AUP_CHANNEL", str(channel))
     monkeypatch.setattr(base_module, "_live", [])
+    monkeypatch.setattr(base_module, "_first", {})
     aup.create_compressor(zoo.DigitsCNN(), L1_HALF).compress()
     assert not channel.exists()  # only when the runner asks (AUP_EARLY_SIZE: rungs ranked by size)
     monkeypatch.setattr(base_module, "_live", [])
+    monkeypatch.setattr(base_module, "_first", {})  # a new trial: its first compressor is the script's
     monkeypatch.setenv("AUP_EARLY_SIZE", "1")
     model = zoo.DigitsCNN(width=16)
     pruner = aup.create_compressor(model, L1_HALF)

@@ -510,8 +510,9 @@ def _register_live(compressor: Compressor) -> None:
 
 def _is_first_live(compressor: Compressor) -> bool:
     """Whether ``compressor`` is the trial's first (the script's own) live compressor."""
-    alive = [c for c in (ref() for ref in _live) if c is not None]
-    return bool(alive) and alive[0] is compressor
+    from aup import channel
+
+    return _first.get(channel.channel_path()) is compressor
 
 
 def report_at_trial_end() -> None:
