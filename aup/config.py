@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from aup.config_schema import (RESERVED_LABELS, RESERVED_PARAMETER_NAMES, Experiment, JobFailure, Parameter,
-                               ResourceArgs, RuntimeArgs, _compression_searches)
+                               ResourceArgs, RuntimeArgs, compression_searches)
 from aup.errors import ConfigError, Problem, ProblemError, did_you_mean
 
 __all__ = ["Experiment", "JobFailure", "LoadedExperiment", "Parameter", "RESERVED_LABELS",
@@ -92,7 +92,7 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _check_required_mode_keys(raw: dict[str, Any]) -> list[Problem]:
     """``proposer``/``target`` are required except in one-time compression (see ``_one_time_defaults``)."""
     one_time = (raw.get("compression") is not None and not raw.get("parameter_config")
-                and "proposer" not in raw and not _compression_searches(raw["compression"]))
+                and "proposer" not in raw and not compression_searches(raw["compression"]))
     problems = []
     target = raw.get("target")
     if "target" not in raw and not one_time:

@@ -202,7 +202,7 @@ class Experiment(_Section):
         ``nsga2``'s first generation (50 trials) is random sampling (docs/search-efficiency.md).
         """
         if self.proposer is None:
-            if self.compression is not None and not self.parameter_config and not _compression_searches(self.compression):
+            if self.compression is not None and not self.parameter_config and not compression_searches(self.compression):
                 self.proposer = "random"
                 if self.n_samples not in (None, 1):
                     raise ProblemError("n_samples", "a one-time compression (no ranges, no proposer) runs exactly one "
@@ -272,7 +272,7 @@ class Experiment(_Section):
         return [p.model_dump(exclude_none=True) for p in self.parameter_config]
 
 
-def _compression_searches(section: Any) -> bool:
+def compression_searches(section: Any) -> bool:
     from aup.compression.search_space import has_ranges
 
     return has_ranges(section)

@@ -29,7 +29,7 @@ DEPLOY_AGREEMENT = "deploy_agreement"
 PERPLEXITY = "perplexity"
 
 # latency_ms of the trial's model over the dense baseline's, timed interleaved in the trial's own
-# process (aup.compression.torch.latency), and the interquartile range of the per-round ratios: a
+# process (aup.compression.torch.deploy.latency), and the interquartile range of the per-round ratios: a
 # ratio whose spread exceeds its distance from 1 does not show a difference (the views mark it)
 LATENCY_MS_RATIO = "latency_ms_ratio"
 LATENCY_MS_RATIO_IQR = "latency_ms_ratio_iqr"

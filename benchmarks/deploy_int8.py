@@ -5,7 +5,7 @@ the zoo's ResNet-style model at 32x32 (digits upsampled; about 0.3M parameters, 
 batch-1 CPU inference). For each: file bytes (torch ``state_dict`` file, fp32 ONNX, int8 ONNX),
 batch-1 latency (``--threads`` threads, rounds interleaved across the three variants, median of the
 per-round medians) and test accuracy. The int8 file is what ``export_model(..., format="onnx")``
-writes for a quantized trial: ``aup.compression.torch.deploy.export_onnx`` with every conv/linear
+writes for a quantized trial: ``aup.compression.torch.deploy.settings.export_onnx`` with every conv/linear
 layer int8, calibrated on 8 training batches of 32.
 
 Targets (DESIGN.md, mid-size CNN): int8 file <= 0.3x fp32, ORT int8 latency <= 0.5x torch fp32
@@ -28,7 +28,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from aup.compression.torch import zoo  # noqa: E402
-from aup.compression.torch.deploy import export_onnx, load_deployed  # noqa: E402
+from aup.compression.torch.deploy.settings import export_onnx, load_deployed  # noqa: E402
 
 
 def _upsample(x: torch.Tensor, size: int) -> torch.Tensor:

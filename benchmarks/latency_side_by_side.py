@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 import aup
-from aup.compression.torch import baseline
+from aup.compression.torch.deploy import baseline
 from aup.compression.torch.measure import latency_ms
 from aup.compression.torch.zoo import DigitsCNN
 
@@ -54,7 +54,7 @@ def trial(folder: Path, number: int, state: dict, deploy: bool) -> dict:
     records = [json.loads(line) for line in channel.read_text().splitlines()]
     metrics = {k: v for r in records if r["kind"] == "metrics" for k, v in r["metrics"].items()}
     if deploy:
-        from aup.compression.torch.deploy import load_deployed, ort_latency_ms
+        from aup.compression.torch.deploy.settings import load_deployed, ort_latency_ms
 
         path = str(folder / "alone.onnx")
         pruner.write_deployed(path, example_input=x)

@@ -43,7 +43,7 @@ from torch import nn  # noqa: E402
 import aup  # noqa: E402
 from aup.compression.torch import lm_data, obs  # noqa: E402
 from aup.compression.torch.layerwise import get_weight, is_linear, set_weight  # noqa: E402
-from aup.compression.torch.storage import encode_tensor, encoded_nbytes  # noqa: E402
+from aup.compression.torch.artifact.storage import encode_tensor, encoded_nbytes  # noqa: E402
 
 SPARSITIES: tuple[Any, ...] = (0.5, "2:4", 0.6, 0.7, 0.8)
 BLOCKS = [{"op_types": ["Linear"]}, {"exclude": True, "op_names": ["lm_head"]}]
@@ -111,7 +111,7 @@ def _encode(key: str, tensor: torch.Tensor, quant: dict[str, Any]) -> dict:
 
 def write_onnx(model: nn.Module, compressor: Any, example: torch.Tensor, path: str) -> str:
     """The file aup deploys: float for dense and pruned models, MatMulNBits for the weight-only quantizers."""
-    from aup.compression.torch.deploy import DeploySettings, export_onnx
+    from aup.compression.torch.deploy.settings import DeploySettings, export_onnx
 
     if compressor is None:
         return export_onnx(model, example, path)
@@ -224,7 +224,7 @@ def main() -> None:
         print(f"| {method} | {label or '-'} | {_fmt(scores).strip()} | {statistics.fmean(scores) / dense_ppl:.3f}x | "
               f"{packed / 1e6:.2f} |")
 
-    from aup.compression.torch.ort_runtime import load_deployed
+    from aup.compression.torch.deploy.runtime import load_deployed
 
     example = lm_data.calibration_batches(context, 1, seed=99, batch=1)[0]["input_ids"]
     with tempfile.TemporaryDirectory(prefix="aup-llm-bench-") as tmp:

@@ -46,7 +46,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import aup  # noqa: E402
 from aup.compression.torch import zoo  # noqa: E402
-from aup.compression.torch.deploy import export_onnx, load_deployed  # noqa: E402
+from aup.compression.torch.deploy.settings import export_onnx, load_deployed  # noqa: E402
 
 TRANSFORMER_LAYERS = ["embed", "encoder.layers.0.self_attn", "encoder.layers.0.self_attn.out_proj",
                       "encoder.layers.0.linear1", "encoder.layers.0.linear2", "encoder.layers.1.self_attn",

@@ -9,15 +9,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from aup.compression.factory import create_compressor, normalize_config
 from aup.compression.registry import COMPRESSORS
 
-# public name -> "module:attribute", imported on first access
+# public name -> "module:attribute", imported on first access (the package face imports nothing else)
 _LAZY = {
-    "load_deployed": "aup.compression.torch.deploy:load_deployed",
+    "create_compressor": "aup.compression.factory:create_compressor",
+    "normalize_config": "aup.compression.factory:normalize_config",
+    "load_deployed": "aup.compression.torch.deploy.settings:load_deployed",
     "count_flops_params": "aup.compression.torch.base:count_flops_params",
     "SensitivityAnalysis": "aup.compression.torch.analysis:SensitivityAnalysis",
-    "ChannelDependency": "aup.compression.torch.pruners.dependency:ChannelDependency",
+    "ChannelDependency": "aup.compression.torch.graph.dependency:ChannelDependency",
     "Compressor": "aup.compression.torch.base:Compressor",
     "quantization_sensitivity": "aup.compression.torch.quant_profile:quantization_sensitivity_once",
 }
@@ -26,16 +27,16 @@ _LAZY = {
 # plain ``import aup``), imported on first attribute access like the names above
 _SUBMODULES = frozenset({"sensitivity_analysis", "shape_dependency", "counter", "mask_conflict"})
 
-__all__ = ["COMPRESSORS", "create_compressor", "load_compressed", "normalize_config", *_LAZY]
+__all__ = ["COMPRESSORS", "load_compressed", *_LAZY]
 
 
 def load_compressed(path: Any, *args: Any, **kwargs: Any) -> Any:
     """The model in an artifact written by ``export_model``: Keras for ``*.aup.npz`` files (see
-    ``aup.compression.tensorflow.artifact``), torch otherwise (``aup.compression.torch.artifact``)."""
+    ``aup.compression.tensorflow.artifact``), torch otherwise (``aup.compression.torch.artifact.files``)."""
     if str(path).endswith(".aup.npz"):
         from aup.compression.tensorflow.artifact import load_compressed as load
     else:
-        from aup.compression.torch.artifact import load_compressed as load
+        from aup.compression.torch.artifact.files import load_compressed as load
     return load(path, *args, **kwargs)
 
 

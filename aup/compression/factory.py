@@ -46,7 +46,7 @@ def create_compressor(model: Any, config: Mapping[str, Any] | Sequence[Mapping[s
         spec = _allocated(model, spec, allocation_option(config), kwargs.get("dummy_input"))
     baseline = teacher = None
     if pipeline or spec.framework == "torch":  # type: ignore[union-attr]
-        from aup.compression.torch import baseline
+        from aup.compression.torch.deploy import baseline
 
         if distill is not None and distill.active:  # the dense model before any compressor touches it
             teacher = baseline.dense_snapshot(model)
@@ -68,7 +68,7 @@ def create_compressor(model: Any, config: Mapping[str, Any] | Sequence[Mapping[s
         else:
             compressor = build_stage(model, spec, args, kwargs)
     if deploy is not _NO_DEPLOY_KEY:
-        from aup.compression.torch.deploy import DeploySettings
+        from aup.compression.torch.deploy.settings import DeploySettings
 
         compressor.deploy_settings = DeploySettings.parse(deploy, "compression_deploy")
     if baseline is not None:

@@ -18,12 +18,12 @@ class ProposerError(ConfigError, ValueError):
     """
 
 
-class _Wait:
+class Wait:
     """Marker returned by ``Proposer.propose`` when nothing can start until a running trial ends."""
 
-    _instance: "_Wait | None" = None
+    _instance: "Wait | None" = None
 
-    def __new__(cls) -> "_Wait":
+    def __new__(cls) -> "Wait":
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -36,7 +36,7 @@ class _Wait:
         return False
 
 
-WAIT = _Wait()
+WAIT = Wait()
 
 
 @dataclass

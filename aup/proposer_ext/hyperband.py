@@ -44,7 +44,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from aup.proposer_ext.common import WAIT, Proposal, ProposerError, _Wait
+from aup.proposer_ext.common import WAIT, Proposal, ProposerError, Wait
 from aup.proposer_ext.proposers import FINISHED_STATES, INTERRUPTED_ATTR, Proposer, ask_fixed, scalar
 from aup.proposer_ext.space import SearchSpace
 
@@ -228,7 +228,7 @@ class SuccessiveHalvingProposer(Proposer):
             return False
         return self.capped or all(b.done(self.maximize) for b in self._brackets)
 
-    def propose(self) -> Proposal | _Wait | None:
+    def propose(self) -> Proposal | Wait | None:
         """The first runnable job in bracket order; a later bracket starts when earlier ones wait."""
         if self.capped:
             return None

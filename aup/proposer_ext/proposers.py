@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from aup.proposer_ext.common import WAIT, Proposal, ProposerError, _Wait
+from aup.proposer_ext.common import WAIT, Proposal, ProposerError, Wait
 from aup.proposer_ext.space import SearchSpace
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -78,7 +78,7 @@ class Proposer:
     def finished(self) -> bool:
         raise NotImplementedError
 
-    def propose(self) -> Proposal | _Wait | None:
+    def propose(self) -> Proposal | Wait | None:
         raise NotImplementedError
 
     def complete(self, trial_number: int, state: TrialState,
@@ -105,7 +105,7 @@ class SamplerProposer(Proposer):
     def finished(self) -> bool:
         return self._issued >= (self.n_samples or 0) and not self._running
 
-    def propose(self) -> Proposal | _Wait | None:
+    def propose(self) -> Proposal | Wait | None:
         if self._issued >= (self.n_samples or 0):
             return None
         trial = self.study.ask()
@@ -143,7 +143,7 @@ class GridProposer(Proposer):
     def finished(self) -> bool:
         return not self._pending and not self._running
 
-    def propose(self) -> Proposal | _Wait | None:
+    def propose(self) -> Proposal | Wait | None:
         if not self._pending:
             return None
         index, point = self._pending.pop(0)

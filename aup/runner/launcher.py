@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from aup import channel
-from aup.runner.trial_output import (MAX_LINE, READ_CHUNK, TAIL_BYTES, _megabytes, _punch_hole, _size, _Tail,
+from aup.runner.trial_output import (MAX_LINE, READ_CHUNK, TAIL_BYTES, megabytes, punch_hole, file_size, Tail,
                                      last_output_line)
 
 __all__ = ["AttemptOutcome", "TrialProcess", "last_output_line", "launcher_for", "pid_alive",
@@ -94,8 +94,8 @@ class TrialProcess:
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.started = time.time()
-        self._channel_tail = _Tail(self.channel_path)
-        self._log_tail = _Tail(self.log_path)
+        self._channel_tail = Tail(self.channel_path)
+        self._log_tail = Tail(self.log_path)
         try:
             self._exit_fd = os.pidfd_open(self._process.pid)  # type: ignore[attr-defined]
         except (AttributeError, OSError):  # not Linux >= 5.3: the runner's loop polls on a timer
@@ -146,7 +146,7 @@ class TrialProcess:
         """
         if self.log_limit is None:
             return
-        size = _size(self.log_path)
+        size = file_size(self.log_path)
         if size <= (self.log_limit if self._cut_at is None else self._punched + self.log_limit // 4):
             return
         self._read_log_until(size, budget=16 * READ_CHUNK)  # result lines count before their bytes go
@@ -156,12 +156,12 @@ class TrialProcess:
             self._log_tail.seek(position)
         with open(self.log_path, "r+b") as log:
             if self._cut_at is None:
-                note = CUT_NOTE.format(limit=_megabytes(self.log_limit), tail=TAIL_BYTES // 1024).encode()
+                note = CUT_NOTE.format(limit=megabytes(self.log_limit), tail=TAIL_BYTES // 1024).encode()
                 os.pwrite(log.fileno(), note, self.log_limit)
                 self._cut_at = self._punched = self.log_limit + len(note)
             end = position - TAIL_BYTES
             if end > self._punched:
-                if _punch_hole(log.fileno(), self._punched, end - self._punched):
+                if punch_hole(log.fileno(), self._punched, end - self._punched):
                     self._punched = end
                 else:
                     self._cut_instead(log, size)
@@ -186,13 +186,13 @@ class TrialProcess:
 
     def _finish_log(self) -> None:
         """After the process ended: parse the rest, then keep the note and the output's last bytes."""
-        self._read_log_until(_size(self.log_path))  # in bounded chunks, whatever the size
-        if self.log_limit is None or (self._cut_at is None and _size(self.log_path) <= self.log_limit):
+        self._read_log_until(file_size(self.log_path))  # in bounded chunks, whatever the size
+        if self.log_limit is None or (self._cut_at is None and file_size(self.log_path) <= self.log_limit):
             return
         self._absorb([], self._log_tail.close())  # the last line too, before the file changes
         if self._cut_at is None:
             with open(self.log_path, "r+b") as log:
-                note = CUT_NOTE.format(limit=_megabytes(self.log_limit), tail=TAIL_BYTES // 1024).encode()
+                note = CUT_NOTE.format(limit=megabytes(self.log_limit), tail=TAIL_BYTES // 1024).encode()
                 os.pwrite(log.fileno(), note, self.log_limit)
                 self._cut_at = self._punched = self.log_limit + len(note)
         self._cap_log_to_tail()

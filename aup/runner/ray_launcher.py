@@ -2,7 +2,7 @@
 
 The runner sees a ``RayTrialProcess`` exactly like a local ``TrialProcess``: ``start``, ``poll``,
 ``new_results``, ``outcome``, ``terminate``/``kill``/``stop``. Behind it, a streaming Ray task
-(``_run_on_node``, in ``ray_node``) runs ``<script> <job config>`` as a child process on whichever
+(``run_on_node``, in ``ray_node``) runs ``<script> <job config>`` as a child process on whichever
 node Ray picks and yields what the child appends to its output and to its result channel, every
 ``STREAM_EVERY_S``.
 The runner writes those bytes to the usual ``jobs/<trial>.out`` and ``.channel.jsonl`` files, so
@@ -41,8 +41,8 @@ from functools import lru_cache
 from typing import Any, Callable, Sequence
 
 from aup.errors import UserError
-from aup.runner.launcher import MAX_LINE, AttemptOutcome, TrialProcess, _Tail
-from aup.runner.ray_node import CHUNK_LIMIT, SCRATCH_PREFIX, STREAM_EVERY_S, _run_on_node, end_attempts
+from aup.runner.launcher import MAX_LINE, AttemptOutcome, TrialProcess, Tail
+from aup.runner.ray_node import CHUNK_LIMIT, SCRATCH_PREFIX, STREAM_EVERY_S, run_on_node, end_attempts
 
 __all__ = ["CHUNK_LIMIT", "SCRATCH_PREFIX", "STREAM_EVERY_S", "RayTrialProcess", "connect", "make_launcher"]
 
@@ -107,8 +107,8 @@ class RayTrialProcess(TrialProcess):
                                                 num_returns="streaming")
         self._generator = task.remote(spec)
         self.started = time.time()
-        self._channel_tail = _Tail(self.channel_path)
-        self._log_tail = _Tail(self.log_path)
+        self._channel_tail = Tail(self.channel_path)
+        self._log_tail = Tail(self.log_path)
 
     @property
     def pid(self) -> int | None:
@@ -296,7 +296,7 @@ def _script_relative(command: list[str], workingdir: Path) -> str | None:
 def _remote_task() -> Any:
     import ray
 
-    return ray.remote(_run_on_node)
+    return ray.remote(run_on_node)
 
 
 def _read_job(path: Path) -> dict[str, Any]:

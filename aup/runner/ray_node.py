@@ -1,10 +1,10 @@
 """The node's side of a Ray trial attempt: the task body that runs on a Ray worker.
 
-``_run_on_node`` runs ``<script> <job config>`` in a session of its own, under a guard that ends the
+``run_on_node`` runs ``<script> <job config>`` in a session of its own, under a guard that ends the
 whole session if this worker dies (``attempt_guard``), and yields what the script appends to its
 output and its result channel every ``STREAM_EVERY_S``, at most ``CHUNK_LIMIT`` bytes per item; at the end it sends back the saved-model folders as a tar
 stream when the node does not share the runner's working directory. Nothing here imports Ray: Ray
-pickles ``_run_on_node`` by its module path (``aup.runner.ray_node``), so that module must be
+pickles ``run_on_node`` by its module path (``aup.runner.ray_node``), so that module must be
 importable on every node. The runner's side is ``ray_launcher``.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ CHUNK_LIMIT = 1 << 20  # at most 1 MiB of output per streamed item
 SCRATCH_PREFIX = "aup-trial-"  # + worker pid: a dead worker's scratch dir is cleared by the next task
 
 
-def _run_on_node(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def run_on_node(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Run the trial script on this node, yielding ``{"log": bytes, "channel": bytes}`` as it runs and
     finally ``{"exit": code, "files": tar bytes | None}``."""
     _clear_dead_scratch()

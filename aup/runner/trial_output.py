@@ -1,7 +1,7 @@
 """Reading and trimming a trial's output files with bounded memory.
 
-A trial may print without limit; the runner must not. ``_Tail`` reads a growing file in chunks of
-at most ``READ_CHUNK`` bytes and drops any line longer than ``MAX_LINE``; ``_punch_hole`` frees a
+A trial may print without limit; the runner must not. ``Tail`` reads a growing file in chunks of
+at most ``READ_CHUNK`` bytes and drops any line longer than ``MAX_LINE``; ``punch_hole`` frees a
 range of the log on disk without moving the trial's writer; ``last_output_line`` finds the line that
 explains a failure in the last ``TAIL_BYTES`` of the output. Used by the local and the Ray launcher.
 """
@@ -18,7 +18,7 @@ READ_CHUNK = 1 << 20  # bytes read from a trial's file per call
 MAX_LINE = 1 << 20  # a channel record or output line longer than this is skipped
 
 
-class _Tail:
+class Tail:
     """Incremental reader of a growing file; complete lines only, at most ``READ_CHUNK`` bytes a call.
 
     A line longer than ``MAX_LINE`` is dropped (``overlong`` counts them), so memory stays bounded
@@ -73,7 +73,7 @@ class _Tail:
         lines = []
         while True:
             more = self.read_lines()
-            if not more and (self._handle is None or self._handle.tell() >= _size(self.path)):
+            if not more and (self._handle is None or self._handle.tell() >= file_size(self.path)):
                 break
             lines += more
         if self._partial and not self._skipping:
@@ -86,7 +86,7 @@ class _Tail:
         return lines
 
 
-def _punch_hole(descriptor: int, offset: int, length: int) -> bool:
+def punch_hole(descriptor: int, offset: int, length: int) -> bool:
     """Free ``length`` bytes at ``offset`` without changing the file's size (Linux fallocate); False if unsupported."""
     global _fallocate
     if _fallocate is None:
@@ -107,14 +107,14 @@ _FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 _fallocate: Any = None
 
 
-def _size(path: Path) -> int:
+def file_size(path: Path) -> int:
     try:
         return path.stat().st_size
     except OSError:
         return 0
 
 
-def _megabytes(size: int) -> str:
+def megabytes(size: int) -> str:
     return f"{size / (1024 * 1024):g} MB"
 
 

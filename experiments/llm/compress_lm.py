@@ -22,7 +22,7 @@ config = aup.BasicConfig().load(sys.argv[1])
 import torch  # noqa: E402
 
 from aup.compression.torch import lm_data  # noqa: E402
-from aup.compression.torch.ort_runtime import load_deployed  # noqa: E402
+from aup.compression.torch.deploy.runtime import load_deployed  # noqa: E402
 
 torch.set_num_threads(1)
 name = config.get("lm", "llama")

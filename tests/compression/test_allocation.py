@@ -12,7 +12,7 @@ import aup
 from aup.compression import allocation as alloc
 from aup.compression.search_space import CompressionJobConfigBuilder, check_compression
 from aup.compression.torch import allocation as torch_alloc
-from aup.compression.torch import baseline
+from aup.compression.torch.deploy import baseline
 
 
 class OneFragile(nn.Module):

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from aup.compression.torch import zoo
-from aup.compression.torch.artifact import load_compressed, read_artifact, save_artifact, save_masks
-from aup.compression.torch.storage import decode_tensor, encode_tensor, encoded_nbytes, pack_bits, unpack_bits
+from aup.compression.torch.artifact.files import load_compressed, read_artifact, save_artifact, save_masks
+from aup.compression.torch.artifact.storage import decode_tensor, encode_tensor, encoded_nbytes, pack_bits, unpack_bits
 
 
 # ----------------------------------------------------------------------------- storage
@@ -188,7 +188,7 @@ def test_reload_without_the_users_class(tmp_path):
         import sys, torch
         sys.path.insert(0, {str(tmp_path)!r})
         import usermodel
-        from aup.compression.torch.artifact import save_artifact
+        from aup.compression.torch.artifact.files import save_artifact
         torch.manual_seed(0)
         m = usermodel.Net().eval()
         x = torch.randn(2, 1, 6, 6)

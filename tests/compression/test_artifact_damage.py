@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from aup.compression.torch.artifact import load_compressed, save_artifact
+from aup.compression.torch.artifact.files import load_compressed, save_artifact
 
 
 def _rewrite(path, edit) -> None:
@@ -57,7 +57,7 @@ def test_a_huge_declared_shape_fails_cleanly_under_a_memory_limit(tmp_path):
     assert doc_encoding(path) == "sparse" and os.path.getsize(path) < 64 * 1024
     script = textwrap.dedent(f"""
         import resource, sys
-        from aup.compression.torch.artifact import load_compressed
+        from aup.compression.torch.artifact.files import load_compressed
         with open("/proc/self/status") as fh:
             vm = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
         limit = vm + 1536 * 1024 * 1024

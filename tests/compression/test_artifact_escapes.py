@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from aup.compression.torch.artifact import load_compressed, save_artifact
+from aup.compression.torch.artifact.files import load_compressed, save_artifact
 
 
 def _saved(tmp_path):

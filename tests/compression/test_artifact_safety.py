@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from aup.compression.torch import zoo
-from aup.compression.torch.artifact import UnsafeArtifact, load_compressed, read_artifact, save_artifact
-from aup.compression.torch.storage import encode_tensor
+from aup.compression.torch.artifact.files import UnsafeArtifact, load_compressed, read_artifact, save_artifact
+from aup.compression.torch.artifact.storage import encode_tensor
 
 
 class _WritesMarker:

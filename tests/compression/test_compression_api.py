@@ -193,7 +193,7 @@ def test_export_reports_metrics_inside_a_trial(tmp_path, monkeypatch):
     assert abs(metrics["sparsity"] - 0.5) <= 0.01
 
 
-@pytest.mark.skipif(not has("aup.compression.torch.shrink"), reason="shrink.py not in this build yet")
+@pytest.mark.skipif(not has("aup.compression.torch.shrink.core"), reason="shrink.py not in this build yet")
 def test_export_after_apply_speedup_saves_the_shrunk_model(tmp_path):
     torch.manual_seed(0)
     model = zoo.DigitsCNN(width=16)
@@ -219,7 +219,7 @@ def test_apply_speedup_on_a_quantizer_is_refused():
         quantizer.apply_speedup(torch.zeros(1, 1, 8, 8))
 
 
-@pytest.mark.skipif(not has("aup.compression.torch.shrink"), reason="shrink.py not in this build yet")
+@pytest.mark.skipif(not has("aup.compression.torch.shrink.core"), reason="shrink.py not in this build yet")
 def test_size_reaches_the_channel_right_after_compress_and_apply_speedup(tmp_path, monkeypatch):
     # multi-objective early stopping ranks a trial at its first epoch by its size: the size must be
     # in the channel before the script's first result

@@ -21,9 +21,9 @@ onnx = pytest.importorskip("onnx")
 import aup  # noqa: E402
 from aup.compression import load_deployed  # noqa: E402
 from aup.compression.torch import base as base_module  # noqa: E402
-from aup.compression.torch import baseline as baseline_module  # noqa: E402
+from aup.compression.torch.deploy import baseline as baseline_module  # noqa: E402
 from aup.compression.torch import zoo  # noqa: E402
-from aup.compression.torch.deploy import CalibrationRecorder, DeploySettings, agreement, export_onnx  # noqa: E402
+from aup.compression.torch.deploy.settings import CalibrationRecorder, DeploySettings, agreement, export_onnx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 QUANTIZERS = {
@@ -391,7 +391,7 @@ def test_compressors_on_one_model_share_one_recorder():
 
 
 def test_quantized_trial_without_onnxruntime_records_no_latency(tmp_path, monkeypatch, capsys):
-    from aup.compression.torch import deploy
+    from aup.compression.torch.deploy import settings as deploy
 
     monkeypatch.setattr(deploy, "ort_available", lambda: False)
     channel = tmp_path / "channel.jsonl"

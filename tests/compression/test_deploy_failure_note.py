@@ -8,7 +8,8 @@ pytest.importorskip("onnxruntime")
 
 import aup  # noqa: E402
 from aup.compression.torch import base as base_module  # noqa: E402
-from aup.compression.torch import deploy, zoo  # noqa: E402
+from aup.compression.torch import zoo  # noqa: E402
+from aup.compression.torch.deploy import settings as deploy  # noqa: E402
 
 NAIVE = [{"quant_types": ["weight"], "quant_bits": 8, "op_types": ["default"]}]
 

@@ -11,7 +11,7 @@ pytest.importorskip("onnxruntime")
 import aup  # noqa: E402
 from aup.compression import load_deployed  # noqa: E402
 from aup.compression.torch import base as base_module  # noqa: E402
-from aup.compression.torch import baseline as baseline_module  # noqa: E402
+from aup.compression.torch.deploy import baseline as baseline_module  # noqa: E402
 from aup.compression.torch import zoo  # noqa: E402
 from aup.compression.torch.pipeline import PipelineCompressor  # noqa: E402
 

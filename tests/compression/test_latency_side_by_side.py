@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import aup
-from aup.compression.torch import baseline
-from aup.compression.torch.latency import interleaved
+from aup.compression.torch.deploy import baseline
+from aup.compression.torch.deploy.latency import interleaved
 from aup.compression.torch.zoo import DigitsCNN
 from aup.views import fmt
 
@@ -71,7 +71,7 @@ class _FakeClock:
 
 
 def test_interleaved_rounds_cancel_a_load_that_comes_and_goes(monkeypatch):
-    from aup.compression.torch import latency
+    from aup.compression.torch.deploy import latency
 
     clock = _FakeClock(period=50)
     monkeypatch.setattr(latency, "_clock", clock.perf_counter)

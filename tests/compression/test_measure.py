@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from aup.compression.torch import zoo
-from aup.compression.torch.artifact import save_artifact
+from aup.compression.torch.artifact.files import save_artifact
 from aup.compression.torch.measure import LATENCY_THREADS, count_flops_params, latency_ms, measure_model
-from aup.compression.torch.shrink import shrink_model
+from aup.compression.torch.shrink.core import shrink_model
 from aup.metrics import SIZE_METRICS
 
 

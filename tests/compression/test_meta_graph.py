@@ -9,7 +9,7 @@ from torch import nn
 
 import aup
 from aup.compression.torch import zoo
-from aup.compression.torch.pruners import dependency
+from aup.compression.torch.graph import dependency
 
 L1_HALF = {"compression_framework": "torch", "compression_type": "pruning", "compressor": "l1_filter",
            "config_list": [{"sparsity": 0.5, "op_types": ["Conv2d"]}]}
@@ -135,7 +135,7 @@ def test_meta_trace_leaves_masks_and_calibration_inputs_real():
     pruner = aup.create_compressor(model, L1_HALF, dependency_aware=True, dummy_input=x)
     pruner.compress()  # masks attached (forward pre-hooks) before the graph is traced
     assert all(m is None or not m.is_meta for entry in pruner.masks.masks.values() for m in entry.values())
-    from aup.compression.torch.deploy import CalibrationRecorder
+    from aup.compression.torch.deploy.settings import CalibrationRecorder
 
     recorders = [h for h in model._forward_pre_hooks.values() if isinstance(h, CalibrationRecorder)]
     assert all(r.first is None for r in recorders)  # aup's own forward passes are not calibration data

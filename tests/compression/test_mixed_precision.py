@@ -21,10 +21,10 @@ onnx = pytest.importorskip("onnx")
 import aup  # noqa: E402
 from aup.compression import load_deployed  # noqa: E402
 from aup.compression.torch import base as base_module  # noqa: E402
-from aup.compression.torch import baseline as baseline_module  # noqa: E402
+from aup.compression.torch.deploy import baseline as baseline_module  # noqa: E402
 from aup.compression.torch import zoo  # noqa: E402
-from aup.compression.torch.deploy import agreement, export_onnx  # noqa: E402
-from aup.compression.torch.ort_nbits import WeightGrid, matmul_nbits_nodes, per_row_grid  # noqa: E402
+from aup.compression.torch.deploy.settings import agreement, export_onnx  # noqa: E402
+from aup.compression.torch.deploy.nbits import WeightGrid, matmul_nbits_nodes, per_row_grid  # noqa: E402
 
 TP = onnx.TensorProto
 

@@ -16,7 +16,7 @@ from torch import nn  # noqa: E402
 
 import aup  # noqa: E402
 from aup.compression.torch import zoo  # noqa: E402
-from aup.compression.torch.pruners.dependency import conv_dependency_sets  # noqa: E402
+from aup.compression.torch.graph.dependency import conv_dependency_sets  # noqa: E402
 
 
 def filter_sums(masks, name):

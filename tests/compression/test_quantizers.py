@@ -393,7 +393,7 @@ def _dorefa(w: torch.Tensor) -> torch.Tensor:
 
 def test_export_model_artifact_roundtrip_and_real_size(make_nni_model, tmp_path: object) -> None:
     """The exported file stores k-bit integers (smaller for fewer bits) and loads back the same model."""
-    artifact = pytest.importorskip("aup.compression.torch.artifact")
+    artifact = pytest.importorskip("aup.compression.torch.artifact.files")
     torch.manual_seed(6)
     x = torch.randn(4, 1, 28, 28)
     baseline = make_nni_model().eval()
@@ -444,7 +444,7 @@ def test_export_model_passes_integer_specs_to_save_artifact(make_nni_model, tmp_
                     state={k: v.clone() for k, v in model.state_dict().items()},
                     hooked=any("forward" in m.__dict__ or m._forward_hooks for m in model.modules()))
 
-    monkeypatch.setitem(sys.modules, "aup.compression.torch.artifact",
+    monkeypatch.setitem(sys.modules, "aup.compression.torch.artifact.files",
                         types.SimpleNamespace(save_artifact=save_artifact))
     torch.manual_seed(7)
     model = make_nni_model()

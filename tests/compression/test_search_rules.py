@@ -227,7 +227,7 @@ def test_a_tied_set_with_an_excluded_member_shares_no_channels():
     torch.manual_seed(0)
     model = zoo.ResNet(zoo.BasicBlock, [2, 1, 1, 1], 10, 3, 8, stem="small")  # stem + 2 blocks share channels
     x = torch.randn(2, 3, 16, 16)
-    from aup.compression.torch.pruners.dependency import conv_dependency_sets
+    from aup.compression.torch.graph.dependency import conv_dependency_sets
 
     tied = next(s for s in conv_dependency_sets(model, x) if len(s) > 2)
     config = [{"sparsity": 0.5, "op_types": ["Conv2d"]}, {"exclude": True, "op_names": [tied[0]]}]

@@ -5,7 +5,7 @@ import torch
 
 import aup
 from aup.compression.torch import zoo
-from aup.compression.torch.pruners import dependency
+from aup.compression.torch.graph import dependency
 
 L1_HALF = {"compression_framework": "torch", "compression_type": "pruning", "compressor": "l1_filter",
            "config_list": [{"sparsity": 0.5, "op_types": ["Conv2d"]}]}

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from aup.compression.torch import zoo
-from aup.compression.torch.artifact import load_compressed, save_artifact
-from aup.compression.torch.shrink import ShrinkError, shrink_model
+from aup.compression.torch.artifact.files import load_compressed, save_artifact
+from aup.compression.torch.shrink.core import ShrinkError, shrink_model
 
 
 def _randomize_bn(model: nn.Module) -> None:
@@ -229,7 +229,7 @@ class _CatFlatten(nn.Module):
 def test_narrowed_group_is_the_group_torch_pruning_builds_for_those_channels(factory, shape):
     import torch_pruning as tp
 
-    from aup.compression.torch.shrink import _sub_group
+    from aup.compression.torch.shrink.core import _sub_group
 
     torch.manual_seed(0)
     model = factory().eval()

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from aup.compression import create_compressor
-from aup.compression.torch.artifact import call_with, load_compressed, output_tensors, save_artifact
+from aup.compression.torch.artifact.files import call_with, load_compressed, output_tensors, save_artifact
 from aup.compression.torch.measure import measure_model
 from aup.compression.torch.pruners.transformer import HeadPrunedMultiheadAttention, TransformerPruner
 from aup.compression.torch.pruners.magnitude import LevelPruner
@@ -379,7 +379,7 @@ def test_pipeline_sparsity_counts_removed_and_zeroed_weights():
 
 def test_onnx_deploy_of_a_shrunk_and_of_an_int8_transformer_encoder(tmp_path):
     pytest.importorskip("onnxruntime")
-    from aup.compression.torch.deploy import agreement, load_deployed
+    from aup.compression.torch.deploy.settings import agreement, load_deployed
 
     model, x = _encoder(), _tokens()
     pruner = TransformerPruner(model, [{"head_sparsity": 0.5, "mlp_sparsity": 0.5, "op_types": ["default"]}])
@@ -389,7 +389,7 @@ def test_onnx_deploy_of_a_shrunk_and_of_an_int8_transformer_encoder(tmp_path):
     model, x = _encoder(), _tokens(32)
     NaiveQuantizer(model, [{"quant_types": ["weight"], "quant_bits": 8, "op_types": ["Linear"]}]).compress()
     quantizer_path = str(tmp_path / "int8.onnx")
-    from aup.compression.torch.deploy import export_onnx
+    from aup.compression.torch.deploy.settings import export_onnx
 
     export_onnx(model, x, quantizer_path, int8_modules=["encoder.layers.0.linear1", "head"])
     assert agreement(load_deployed(quantizer_path), model, [x]) >= 0.9
@@ -408,7 +408,7 @@ def test_int8_onnx_quantizes_attention_query_key_value_projection(tmp_path, head
     """The packed ``in_proj_weight`` (one MatMul, or three after the head-pruned module splits it)
     becomes int8 when its attention module is among the int8 modules: no float MatMul is left."""
     pytest.importorskip("onnxruntime")
-    from aup.compression.torch.deploy import agreement, export_onnx, load_deployed
+    from aup.compression.torch.deploy.settings import agreement, export_onnx, load_deployed
 
     model, x = _encoder(), _tokens(16)
     if head_pruned:
@@ -429,8 +429,8 @@ def test_keyword_called_model_calibrates_int8_on_the_batches_it_saw(tmp_path, mo
     """``model(**batch)`` (with training-only ``labels``) is recorded by name; the int8 export
     calibrates on those batches (their exported inputs only) and the agreement check runs on them."""
     pytest.importorskip("onnxruntime")
-    from aup.compression.torch import onnx_export
-    from aup.compression.torch.deployed_metrics import deployed_file_metrics
+    from aup.compression.torch.deploy import onnx_export
+    from aup.compression.torch.deploy.metrics import deployed_file_metrics
     from aup.compression.torch.quantization import NaiveQuantizer
 
     model, x = _bert(), _ids()
@@ -444,7 +444,7 @@ def test_keyword_called_model_calibrates_int8_on_the_batches_it_saw(tmp_path, mo
     batches = quantizer.calibration_batches()
     assert len(batches) == 6 and all(set(b) == {"input_ids", "attention_mask", "labels"} for b in batches)
     seen = []
-    real = onnx_export._quantize_static
+    real = onnx_export.quantize_static_qdq
     monkeypatch.setattr(onnx_export, "_quantize_static",
                         lambda raw, path, modules, calibration, *rest: seen.append(calibration)
                         or real(raw, path, modules, calibration, *rest))
@@ -457,7 +457,7 @@ def test_keyword_called_model_calibrates_int8_on_the_batches_it_saw(tmp_path, mo
 @hf
 def test_onnx_deploy_takes_keyword_inputs_and_gives_dict_outputs(tmp_path):
     pytest.importorskip("onnxruntime")
-    from aup.compression.torch.deploy import agreement, export_onnx, load_deployed
+    from aup.compression.torch.deploy.settings import agreement, export_onnx, load_deployed
 
     model, x = _bert(), _ids()
     pruner = TransformerPruner(model, [{"head_sparsity": 0.5, "mlp_sparsity": 0.5, "op_types": ["default"]}])

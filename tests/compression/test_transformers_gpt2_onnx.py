@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from aup.compression import load_deployed
-from aup.compression.torch.artifact import call_with, output_tensors
+from aup.compression.torch.artifact.files import call_with, output_tensors
 from aup.compression.torch.pruners.heads import TransformerPruner
 from aup.compression.torch.pruners.magnitude import LevelPruner
 

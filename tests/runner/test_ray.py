@@ -86,7 +86,7 @@ def test_node_side_without_shared_storage_sends_output_and_saved_model_back(tmp_
             "script_rel": "train.py", "job_path": str(tmp_path / "runner" / "jobs" / "t-0.json"),
             "job_text": json.dumps(job), "workingdir": str(tmp_path / "runner"),
             "env": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}, "return_dirs": ["aup_models/t-0"]}
-    items = list(ray_launcher._run_on_node(spec))
+    items = list(ray_launcher.run_on_node(spec))
     log = b"".join(i.get("log", b"") for i in items)
     channel = b"".join(i.get("channel", b"") for i in items)
     assert b"hello from the node" in log and b'"result"' in channel
@@ -239,7 +239,7 @@ def test_node_side_reports_a_script_it_cannot_start(tmp_path: Path, monkeypatch:
     spec = {"command": [str(tmp_path / "missing-program")], "python": False, "script_rel": None,
             "job_path": str(tmp_path / "elsewhere" / "t-0.json"), "job_text": "{}", "workingdir": str(tmp_path),
             "env": {}, "return_dirs": []}
-    [item] = list(ray_launcher._run_on_node(spec))
+    [item] = list(ray_launcher.run_on_node(spec))
     assert item["exit"] == 127 and b"cannot start" in item["log"] and b"missing-program" in item["log"]
 
 

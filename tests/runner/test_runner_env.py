@@ -59,8 +59,8 @@ def test_ray_node_without_shared_storage_moves_aups_keras_home_to_its_copy(tmp_p
     spec = {"command": ["/not/the/runner/python", "/runner/only/train.py"], "python": True, "script_rel": "train.py",
             "job_path": str(runner_dir / "jobs" / "t-0.json"), "job_text": "{}", "workingdir": str(runner_dir),
             "env": {"KERAS_HOME": str(runner_dir / ".aup" / "cache" / "keras")}, "return_dirs": []}
-    log = b"".join(item.get("log", b"") for item in ray_launcher._run_on_node(spec)).decode()
+    log = b"".join(item.get("log", b"") for item in ray_launcher.run_on_node(spec)).decode()
     assert f"KERAS_HOME={os.path.join(os.getcwd(), '.aup', 'cache', 'keras')}" in log
     spec["env"] = {"KERAS_HOME": str(tmp_path / "mine")}  # the user's own setting travels unchanged
-    log = b"".join(item.get("log", b"") for item in ray_launcher._run_on_node(spec)).decode()
+    log = b"".join(item.get("log", b"") for item in ray_launcher.run_on_node(spec)).decode()
     assert f"KERAS_HOME={tmp_path / 'mine'}" in log

@@ -26,8 +26,8 @@ from typing import Any, Mapping
 import keras
 import numpy as np
 
-from .config_list import iter_layers, layer_weight, to_numpy
-from .masking import attach_mask, detach_mask, mask_of, set_layer_constraint
+from aup.compression.tensorflow.config_list import iter_layers, layer_weight, to_numpy
+from aup.compression.tensorflow.masking import attach_mask, detach_mask, mask_of, set_layer_constraint
 
 __all__ = ["FORMAT", "VERSION", "save_artifact", "read_artifact", "load_compressed", "save_masks", "restore_masks", "unmasked"]
 

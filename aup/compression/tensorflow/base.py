@@ -20,10 +20,10 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 
-from ..lifecycle import TrainingLifecycle
-from . import artifact, measure
-from .config_list import LayerConfig, layer_weight, to_numpy, validate_against_model
-from .masking import MaskConstraint, attach_mask
+from aup.compression.lifecycle import TrainingLifecycle
+from aup.compression.tensorflow import artifact, measure
+from aup.compression.tensorflow.config_list import LayerConfig, layer_weight, to_numpy, validate_against_model
+from aup.compression.tensorflow.masking import MaskConstraint, attach_mask
 
 logger = logging.getLogger(__name__)
 

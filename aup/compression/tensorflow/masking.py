@@ -20,7 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from .config_list import to_numpy
+from aup.compression.tensorflow.config_list import to_numpy
 
 __all__ = ["MaskConstraint", "attach_mask", "detach_mask", "mask_of", "set_layer_constraint"]
 

@@ -28,7 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from .config_list import iter_layers, layer_weight, to_numpy
+from aup.compression.tensorflow.config_list import iter_layers, layer_weight, to_numpy
 
 __all__ = ["measure_model", "count_flops_params", "layer_sparsity", "example_input_for", "latency_ms"]
 
@@ -194,7 +194,7 @@ def measure_model(model: keras.Model, example_input: Any = None, *, compressed: 
     prunable weight). Without an example input (and no known input shape) ``macs`` and
     ``latency_ms`` are left out rather than guessed.
     """
-    from .artifact import save_artifact
+    from aup.compression.tensorflow.artifact import save_artifact
 
     if compressed is None:
         compressed = {}

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 
-from .base import KerasPruner
+from aup.compression.tensorflow.base import KerasPruner
 
 __all__ = ["LevelPruner", "smallest_magnitude_mask"]
 

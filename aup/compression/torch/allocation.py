@@ -33,9 +33,9 @@ from torch import nn
 from aup.compression import catalog
 from aup.compression.allocation import ATTR, PROFILE_ATTR, Allocation, allocate, is_dense, parse_allocation
 
-from .analysis import BASE_ALGOS, WEIGHT_ALGOS, SensitivityAnalysis
-from .baseline import baseline_file, model_fingerprint
-from .config_list import ModuleCheck, validate_against_model
+from aup.compression.torch.analysis import BASE_ALGOS, WEIGHT_ALGOS, SensitivityAnalysis
+from aup.compression.torch.deploy.baseline import baseline_file, model_fingerprint
+from aup.compression.torch.config_list import ModuleCheck, validate_against_model
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def _output(value: Any) -> torch.Tensor:
 @contextlib.contextmanager
 def _quiet_recorders(model: nn.Module) -> Any:
     """The profile's forward passes are not calibration data (another compressor's recorder)."""
-    from .calibration import CalibrationRecorder
+    from aup.compression.torch.deploy.calibration import CalibrationRecorder
 
     hooks = [h for h in model._forward_pre_hooks.values() if isinstance(h, CalibrationRecorder)]
     for hook in hooks:

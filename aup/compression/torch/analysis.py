@@ -26,8 +26,8 @@ from torch import nn
 import aup.compression.catalog as catalog
 import aup.compression.registry as registry
 
-from .base import count_flops_params
-from .pruners.dependency import ChannelDependency
+from aup.compression.torch.base import count_flops_params
+from aup.compression.torch.graph.dependency import ChannelDependency
 
 __all__ = [
     "SensitivityAnalysis", "ChannelDependency", "count_flops_params",

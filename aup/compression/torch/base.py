@@ -20,10 +20,10 @@ from torch import nn
 
 from aup.metrics import SIZE_MISSING
 
-from ..lifecycle import TrainingLifecycle
-from .baseline import baseline_artifact, baseline_metrics, snapshot_baseline
-from .deploy import CalibrationRecorder, DeploySettings
-from .deployed_metrics import deployed_file_metrics
+from aup.compression.lifecycle import TrainingLifecycle
+from aup.compression.torch.deploy.baseline import baseline_artifact, baseline_metrics, snapshot_baseline
+from aup.compression.torch.deploy.settings import CalibrationRecorder, DeploySettings
+from aup.compression.torch.deploy.metrics import deployed_file_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class Compressor(TrainingLifecycle):
     # ------------------------------------------------------------------ distillation
     def set_distillation(self, options: Any, teacher: nn.Module | None) -> None:
         """Use ``teacher`` (the dense snapshot) with ``options`` (``DistillOptions``) in :meth:`distill_loss`."""
-        from .distill import Distiller
+        from aup.compression.torch.distill import Distiller
 
         if self.distiller is not None:
             self.distiller.remove()
@@ -132,7 +132,7 @@ class Compressor(TrainingLifecycle):
         ``create_compressor`` does this from the experiment's ``distill`` options."""
         from aup.compression.distill_spec import parse_distill
 
-        from .baseline import dense_snapshot
+        from aup.compression.torch.deploy.baseline import dense_snapshot
 
         options = parse_distill({"alpha": alpha, "temperature": temperature, "layers": list(layers)
                                  if not isinstance(layers, dict) else dict(layers), "layer_weight": layer_weight},
@@ -215,6 +215,13 @@ class Compressor(TrainingLifecycle):
         return {M.DISTILL_ALPHA: options.alpha, **({M.DISTILL_TEMPERATURE: options.temperature} if options.active else {})}
 
     # ------------------------------------------------------------------ deployment
+    def removes_whole_channels(self) -> bool:
+        """Whether this compressor is a structured pruner (whole filters/channels go, so the model can
+        be physically shrunk): a catalog fact, never guessed from the name."""
+        from aup.compression import catalog
+
+        return catalog.is_structured(self.framework, self.compression_type, self.compressor_name)
+
     def quantizes(self) -> bool:
         """Whether this compressor quantizes (its deployable artifact is then int8 by default)."""
         return False
@@ -223,7 +230,7 @@ class Compressor(TrainingLifecycle):
         """The experiment's ``deploy`` setting; without one, int8 ONNX for quantizers when ORT is installed."""
         if self.deploy_settings is not _UNSET:
             return self.deploy_settings
-        from .deploy import ort_available
+        from aup.compression.torch.deploy.settings import ort_available
 
         return DeploySettings() if self.quantizes() and ort_available() else None
 
@@ -237,7 +244,7 @@ class Compressor(TrainingLifecycle):
         """Write the deployable ONNX artifact (structured pruning shrunk, quantized layers at their bits:
         int8 QDQ, MatMulNBits / 4-bit convolution codes, or float; :mod:`.ort_mixed`) and record what
         each layer was stored as in ``self.shipped_precision``."""
-        from .deploy import export_onnx
+        from aup.compression.torch.deploy.settings import export_onnx
 
         settings = settings or self.effective_deploy() or DeploySettings()
         example = self.example_input(example_input)
@@ -266,7 +273,7 @@ class Compressor(TrainingLifecycle):
     def _shipped_record(self, model: nn.Module, shipped: dict[str, Any]) -> dict[str, Any]:
         """What the deployed file stores per layer, its parameter-weighted ``weight_bits`` and a one-line
         note when an asked precision could not be shipped as asked (ort_mixed's table)."""
-        from .ort_mixed import precision_note, shipped_weight_bits
+        from aup.compression.torch.deploy.mixed import precision_note, shipped_weight_bits
 
         asked = self.asked_weight_bits()
         for module, bits in asked.items():
@@ -367,8 +374,8 @@ class Compressor(TrainingLifecycle):
         """``latency_ms`` (torch) timed interleaved with the dense snapshot (``latency.interleaved``)."""
         from aup.metrics import LATENCY_MS, LATENCY_MS_TORCH
 
-        from .latency import interleaved, torch_caller
-        from .measure import LATENCY_THREADS
+        from aup.compression.torch.deploy.latency import interleaved, torch_caller
+        from aup.compression.torch.measure import LATENCY_THREADS
 
         artifact = baseline_artifact(example, None)
         if artifact is None or artifact[1] is self.model:
@@ -441,7 +448,7 @@ class Compressor(TrainingLifecycle):
 
     def _no_latency_note(self) -> str:
         """Why a quantized model has no ``latency_ms``: the export failed, or ORT is missing."""
-        from .deploy import ort_available
+        from aup.compression.torch.deploy.settings import ort_available
 
         note = "aup: no latency_ms for this quantized model (timing its fake quantization in torch would not show " \
                "the deployed speed); "

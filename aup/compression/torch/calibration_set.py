@@ -1,7 +1,7 @@
 """Where a one-shot compressor's calibration batches come from (Wanda, SparseGPT, GPTQ).
 
 In order: the ``calibration`` argument (an explicit set of batches); else the batches the trial's
-model already ran on, kept by aup's :class:`~aup.compression.torch.calibration.CalibrationRecorder`
+model already ran on, kept by aup's :class:`~aup.compression.torch.deploy.calibration.CalibrationRecorder`
 (at least ``n_calibration_batches`` of them); else the ``dummy_input``. Without any, the compressor
 waits: it computes once the model has seen enough batches (at ``step()`` / an optimizer step, or at
 export). A batch is a tensor, a tuple of positional tensors, or a dict of keyword tensors

@@ -47,7 +47,7 @@ def logits_of(outputs: Any) -> torch.Tensor:
         return logits
     if isinstance(outputs, Mapping) and isinstance(outputs.get("logits"), torch.Tensor):
         return outputs["logits"]
-    from .measure import first_tensor
+    from aup.compression.torch.measure import first_tensor
 
     return first_tensor(outputs)
 

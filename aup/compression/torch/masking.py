@@ -28,7 +28,7 @@ Masks = dict[str, dict[str, "torch.Tensor | None"]]
 MASKABLE = ("weight", "bias")
 
 
-class _ForwardMask:
+class ForwardMask:
     """Forward pre-hook: zero the module's masked parameters before it runs."""
 
     def __init__(self, store: "MaskStore", name: str) -> None:
@@ -103,7 +103,7 @@ class MaskStore:
                 self._handles.append(param.register_hook(_GradMask(self, name, key)))
             else:
                 self.masks[name][key] = None
-        self._handles.append(module.register_forward_pre_hook(_ForwardMask(self, name)))
+        self._handles.append(module.register_forward_pre_hook(ForwardMask(self, name)))
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """Re-apply all masks after each ``optimizer.step()`` (weight decay moves zeros)."""

@@ -17,7 +17,7 @@ Every number is measured on the model or file as it exists, never estimated from
   weights on the (now zero) channel until the model is shrunk: that is the honest cost of a masked
   model, and the reason to shrink.
 - ``model_bytes`` / ``model_bytes_gzip``: size of the exported artifact (``artifact_path``), or
-  of a temporary artifact written by :func:`aup.compression.torch.artifact.save_artifact`;
+  of a temporary artifact written by :func:`aup.compression.torch.artifact.files.save_artifact`;
   gzip at level 6.
 - ``sparsity``: fraction of zero weights over ``compressed_modules`` (default: every conv/linear).
 - ``weight_bits``: stored bits per parameter, averaged over all parameters: ``quant_bits``
@@ -308,16 +308,16 @@ def _weight_bits(model: nn.Module, quant_bits: Mapping[str, int]) -> float:
 def _file_sizes(model: nn.Module, example_input: Any, masks: Masks,
                 artifact_path: str | os.PathLike | None) -> dict[str, float]:
     if artifact_path is not None:
-        return _sizes_of(artifact_path)
-    from .artifact import save_artifact
+        return sizes_of(artifact_path)
+    from aup.compression.torch.artifact.files import save_artifact
 
     with tempfile.TemporaryDirectory(prefix="aup-measure-") as tmp:
         path = os.path.join(tmp, "model.aup")
         save_artifact(path, model, example_input=example_input, masks=masks, verify=False)
-        return _sizes_of(path)
+        return sizes_of(path)
 
 
-def _sizes_of(path: str | os.PathLike) -> dict[str, float]:
+def sizes_of(path: str | os.PathLike) -> dict[str, float]:
     with open(path, "rb") as fh:
         data = fh.read()
     return {"model_bytes": float(len(data)), "model_bytes_gzip": float(len(gzip.compress(data, 6, mtime=0)))}
@@ -329,7 +329,7 @@ def _sizes_of(path: str | os.PathLike) -> dict[str, float]:
 def latency_ms(model: nn.Module, example_input: Any, runs: int = 20, warmup: int = 3,
                threads: int = LATENCY_THREADS) -> float:
     """Median wall time (ms) of one batch-1 forward pass, eval mode, fixed threads."""
-    x = _first_sample(example_input)
+    x = first_sample(example_input)
     previous = torch.get_num_threads()
     was_training = model.training
     torch.set_num_threads(threads)
@@ -348,11 +348,11 @@ def latency_ms(model: nn.Module, example_input: Any, runs: int = 20, warmup: int
     return float(statistics.median(times))
 
 
-def _first_sample(x: Any) -> Any:
+def first_sample(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return x[:1] if x.dim() else x
     if isinstance(x, Mapping):
-        return {k: _first_sample(v) for k, v in x.items()}
+        return {k: first_sample(v) for k, v in x.items()}
     if isinstance(x, (tuple, list)):
-        return type(x)(_first_sample(v) for v in x)
+        return type(x)(first_sample(v) for v in x)
     return x

@@ -27,11 +27,10 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-import aup.compression.catalog as catalog
 from aup.compression.spec import CompressionSpec, build_stage, resolve_class
 
-from .base import Compressor, ignore_export_arguments
-from .masking import Masks
+from aup.compression.torch.base import Compressor, ignore_export_arguments
+from aup.compression.torch.masking import Masks
 
 __all__ = ["PipelineCompressor"]
 
@@ -89,7 +88,7 @@ class PipelineCompressor(Compressor):
             stage.compress()
             self.stages.append(stage)
             later_quant = any(s.compression_type == "quantization" for s in self.specs[index + 1:])
-            if later_quant and _structured(stage):
+            if later_quant and stage.removes_whole_channels():
                 self._shrink_before_quantizing(index, stage)
         self.compressed = True
         return self.model
@@ -195,13 +194,13 @@ class PipelineCompressor(Compressor):
         """Shrink the structured pruning stages that are not shrunk yet (before any quantizer)."""
         if self._quantizer() is not None:
             for stage in self._pruners():
-                if _structured(stage) and not stage.speedup_applied:
+                if stage.removes_whole_channels() and not stage.speedup_applied:
                     raise ValueError("apply_speedup: the quantizer is already attached; structured stages are "
                                      "shrunk in compress() when dummy_input is given")
             return self.model
         before = {id(p): name for name, p in self.model.named_parameters()}
         for stage in self._pruners():
-            if _structured(stage) and not stage.speedup_applied:
+            if stage.removes_whole_channels() and not stage.speedup_applied:
                 stage.apply_speedup(dummy_input)
         if self.optimizer is not None:
             _retarget(self.optimizer, before, dict(self.model.named_parameters()))
@@ -240,7 +239,7 @@ class PipelineCompressor(Compressor):
                             lambda path: self._write_packed(path, example, masks))
 
     def _write_packed(self, path: str, example: Any, masks: Masks) -> dict[str, Any] | None:
-        from aup.compression.torch.artifact import save_artifact
+        from aup.compression.torch.artifact.files import save_artifact
 
         meta = {"compressor": "pipeline", "framework": self.framework, "compression_type": "pipeline",
                 "stages": [{"compressor": s.compressor, "compression_type": s.compression_type,
@@ -274,13 +273,13 @@ class PipelineCompressor(Compressor):
             with quantizer.deployable() as exported:
                 yield exported
             return
-        pending = [s for s in self._pruners() if _structured(s) and not s.speedup_applied]
+        pending = [s for s in self._pruners() if s.removes_whole_channels() and not s.speedup_applied]
         if not pending:
             yield self.model, None, {}
             return
-        from aup.compression.torch.shrink import shrink_model
+        from aup.compression.torch.shrink.core import shrink_model
 
-        from .deploy import clean_copy
+        from aup.compression.torch.deploy.settings import clean_copy
 
         clone = clean_copy(self.model)
         try:
@@ -289,11 +288,6 @@ class PipelineCompressor(Compressor):
             warnings.warn(f"pipeline: exporting the masked model, the shrink failed: {exc}", stacklevel=3)
             clone = clean_copy(self.model)
         yield clone, None, {}
-
-
-def _structured(stage: Compressor) -> bool:
-    """Pruners that remove whole filters/channels (so that a physical shrink is possible)."""
-    return catalog.is_structured(stage.framework, stage.compression_type, stage.compressor_name)
 
 
 def _both(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from .quantization.primitives import quantize_affine
+from aup.compression.torch.quantization.primitives import quantize_affine
 
 __all__ = ["quantization_sensitivity", "quantization_sensitivity_once", "profile_file"]
 
@@ -75,7 +75,7 @@ def quantization_sensitivity(model: nn.Module, evaluate: Callable[[nn.Module], f
 
 def profile_file() -> str | None:
     """``<jobs folder>/<experiment>.quant_sensitivity.json`` inside a trial, None outside one."""
-    from .baseline import baseline_file
+    from aup.compression.torch.deploy.baseline import baseline_file
 
     path = baseline_file()
     return None if path is None else path[: -len(".baseline.json")] + ".quant_sensitivity.json"

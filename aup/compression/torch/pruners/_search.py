@@ -31,10 +31,10 @@ from torch import nn
 import aup.compression.catalog as catalog
 import aup.compression.registry as registry
 
-from ..deploy import CalibrationRecorder
-from ..masking import MaskStore
-from .base import Pruner
-from .schedule import CriterionSchedule
+from aup.compression.torch.deploy.settings import CalibrationRecorder
+from aup.compression.torch.masking import MaskStore
+from aup.compression.torch.pruners.base import Pruner
+from aup.compression.torch.pruners.schedule import CriterionSchedule
 
 logger = logging.getLogger("aup.compression.search")
 

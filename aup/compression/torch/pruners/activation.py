@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .structured import FilterPruner
+from aup.compression.torch.pruners.structured import FilterPruner
 
 __all__ = ["ActivationAPoZRankFilterPruner", "ActivationMeanRankFilterPruner"]
 

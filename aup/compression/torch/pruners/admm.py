@@ -30,9 +30,9 @@ from typing import Any, Callable, ClassVar, Mapping
 import torch
 from torch import nn
 
-from ..analysis import WEIGHT_ALGOS, base_pruner_class, progress
-from .base import Pruner
-from .schedule import CriterionSchedule
+from aup.compression.torch.analysis import WEIGHT_ALGOS, base_pruner_class, progress
+from aup.compression.torch.pruners.base import Pruner
+from aup.compression.torch.pruners.schedule import CriterionSchedule
 
 __all__ = ["ADMMPruner", "ADMMResult", "admm_optimize", "make_projection"]
 

@@ -26,9 +26,9 @@ from typing import Any, ClassVar, Mapping
 import torch
 from torch import nn
 
-from ..analysis import BASE_ALGOS, base_pruner_class
-from .base import Pruner
-from .schedule import CriterionSchedule
+from aup.compression.torch.analysis import BASE_ALGOS, base_pruner_class
+from aup.compression.torch.pruners.base import Pruner
+from aup.compression.torch.pruners.schedule import CriterionSchedule
 
 __all__ = ["AGPPruner", "agp_target_sparsity"]
 

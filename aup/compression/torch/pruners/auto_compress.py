@@ -25,11 +25,11 @@ from typing import Any, Callable, ClassVar, Mapping
 import torch
 from torch import nn
 
-from ._search import (
+from aup.compression.torch.pruners._search import (
     SearchPruner, check_callable, check_number, make_base_pruner, mask_with, progress, working_dir, write_json,
 )
-from .admm import admm_optimize
-from .simulated_annealing import SimulatedAnnealingPruner
+from aup.compression.torch.pruners.admm import admm_optimize
+from aup.compression.torch.pruners.simulated_annealing import SimulatedAnnealingPruner
 
 __all__ = ["AutoCompressPruner"]
 
@@ -122,7 +122,7 @@ class AutoCompressPruner(SearchPruner):
         pruner.masks.detach()
         torch.save(masks, os.path.join(round_dir, "mask.pth"))
         if self.base_algo != "level":
-            from aup.compression.torch.shrink import shrink_model
+            from aup.compression.torch.shrink.core import shrink_model
 
             self.shrink_report = shrink_model(self.model, masks, self.dummy_input)
             self.speedup_masks = masks

@@ -18,11 +18,11 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
-from ..base import Compressor, ignore_export_arguments
-from ..config_list import LayerConfig, validate_against_model
-from ..deploy import clean_copy
-from ..masking import Masks, MaskStore
-from .dependency import SharedGraph, following_batchnorms
+from aup.compression.torch.base import Compressor, ignore_export_arguments
+from aup.compression.torch.config_list import LayerConfig, validate_against_model
+from aup.compression.torch.deploy.settings import clean_copy
+from aup.compression.torch.masking import Masks, MaskStore
+from aup.compression.torch.graph.dependency import SharedGraph, following_batchnorms
 
 __all__ = ["Pruner"]
 
@@ -228,7 +228,7 @@ class Pruner(Compressor):
         """
         if self.speedup_applied:
             return self.model
-        from aup.compression.torch.shrink import shrink_model
+        from aup.compression.torch.shrink.core import shrink_model
 
         masks = self.masks.to_nni(copy=False)  # the store is detached now and never edits a mask in place
         self.masks.detach()
@@ -290,7 +290,6 @@ class Pruner(Compressor):
     @contextlib.contextmanager
     def deployable(self) -> Iterator[tuple[nn.Module, list[str] | None, dict[str, Any]]]:
         """The model to export: masked weights applied; structured masks shrunk in a clean copy."""
-        from ..pipeline import _structured
 
         masks = {} if self.speedup_applied else self.get_masks()
         if not masks:
@@ -298,8 +297,8 @@ class Pruner(Compressor):
             return
         self.masks.apply_all()
         clone = clean_copy(self.model)
-        if _structured(self):
-            from aup.compression.torch.shrink import shrink_model
+        if self.removes_whole_channels():
+            from aup.compression.torch.shrink.core import shrink_model
 
             try:
                 shrink_model(clone, masks, self.example_input())
@@ -317,7 +316,7 @@ class Pruner(Compressor):
             "config_list": self.config_list,
             "speedup_applied": self.speedup_applied,
         }
-        from aup.compression.torch.artifact import save_artifact
+        from aup.compression.torch.artifact.files import save_artifact
 
         save_artifact(path, self.model, example_input=example,
                       masks=None if self.speedup_applied else masks, meta=meta)

@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .structured import FilterPruner
+from aup.compression.torch.pruners.structured import FilterPruner
 
 __all__ = ["L1FilterPruner", "L2FilterPruner"]
 

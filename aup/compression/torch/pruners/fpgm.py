@@ -11,7 +11,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .structured import FilterPruner
+from aup.compression.torch.pruners.structured import FilterPruner
 
 __all__ = ["FPGMPruner", "distance_sums"]
 

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .magnitude import LevelPruner
+from aup.compression.torch.pruners.magnitude import LevelPruner
 
 __all__ = ["LotteryTicketPruner", "lottery_round_sparsity"]
 

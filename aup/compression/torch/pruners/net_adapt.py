@@ -39,7 +39,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import torch
 from torch import nn
 
-from ._search import (
+from aup.compression.torch.pruners._search import (
     SearchPruner, check_callable, check_choice, check_number, is_better, layer_units, progress, prune_copy,
     units_to_sparsity, working_dir, write_json,
 )

@@ -14,10 +14,10 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from ..calibration_set import CalibrationSource, eval_mode
-from ..layerwise import InputStats, get_weight, linear_check, sequential, set_weight, weight_layout
-from ..obs import parse_nm
-from .base import Pruner
+from aup.compression.torch.calibration_set import CalibrationSource, eval_mode
+from aup.compression.torch.layerwise import InputStats, get_weight, linear_check, sequential, set_weight, weight_layout
+from aup.compression.torch.obs import parse_nm
+from aup.compression.torch.pruners.base import Pruner
 
 __all__ = ["OneShotPruner"]
 

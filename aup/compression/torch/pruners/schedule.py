@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..masking import Masks
-from .base import Pruner
+from aup.compression.torch.masking import Masks
+from aup.compression.torch.pruners.base import Pruner
 
 __all__ = ["CriterionSchedule"]
 

@@ -36,8 +36,8 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..analysis import WEIGHT_ALGOS, SensitivityAnalysis, as_metric, base_pruner_class
-from .schedule import CriterionSchedule
+from aup.compression.torch.analysis import WEIGHT_ALGOS, SensitivityAnalysis, as_metric, base_pruner_class
+from aup.compression.torch.pruners.schedule import CriterionSchedule
 
 __all__ = ["SensitivityPruner", "max_prune_ratio", "MAX_PRUNE_RATIO_PER_ITER"]
 

@@ -35,7 +35,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 from torch import nn
 
-from ._search import (
+from aup.compression.torch.pruners._search import (
     SearchPruner, check_callable, check_choice, check_number, is_better, metropolis_accept, progress, prune_copy,
     working_dir, write_json,
 )

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .base import Pruner
+from aup.compression.torch.pruners.base import Pruner
 
 __all__ = ["SlimPruner", "MOST_OF_A_LAYER"]
 

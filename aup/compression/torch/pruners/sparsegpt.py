@@ -15,9 +15,9 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from ..layerwise import InputStats
-from ..obs import sparsegpt_prune
-from .one_shot import OneShotPruner
+from aup.compression.torch.layerwise import InputStats
+from aup.compression.torch.obs import sparsegpt_prune
+from aup.compression.torch.pruners.one_shot import OneShotPruner
 
 __all__ = ["SparseGPTPruner"]
 

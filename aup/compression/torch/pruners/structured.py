@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .base import Pruner
-from .dependency import conv_dependency_sets
-from ..masking import filter_mask, per_filter
+from aup.compression.torch.pruners.base import Pruner
+from aup.compression.torch.graph.dependency import conv_dependency_sets
+from aup.compression.torch.masking import filter_mask, per_filter
 
 __all__ = ["FilterPruner"]
 

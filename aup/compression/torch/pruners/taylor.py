@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .structured import FilterPruner
+from aup.compression.torch.pruners.structured import FilterPruner
 
 __all__ = ["TaylorFOWeightFilterPruner"]
 

@@ -11,9 +11,9 @@ from typing import ClassVar
 
 import torch
 
-from ..layerwise import InputStats
-from ..obs import wanda_mask
-from .one_shot import OneShotPruner
+from aup.compression.torch.layerwise import InputStats
+from aup.compression.torch.obs import wanda_mask
+from aup.compression.torch.pruners.one_shot import OneShotPruner
 
 __all__ = ["WandaPruner"]
 

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 import torch
 from torch import nn
 
-from ..base import Compressor, ignore_export_arguments
-from ..config_list import validate_against_model
-from .config import default_entries, quant_types_of, resolve_bits, validate_quant_config_list
-from .hooks import FastPathOff, WeightOverride, fast_path_owner, weight_reader
-from .primitives import QuantSpec
+from aup.compression.torch.base import Compressor, ignore_export_arguments
+from aup.compression.torch.config_list import validate_against_model
+from aup.compression.torch.quantization.config import default_entries, quant_types_of, resolve_bits, validate_quant_config_list
+from aup.compression.torch.quantization.hooks import FastPathOff, WeightOverride, fast_path_owner, weight_reader
+from aup.compression.torch.quantization.primitives import QuantSpec
 
 if TYPE_CHECKING:
-    from ..ort_nbits import WeightGrid
+    from aup.compression.torch.deploy.nbits import WeightGrid
 
 __all__ = ["QuantLayer", "Quantizer", "FLOAT_BITS"]
 
@@ -232,7 +232,7 @@ class Quantizer(Compressor):
     def weight_grid(self, module_name: str) -> WeightGrid | None:
         """The integer grid the deployed file stores ``module_name``'s weight on (one scale and zero point
         per tensor for aup's quantizers), or None when its weight is not quantized."""
-        from ..ort_nbits import per_row_grid
+        from aup.compression.torch.deploy.nbits import per_row_grid
 
         layer = next((lay for lay in self.layers if lay.name == module_name and "weight" in lay.quant_types), None)
         if layer is None:
@@ -255,12 +255,12 @@ class Quantizer(Compressor):
                      **ignored: Any) -> str:
         """Save the model with its quantized weights stored as ``bits``-wide integers plus scales.
 
-        Writes ``folder_name/model_path`` through ``aup.compression.torch.artifact.save_artifact``
+        Writes ``folder_name/model_path`` through ``aup.compression.torch.artifact.files.save_artifact``
         (the model's own parameter names; ``aup.compression.load_compressed`` rebuilds the model
         with its activation quantization attached); ``format="onnx"`` writes the deployable ONNX
         file instead, each quantized layer at its bits (5-8: real int8, ONNX Runtime static QDQ
         calibrated on batches the model saw; <= 4: 4-bit or 2-bit weights; 32: float; see
-        ``aup.compression.torch.ort_mixed``). ``mask_path`` and ``speedup`` apply to pruning only and are ignored.
+        ``aup.compression.torch.deploy.mixed``). ``mask_path`` and ``speedup`` apply to pruning only and are ignored.
         Inside an aup trial the measured size metrics (``weight_bits`` among them) are reported.
         Returns the file path.
         """
@@ -276,7 +276,7 @@ class Quantizer(Compressor):
             meta = {"compressor": self.compressor_name, "framework": self.framework,
                     "compression_type": self.compression_type, "config_list": self.config_list,
                     "activation_quant": specs, "weight_bits": self._weight_bits(bits)}
-            from ..artifact import save_artifact
+            from aup.compression.torch.artifact.files import save_artifact
 
             save_artifact(path, self.model, example_input=example, quant=quant, meta=meta)
         return bits
@@ -297,7 +297,7 @@ class Quantizer(Compressor):
         input to the next layer would move its values across the sign threshold (measured: 93% top-1
         agreement on digits instead of 100%).
         """
-        from .hooks import attach_activation_quant
+        from aup.compression.torch.quantization.hooks import attach_activation_quant
 
         low = {layer.name: layer.bits["weight"] for layer in self.layers if layer.bits.get("weight", 8) <= 4}
         int8 = [layer.name for layer in self.layers

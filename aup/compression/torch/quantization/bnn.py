@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import QuantLayer, Quantizer
-from .primitives import BINARY_SPEC, QuantSpec, binarize
+from aup.compression.torch.quantization.base import QuantLayer, Quantizer
+from aup.compression.torch.quantization.primitives import BINARY_SPEC, QuantSpec, binarize
 
 __all__ = ["BNNQuantizer"]
 

@@ -11,8 +11,8 @@ from typing import ClassVar
 
 import torch
 
-from .base import QuantLayer, Quantizer
-from .primitives import QuantSpec, dorefa_weight
+from aup.compression.torch.quantization.base import QuantLayer, Quantizer
+from aup.compression.torch.quantization.primitives import QuantSpec, dorefa_weight
 
 __all__ = ["DoReFaQuantizer"]
 

@@ -17,11 +17,11 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from ..calibration_set import CalibrationSource, eval_mode
-from ..layerwise import InputStats, sequential
-from ..obs import Grid, gptq_quantize
-from .base import QuantLayer
-from .weight_only import WeightOnlyQuantizer
+from aup.compression.torch.calibration_set import CalibrationSource, eval_mode
+from aup.compression.torch.layerwise import InputStats, sequential
+from aup.compression.torch.obs import Grid, gptq_quantize
+from aup.compression.torch.quantization.base import QuantLayer
+from aup.compression.torch.quantization.weight_only import WeightOnlyQuantizer
 
 __all__ = ["GPTQQuantizer"]
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from .primitives import binarize, fake_quant_affine
+from aup.compression.torch.quantization.primitives import binarize, fake_quant_affine
 
 __all__ = ["WeightOverride", "FastPathOff", "weight_reader", "fast_path_owner", "attach_activation_quant",
            "ActivationQuantHandle"]

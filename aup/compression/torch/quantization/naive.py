@@ -10,8 +10,8 @@ from typing import ClassVar
 
 import torch
 
-from .base import QuantLayer, Quantizer
-from .primitives import QuantSpec, fake_quant_symmetric, symmetric_scale
+from aup.compression.torch.quantization.base import QuantLayer, Quantizer
+from aup.compression.torch.quantization.primitives import QuantSpec, fake_quant_symmetric, symmetric_scale
 
 __all__ = ["NaiveQuantizer"]
 

@@ -31,8 +31,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import QuantLayer, Quantizer
-from .primitives import EMAObserver, QuantSpec, fake_quant_affine, quantize_affine
+from aup.compression.torch.quantization.base import QuantLayer, Quantizer
+from aup.compression.torch.quantization.primitives import EMAObserver, QuantSpec, fake_quant_affine, quantize_affine
 
 __all__ = ["QATQuantizer", "EMA_DECAY"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .weight_only import WeightOnlyQuantizer
+from aup.compression.torch.quantization.weight_only import WeightOnlyQuantizer
 
 __all__ = ["RTNQuantizer"]
 

@@ -21,8 +21,8 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
-from ..obs import Grid, grid_for, quantize_on_grid
-from .base import QuantLayer, Quantizer
+from aup.compression.torch.obs import Grid, grid_for, quantize_on_grid
+from aup.compression.torch.quantization.base import QuantLayer, Quantizer
 
 __all__ = ["GroupSpec", "WeightOnlyQuantizer", "DEFAULT_GROUP_SIZE"]
 
@@ -105,7 +105,7 @@ class WeightOnlyQuantizer(Quantizer):
         layer = next((layer for layer in self.layers if layer.name == module_name), None)
         if layer is None:
             return None
-        from ..ort_nbits import WeightGrid
+        from aup.compression.torch.deploy.nbits import WeightGrid
 
         grid = self.grid_of(layer, layer.module.weight.detach())
         return WeightGrid(bits=grid.bits, group_size=grid.group_size, scales=grid.scale.float(),

@@ -32,13 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._search import (
+from aup.compression.torch.pruners._search import (
     BASE_ALGOS, check_callable, check_choice, check_number, is_structured, make_base_pruner, progress, working_dir,
     write_json,
 )
-from ..base import Pruner
-from .agent import DDPG, Transition, truncated_normal
-from .env import ChannelPruningEnv, ChannelScore, PrunableLayer, analyse_model, next_layer_magnitude
+from aup.compression.torch.pruners.base import Pruner
+from aup.compression.torch.pruners.amc.agent import DDPG, Transition, truncated_normal
+from aup.compression.torch.pruners.amc.env import ChannelPruningEnv, ChannelScore, PrunableLayer, analyse_model, next_layer_magnitude
 
 __all__ = ["AMCPruner"]
 

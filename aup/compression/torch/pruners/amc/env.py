@@ -62,7 +62,7 @@ def analyse_model(model: nn.Module, dummy_input: Any, layer_names: Iterable[str]
     """Prunable layers among ``layer_names`` (forward order) and, for the others, why they are skipped."""
     import torch_pruning as tp
 
-    from ..dependency import build_graph
+    from aup.compression.torch.graph.dependency import build_graph
 
     graph = build_graph(model, dummy_input)
     names = {module: name for name, module in model.named_modules()}

@@ -37,9 +37,9 @@ Layout: :mod:`.blocks` (discovery per model family), :mod:`.scoring` (criteria, 
 :mod:`.unit_masks` (removed indices enforced by hooks), :mod:`.attention` (the shrunk torch
 attention), :mod:`.slicing` (physical shrink, verified) and :mod:`.pruner` (the compressor).
 """
-from .attention import HeadPrunedMultiheadAttention
-from .blocks import HeadBlock, MlpBlock, find_blocks
-from .pruner import TransformerPruner, importance_table
+from aup.compression.torch.pruners.transformer.attention import HeadPrunedMultiheadAttention
+from aup.compression.torch.pruners.transformer.blocks import HeadBlock, MlpBlock, find_blocks
+from aup.compression.torch.pruners.transformer.pruner import TransformerPruner, importance_table
 
 __all__ = ["TransformerPruner", "HeadPrunedMultiheadAttention", "find_blocks", "HeadBlock", "MlpBlock",
            "importance_table"]

@@ -14,12 +14,12 @@ from typing import Any, ClassVar, Iterator, Mapping
 import torch
 from torch import nn
 
-from ...base import Compressor, ignore_export_arguments
-from ...config_list import match_module
-from .blocks import HeadBlock, MlpBlock, Piece, block_key, find_blocks, pieces_of
-from .scoring import CRITERIA, removed_units, unit_importance
-from .slicing import shrink_blocks, shrink_verified
-from .unit_masks import UnitMasks, ZeroRows
+from aup.compression.torch.base import Compressor, ignore_export_arguments
+from aup.compression.torch.config_list import match_module
+from aup.compression.torch.pruners.transformer.blocks import HeadBlock, MlpBlock, Piece, block_key, find_blocks, pieces_of
+from aup.compression.torch.pruners.transformer.scoring import CRITERIA, removed_units, unit_importance
+from aup.compression.torch.pruners.transformer.slicing import shrink_blocks, shrink_verified
+from aup.compression.torch.pruners.transformer.unit_masks import UnitMasks, ZeroRows
 
 __all__ = ["TransformerPruner", "importance_table"]
 
@@ -205,7 +205,7 @@ class TransformerPruner(Compressor):
         if self.speedup_applied or not self.masks_calculated:
             yield self.model, None, {}
             return
-        from ...deploy import clean_copy
+        from aup.compression.torch.deploy.settings import clean_copy
 
         self.masks.apply_all()
         clone = clean_copy(self.model)
@@ -221,7 +221,7 @@ class TransformerPruner(Compressor):
                      **ignored: Any) -> str:
         """Write aup's artifact (shrunk with ``speedup``) or, with ``format="onnx"``, the deployable ONNX
         file of the shrunk model; optionally the NNI mask file."""
-        from ...artifact import save_artifact
+        from aup.compression.torch.artifact.files import save_artifact
 
         ignore_export_arguments(ignored)
         os.makedirs(folder_name, exist_ok=True)

@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from .blocks import HeadBlock, MlpBlock, Piece
+from aup.compression.torch.pruners.transformer.blocks import HeadBlock, MlpBlock, Piece
 
 __all__ = ["CRITERIA", "unit_importance", "removed_units"]
 

@@ -10,9 +10,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ...module_state import restore_modules, snapshot_modules
-from .attention import HeadPrunedMultiheadAttention
-from .blocks import HeadBlock, MlpBlock, Piece, block_key, find_blocks, is_conv1d
+from aup.compression.torch.shrink.module_state import restore_modules, snapshot_modules
+from aup.compression.torch.pruners.transformer.attention import HeadPrunedMultiheadAttention
+from aup.compression.torch.pruners.transformer.blocks import HeadBlock, MlpBlock, Piece, block_key, find_blocks, is_conv1d
 
 __all__ = ["shrink_blocks", "shrink_verified", "VERIFY_TOKENS"]
 
@@ -43,7 +43,7 @@ def shrink_verified(model: nn.Module, dummy_input: Any, blocks: Blocks, removed:
 
     Raises (model restored to its state before the call) if the outputs differ.
     """
-    from ...artifact import call_with, output_tensors
+    from aup.compression.torch.artifact.files import call_with, output_tensors
 
     probe = _verification_input(dummy_input)
     with torch.inference_mode():

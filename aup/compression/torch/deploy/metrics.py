@@ -23,13 +23,13 @@ def deployed_file_metrics(path: str, model: nn.Module | None, example: Any, batc
     (``latency.interleaved``): ``latency_ms``, ``baseline_latency_ms``, ``latency_ms_ratio`` and
     ``latency_ms_ratio_iqr`` all come from that one side-by-side run.
     """
-    from .deploy import agreement, load_deployed, ort_latency_ms
-    from .latency import interleaved, ort_caller
-    from .measure import LATENCY_THREADS, _sizes_of
-    from .ort_runtime import fitting_batches
+    from aup.compression.torch.deploy.settings import agreement, load_deployed, ort_latency_ms
+    from aup.compression.torch.deploy.latency import interleaved, ort_caller
+    from aup.compression.torch.measure import LATENCY_THREADS, sizes_of
+    from aup.compression.torch.deploy.runtime import fitting_batches
 
     deployed = load_deployed(path, threads=LATENCY_THREADS)
-    metrics = {**_sizes_of(path)}
+    metrics = {**sizes_of(path)}
     if baseline is None:
         metrics["latency_ms"] = ort_latency_ms(deployed, example)
     else:

@@ -57,7 +57,7 @@ def import_ort() -> Any:
 # ----------------------------------------------------------------------------- feeds
 
 
-def _as_args(example: Any) -> tuple[torch.Tensor, ...]:
+def as_args(example: Any) -> tuple[torch.Tensor, ...]:
     if isinstance(example, torch.Tensor):
         return (example,)
     if isinstance(example, (tuple, list)) and example and all(isinstance(x, torch.Tensor) for x in example):
@@ -66,9 +66,9 @@ def _as_args(example: Any) -> tuple[torch.Tensor, ...]:
                      f"got {type(example).__name__}")
 
 
-def _feed(batch: Any, names: list[str]) -> dict[str, Any]:
+def onnx_feed(batch: Any, names: list[str]) -> dict[str, Any]:
     """ONNX feeds of one batch: by name for dicts, else positionally; integer inputs keep their dtype."""
-    values = [batch[n] for n in names] if isinstance(batch, Mapping) else list(_as_args(batch))
+    values = [batch[n] for n in names] if isinstance(batch, Mapping) else list(as_args(batch))
     return {n: _array(v) for n, v in zip(names, values)}
 
 
@@ -87,7 +87,7 @@ def model_inputs(batch: Any, names: list[str], shapes: Sequence[Sequence[Any]] |
         values = list(batch.values())
     else:
         try:
-            values = list(_as_args(batch))
+            values = list(as_args(batch))
         except ValueError:
             return None
         if len(values) != len(names) or set(names) - set(onnx_input_names(len(names))):
@@ -243,7 +243,7 @@ def ort_latency_ms(deployed: DeployedModel, example_input: Any, runs: int = 20, 
     if isinstance(example_input, Mapping):
         feeds = deployed.feeds(**{k: v[:1] for k, v in example_input.items()})
     else:
-        feeds = deployed.feeds(*(x[:1] for x in _as_args(example_input)))
+        feeds = deployed.feeds(*(x[:1] for x in as_args(example_input)))
     run = deployed.session.run
     for _ in range(warmup):
         run(None, feeds)
@@ -260,7 +260,7 @@ def ort_latency_ms(deployed: DeployedModel, example_input: Any, runs: int = 20, 
 def agreement(deployed: DeployedModel, model: nn.Module, batches: Sequence[Any]) -> float:
     """Deployed vs in-memory model on ``batches`` (the deployed inputs, see :func:`model_inputs`):
     top-1 agreement for class scores ``[N, C>1]``, else the maximum absolute difference."""
-    from .measure import call_model, first_tensor
+    from aup.compression.torch.measure import call_model, first_tensor
 
     was_training = model.training
     model.eval()
@@ -273,7 +273,7 @@ def agreement(deployed: DeployedModel, model: nn.Module, batches: Sequence[Any])
                 ours = first_tensor(call_model(model, batch)).float()
                 theirs = first_tensor(deployed(**batch)).float()
             else:
-                args = _as_args(batch)
+                args = as_args(batch)
                 ours = first_tensor(call_model(model, args if len(args) > 1 else args[0])).float()
                 theirs = first_tensor(deployed(*args)).float()
             if ours.dim() == 2 and ours.shape[1] > 1:

@@ -17,9 +17,9 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from .calibration import CalibrationRecorder
-from .onnx_export import OPSET, export_onnx
-from .ort_runtime import (DeployedModel, agreement, import_ort, load_deployed, onnx_input_names, ort_available,
+from aup.compression.torch.deploy.calibration import CalibrationRecorder
+from aup.compression.torch.deploy.onnx_export import OPSET, export_onnx
+from aup.compression.torch.deploy.runtime import (DeployedModel, agreement, import_ort, load_deployed, onnx_input_names, ort_available,
                           ort_latency_ms)
 
 __all__ = ["DeploySettings", "CalibrationRecorder", "DeployedModel", "ort_available", "import_ort", "export_onnx",
@@ -69,11 +69,11 @@ class DeploySettings:
 
 def clean_copy(model: nn.Module) -> nn.Module:
     """A deep copy without aup's mask and recording pre-hooks (so it can be shrunk and traced)."""
-    from .masking import _ForwardMask
+    from aup.compression.torch.masking import ForwardMask
 
     clone = copy.deepcopy(model)
     for module in clone.modules():
         for key, hook in list(module._forward_pre_hooks.items()):
-            if isinstance(hook, (_ForwardMask, CalibrationRecorder)):
+            if isinstance(hook, (ForwardMask, CalibrationRecorder)):
                 del module._forward_pre_hooks[key]
     return clone

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .safe_names import MODULE_INTERNALS, UnsafeArtifact, check_identifier, class_path, resolve_class
+from aup.compression.torch.artifact.allowlist import MODULE_INTERNALS, UnsafeArtifact, check_identifier, class_path, resolve_class
 
 __all__ = ["is_hf_model", "describe_hf", "build_hf"]
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .ort_nbits import MSFT_DOMAIN, WeightGrid, int4_weight_nodes, matmul_nbits_nodes, rtn_grid
+from aup.compression.torch.deploy.nbits import MSFT_DOMAIN, WeightGrid, int4_weight_nodes, matmul_nbits_nodes, rtn_grid
 
 __all__ = ["low_bit_linears", "low_bit_convs", "precision_note", "shipped_weight_bits", "Shipped"]
 

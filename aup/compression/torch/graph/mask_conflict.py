@@ -4,7 +4,7 @@ Convs in one dependency set (their outputs are added, e.g. a residual block's la
 shortcut) can only lose a channel together. Masks computed layer by layer disagree there; this
 keeps, in every member of a set, each channel that *any* member keeps (NNI's rule: the union of the
 remaining channels), so a later shrink removes only the channels all members dropped. Sets come from
-:func:`aup.compression.torch.pruners.dependency.conv_dependency_sets` (torch-pruning's graph).
+:func:`aup.compression.torch.graph.dependency.conv_dependency_sets` (torch-pruning's graph).
 Fine-grained (element-wise) masks have no channel structure and are returned unchanged, as in NNI.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from aup.compression.torch.pruners.dependency import conv_dependency_sets
+from aup.compression.torch.graph.dependency import conv_dependency_sets
 
 Masks = dict[str, dict[str, Any]]
 

@@ -8,7 +8,7 @@ reloads without the user's class.  Hugging Face models are stored as Hugging Fac
 (class, config, weights, plus the per-layer sizes a shrink changed; :mod:`.hf_artifact`), so the
 internals of a new transformers release do not matter.  Other models fx cannot trace
 (data-dependent control flow) are described as a module tree whose classes must be importable.  The
-weights are stored through :mod:`aup.compression.torch.storage` (k-bit packed where ``quant`` says
+weights are stored through :mod:`aup.compression.torch.artifact.storage` (k-bit packed where ``quant`` says
 so, sparse where smaller), so the file size on disk is the honest ``model_bytes``.
 
 File layout: a `safetensors <https://huggingface.co/docs/safetensors>`_ file.  Its JSON header's
@@ -34,9 +34,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .hf_artifact import build_hf, describe_hf, is_hf_model
-from .safe_codec import Decoder, Encoder, UnsafeArtifact
-from .storage import decode_tensor, encode_tensor
+from aup.compression.torch.artifact.hugging_face import build_hf, describe_hf, is_hf_model
+from aup.compression.torch.artifact.codec import Decoder, Encoder, UnsafeArtifact
+from aup.compression.torch.artifact.storage import decode_tensor, encode_tensor
 
 __all__ = ["FORMAT", "VERSION", "save_artifact", "load_compressed", "read_artifact", "save_masks",
            "UnsafeArtifact"]
@@ -146,7 +146,7 @@ def _finish(module: nn.Module, meta: dict[str, Any]) -> nn.Module:
     module.eval()
     specs = meta.get("activation_quant")
     if specs:
-        from .quantization import attach_activation_quant
+        from aup.compression.torch.quantization import attach_activation_quant
 
         module.aup_activation_quant = attach_activation_quant(module, specs)
     module.aup_meta = meta

@@ -39,13 +39,13 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .masking import per_filter
-from .measure import call_model, first_tensor
-from .module_state import snapshot_modules
-from .shrink_check import _verify
-from .shrink_graph import _build_graph, _pruning_group
-from .shrink_report import Masks, ShrinkError, ShrinkReport, _finish_report
-from .zero_channels import _CHANNELWISE, _AllTrue, _is_source, _is_tp_op, _zero_channels
+from aup.compression.torch.masking import per_filter
+from aup.compression.torch.measure import call_model, first_tensor
+from aup.compression.torch.shrink.module_state import snapshot_modules
+from aup.compression.torch.shrink.check import verify
+from aup.compression.torch.shrink.graph import build_graph, pruning_group
+from aup.compression.torch.shrink.report import Masks, ShrinkError, ShrinkReport, finish_report
+from aup.compression.torch.shrink.zero_channels import CHANNELWISE, AllTrue, is_source, is_tp_op, zero_channels
 
 __all__ = ["ShrinkError", "ShrinkReport", "shrink_model"]
 
@@ -82,7 +82,7 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
         _apply_masks(modules, masks)
         captured: dict[str, torch.Tensor] = {}
         if graph is None:
-            graph = _build_graph(tp, model, dummy_input, captured, report, masks)
+            graph = build_graph(tp, model, dummy_input, captured, report, masks)
         if graph is not None and "out" not in captured:
             check_start = time.perf_counter()
             with torch.inference_mode():  # the masked model's reference output
@@ -93,11 +93,11 @@ def shrink_model(model: nn.Module, masks: Masks, dummy_input: Any, atol: float =
         else:
             snapshot = snapshot_modules(model)
             removed_out, removed_in = _prune_groups(tp, graph, model, modules, masks, report)
-            _finish_report(report, modules, masks, removed_out, removed_in, snapshot)
+            finish_report(report, modules, masks, removed_out, removed_in, snapshot)
             if removed_out:
                 check_start = time.perf_counter()
                 with torch.inference_mode():  # the check needs no autograd graph
-                    _verify(model, dummy_input, captured["out"], atol, report, snapshot, removed_out)
+                    verify(model, dummy_input, captured["out"], atol, report, snapshot, removed_out)
                 report.check_seconds += time.perf_counter() - check_start
     finally:
         _MASKED_CACHE.clear()
@@ -161,7 +161,7 @@ def _prune_groups(tp: Any, graph: Any, model: nn.Module, modules: Mapping[str, n
             report.kept_dense[name] = f"{type(module).__name__} has no prunable output channels in torch-pruning"
             continue
         try:
-            group = _pruning_group(graph, module, pruner.prune_out_channels, channels)
+            group = pruning_group(graph, module, pruner.prune_out_channels, channels)
             producers = [item for item in group if graph.is_out_channel_pruning_fn(item.dep.handler)]
             visited.update(item.dep.target.module for item in producers)
             idxs = _removable(graph, group, producers, names, masks, report, channels)
@@ -190,16 +190,16 @@ def _removable(graph: Any, group: Any, producers: list[Any], names: Mapping[nn.M
     candidates = set(range(channels))
     blockers: dict[str, None] = {}  # producers that kept channels some masked layer had zeroed
     masked_roots = _masked_roots(producers, names, masks)
-    has_source = any(_is_source(i.dep.target.module) for i in producers)
+    has_source = any(is_source(i.dep.target.module) for i in producers)
     # masked layers first: most groups are settled (nothing removable) after the first check
     for item in sorted(producers, key=lambda i: names.get(i.dep.target.module) not in masks):
         module = item.dep.target.module
-        zero, reason = _zero_channels(module, has_source, _masked_out_local(module, masks, names.get(module)))
+        zero, reason = zero_channels(module, has_source, _masked_out_local(module, masks, names.get(module)))
         if reason is not None:
             for n in masked_names:
                 report.kept_dense[n] = f"shares channels with {names.get(module, item.dep.target.name)}: {reason}"
             return []
-        if not isinstance(zero, _AllTrue):
+        if not isinstance(zero, AllTrue):
             blocked = set(_roots_where(item, (~zero).tolist()))
             if blocked & masked_roots & candidates:
                 blockers[names.get(module, item.dep.target.name)] = None
@@ -217,7 +217,7 @@ _MASKED_CACHE: dict[int, list[bool] | None] = {}
 
 def _masked_out_local(module: nn.Module, masks: Masks, name: str | None) -> list[bool] | None:
     """Per output channel of a masked layer: is its whole weight masked?  (Cached per shrink call.)"""
-    if name not in masks or not isinstance(module, _CHANNELWISE):
+    if name not in masks or not isinstance(module, CHANNELWISE):
         return None
     mask = masks[name].get("weight")
     if mask is None or mask.dim() == 0:
@@ -262,7 +262,7 @@ def _prune(graph: Any, group: Any, idxs: list[int], removed_out: dict[nn.Module,
     sub = _sub_group(graph, group, set(idxs))
     for item in sub:
         module = item.dep.target.module
-        if not isinstance(module, nn.Module) or _is_tp_op(module):
+        if not isinstance(module, nn.Module) or is_tp_op(module):
             continue
         target = removed_out if graph.is_out_channel_pruning_fn(item.dep.handler) else removed_in
         target.setdefault(module, []).extend(item.idxs)

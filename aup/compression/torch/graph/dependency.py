@@ -16,7 +16,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from .meta_trace import meta_graph
+from aup.compression.torch.graph.meta_trace import meta_graph
 
 
 def build_graph(model: nn.Module, dummy_input: Any) -> tp.DependencyGraph:

@@ -9,17 +9,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .measure import call_model, first_tensor
-from .shrink_report import Masks, ShrinkReport
+from aup.compression.torch.measure import call_model, first_tensor
+from aup.compression.torch.shrink.report import Masks, ShrinkReport
 
-logger = logging.getLogger("aup.compression.torch.shrink")
+logger = logging.getLogger("aup.compression.torch.shrink.core")
 
 
-def _build_graph(tp: Any, model: nn.Module, dummy_input: Any, captured: dict[str, torch.Tensor],
+def build_graph(tp: Any, model: nn.Module, dummy_input: Any, captured: dict[str, torch.Tensor],
                  report: ShrinkReport, masks: Masks) -> Any:
     """The graph on the meta device (no forward computed), else traced for real: then the trace's
     forward pass also gives the masked model's reference output."""
-    from .pruners.dependency import meta_graph
+    from aup.compression.torch.graph.dependency import meta_graph
 
     graph = meta_graph(model, dummy_input)
     if graph is not None:
@@ -43,10 +43,10 @@ def _build_graph(tp: Any, model: nn.Module, dummy_input: Any, captured: dict[str
 
 
 
-def _pruning_group(graph: Any, module: nn.Module, handler: Any, channels: int) -> Any:
+def pruning_group(graph: Any, module: nn.Module, handler: Any, channels: int) -> Any:
     """The full-channel group of ``module``: computed by the dependency analysis of the masks when
     it was (``dependency.cached_group``, used once), else now."""
-    from .pruners.dependency import cached_group
+    from aup.compression.torch.graph.dependency import cached_group
 
     group = cached_group(graph, module, handler, channels)
     return group if group is not None else graph.get_pruning_group(module, handler, list(range(channels)))

@@ -7,13 +7,13 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .measure import call_model, first_tensor
-from .module_state import ModuleState, restore_modules
-from .shrink_report import ShrinkError, ShrinkReport, _drop
-from .zero_channels import _CHANNELWISE
+from aup.compression.torch.measure import call_model, first_tensor
+from aup.compression.torch.shrink.module_state import ModuleState, restore_modules
+from aup.compression.torch.shrink.report import ShrinkError, ShrinkReport, drop_indices
+from aup.compression.torch.shrink.zero_channels import CHANNELWISE
 
 
-def _verify(model: nn.Module, dummy_input: Any, reference: torch.Tensor, atol: float, report: ShrinkReport,
+def verify(model: nn.Module, dummy_input: Any, reference: torch.Tensor, atol: float, report: ShrinkReport,
             snapshot: Mapping[nn.Module, ModuleState], removed_out: Mapping[nn.Module, list[int]]) -> None:
     out = first_tensor(call_model(model, dummy_input))
     if out.shape != reference.shape:
@@ -40,7 +40,7 @@ def _layer_summaries(model: nn.Module, dummy_input: Any) -> dict[str, torch.Tens
 
     handles = []
     for name, module in model.named_modules():
-        if isinstance(module, _CHANNELWISE):
+        if isinstance(module, CHANNELWISE):
             handles.append(module.register_forward_hook(lambda m, i, o, name=name: record(m, i, o, name)))
     try:
         call_model(model, dummy_input)
@@ -63,7 +63,7 @@ def _first_difference(model: nn.Module, masked: Mapping[str, torch.Tensor], shru
     for name, ref in masked.items():  # dicts keep execution order
         if name not in shrunk:
             return name
-        ref = _drop(ref, 0, removed_out.get(modules[name], []))
+        ref = drop_indices(ref, 0, removed_out.get(modules[name], []))
         if ref.shape != shrunk[name].shape or float((ref - shrunk[name]).abs().max()) > atol:
             return name
     return "(none of the conv/linear/norm layers; the difference arises after them)"

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .safe_names import (FX_OPS, HF_ATTENTION, MODULE_INTERNALS, TENSOR_METHODS, UnsafeArtifact, check_getattr,
+from aup.compression.torch.artifact.allowlist import (FX_OPS, HF_ATTENTION, MODULE_INTERNALS, TENSOR_METHODS, UnsafeArtifact, check_getattr,
                          check_identifier, class_path, function_name, hf_config_base, resolve_class,
                          resolve_function)
 

@@ -8,8 +8,8 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from .module_state import ModuleState
-from .zero_channels import _is_depthwise
+from aup.compression.torch.shrink.module_state import ModuleState
+from aup.compression.torch.shrink.zero_channels import is_depthwise
 
 __all__ = ["ShrinkError", "ShrinkReport"]
 
@@ -60,7 +60,7 @@ class ShrinkReport:
         }
 
 
-def _finish_report(report: ShrinkReport, modules: Mapping[str, nn.Module], masks: Masks,
+def finish_report(report: ShrinkReport, modules: Mapping[str, nn.Module], masks: Masks,
                    removed_out: Mapping[nn.Module, list[int]], removed_in: Mapping[nn.Module, list[int]],
                    snapshot: Mapping[nn.Module, ModuleState]) -> None:
     for name, module in modules.items():
@@ -92,16 +92,16 @@ def _slice_entry(module: nn.Module, entry: Mapping[str, torch.Tensor | None], ou
             continue
         sliced = mask.detach()
         out_dim, in_dim = (1, 0) if transposed and key == "weight" else (0, 1)
-        sliced = _drop(sliced, out_dim, out_idx)
-        if key == "weight" and sliced.dim() > 1 and not _is_depthwise(module):
-            sliced = _drop(sliced, in_dim, in_idx)
+        sliced = drop_indices(sliced, out_dim, out_idx)
+        if key == "weight" and sliced.dim() > 1 and not is_depthwise(module):
+            sliced = drop_indices(sliced, in_dim, in_idx)
         if sliced.shape != param.shape:  # an unusual layout: fall back to the zeros of the weights
             sliced = (param.detach() != 0).to(mask.dtype)
         out[key] = sliced.clone()
     return out
 
 
-def _drop(t: torch.Tensor, dim: int, idxs: Iterable[int]) -> torch.Tensor:
+def drop_indices(t: torch.Tensor, dim: int, idxs: Iterable[int]) -> torch.Tensor:
     drop = set(idxs)
     if not drop or t.dim() <= dim:
         return t

@@ -12,7 +12,7 @@ import os
 import warnings
 from typing import Any, Sequence
 
-from .ort_runtime import _feed, import_ort
+from aup.compression.torch.deploy.runtime import onnx_feed, import_ort
 
 _QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 
@@ -23,7 +23,7 @@ _WEIGHT_PASSTHROUGH = ("Transpose", "Identity", "Split", "Slice", "Squeeze")
 _WEIGHT_SUFFIXES = (".weight", ".in_proj_weight")
 
 
-def _module_nodes(graph: Any) -> dict[str, list[str]]:
+def module_nodes(graph: Any) -> dict[str, list[str]]:
     """``{module name: [ONNX node names]}`` for conv/linear/matmul nodes, found through their weight's
     parameter name (a ``MultiheadAttention`` maps to its query/key/value projection nodes)."""
     producers = {out: node for node in graph.node for out in node.output}
@@ -40,7 +40,7 @@ def _module_nodes(graph: Any) -> dict[str, list[str]]:
     return found
 
 
-def _quantize_static(raw: str, path: str, modules: set[str], calibration: Sequence[Any], names: list[str],
+def quantize_static_qdq(raw: str, path: str, modules: set[str], calibration: Sequence[Any], names: list[str],
                      per_channel: bool, tmp: str) -> None:
     import onnx
 
@@ -48,7 +48,7 @@ def _quantize_static(raw: str, path: str, modules: set[str], calibration: Sequen
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    nodes = _module_nodes(onnx.load(raw).graph)
+    nodes = module_nodes(onnx.load(raw).graph)
     selected = [node for m in sorted(modules) for node in nodes.get(m, [])]
     prepared = os.path.join(tmp, "prepared.onnx")
     quant_pre_process(raw, prepared, skip_symbolic_shape=True)
@@ -58,7 +58,7 @@ def _quantize_static(raw: str, path: str, modules: set[str], calibration: Sequen
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.feeds = iter([_feed(b, names) for b in calibration])
+            self.feeds = iter([onnx_feed(b, names) for b in calibration])
 
         def get_next(self) -> dict[str, Any] | None:
             return next(self.feeds, None)
@@ -70,7 +70,7 @@ def _quantize_static(raw: str, path: str, modules: set[str], calibration: Sequen
                         nodes_to_quantize=selected, op_types_to_quantize=list(_QUANTIZED_OPS))
 
 
-def _weight_only_int8(raw: str, path: str, modules: set[str], per_channel: bool) -> None:
+def weight_only_int8(raw: str, path: str, modules: set[str], per_channel: bool) -> None:
     """Replace the weights of ``modules``' Conv/Gemm nodes by int8 codes + ``DequantizeLinear``."""
     import numpy as np
     import onnx
@@ -79,7 +79,7 @@ def _weight_only_int8(raw: str, path: str, modules: set[str], per_channel: bool)
     model = onnx.load(raw)
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    wanted = {node for module, found in _module_nodes(graph).items() if module in modules for node in found}
+    wanted = {node for module, found in module_nodes(graph).items() if module in modules for node in found}
     dequantizers = []
     for node in graph.node:
         if node.name not in wanted or node.op_type not in ("Conv", "Gemm") or node.input[1] not in initializers:

@@ -16,42 +16,42 @@ from torch import nn
 _NONZERO_AT_ZERO = ("Sigmoid", "Exp", "Cos", "Hardsigmoid", "Softplus", "Softmax", "LogSoftmax", "Erfc",
                     "LogSigmoid", "Reciprocal", "Div", "Pow", "Log")
 # Layer types whose channels are independent of each other, so removing one leaves the others exact.
-_CHANNELWISE = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.PReLU)
+CHANNELWISE = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.PReLU)
 
 
-def _is_tp_op(module: Any) -> bool:
+def is_tp_op(module: Any) -> bool:
     return type(module).__module__.startswith("torch_pruning")
 
 
-def _is_source(module: Any) -> bool:
+def is_source(module: Any) -> bool:
     """Layers whose output channel is computed from all input channels (not a per-channel pass)."""
     if isinstance(module, nn.modules.conv._ConvNd):
-        return not _is_depthwise(module)
+        return not is_depthwise(module)
     return isinstance(module, nn.Linear)
 
 
-def _is_depthwise(module: nn.Module) -> bool:
+def is_depthwise(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and module.groups == module.out_channels
 
 
 @torch.no_grad()
-def _zero_channels(module: Any, has_source: bool, masked: list[bool] | None = None
+def zero_channels(module: Any, has_source: bool, masked: list[bool] | None = None
                    ) -> tuple[torch.Tensor, str | None]:
     """Per output channel: does this producer output exact zero when its zero-channel inputs are zero?"""
-    if _is_tp_op(module):
+    if is_tp_op(module):
         op = str(getattr(module, "_grad_fn", ""))
         if any(bad in op for bad in _NONZERO_AT_ZERO):
             return torch.zeros(0, dtype=torch.bool), f"{op} maps zero to a non-zero value"
-        return _AllTrue(), None
-    if not isinstance(module, _CHANNELWISE):
+        return AllTrue(), None
+    if not isinstance(module, CHANNELWISE):
         return torch.zeros(0, dtype=torch.bool), f"{type(module).__name__} mixes channels (not supported)"
     bias = getattr(module, "bias", None)
     bias_zero = bias.detach() == 0 if isinstance(bias, torch.Tensor) else None
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         return _bn_output_at_zero(module) == 0, None
     if isinstance(module, nn.PReLU):
-        return _AllTrue(), None
-    if masked is not None and _is_source(module):  # masks were applied: masked filters are zero
+        return AllTrue(), None
+    if masked is not None and is_source(module):  # masks were applied: masked filters are zero
         zero = torch.tensor(masked, dtype=torch.bool)
         return (zero & bias_zero if bias_zero is not None else zero), None
     weight = module.weight.detach()
@@ -60,12 +60,12 @@ def _zero_channels(module: Any, has_source: bool, masked: list[bool] | None = No
             return torch.zeros(0, dtype=torch.bool), "grouped transposed conv (not supported)"
         weight = weight.transpose(0, 1)
     zero = weight.flatten(1).abs().amax(1) == 0
-    if _is_depthwise(module) and has_source:
+    if is_depthwise(module) and has_source:
         zero = torch.ones_like(zero)  # its input channel is zero whenever the group's sources are
     return (zero & bias_zero if bias_zero is not None else zero), None
 
 
-class _AllTrue:
+class AllTrue:
     """Channel-independent, zero-preserving op: it never blocks a channel."""
 
     def __getitem__(self, idx: int) -> bool:

@@ -82,9 +82,9 @@ def interleaved(model: Callable[[], Any], baseline: Callable[[], Any], rounds: i
 def torch_caller(model: nn.Module, example: Any, threads: int) -> Iterator[Callable[[], Any]]:
     """``model`` on ``example`` (batch 1) as a zero-argument call: eval mode, ``inference_mode``, fixed
     threads, all restored on exit."""
-    from .measure import _first_sample, call_model
+    from aup.compression.torch.measure import first_sample, call_model
 
-    x = _first_sample(example)
+    x = first_sample(example)
     previous = torch.get_num_threads()
     was_training = model.training
     torch.set_num_threads(threads)
@@ -99,11 +99,11 @@ def torch_caller(model: nn.Module, example: Any, threads: int) -> Iterator[Calla
 
 def ort_caller(deployed: Any, example: Any) -> Callable[[], Any]:
     """``session.run`` of a deployed model on ``example`` (batch 1) as a zero-argument call."""
-    from .ort_runtime import _as_args
+    from aup.compression.torch.deploy.runtime import as_args
 
     if isinstance(example, Mapping):
         feeds = deployed.feeds(**{k: v[:1] for k, v in example.items()})
     else:
-        feeds = deployed.feeds(*(x[:1] for x in _as_args(example)))
+        feeds = deployed.feeds(*(x[:1] for x in as_args(example)))
     run = deployed.session.run
     return lambda: run(None, feeds)

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .deploy import DeploySettings
+from aup.compression.torch.deploy.settings import DeploySettings
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def baseline_artifact(example: Any, settings: DeploySettings | None) -> tuple[st
 
 def _export_dense(path: str, example: Any) -> None:
     """Export the dense copy to ``path`` (float, as the baseline's latency is defined), atomically."""
-    from .deploy import export_onnx
+    from aup.compression.torch.deploy.settings import export_onnx
 
     with open(path + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -247,7 +247,7 @@ def baseline_metrics(example: Any, settings: DeploySettings | None) -> dict[str,
 
 
 def _measure(example: Any, settings: DeploySettings | None) -> dict[str, float]:
-    from .measure import measure_model
+    from aup.compression.torch.measure import measure_model
 
     model = _state["model"]
     if model is None:
@@ -259,8 +259,8 @@ def _measure(example: Any, settings: DeploySettings | None) -> dict[str, float]:
         if settings is None:
             measured["latency_ms"] = measured["latency_ms_torch"]
         else:
-            from .deployed_metrics import deployed_file_metrics
-            from .deploy import export_onnx
+            from aup.compression.torch.deploy.metrics import deployed_file_metrics
+            from aup.compression.torch.deploy.settings import export_onnx
 
             with tempfile.TemporaryDirectory(prefix="aup-baseline-") as tmp:
                 artifact = baseline_artifact(example, settings)  # the cached file, exported once

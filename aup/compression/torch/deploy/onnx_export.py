@@ -16,9 +16,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .ort_nbits import WeightGrid
-from .ort_quantize import _quantize_static, _weight_only_int8
-from .ort_runtime import _as_args, fitting_batches, onnx_input_names
+from aup.compression.torch.deploy.nbits import WeightGrid
+from aup.compression.torch.deploy.quantize import quantize_static_qdq, weight_only_int8
+from aup.compression.torch.deploy.runtime import as_args, fitting_batches, onnx_input_names
 
 __all__ = ["export_onnx", "OPSET"]
 
@@ -57,9 +57,9 @@ def _io(model: nn.Module, example_input: Any) -> tuple[nn.Module, tuple[torch.Te
         args = tuple(example_input[k] for k in example_input)
         keyword: list[str] | None = names
     else:
-        args = _as_args(example_input)
+        args = as_args(example_input)
         names, keyword = onnx_input_names(len(args)), None
-    from .measure import call_model
+    from aup.compression.torch.measure import call_model
 
     with torch.no_grad():
         out = call_model(model, example_input)
@@ -110,8 +110,8 @@ def export_onnx(model: nn.Module, example_input: Any, path: str | os.PathLike, *
                 batches = [] if weight_only else fitting_batches(calibration, names, [a.shape[1:] for a in args],
                                                                  example_input)
                 _mixed_precision(raw, path, set(int8_modules or ()), dict(low_bits or {}), dict(grids or {}),
-                                 lambda src, modules: _weight_only_int8(src, path, modules, per_channel)
-                                 if weight_only else _quantize_static(src, path, modules, batches, names,
+                                 lambda src, modules: weight_only_int8(src, path, modules, per_channel)
+                                 if weight_only else quantize_static_qdq(src, path, modules, batches, names,
                                                                       per_channel, tmp),
                                  shipped)
         _compact(path)
@@ -161,11 +161,11 @@ def _mixed_precision(raw: str, path: str, int8: set[str], low_bits: dict[str, in
     import onnx
     from onnx import numpy_helper
 
-    from .ort_mixed import low_bit_convs, low_bit_linears
-    from .ort_quantize import _module_nodes
+    from aup.compression.torch.deploy.mixed import low_bit_convs, low_bit_linears
+    from aup.compression.torch.deploy.quantize import module_nodes
 
     model = onnx.load(raw)
-    nodes_of = _module_nodes(model.graph)
+    nodes_of = module_nodes(model.graph)
     kinds = {n.name: n.op_type for n in model.graph.node}
     inits = {i.name: i for i in model.graph.initializer}
     convs = {m: b for m, b in low_bits.items() if any(kinds.get(n) == "Conv" for n in nodes_of.get(m, []))}
