@@ -1,4 +1,4 @@
-"""Names of the metrics every part of aup agrees on (DESIGN.md, "Per-trial record").
+"""Names of the metrics every part of aup agrees on (docs/design.md, "Per-trial record").
 
 They are stored as Optuna trial user attributes under exactly these names, so that the views,
 the Pareto search and optuna-dashboard all find them.

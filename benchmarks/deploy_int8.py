@@ -8,7 +8,7 @@ per-round medians) and test accuracy. The int8 file is what ``export_model(..., 
 writes for a quantized trial: ``aup.compression.torch.deploy.settings.export_onnx`` with every conv/linear
 layer int8, calibrated on 8 training batches of 32.
 
-Targets (DESIGN.md, mid-size CNN): int8 file <= 0.3x fp32, ORT int8 latency <= 0.5x torch fp32
+Targets (docs/design.md, mid-size CNN): int8 file <= 0.3x fp32, ORT int8 latency <= 0.5x torch fp32
 eager, accuracy within 1 point.
 
 Run:  python benchmarks/deploy_int8.py [--rounds 7] [--runs 30] [--threads 1] [--epochs 3]

@@ -11,7 +11,7 @@ SQLite storage, ask -> write config -> start process, ``parallel`` at a time, pa
 the two overheads above by-hand (and of the wall times), measured in the same run.
 
 Figures printed:
-* overhead per trial = (runner wall time - by-hand wall time) / N, the budget of DESIGN.md (under
+* overhead per trial = (runner wall time - by-hand wall time) / N, the budget of docs/design.md (under
   25 ms); also shown times ``parallel`` (extra time each trial holds a slot, a stricter reading);
 * the runner process's own CPU time per trial (from /proc), which does not depend on how busy the
   machine is, unlike the wall times on a shared machine.

@@ -1,6 +1,6 @@
 """Shrink time of a BERT-base-shaped encoder after removing 50% of the heads and 50% of the MLP channels.
 
-DESIGN.md's budget: the whole aup path (create_compressor + compress + apply_speedup) no slower than
+docs/design.md's budget: the whole aup path (create_compressor + compress + apply_speedup) no slower than
 torch-pruning doing the same pruning alone, measured in the same run.  The model is Hugging Face's
 ``BertModel`` built from a config (12 layers, hidden 768, 12 heads, MLP 3072, a 1,000-token
 vocabulary; random weights, nothing downloads), called with ``input_ids`` and ``attention_mask`` of

@@ -7,7 +7,7 @@ study how each trial ended. No worker threads means no shared-state races (Aupti
 threads and mutated ``os.environ`` from them), and signals only set flags.
 
 The modules around the loop: ``prepare`` (every check on an in-memory study before anything is
-written), ``recorder`` (what a trial's record holds: DESIGN.md "Per-trial record"), ``recovery``
+written), ``recorder`` (what a trial's record holds: docs/design.md "Per-trial record"), ``recovery``
 (what a killed runner left behind), ``state`` (the running trial shared by all of them),
 ``trial_env`` (each trial's environment and GPU), ``run_end`` (marking the study, the summary, the
 exit code) and ``saved_models`` (``save_model``).

@@ -3,7 +3,7 @@
 The runner holds one ``Recorder`` per run. It reports intermediate values (``trial.report``) and
 asks the pruner, turns a finished attempt into the values to tell, writes the metric attributes
 and the attempt history, sets the experiment's constraints and tells the study how the trial ended
-(DESIGN.md "Per-trial record"). The loop decides *when*; this module decides *what* is written.
+(docs/design.md "Per-trial record"). The loop decides *when*; this module decides *what* is written.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Why: the speed budget of the views ("list or compare 1,000 trials in under 1 s") must be checked
 on a store of that size, and running 1,000 real trials is far too slow for a benchmark. The trials
-written here carry exactly the attributes the runner and the compressors record (DESIGN.md,
+written here carry exactly the attributes the runner and the compressors record (docs/design.md,
 "Per-trial record"): hyperparameters under their experiment names, the size metrics, the
 ``baseline_*`` values of the uncompressed model, per-layer sparsity and bits, failure reasons.
 The numbers follow a plausible accuracy/size trade-off so that Pareto fronts are non-trivial.

@@ -135,7 +135,7 @@ class KerasPruner(TrainingLifecycle):
         return measure.count_flops_params(self.model, x if x is not None else self.dummy_input, verbose=verbose)
 
     def measure(self, artifact_path: str | None = None, example_input: Any = None) -> dict[str, float]:
-        """Measured size metrics (DESIGN names) of the model as it is now."""
+        """Measured size metrics (the names of docs/design.md) of the model as it is now."""
         compressed = {name: variable for name, (_, variable) in self.weights.items()}
         example = example_input if example_input is not None else self.dummy_input
         return measure.measure_model(self.model, example, compressed=compressed, artifact_path=artifact_path,

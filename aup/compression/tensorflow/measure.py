@@ -1,4 +1,4 @@
-"""Measured size metrics of a Keras model, under the same names as the torch side (DESIGN.md).
+"""Measured size metrics of a Keras model, under the same names as the torch side (docs/design.md).
 
 - ``param_count``: ``model.count_params()`` (Keras's "Total params", non-trainable weights included).
 - ``nonzero_params``: non-zero elements over all weights, as they are now (masks are in the weights).

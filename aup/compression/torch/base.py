@@ -1,4 +1,4 @@
-"""``Compressor``: the public face every torch compressor shares (DESIGN.md "Compressor API").
+"""``Compressor``: the public face every torch compressor shares (docs/design.md "Compressor API").
 
 Pruners (``pruners/base.py``) and quantizers (``quantization/base.py``) subclass it. This class
 knows nothing about pruning or quantization: it keeps the model, the validated config_list and the
@@ -179,7 +179,7 @@ class Compressor(TrainingLifecycle):
 
     def measure(self, artifact_path: str | None = None, example_input: Any = None,
                 quant_bits: dict[str, Any] | None = None) -> dict[str, float]:
-        """Measured size metrics (DESIGN names) of the model as it is now, via ``measure.py``."""
+        """Measured size metrics (the names of docs/design.md) of the model as it is now, via ``measure.py``."""
         from aup.compression.torch.measure import measure_model
 
         masks = None if getattr(self, "speedup_applied", False) else (self.get_masks() or None)

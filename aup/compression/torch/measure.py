@@ -1,4 +1,4 @@
-"""Measured size metrics of a (compressed) model, under DESIGN.md's names.
+"""Measured size metrics of a (compressed) model, under docs/design.md's names.
 
 Every number is measured on the model or file as it exists, never estimated from a config
 (Auptimizer reported dense FLOPs for masked models and rewarded *more* FLOPs):

@@ -1,6 +1,6 @@
 """Export of a pruned Keras model: a plain-Keras model file, a compact artifact, masks, metrics.
 
-Also the trial channel: inside an aup trial the pruner reports the DESIGN size metrics (and the
+Also the trial channel: inside an aup trial the pruner reports the size metrics of docs/design.md (and the
 dense baseline) itself, under the same names as the torch compressors.
 """
 from __future__ import annotations
