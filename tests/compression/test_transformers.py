@@ -445,7 +445,7 @@ def test_keyword_called_model_calibrates_int8_on_the_batches_it_saw(tmp_path, mo
     assert len(batches) == 6 and all(set(b) == {"input_ids", "attention_mask", "labels"} for b in batches)
     seen = []
     real = onnx_export.quantize_static_qdq
-    monkeypatch.setattr(onnx_export, "_quantize_static",
+    monkeypatch.setattr(onnx_export, "quantize_static_qdq",
                         lambda raw, path, modules, calibration, *rest: seen.append(calibration)
                         or real(raw, path, modules, calibration, *rest))
     path = quantizer.write_deployed(str(tmp_path / "bert8.onnx"), example_input=x)
