@@ -25,7 +25,7 @@ import sys
 import time
 import uuid
 
-from aup.runner.orphans import kill_with_env
+from aup.runner.orphans import kill_with_env, pid_alive
 
 ATTEMPT_ENV = "AUP_ATTEMPT_GUARD"  # set for the script: marks this attempt's processes, wherever they go
 POLL_S = 0.5
@@ -99,15 +99,8 @@ def end_everything() -> None:
 
 
 def _alive(pid: int, fd: int | None = None) -> bool:
-    if fd is not None:
-        return not select.select([fd], [], [], 0)[0]
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Through the pidfd when there is one (a reused pid cannot fool it), else by the pid."""
+    return not select.select([fd], [], [], 0)[0] if fd is not None else pid_alive(pid)
 
 
 def _quiet() -> None:

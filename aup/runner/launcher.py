@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from aup import channel
+from aup.runner.orphans import pid_alive
 from aup.runner.trial_output import (MAX_LINE, READ_CHUNK, TAIL_BYTES, megabytes, punch_hole, file_size, Tail,
                                      last_output_line)
 
@@ -332,12 +333,3 @@ def launcher_for(loaded: Any) -> Callable[..., TrialProcess]:
     return getattr(importlib.import_module(module), function)(loaded)
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host (one we may not signal counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -18,18 +18,8 @@ import torch
 from torch import nn
 
 from aup.compression.torch.artifact.files import load_compressed, save_artifact
+from artifact_edit import rewrite_description  # noqa: E402
 
-
-def _rewrite(path, edit) -> None:
-    raw = path.read_bytes()
-    size = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + size])
-    doc = json.loads(header["__metadata__"]["aup"])
-    edit(doc)
-    header["__metadata__"]["aup"] = json.dumps(doc)
-    new = json.dumps(header).encode()
-    new += b" " * ((-len(new)) % 8)
-    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + size:])
 
 
 def _saved(tmp_path, quant: bool = False):
@@ -53,7 +43,7 @@ def _one_line_error_naming(path, exc_info) -> str:
 def test_a_huge_declared_shape_fails_cleanly_under_a_memory_limit(tmp_path):
     """Issue 21's reproduction, in a child limited to ~1.5 GB more address space than it has after imports."""
     path = _saved(tmp_path)
-    _rewrite(path, lambda doc: doc["tensors"]["0.weight"].update(shape=[268435456, 8]))
+    rewrite_description(path, lambda doc: doc["tensors"]["0.weight"].update(shape=[268435456, 8]))
     assert doc_encoding(path) == "sparse" and os.path.getsize(path) < 64 * 1024
     script = textwrap.dedent(f"""
         import resource, sys
@@ -102,7 +92,7 @@ def test_declared_sizes_are_checked_against_the_stored_bytes(tmp_path, case):
     quant, edit = TAMPERED[case]
     path = _saved(tmp_path, quant=quant)
     assert doc_encoding(path) == ("sparse_quant" if quant else "sparse")
-    _rewrite(path, lambda doc: edit(doc["tensors"]["0.weight"]))
+    rewrite_description(path, lambda doc: edit(doc["tensors"]["0.weight"]))
     with pytest.raises(ValueError) as exc_info:
         load_compressed(path)
     message = _one_line_error_naming(path, exc_info)
@@ -133,5 +123,5 @@ def test_the_untampered_file_loads(tmp_path):
     """The helpers keep a valid file, so the failures above are about the edits."""
     for quant in (False, True):
         path = _saved(tmp_path, quant=quant)
-        _rewrite(path, lambda doc: None)
+        rewrite_description(path, lambda doc: None)
         assert isinstance(load_compressed(path), nn.Module)

@@ -7,15 +7,14 @@ through ``Tensor.__torch_function__``, a route around the refusal of underscore 
 """
 from __future__ import annotations
 
-import json
 import os
-import struct
 
 import pytest
 import torch
 from torch import nn
 
 from aup.compression.torch.artifact.files import load_compressed, save_artifact
+from artifact_edit import rewrite_description  # noqa: E402
 
 
 def _saved(tmp_path):
@@ -23,17 +22,6 @@ def _saved(tmp_path):
     save_artifact(path, nn.Sequential(nn.Linear(4, 4)), example_input=torch.randn(1, 4))
     return path
 
-
-def _rewrite(path, edit) -> None:
-    raw = path.read_bytes()
-    size = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + size])
-    doc = json.loads(header["__metadata__"]["aup"])
-    edit(doc)
-    header["__metadata__"]["aup"] = json.dumps(doc)
-    new = json.dumps(header).encode()
-    new += b" " * ((-len(new)) % 8)
-    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + size:])
 
 
 def _node(op, name, target, *args, **kwargs):
@@ -153,7 +141,7 @@ ATTACKS = {"import_side_effect": _attack_import_side_effect, "handle_torch_funct
 @pytest.mark.parametrize("case", sorted(ATTACKS))
 def test_edited_graph_is_refused_before_anything_runs(tmp_path, case):
     path, marker = _saved(tmp_path), str(tmp_path / "pwned")
-    _rewrite(path, lambda doc: ATTACKS[case](doc, marker))
+    rewrite_description(path, lambda doc: ATTACKS[case](doc, marker))
     with pytest.raises(ValueError, match=str(path)):
         model = load_compressed(path)
         model(torch.randn(1, 4))
@@ -164,7 +152,7 @@ def test_the_attack_helpers_produce_loadable_graphs(tmp_path):
     """A harmless edit made with the same helpers loads and runs (so the refusals are about the payloads)."""
     path = _saved(tmp_path)
     x = _ref("input_1")
-    _rewrite(path, lambda doc: _graph_before_output(doc, [
+    rewrite_description(path, lambda doc: _graph_before_output(doc, [
         _node("call_function", "r", "torch.nn.functional.relu", x),
         _node("call_function", "s", "getattr", _ref("r"), "shape"),
         _node("call_method", "v", "view", _ref("r"), _ref("s")),

@@ -1,10 +1,8 @@
 """Loading an untrusted file never runs code: pickles are refused, the JSON description is allowlisted."""
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import struct
 
 import pytest
 import torch
@@ -13,6 +11,7 @@ from torch import nn
 from aup.compression.torch import zoo
 from aup.compression.torch.artifact.files import UnsafeArtifact, load_compressed, read_artifact, save_artifact
 from aup.compression.torch.artifact.storage import encode_tensor
+from artifact_edit import rewrite_description  # noqa: E402
 
 
 class _WritesMarker:
@@ -79,18 +78,6 @@ def test_a_legacy_artifact_loads_with_trust(tmp_path):
 # ----------------------------------------------------------------------------- tampered descriptions
 
 
-def _rewrite(path, edit) -> None:
-    """Edit the JSON description inside a real artifact and write it back (tensors untouched)."""
-    raw = path.read_bytes()
-    size = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + size])
-    doc = json.loads(header["__metadata__"]["aup"])
-    edit(doc)
-    header["__metadata__"]["aup"] = json.dumps(doc)
-    new = json.dumps(header).encode()
-    new += b" " * ((-len(new)) % 8)
-    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + size:])
-
 
 def _saved(tmp_path):
     model = zoo.DigitsCNN().eval()
@@ -133,7 +120,7 @@ def test_tampered_description_is_refused_without_running(tmp_path, case):
         elif case == "config":
             doc["structure"]["children"]["conv1"]["attrs"]["padding"] = {"__t": "pickle", "v": "gASV"}
 
-    _rewrite(path, edit)
+    rewrite_description(path, edit)
     with pytest.raises(ValueError):
         model = load_compressed(path)
         model(torch.randn(1, 1, 8, 8))
@@ -143,12 +130,12 @@ def test_tampered_description_is_refused_without_running(tmp_path, case):
 def test_untouched_rewrite_still_loads(tmp_path):
     """The tampering helper itself keeps a valid file (so the refusals above are about the edits)."""
     path = _saved(tmp_path)
-    _rewrite(path, lambda doc: None)
+    rewrite_description(path, lambda doc: None)
     assert isinstance(load_compressed(path), nn.Module)
 
 
 def test_a_model_class_from_a_module_not_imported_is_refused(tmp_path):
     path = _saved(tmp_path)
-    _rewrite(path, lambda doc: doc["structure"]["children"]["conv1"].update(cls="antigravity:Nothing"))
+    rewrite_description(path, lambda doc: doc["structure"]["children"]["conv1"].update(cls="antigravity:Nothing"))
     with pytest.raises(ValueError, match="not imported"):
         load_compressed(path)

@@ -18,6 +18,7 @@ from torch import nn
 from aup.compression.torch.artifact.files import load_compressed, save_artifact
 from aup.compression.torch.pruners.transformer import TransformerPruner
 from test_transformers import HF_MODELS, _bert, _eval, _ids, _llama
+from artifact_edit import rewrite_description  # noqa: E402
 
 pytestmark = pytest.mark.slow  # importing transformers costs seconds
 
@@ -27,17 +28,6 @@ def _doc(path) -> dict:
     header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
     return json.loads(header["__metadata__"]["aup"])
 
-
-def _rewrite(path, edit) -> None:
-    raw = path.read_bytes()
-    size = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + size])
-    doc = json.loads(header["__metadata__"]["aup"])
-    edit(doc)
-    header["__metadata__"]["aup"] = json.dumps(doc)
-    new = json.dumps(header).encode()
-    new += b" " * ((-len(new)) % 8)
-    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + size:])
 
 
 def _same_model(loaded: nn.Module, model: nn.Module, x) -> None:
@@ -133,6 +123,6 @@ def test_an_edited_hugging_face_description_is_refused(tmp_path, case):
         else:
             EDITS[case](doc["structure"])
 
-    _rewrite(path, edit)
+    rewrite_description(path, edit)
     with pytest.raises(ValueError, match=str(path)):
         load_compressed(path)

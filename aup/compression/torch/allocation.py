@@ -34,7 +34,7 @@ from aup.compression import catalog
 from aup.compression.allocation import ATTR, PROFILE_ATTR, Allocation, allocate, is_dense, parse_allocation
 
 from aup.compression.torch.analysis import BASE_ALGOS, WEIGHT_ALGOS, SensitivityAnalysis
-from aup.compression.torch.deploy.baseline import baseline_file, model_fingerprint
+from aup.compression.torch.deploy.baseline import baseline_file, model_fingerprint, read_json_object
 from aup.compression.torch.config_list import ModuleCheck, validate_against_model
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def sensitivity_profile(model: nn.Module, layers: list[str], criterion: str, all
         return _memory[key]
     with open(path + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the first trial measures, the others wait and read
-        data = _read(path)
+        data = read_json_object(path)
         if key not in data:
             data[key] = {name: {str(s): d for s, d in curve.items()}
                          for name, curve in _measure(model, layers, criterion, allocation, inputs).items()}
@@ -141,13 +141,6 @@ def sensitivity_profile(model: nn.Module, layers: list[str], criterion: str, all
     return {name: {float(s): float(d) for s, d in curve.items()} for name, curve in data[key].items()}
 
 
-def _read(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _write(path: str, data: dict[str, Any]) -> None:

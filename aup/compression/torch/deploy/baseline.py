@@ -59,7 +59,8 @@ def baseline_file() -> str | None:
     return os.path.join(folder, f"{name}.baseline.json")
 
 
-def _read(path: str | None) -> dict[str, Any]:
+def read_json_object(path: str | None) -> dict[str, Any]:
+    """A cache file's JSON object, or {} when it is missing, unreadable or not an object."""
     if path is None or not os.path.exists(path):
         return {}
     try:
@@ -73,7 +74,7 @@ def _read(path: str | None) -> dict[str, Any]:
 def _write(path: str, key: str, metrics: dict[str, float]) -> None:
     with open(path + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        data = _read(path)
+        data = read_json_object(path)
         data[key] = metrics
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -98,7 +99,7 @@ def snapshot_baseline(model: nn.Module, kind: Callable[[], str | None] | str | N
         return
     fingerprint = model_fingerprint(model)
     _state["fingerprint"] = fingerprint
-    measured = [key for key in _read(baseline_file()) if key.startswith(fingerprint + "|")]
+    measured = [key for key in read_json_object(baseline_file()) if key.startswith(fingerprint + "|")]
     if measured:
         wanted = kind() if callable(kind) else kind
         # measured by an earlier trial, and its deployed file is cached for the side-by-side latency
@@ -236,7 +237,7 @@ def baseline_metrics(example: Any, settings: DeploySettings | None) -> dict[str,
     if key is None:
         return {}
     if key not in _state["metrics"]:
-        cached = _read(baseline_file()).get(key)
+        cached = read_json_object(baseline_file()).get(key)
         if cached is None:
             cached = _measure(example, settings)
             if cached and baseline_file() is not None:
