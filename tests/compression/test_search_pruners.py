@@ -301,3 +301,25 @@ def test_filter_base_algo_refuses_linear_layers(cfg):
     with pytest.raises(ValueError, match="prunes only Conv2d"):
         aup.create_compressor(zoo.DigitsCNN(), cfg("simulated_annealing", [{"sparsity": 0.5, "op_types": ["default"]}]),
                               lambda m: 0.0)
+
+
+def test_a_search_pruner_without_a_data_dir_leaves_no_folder_behind(tmp_path) -> None:
+    """Its working files go to a scratch folder removed when the process ends (issue 25 item 8: trials
+    left ``aup-<algo>-*`` folders in the temp dir); a folder the user names is kept."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys, tempfile
+        tempfile.tempdir = sys.argv[1]
+        from aup.compression.torch.pruners._search import working_dir
+        print(working_dir(None, "net_adapt"))
+        print(working_dir(sys.argv[1] + "/kept", "net_adapt"))
+    """)
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    scratch, kept = done.stdout.split()
+    assert scratch.startswith(str(tmp_path / "aup-net_adapt-"))
+    assert not os.path.exists(scratch) and os.path.isdir(kept)

@@ -16,12 +16,14 @@ This module holds what they share:
 """
 from __future__ import annotations
 
+import atexit
 import copy
 import dataclasses
 import json
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 from typing import Any, Callable, ClassVar, Mapping
@@ -111,10 +113,13 @@ def progress(message: str, *args: Any) -> None:
 
 
 def working_dir(path: str | os.PathLike | None, algo: str) -> str:
-    """The directory for working files: the user's, else a fresh temporary one (never the CWD)."""
+    """The directory for working files: the user's (kept), else a fresh temporary one (never the CWD)
+    that is scratch: removed when the process ends, so trials leave no ``aup-<algo>-*`` folders behind.
+    Pass ``experiment_data_dir`` (``output_dir`` for AMC; NNI's names) to keep the search's files."""
     if path is None:
         path = tempfile.mkdtemp(prefix=f"aup-{algo}-")
-        progress("%s: working files go to %s", algo, path)
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        progress("%s: working files go to %s (scratch, removed at exit; pass experiment_data_dir / output_dir to keep them)", algo, path)
     os.makedirs(path, exist_ok=True)
     return os.fspath(path)
 
