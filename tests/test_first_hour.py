@@ -131,6 +131,7 @@ def test_output_folder_is_scratch_unless_the_model_is_kept(tmp_path: Path) -> No
     assert kept == os.path.join("aup_models", "exp-3") and (tmp_path / kept).is_dir()
 
 
+@pytest.mark.slow  # runs the deploy example end to end (several trials, ONNX export)
 def test_deploy_example_keeps_its_best_model_and_leaves_no_scratch(tmp_path: Path) -> None:
     """Item 8: the deploy example's trials leave no ``aup-digits-*`` folder; its best ONNX file is kept."""
     pytest.importorskip("onnxruntime")

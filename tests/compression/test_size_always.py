@@ -41,6 +41,7 @@ LEVEL = {"framework": "torch", "type": "pruning", "compressor": "level",
          "config_list": [{"sparsity": 0.5, "op_types": ["Conv2d", "Linear"]}]}
 
 
+@pytest.mark.slow  # a trial script in a subprocess, model measured
 def test_a_compressor_local_to_main_is_still_measured_at_the_end(tmp_path: Path) -> None:
     attrs = run_one(tmp_path, "compress_in_main.py", LEVEL).user_attrs
     assert all(isinstance(attrs.get(name), (int, float)) for name in SIZES), attrs
