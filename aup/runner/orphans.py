@@ -73,11 +73,21 @@ def _quiet_kill(pid: int) -> None:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host (one we may not signal counts as alive)."""
+    """Whether a process with this id runs on this host (one we may not signal counts as alive; a
+    zombie, dead but not yet reaped by its parent, does not: a SIGKILLed Ray worker stays one until
+    the raylet reaps it, and its leftovers must be cleared meanwhile)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):  # no /proc (not Linux) or the process just went: not a zombie we can see
+        return False

@@ -136,3 +136,20 @@ def test_a_guard_started_in_its_callers_session_never_ends_the_caller_s_group(tm
         for pid in [sibling, *([int(p) for p in pids_file.read_text().split()] if pids_file.exists() else [])]:
             if pid and alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_zombie_is_not_alive() -> None:
+    """A SIGKILLed process that its parent has not reaped yet is dead: its scratch and leases are free
+    (the Ray retry found a dead worker's scratch folder kept because the worker was still a zombie)."""
+    from aup.runner.orphans import pid_alive
+
+    child = subprocess.Popen(["sleep", "124"])
+    try:
+        assert pid_alive(child.pid)
+        os.kill(child.pid, signal.SIGKILL)
+        wait_for(lambda: not alive(child.pid))  # a zombie now: not reaped until wait()
+        assert Path(f"/proc/{child.pid}").exists() and not pid_alive(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert not pid_alive(child.pid)
