@@ -25,7 +25,7 @@ import sys
 import time
 import uuid
 
-from aup.runner.orphans import kill_with_env, pid_alive
+from aup.runner.orphans import clear_scratch_of, kill_with_env, pid_alive
 
 ATTEMPT_ENV = "AUP_ATTEMPT_GUARD"  # set for the script: marks this attempt's processes, wherever they go
 POLL_S = 0.5
@@ -73,6 +73,7 @@ def watch(worker: int, guard: int) -> None:
         while _alive(worker) and time.monotonic() < deadline:
             time.sleep(POLL_S)
     if not _alive(worker, worker_fd):
+        clear_scratch_of(worker)  # the worker's own cleanup (its ``finally``) never ran
         end_everything()
 
 

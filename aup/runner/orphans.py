@@ -91,3 +91,16 @@ def _zombie(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):  # no /proc (not Linux) or the process just went: not a zombie we can see
         return False
+
+
+SCRATCH_PREFIX = "aup-trial-"  # + the Ray worker's pid: a trial's scratch folder on a node
+
+
+def clear_scratch_of(worker: int) -> None:
+    """Remove the scratch folders a dead Ray worker left (its own cleanup never ran)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{worker}-*"):
+        shutil.rmtree(folder, ignore_errors=True)

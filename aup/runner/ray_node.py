@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from aup.runner.launcher import KERAS_HOME_REL, MPLCONFIGDIR_REL, pid_alive
-from aup.runner.orphans import kill_orphans
+from aup.runner.orphans import SCRATCH_PREFIX, kill_orphans  # SCRATCH_PREFIX + worker pid: a dead worker's
+# scratch dir is cleared by its attempt guard, else by the next task on the node
 
 STREAM_EVERY_S = 0.1
 CHUNK_LIMIT = 1 << 20  # at most 1 MiB of output per streamed item
-SCRATCH_PREFIX = "aup-trial-"  # + worker pid: a dead worker's scratch dir is cleared by the next task
 
 
 def run_on_node(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
