@@ -40,6 +40,7 @@ def _one_line_error_naming(path, exc_info) -> str:
     return message
 
 
+@pytest.mark.slow  # a child process under a memory limit
 def test_a_huge_declared_shape_fails_cleanly_under_a_memory_limit(tmp_path):
     """Issue 21's reproduction, in a child limited to ~1.5 GB more address space than it has after imports."""
     path = _saved(tmp_path)

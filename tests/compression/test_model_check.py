@@ -98,6 +98,7 @@ def test_model_reference_must_be_module_colon_callable() -> None:
     assert builder.model_ref == "m:build" and "model" not in builder.build({})  # never reaches the trial
 
 
+@pytest.mark.slow  # probes a model in a child process (imports torch)
 def test_probe_lists_the_layers_of_a_model_built_in_the_working_directory(tmp_path: Path) -> None:
     (tmp_path / "model_def.py").write_text(MODEL)
     assert model_check.probe_layers("model_def:Net", tmp_path) == [

@@ -303,6 +303,7 @@ def test_filter_base_algo_refuses_linear_layers(cfg):
                               lambda m: 0.0)
 
 
+@pytest.mark.slow  # a child process (the folder goes at its exit)
 def test_a_search_pruner_without_a_data_dir_leaves_no_folder_behind(tmp_path) -> None:
     """Its working files go to a scratch folder removed when the process ends (issue 25 item 8: trials
     left ``aup-<algo>-*`` folders in the temp dir); a folder the user names is kept."""

@@ -48,6 +48,7 @@ def test_a_compressor_local_to_main_is_still_measured_at_the_end(tmp_path: Path)
     assert M.SIZE_MISSING not in attrs
 
 
+@pytest.mark.slow  # trial scripts in subprocesses
 @pytest.mark.parametrize("case, why", [("broken", "exporting the model to measure it failed"),
                                        ("none", "the script reported no size metrics")])
 def test_no_size_means_one_line_and_a_stored_reason(case: str, why: str, tmp_path: Path) -> None:

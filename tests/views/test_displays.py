@@ -107,6 +107,7 @@ def test_end_of_run_names_the_failed_trials_logs_and_counts_that_add_up() -> Non
     assert failure_lines(many)[-1] == "... and 2 more failed trials (aup show lists them by reason)"
 
 
+@pytest.mark.slow  # runs an experiment whose trials fail
 def test_show_gives_the_log_of_each_failure_group(tmp_path: Path) -> None:
     from aup.views.records import open_store
 
