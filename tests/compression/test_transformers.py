@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from aup.compression import create_compressor
-from aup.compression.torch.artifact.files import call_with, load_compressed, output_tensors, save_artifact
+from aup.compression.torch.artifact.files import call_model, load_compressed, output_tensors, save_artifact
 from aup.compression.torch.measure import measure_model
 from aup.compression.torch.pruners.transformer import HeadPrunedMultiheadAttention, TransformerPruner
 from aup.compression.torch.pruners.magnitude import LevelPruner
@@ -57,7 +57,7 @@ def _tokens(batch: int = 4) -> torch.Tensor:
 
 def _eval(model: nn.Module, x) -> list[torch.Tensor]:
     with torch.no_grad():
-        return [t.clone() for t in output_tensors(call_with(model, x))]
+        return [t.clone() for t in output_tensors(call_model(model, x))]
 
 
 def _bert():
@@ -234,7 +234,7 @@ def test_head_and_mlp_pruning_shrinks_hugging_face_models_exactly(name):
     assert model.config.num_attention_heads == heads
     assert all(v >= 1 for v in pruner.shrink_report["removed"].values())
     other = inputs() if name == "vit" else _ids(7)  # HF's own forward with another sequence length
-    assert output_tensors(call_with(model, other))[0].shape[0] == 2
+    assert output_tensors(call_model(model, other))[0].shape[0] == 2
 
 
 @hf
@@ -336,7 +336,7 @@ def _torch_macs(model, x) -> int:
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            call_with(model, x)
+            call_model(model, x)
     finally:
         torch.backends.mha.set_fastpath_enabled(enabled)
     return counter.get_total_flops() // 2

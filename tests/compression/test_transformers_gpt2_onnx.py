@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from aup.compression import load_deployed
-from aup.compression.torch.artifact.files import call_with, output_tensors
+from aup.compression.torch.artifact.files import call_model, output_tensors
 from aup.compression.torch.pruners.heads import TransformerPruner
 from aup.compression.torch.pruners.magnitude import LevelPruner
 
@@ -30,7 +30,7 @@ def _ids() -> dict[str, torch.Tensor]:
 
 def _logits(model, x) -> torch.Tensor:
     with torch.no_grad():
-        return output_tensors(call_with(model, x))[0].clone()
+        return output_tensors(call_model(model, x))[0].clone()
 
 
 @pytest.mark.slow

@@ -27,15 +27,18 @@ Every number is measured on the model or file as it exists, never estimated from
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import statistics
 import tempfile
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
+
+from aup.compression.torch.artifact.files import call_model  # noqa: F401 - also this module's name for it
 
 __all__ = ["LATENCY_THREADS", "measure_model", "count_flops_params", "layer_macs", "latency_ms"]
 
@@ -206,15 +209,6 @@ def _read_by_parent(named: Mapping[str, nn.Module], name: str) -> bool:
     return child == "out_proj" and isinstance(named.get(parent), nn.MultiheadAttention)
 
 
-def call_model(model: nn.Module, x: Any) -> Any:
-    """``model(x)`` for an example input given as a tensor, a tuple/list of arguments or a dict of keywords."""
-    if isinstance(x, Mapping):
-        return model(**x)
-    if isinstance(x, (tuple, list)):
-        return model(*x)
-    return model(x)
-
-
 def first_tensor(out: Any) -> torch.Tensor:
     """The first tensor of a model's output (a tensor, a tuple/list, or a dict such as a ``ModelOutput``):
     what output checks and agreement compare."""
@@ -330,22 +324,29 @@ def latency_ms(model: nn.Module, example_input: Any, runs: int = 20, warmup: int
                threads: int = LATENCY_THREADS) -> float:
     """Median wall time (ms) of one batch-1 forward pass, eval mode, fixed threads."""
     x = first_sample(example_input)
+    times = []
+    with timing_mode(model, threads):
+        for i in range(warmup + max(runs, 1)):
+            start = time.perf_counter()
+            call_model(model, x)
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1000.0)
+    return float(statistics.median(times))
+
+
+@contextlib.contextmanager
+def timing_mode(model: nn.Module, threads: int) -> Iterator[None]:
+    """Eval mode, ``inference_mode`` and a fixed thread count for timing ``model``; all restored on exit."""
     previous = torch.get_num_threads()
     was_training = model.training
     torch.set_num_threads(threads)
     model.eval()
     try:
-        times = []
         with torch.inference_mode():
-            for i in range(warmup + max(runs, 1)):
-                start = time.perf_counter()
-                call_model(model, x)
-                if i >= warmup:
-                    times.append((time.perf_counter() - start) * 1000.0)
+            yield
     finally:
         torch.set_num_threads(previous)
         model.train(was_training)
-    return float(statistics.median(times))
 
 
 def first_sample(x: Any) -> Any:

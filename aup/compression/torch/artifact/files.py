@@ -357,7 +357,7 @@ def _count_encodings(tensors: Mapping[str, dict]) -> dict[str, int]:
     return counts
 
 
-def call_with(model: nn.Module, example_input: Any) -> Any:
+def call_model(model: nn.Module, example_input: Any) -> Any:
     """``model(x)``, ``model(*x)`` for a tuple/list, ``model(**x)`` for a dict of keyword inputs."""
     if isinstance(example_input, Mapping):
         return model(**example_input)
@@ -384,8 +384,8 @@ def _verify(path: str | os.PathLike, model: nn.Module, example_input: Any, exact
     was_training = model.training
     model.eval()
     try:
-        expected = output_tensors(call_with(model, example_input))
-        got = output_tensors(call_with(loaded, example_input))
+        expected = output_tensors(call_model(model, example_input))
+        got = output_tensors(call_model(loaded, example_input))
     finally:
         model.train(was_training)
     if len(expected) != len(got) or any(e.shape != g.shape for e, g in zip(expected, got)):

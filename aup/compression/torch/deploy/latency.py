@@ -82,19 +82,11 @@ def interleaved(model: Callable[[], Any], baseline: Callable[[], Any], rounds: i
 def torch_caller(model: nn.Module, example: Any, threads: int) -> Iterator[Callable[[], Any]]:
     """``model`` on ``example`` (batch 1) as a zero-argument call: eval mode, ``inference_mode``, fixed
     threads, all restored on exit."""
-    from aup.compression.torch.measure import first_sample, call_model
+    from aup.compression.torch.measure import call_model, first_sample, timing_mode
 
     x = first_sample(example)
-    previous = torch.get_num_threads()
-    was_training = model.training
-    torch.set_num_threads(threads)
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield lambda: call_model(model, x)
-    finally:
-        torch.set_num_threads(previous)
-        model.train(was_training)
+    with timing_mode(model, threads):
+        yield lambda: call_model(model, x)
 
 
 def ort_caller(deployed: Any, example: Any) -> Callable[[], Any]:

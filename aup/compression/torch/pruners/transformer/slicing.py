@@ -43,16 +43,16 @@ def shrink_verified(model: nn.Module, dummy_input: Any, blocks: Blocks, removed:
 
     Raises (model restored to its state before the call) if the outputs differ.
     """
-    from aup.compression.torch.artifact.files import call_with, output_tensors
+    from aup.compression.torch.artifact.files import call_model, output_tensors
 
     probe = _verification_input(dummy_input)
     with torch.inference_mode():
-        reference = [t.clone() for t in output_tensors(call_with(model, probe))]
+        reference = [t.clone() for t in output_tensors(call_model(model, probe))]
     snapshot = snapshot_modules(model)
     try:
         shrink_blocks(model, blocks, removed)
         with torch.inference_mode():
-            got = output_tensors(call_with(model, probe))
+            got = output_tensors(call_model(model, probe))
         diff = _max_diff(reference, got)
         if diff > 1e-4 * max(1.0, max((float(r.abs().max()) for r in reference if r.numel()), default=1.0)):
             raise ValueError(f"shrunk and masked outputs differ (max abs diff {diff:.3g})")
