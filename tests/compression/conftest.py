@@ -106,3 +106,17 @@ def job_config(name: str, config_list: list[dict[str, Any]], ctype: str | None =
 def cfg() -> Callable[..., dict[str, Any]]:
     """``cfg(name, config_list, ctype=None)``: a job config naming one compressor."""
     return job_config
+
+
+@pytest.fixture
+def fresh_trial_state(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Each test is its own trial: no compressors or dense baseline left over from another test, and
+    ONNX Runtime's cache under the test's own folder."""
+    from aup.compression.torch import base as base_module
+    from aup.compression.torch.deploy import baseline as baseline_module
+
+    monkeypatch.setattr(base_module, "_live", [])
+    monkeypatch.setitem(baseline_module._state, "model", None)
+    monkeypatch.setitem(baseline_module._state, "fingerprint", None)
+    monkeypatch.setitem(baseline_module._state, "metrics", {})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

@@ -39,14 +39,7 @@ def _job(name: str, config_list: list, kind: str = "quantization", **extra) -> d
             "config_list": config_list, **extra}
 
 
-@pytest.fixture(autouse=True)
-def fresh_trial_state(monkeypatch, tmp_path):
-    """Each test is its own trial: no compressors or baseline left over from another test."""
-    monkeypatch.setattr(base_module, "_live", [])
-    monkeypatch.setitem(baseline_module._state, "model", None)
-    monkeypatch.setitem(baseline_module._state, "fingerprint", None)
-    monkeypatch.setitem(baseline_module._state, "metrics", {})
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+pytestmark = pytest.mark.usefixtures("fresh_trial_state")  # each test is its own trial (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,11 @@ pytest.importorskip("onnxruntime")
 
 import aup  # noqa: E402
 from aup.compression import load_deployed  # noqa: E402
-from aup.compression.torch import base as base_module  # noqa: E402
-from aup.compression.torch.deploy import baseline as baseline_module  # noqa: E402
 from aup.compression.torch import zoo  # noqa: E402
 from aup.compression.torch.pipeline import PipelineCompressor  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def fresh_trial_state(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    monkeypatch.setattr(base_module, "_live", [])
-    monkeypatch.setitem(baseline_module._state, "model", None)
-    monkeypatch.setitem(baseline_module._state, "fingerprint", None)
-    monkeypatch.setitem(baseline_module._state, "metrics", {})
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+pytestmark = pytest.mark.usefixtures("fresh_trial_state")  # each test is its own trial (conftest)
 
 
 def _stage(kind: str, name: str, config_list: list) -> dict:

@@ -21,7 +21,6 @@ onnx = pytest.importorskip("onnx")
 import aup  # noqa: E402
 from aup.compression import load_deployed  # noqa: E402
 from aup.compression.torch import base as base_module  # noqa: E402
-from aup.compression.torch.deploy import baseline as baseline_module  # noqa: E402
 from aup.compression.torch import zoo  # noqa: E402
 from aup.compression.torch.deploy.settings import agreement, export_onnx  # noqa: E402
 from aup.compression.torch.deploy.nbits import WeightGrid, matmul_nbits_nodes, per_row_grid  # noqa: E402
@@ -29,13 +28,7 @@ from aup.compression.torch.deploy.nbits import WeightGrid, matmul_nbits_nodes, p
 TP = onnx.TensorProto
 
 
-@pytest.fixture(autouse=True)
-def fresh_trial_state(monkeypatch, tmp_path):
-    monkeypatch.setattr(base_module, "_live", [])
-    monkeypatch.setitem(baseline_module._state, "model", None)
-    monkeypatch.setitem(baseline_module._state, "fingerprint", None)
-    monkeypatch.setitem(baseline_module._state, "metrics", {})
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+pytestmark = pytest.mark.usefixtures("fresh_trial_state")  # each test is its own trial (conftest)
 
 
 @pytest.fixture(scope="module")
