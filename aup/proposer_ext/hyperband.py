@@ -45,6 +45,7 @@ import optuna
 from optuna.trial import TrialState
 
 from aup.proposer_ext.common import WAIT, Proposal, ProposerError, Wait
+from aup.proposer_ext.contract import Value
 from aup.proposer_ext.proposers import FINISHED_STATES, INTERRUPTED_ATTR, Proposer, ask_fixed, scalar
 from aup.proposer_ext.space import SearchSpace
 
@@ -219,6 +220,10 @@ class SuccessiveHalvingProposer(Proposer):
         return runs if self.n_samples is None else min(runs, self.n_samples)
 
     @property
+    def requeues_interrupted(self) -> bool:
+        return True  # an interrupted run's rung slot stays open in its bracket: it is issued again
+
+    @property
     def capped(self) -> bool:
         return self.n_samples is not None and self._issued >= self.n_samples
 
@@ -238,7 +243,7 @@ class SuccessiveHalvingProposer(Proposer):
                 return self._issue(bracket, *job)
         return WAIT if self._running else None
 
-    def complete(self, trial_number: int, state: TrialState, value: float | list[float] | None) -> None:
+    def complete(self, trial_number: int, state: TrialState, value: Value) -> None:
         super().complete(trial_number, state, value)
         where = self._where.get(trial_number)
         if where is None:

@@ -17,6 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from aup.proposer_ext.common import WAIT, Proposal, ProposerError, Wait
+from aup.proposer_ext.contract import ProposerContract, Value
 from aup.proposer_ext.space import SearchSpace
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -51,8 +52,10 @@ def ask_fixed(study: optuna.Study, params: dict[str, Any],
     return study.ask()
 
 
-class Proposer:
-    """Base: ``propose() -> Proposal | WAIT | None``, ``complete(...)``, ``finished``, ``total``."""
+class Proposer(ProposerContract):
+    """Base of the optuna-backed proposers: the study, the space and the ``n_samples`` budget they
+    share; the contract itself (``propose``, ``complete``, ``finished``, ``total``) is
+    :class:`~aup.proposer_ext.contract.ProposerContract`."""
 
     name = "base"
 
@@ -74,15 +77,7 @@ class Proposer:
         """How many trials this proposer plans in all (finished ones included), if known."""
         return self.n_samples
 
-    @property
-    def finished(self) -> bool:
-        raise NotImplementedError
-
-    def propose(self) -> Proposal | Wait | None:
-        raise NotImplementedError
-
-    def complete(self, trial_number: int, state: TrialState,
-                 value: float | list[float] | None) -> None:
+    def complete(self, trial_number: int, state: TrialState, value: Value) -> None:
         self._running.discard(trial_number)
 
     def _stored(self) -> list[FrozenTrial]:
@@ -123,6 +118,10 @@ class GridProposer(Proposer):
     """
 
     name = "sequence"
+
+    @property
+    def requeues_interrupted(self) -> bool:
+        return True  # an interrupted grid point is still pending: it is proposed again
 
     def __init__(self, space: SearchSpace, study: optuna.Study, n_samples: int | None,
                  seed: int | None = None, options: dict[str, Any] | None = None) -> None:

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from aup.config import LoadedExperiment
+    from aup.proposer_ext.common import Proposal
 
 __all__ = ["ExperimentRunner", "Prepared", "RunResult", "prepare", "resume_experiment", "run_experiment",
            "join_experiment", "EXIT_OK", "EXIT_FAILED", "EXIT_INTERRUPTED"]
@@ -109,7 +110,7 @@ class ExperimentRunner:
         # next to KERAS_HOME and MPLCONFIGDIR, instead of an aup-cache folder left in the temp dir
         (self.workingdir / ".aup").mkdir(mode=0o700, exist_ok=True)
         maximize = self.exp.directions[0] == "maximize"
-        total = getattr(proposer, "total", self.exp.n_samples)
+        total = proposer.total
         progress = Progress(study.study_name, console=self.console, live=self.live, total=total,
                             maximize=maximize, multi_objective=not self._single)
         self.progress = progress
@@ -207,13 +208,13 @@ class ExperimentRunner:
         return exhausted, waiting, launched
 
     # ---- launching ---------------------------------------------------------------------------
-    def _launch(self, proposal: Any) -> None:
+    def _launch(self, proposal: "Proposal") -> None:
         trial = proposal.trial
         trial_id = f"{self.slug}-{trial.number}"
         params = dict(proposal.params)
         job = self.prepared.builder.build(params)
-        job.update(getattr(proposal, "extras", None) or {})
-        budget = getattr(proposal, "budget", None)
+        job.update(proposal.extras)
+        budget = proposal.budget
         if budget is not None:
             job["n_iterations"] = budget
         job["folder_name"] = trial_id  # every trial its own output folder, so parallel trials never share files
@@ -312,9 +313,11 @@ class ExperimentRunner:
     def _mismatch_stop(self, active: ActiveTrial, record: dict[str, Any]) -> str:
         """The config_list does not fit the model: every trial would fail the same way, so stop now."""
         from aup.compression.model_check import mismatch_line
+        from aup.compression.search_space import CompressionJobConfigBuilder
 
-        builder = self.prepared.builder if hasattr(self.prepared.builder, "user_entry") else None
-        line = mismatch_line(builder, active.job_config, record)
+        builder = self.prepared.builder  # the user's entries are known for a compression section only
+        line = mismatch_line(builder if isinstance(builder, CompressionJobConfigBuilder) else None,
+                             active.job_config, record)
         if self._stop_reason is None:
             self._stop_reason = f"trial {active.trial.number}: {line}"
         return line
@@ -339,7 +342,7 @@ class ExperimentRunner:
         if not self._seed_plan:
             return
         trials = self.study.get_trials(deepcopy=False)
-        total = getattr(self.proposer, "total", None)
+        total = self.proposer.total
         room = None if total is None else total - sum(t.state.name != "WAITING" for t in trials)
         seeds = seed_trials(self.study, self._seed_plan, trials, room)
         if seeds is None:

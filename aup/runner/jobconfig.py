@@ -10,25 +10,67 @@ Compression experiments get theirs from ``aup.compression.search_space.job_confi
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from aup.errors import ConfigError, Problem
 
 if TYPE_CHECKING:
     from aup.config import Experiment
+    from aup.proposer_ext.space import SearchSpace
+    from aup.runner.seeding import Plan
 
 @runtime_checkable
 class JobConfigBuilder(Protocol):
-    """The search space of an experiment and how sampled params become job config keys."""
+    """The search space of an experiment and how sampled params become job config keys.
 
-    space: Any  # aup.proposer_ext.SearchSpace
+    Every member here is one the runner uses; a builder without compression answers them with
+    "nothing" (no model named, no user entry, no seeds) rather than lacking them."""
+
+    @property
+    def space(self) -> "SearchSpace":
+        """The search space handed to the proposer."""
+        ...
+
+    @property
+    def model_ref(self) -> str | None:
+        """The model the experiment names (``"module:callable"``), checked against the compression
+        section before the first trial; None when it names none."""
+        ...
 
     def build(self, params: dict[str, Any]) -> dict[str, Any]:
         """The job config keys for one trial (hyperparameters and, for compression, the concrete config)."""
         ...
 
+    def user_entry(self, compressor: str, index: int, stage_index: int | None = None) -> str | None:
+        """Where in the user's experiment a config_list entry came from (for a one-line error when
+        it does not fit the model); None when unknown."""
+        ...
 
-class PlainJobConfigBuilder:
+    def allocation_seeds(self) -> "Plan":
+        """The seed-mode per-layer allocation stages (``aup.runner.seeding``); empty for none."""
+        ...
+
+
+class BaseJobConfigBuilder(ABC):
+    """A builder without compression facts: subclass it and write ``build`` (set ``self.space``);
+    the other members of :class:`JobConfigBuilder` answer "nothing"."""
+
+    space: "SearchSpace"
+    model_ref: str | None = None  # no compression section: no model to check
+
+    @abstractmethod
+    def build(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The job config keys for one trial."""
+
+    def user_entry(self, compressor: str, index: int, stage_index: int | None = None) -> str | None:
+        return None
+
+    def allocation_seeds(self) -> "Plan":
+        return []
+
+
+class PlainJobConfigBuilder(BaseJobConfigBuilder):
     """``parameter_config`` only: the job config holds the sampled values under their names."""
 
     def __init__(self, parameter_config: list[dict[str, Any]]) -> None:
@@ -38,6 +80,18 @@ class PlainJobConfigBuilder:
 
     def build(self, params: dict[str, Any]) -> dict[str, Any]:
         return dict(params)
+
+
+def check_builder(builder: object) -> JobConfigBuilder:
+    """``builder`` if it has every member of the contract, else a TypeError naming the missing ones
+    (a builder handed to ``run_experiment`` is checked once here, never probed afterwards)."""
+    missing = [name for name in ("space", "model_ref", "build", "user_entry", "allocation_seeds")
+               if not hasattr(builder, name)]
+    if missing:
+        raise TypeError(f"{type(builder).__name__} is not a JobConfigBuilder: it lacks {', '.join(missing)} "
+                        "(subclass aup.runner.jobconfig.BaseJobConfigBuilder for the defaults)")
+    assert isinstance(builder, JobConfigBuilder)
+    return builder
 
 
 def job_config_builder(experiment: "Experiment") -> JobConfigBuilder:

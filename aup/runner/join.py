@@ -26,11 +26,16 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aup import store
 from aup.errors import UserError
+from aup.proposer_ext.common import WAIT, Proposal, Wait
+from aup.proposer_ext.contract import ProposerContract, Value
 from aup.safe_text import shell_command
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from optuna.trial import TrialState
 
 JOINABLE = frozenset({"random", "tpe", "hyperopt", "gp", "spearmint", "cmaes", "qmc", "nsga2"})
 EXCESS_REASON = "not run: n_samples was reached by other runners"
@@ -101,7 +106,7 @@ def live_workers(storage: Any, study_name: str) -> set[str]:
         return set()
 
 
-def shared_budget(proposer: Any, study: Any, exp: Any, url: str) -> Any:
+def shared_budget(proposer: ProposerContract, study: Any, exp: Any, url: str) -> ProposerContract:
     """``proposer`` counting ``n_samples`` over every runner, where runners can join; else as is."""
     if is_shared(url) and (exp.proposer or "").lower() in JOINABLE and exp.n_samples:
         return SharedBudget(proposer, study, exp.n_samples)
@@ -117,20 +122,39 @@ def register_worker(study: Any) -> None:
     study.set_user_attr(WORKERS_ATTR, workers)
 
 
-class SharedBudget:
-    """A proposer whose ``n_samples`` counts the trials of every runner on the study."""
+class SharedBudget(ProposerContract):
+    """A proposer whose ``n_samples`` counts the trials of every runner on the study.
 
-    def __init__(self, inner: Any, study: Any, n_samples: int) -> None:
+    It wraps the runner's own proposer and implements the proposer contract explicitly: proposing
+    is the wrapped proposer's, cut off once the runners together have used ``n_samples``; the rest
+    is the wrapped proposer's as it is."""
+
+    def __init__(self, inner: ProposerContract, study: Any, n_samples: int) -> None:
         self.inner, self.study, self.n_samples = inner, study, n_samples
+        self.name = inner.name
 
-    def propose(self) -> Any:
-        from aup.proposer_ext import WAIT
+    @property
+    def total(self) -> int | None:
+        return self.inner.total
 
+    @property
+    def finished(self) -> bool:
+        return self.inner.finished
+
+    @property
+    def requeues_interrupted(self) -> bool:
+        return self.inner.requeues_interrupted
+
+    def complete(self, trial_number: int, state: "TrialState", value: Value) -> None:
+        self.inner.complete(trial_number, state, value)
+
+    def propose(self) -> Proposal | Wait | None:
         if store.trials_in_budget(self.study) >= self.n_samples:
             return None
         proposal = self.inner.propose()
         if proposal is None or proposal is WAIT:
             return proposal
+        assert isinstance(proposal, Proposal)
         trial = proposal.trial
         if store.trials_in_budget(self.study, below_number=trial.number) >= self.n_samples:
             self._drop(trial)  # another runner asked for the last slot between our count and our ask
@@ -143,9 +167,6 @@ class SharedBudget:
         store.set_trial_user_attrs(self.study, trial, {"status_reason": EXCESS_REASON, "interrupted": True})
         self.study.tell(trial, state=TrialState.FAIL)
         self.inner.complete(trial.number, TrialState.FAIL, None)
-
-    def __getattr__(self, name: str) -> Any:  # total, finished, complete, name... as the wrapped proposer
-        return getattr(self.inner, name)
 
 
 def others_running(study: Any) -> int:

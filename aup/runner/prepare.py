@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from aup.config import LoadedExperiment
 from aup.errors import ConfigError, Problem
-from aup.runner.jobconfig import JobConfigBuilder, job_config_builder
+from aup.runner.jobconfig import JobConfigBuilder, check_builder, job_config_builder
 
 MAX_GRID_POINTS = 100_000  # a grid is listed in memory before the first trial
 MAX_ITER = 100_000  # hyperband's largest budget per configuration
@@ -40,7 +40,7 @@ def prepare(loaded: LoadedExperiment, builder: JobConfigBuilder | None = None) -
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress display reports trials
     exp = loaded.experiment
     source = loaded.path
-    builder = builder or located(source, lambda: job_config_builder(exp))
+    builder = check_builder(builder) if builder is not None else located(source, lambda: job_config_builder(exp))
     early_stop = exp.resource_args.early_stop
     n_objectives = len(exp.objectives)
     pruner = located(source, lambda: ext.build_pruner(early_stop, n_objectives), "resource_args.early_stop")
@@ -66,7 +66,7 @@ def prepare(loaded: LoadedExperiment, builder: JobConfigBuilder | None = None) -
 
 def check_named_model(source: str, builder: JobConfigBuilder, workingdir: Path) -> None:
     """Op names/types of the compression section against the model it names (``"model": "module:callable"``)."""
-    if getattr(builder, "model_ref", None) is None:
+    if builder.model_ref is None:
         return
     from aup.compression.model_check import check_model
 
@@ -124,7 +124,7 @@ def located(source: str, make: Callable[[], Any], key: str | None = None) -> Any
     try:
         return make()
     except (ValueError, ConfigError) as exc:
-        problems = getattr(exc, "problems", None) or [Problem.from_line(line.removeprefix(f"{source}: "))
+        problems = (exc.problems if isinstance(exc, ConfigError) else []) or [Problem.from_line(line.removeprefix(f"{source}: "))
                                                      for line in str(exc).splitlines() if line.strip()]
         if not problems:
             problems = [Problem("", type(exc).__name__)]

@@ -21,13 +21,14 @@ if TYPE_CHECKING:
     import optuna
 
     from aup.config import Experiment
+    from aup.proposer_ext.contract import ProposerContract
     from aup.runner.progress import Progress
 
 
 class Recorder:
     """Writes trials to ``study``; ``release(active, state)`` is called when a trial leaves its slot."""
 
-    def __init__(self, exp: "Experiment", study: "optuna.Study", proposer: Any, progress: "Progress",
+    def __init__(self, exp: "Experiment", study: "optuna.Study", proposer: "ProposerContract", progress: "Progress",
                  release: Callable[[ActiveTrial, Any], None]) -> None:
         self.exp = exp
         self.study = study

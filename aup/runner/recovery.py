@@ -17,9 +17,8 @@ from aup.runner.state import INTERRUPTED, PROCESS_KEY
 if TYPE_CHECKING:
     import optuna
 
-# Proposers that re-propose interrupted configurations themselves (grid points, hyperband rungs:
-# their state is in the trials); a queued copy would be handed out in place of their own.
-_SELF_REQUEUING = frozenset({"sequence", "hyperband", "bohb"})
+    from aup.proposer_ext.contract import ProposerContract
+
 
 
 def recover_interrupted(study: "optuna.Study", keep: frozenset[str] = frozenset(),
@@ -47,9 +46,11 @@ def recover_interrupted(study: "optuna.Study", keep: frozenset[str] = frozenset(
     return requeue
 
 
-def requeue(study: "optuna.Study", proposer: Any, number: int, params: dict[str, Any]) -> None:
-    """Queue an interrupted trial's params so that the next ``ask`` runs the same configuration."""
-    if getattr(proposer, "requeues_interrupted", getattr(proposer, "name", None) in _SELF_REQUEUING):
+def requeue(study: "optuna.Study", proposer: "ProposerContract", number: int, params: dict[str, Any]) -> None:
+    """Queue an interrupted trial's params so that the next ``ask`` runs the same configuration
+    (unless the proposer proposes it again itself: grid points, hyperband rungs; a queued copy
+    would be handed out in place of its own)."""
+    if proposer.requeues_interrupted:
         return
     study.enqueue_trial(params, user_attrs={"requeued_from": number})
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from aup.config_schema import Experiment
+    from aup.proposer_ext.contract import ProposerContract
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 STOP_ATTR = "stop_rule"  # study user attribute: why the stop rule ended the search
@@ -45,7 +46,7 @@ class RunResult:
     recommended: int | None = None  # the trial the run recommends (None: no trial completed)
 
 
-def finish_run(study: "optuna.Study", exp: "Experiment", proposer: Any, *, status: str, reason: str | None,
+def finish_run(study: "optuna.Study", exp: "Experiment", proposer: "ProposerContract", *, status: str, reason: str | None,
                shared: bool, joined: bool, single: bool, workingdir: Path, console: "Console",
                storage_url: str) -> RunResult:
     """Record how the run ended (``status``: finished, failed or interrupted) and summarise it."""
@@ -87,7 +88,7 @@ def finish_run(study: "optuna.Study", exp: "Experiment", proposer: Any, *, statu
         extra.append(f"experiment failed: {reason}")
     print_summary(console, study_name=study.study_name, status=shown_status, trials=study.get_trials(deepcopy=False),
                   objectives=exp.objectives, storage_url=storage_url, best=best, extra=extra,
-                  planned=getattr(proposer, "total", None) or exp.n_samples)
+                  planned=proposer.total or exp.n_samples)
     code = {"finished": EXIT_OK, "failed": EXIT_FAILED, INTERRUPTED: EXIT_INTERRUPTED}[status]
     return RunResult(study.study_name, status, code, reason, best_model, chosen.trial)
 

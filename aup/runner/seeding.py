@@ -18,16 +18,17 @@ from aup.compression.allocation import PROFILE_ATTR, Allocation, allocate, seed_
 if TYPE_CHECKING:
     import optuna
 
+    from aup.runner.jobconfig import JobConfigBuilder
+
 SEEDED_ATTR = "allocation_seeded"
 SEED_ATTR = "allocation_seed"  # on each seeded trial: its global target
 
 Plan = list[tuple[Allocation, list[tuple[str, str, float, float]]]]
 
 
-def seed_plan(builder: Any) -> Plan:
+def seed_plan(builder: "JobConfigBuilder") -> Plan:
     """The seed-mode stages of an experiment (empty for anything else)."""
-    seeds = getattr(builder, "allocation_seeds", None)
-    return seeds() if callable(seeds) else []
+    return builder.allocation_seeds()
 
 
 def seed_trials(study: "optuna.Study", plan: Plan, trials: Sequence[Any],

@@ -22,12 +22,13 @@ if TYPE_CHECKING:
     import optuna
 
     from aup.runner.prepare import Prepared
+    from aup.proposer_ext.contract import ProposerContract
 
 
 @dataclass
 class Session:
     study: "optuna.Study"
-    proposer: Any
+    proposer: "ProposerContract"
     lease: Lease
 
 

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from aup import store
 from aup.runner.experiment import run_experiment
+from aup.runner.jobconfig import BaseJobConfigBuilder
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -262,7 +263,7 @@ def test_nan_values_never_reach_the_study(tmp_path: Path) -> None:
     assert study.trials[0].value is None or not math.isnan(study.trials[0].value)
 
 
-class _CompressionLikeBuilder:
+class _CompressionLikeBuilder(BaseJobConfigBuilder):
     """A stand-in translator: one extra search dimension turned into concrete compression keys."""
 
     def __init__(self, parameter_config: list[dict[str, Any]]) -> None:
@@ -276,6 +277,23 @@ class _CompressionLikeBuilder:
         job.update(compression_framework="torch", compression_type="pruning", compressor="level",
                    config_list=[{"sparsity": params["sparsity"], "op_types": ["default"]}])
         return job
+
+
+def test_a_builder_lacking_members_of_the_contract_is_refused_naming_them(tmp_path: Path) -> None:
+    class SpaceAndBuildOnly:
+        def __init__(self) -> None:
+            from aup.proposer_ext import SearchSpace
+
+            self.space = SearchSpace.from_parameter_config([])
+
+        def build(self, params: dict[str, Any]) -> dict[str, Any]:
+            return dict(params)
+
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps(experiment(tmp_path, "objective.py", n_samples=1)))
+    with pytest.raises(TypeError, match="lacks model_ref, user_entry, allocation_seeds"):
+        run_experiment(str(path), f"sqlite:///{tmp_path / 'aup.db'}", console=Console(file=io.StringIO()),
+                       live=False, builder=SpaceAndBuildOnly())  # type: ignore[arg-type]
 
 
 def test_job_config_builder_hook_adds_dimensions_and_concrete_keys(tmp_path: Path) -> None:
