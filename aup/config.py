@@ -16,6 +16,7 @@ import os
 import shlex
 import shutil
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 from aup.config_schema import (RESERVED_LABELS, RESERVED_PARAMETER_NAMES, Experiment, JobFailure, Parameter,
                                ResourceArgs, RuntimeArgs, compression_searches)
 from aup.errors import ConfigError, Problem, ProblemError, did_you_mean
+from aup.resources import RESOURCES, resource_only_args
 
 __all__ = ["Experiment", "JobFailure", "LoadedExperiment", "Parameter", "RESERVED_LABELS",
            "RESERVED_PARAMETER_NAMES", "ResourceArgs", "RuntimeArgs", "load_experiment", "resolve_script",
@@ -213,16 +215,15 @@ def _check_proposer_and_top_keys(raw: dict[str, Any], options: dict[str, frozens
             "trials run through Ray: \"resource\": \"ray\" with resource_args.address of a Ray cluster "
             "(extra aup[ray]; see docs/scale-out.md)"
         ))
-    elif resource == "ray":
-        from importlib.util import find_spec
-
-        if find_spec("ray") is None:
-            problems.append(Problem("resource", "'ray' needs the Ray package (pip install 'aup[ray]')"))
+    elif isinstance(resource, str) and resource in RESOURCES:
+        row = RESOURCES[resource]
+        if row.package is not None and find_spec(row.package) is None:
+            problems.append(Problem("resource", f"{resource!r} needs the {row.package!r} package ({row.install})"))
     args = raw.get("resource_args")
-    if resource != "ray" and isinstance(args, dict):
-        for key in ("address", "num_cpus", "num_gpus", "runtime_env"):
-            if key in args:
-                problems.append(Problem(f"resource_args.{key}", "only used with \"resource\": \"ray\""))
+    if isinstance(args, dict):
+        for key, owner in resource_only_args().items():
+            if key in args and owner != resource:
+                problems.append(Problem(f"resource_args.{key}", f"only used with \"resource\": \"{owner}\""))
     return problems
 
 

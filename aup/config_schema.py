@@ -6,6 +6,7 @@ the user meant. Here every section is closed (``extra="forbid"``) with strict ty
 """
 from __future__ import annotations
 
+import json
 import math
 import unicodedata
 from typing import Any, Literal, Union
@@ -148,7 +149,7 @@ class Experiment(_Section):
 
     name: str
     script: str
-    resource: Literal["cpu", "gpu", "ray"]
+    resource: str  # a row of aup.resources (cpu, gpu, ray, ...)
     # Optional only for a one-time compression run (a ``compression`` section without ranges, see
     # ``_one_time_defaults``) and for several objectives (tpe); otherwise required as in Auptimizer.
     proposer: Union[str, None] = None
@@ -170,6 +171,17 @@ class Experiment(_Section):
     stop: Literal["budget", "first_feasible"] = "budget"
     # the objective that picks the recommended trial among the feasible ones (default: the first in target)
     recommend: Union[str, None] = None
+
+    @field_validator("resource", mode="before")
+    @classmethod
+    def _known_resource(cls, value: Any) -> Any:
+        from aup.resources import RESOURCES
+
+        if isinstance(value, str) and value in RESOURCES:
+            return value
+        names = [json.dumps(name) for name in RESOURCES]
+        expected = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        raise ValueError(f"expected {expected}, got {json.dumps(value, default=repr)}")
 
     @field_validator("name")
     @classmethod

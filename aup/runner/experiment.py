@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from aup import store
 from aup.runner.jobconfig import JobConfigBuilder
+from aup.proposer_ext.common import Wait
 from aup.runner import join
-from aup.runner.launcher import AttemptOutcome, launcher_for
+from aup.runner.launcher import AttemptOutcome, open_resource
 from aup.runner.prepare import Prepared, prepare
 from aup.runner.progress import Progress
 from aup.runner.recorder import Recorder
@@ -89,7 +90,7 @@ class ExperimentRunner:
         self._env = TrialEnvironment(self.exp, self.workingdir)  # base env + GPU pool
         limit = self.exp.runtime_args.log_limit_mb
         self._log_limit = None if limit is None else int(limit * 1024 * 1024)
-        self._new_process = launcher_for(self.loaded)  # a local process, or a Ray task for "ray"
+        self._resource = open_resource(self.loaded)  # local processes, Ray tasks...: aup.resources
         self._first_feasible = self.exp.stop == "first_feasible"
         self._target_met: int | None = None  # the first trial meeting every constraint (stop rule)
         self._seed_plan: list[Any] = []
@@ -99,8 +100,7 @@ class ExperimentRunner:
         if self.join_study is not None:
             session = join_session(self.prepared, self.storage_url, self.join_study)
         else:
-            session = open_session(self.prepared, self.storage_url, self.resume_study,
-                                   end_elsewhere=getattr(self._new_process, "end_leftovers", None))
+            session = open_session(self.prepared, self.storage_url, self.resume_study, self._resource)
         study, proposer, self.lease = session.study, session.proposer, session.lease
         self._shared = isinstance(proposer, join.SharedBudget)
         self.study, self.proposer = study, proposer
@@ -181,7 +181,7 @@ class ExperimentRunner:
     def _wait(self, delay: float) -> None:
         """Sleep ``delay``, waking as soon as a trial process ends (its pidfd turns readable): a
         finished trial's slot is refilled at once instead of after the growing poll interval."""
-        fds = [fd for fd in (getattr(a.process, "exit_fd", None) for a in self.active) if fd is not None]
+        fds = [fd for fd in (a.process.exit_fd for a in self.active) if fd is not None]
         if not fds:
             time.sleep(delay)
             return
@@ -199,7 +199,7 @@ class ExperimentRunner:
             proposal = self.proposer.propose()
             if proposal is None:
                 exhausted = True
-            elif _is_wait(proposal):
+            elif isinstance(proposal, Wait):
                 waiting = True
                 break
             else:
@@ -253,7 +253,7 @@ class ExperimentRunner:
     def _start_attempt(self, active: ActiveTrial, record: bool = True) -> None:
         log_path = self._log_path(active)
         env = self._env.for_attempt(active, self.study.study_name)
-        process = self._new_process(
+        process = self._resource.attempt(
             command=[*self.loaded.command, str(active.job_path)], workingdir=self.workingdir, env=env,
             log_path=log_path, channel_path=log_path.with_suffix(".channel.jsonl"),
             timeout=self.exp.runtime_args.timeout, log_limit=self._log_limit,
@@ -395,12 +395,6 @@ class ExperimentRunner:
     def _restore_signals(previous: dict[int, Any]) -> None:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _is_wait(proposal: Any) -> bool:
-    from aup.proposer_ext import WAIT
-
-    return proposal is WAIT
 
 
 # ---- entry points used by the CLI ----------------------------------------------------------------

@@ -1,7 +1,9 @@
 """One trial attempt as a Ray task: the same script contract as a local process, on any node.
 
-The runner sees a ``RayTrialProcess`` exactly like a local ``TrialProcess``: ``start``, ``poll``,
-``new_results``, ``outcome``, ``terminate``/``kill``/``stop``. Behind it, a streaming Ray task
+The runner sees a ``RayTrialProcess`` exactly like a local ``TrialProcess``: both implement the
+attempt contract (``aup.runner.contracts.TrialAttempt``: ``start``, ``poll``, ``new_results``,
+``outcome``, ``terminate``/``kill``/``stop``) on the same output reader (``attempt_output``), and
+:class:`RayResource` implements the resource contract. Behind it, a streaming Ray task
 (``run_on_node``, in ``ray_node``) runs ``<script> <job config>`` as a child process on whichever
 node Ray picks and yields what the child appends to its output and to its result channel, every
 ``STREAM_EVERY_S``.
@@ -19,7 +21,8 @@ Failures. The task is never retried by Ray (``max_retries=0``): ``job_failure`` 
 node that dies fails the attempt with Ray's reason, and the attempt's whole session (the script and
 everything it started) dies with its worker (``attempt_guard``). ``terminate`` cancels the task (the
 task ends the session), ``kill`` force-cancels it (the worker is killed; the guard ends the session).
-On resume after a killed runner, ``end_leftovers`` ends the interrupted attempts on every node.
+On resume after a killed runner, ``RayResource.end_leftovers`` ends the interrupted attempts on every
+node (and on this host, as the local resource does).
 
 Cluster. ``connect`` joins ``resource_args.address`` or starts a local cluster sized to the
 experiment (``n_parallel`` x ``num_cpus``), with no dashboard, Ray's files under the system temp dir,
@@ -38,13 +41,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from aup.errors import UserError
-from aup.runner.launcher import MAX_LINE, AttemptOutcome, TrialProcess, Tail
+from aup.runner.attempt_output import AttemptOutcome, AttemptOutput
+from aup.runner.contracts import ExecutionResource, Leftover
 from aup.runner.ray_node import CHUNK_LIMIT, SCRATCH_PREFIX, STREAM_EVERY_S, run_on_node, end_attempts
 
-__all__ = ["CHUNK_LIMIT", "SCRATCH_PREFIX", "STREAM_EVERY_S", "RayTrialProcess", "connect", "make_launcher"]
+__all__ = ["CHUNK_LIMIT", "SCRATCH_PREFIX", "STREAM_EVERY_S", "RayResource", "RayTrialProcess", "connect",
+           "end_leftovers"]
 
 LOST_EXIT_CODE = -1  # the exit code recorded when the task (not the script) ended the attempt
 
@@ -81,8 +86,8 @@ def connect(address: str | None, *, local_cpus: float, local_gpus: float = 0,
 
 # ---- the runner's side ---------------------------------------------------------------------------
 @dataclass
-class RayTrialProcess(TrialProcess):
-    """A trial attempt running as a Ray task; the same interface as ``TrialProcess``."""
+class RayTrialProcess(AttemptOutput):
+    """A trial attempt running as a Ray task (``aup.runner.contracts.TrialAttempt``)."""
 
     num_cpus: float = 1
     num_gpus: float = 0
@@ -95,8 +100,7 @@ class RayTrialProcess(TrialProcess):
     _done: bool = False
 
     def start(self) -> None:
-        for stale in (self.channel_path, self.log_path):
-            stale.unlink(missing_ok=True)
+        self._open_files()
         self.log_path.touch()
         job_path = self.command[-1]
         spec = {"command": self.command[:-1], "job_path": job_path,
@@ -107,8 +111,6 @@ class RayTrialProcess(TrialProcess):
                                                 num_returns="streaming")
         self._generator = task.remote(spec)
         self.started = time.time()
-        self._channel_tail = Tail(self.channel_path)
-        self._log_tail = Tail(self.log_path)
 
     @property
     def pid(self) -> int | None:
@@ -201,15 +203,10 @@ class RayTrialProcess(TrialProcess):
 
     def outcome(self) -> AttemptOutcome:
         assert self._done
-        self._finish_log()
-        self._absorb(self._channel_tail.close(), self._log_tail.close())
-        if self._channel_tail.overlong and self._bad_record is None:
-            self._bad_record = f"bad channel record: a line longer than {MAX_LINE // 1024} KB"
-        results = list(self._current_results())
-        if self._exit is None:
-            reason = self.killed_reason or self._lost or "the Ray task ended without an exit code"
-            return AttemptOutcome(None, results, dict(self._metrics), reason)
-        return AttemptOutcome(self._exit, results, dict(self._metrics), self._reason(self._exit, results))
+        outcome = self._read_outcome(self._exit)
+        if self._exit is None:  # the task, not the script, ended the attempt
+            outcome.reason = self.killed_reason or self._lost or "the Ray task ended without an exit code"
+        return outcome
 
 
 def _ray_reason(exc: Exception) -> str:
@@ -235,33 +232,38 @@ def _unpack(data: bytes, workingdir: Path) -> None:
         tar.extractall(workingdir, filter="data")
 
 
-def make_launcher(loaded: Any) -> Callable[..., RayTrialProcess]:
-    """The launcher for ``"resource": "ray"``: takes ``TrialProcess``'s arguments, runs a Ray task.
+class RayResource(ExecutionResource):
+    """``"resource": "ray"``: each attempt a Ray task (:class:`RayTrialProcess`) on a node Ray picks.
 
-    Connects to the cluster here, when the runner is built: after every check of the experiment
-    (a config error never starts Ray) and before the study is created or changed.
+    Connects to the cluster when opened, i.e. when the runner is built: after every check of the
+    experiment (a config error never starts Ray) and before the study is created or changed.
     Only the variables the experiment adds to the environment travel with the task; the node keeps
     its own ``PATH``, ``HOME``... and Ray sets ``CUDA_VISIBLE_DEVICES`` from ``num_gpus``.
     """
-    exp = loaded.experiment
-    args = exp.resource_args
-    script_rel = _script_relative(loaded.command, Path(loaded.workingdir))
 
-    connect(args.address, local_cpus=exp.n_parallel * args.num_cpus, local_gpus=exp.n_parallel * args.num_gpus,
-            runtime_env=args.runtime_env)
+    def __init__(self, loaded: Any) -> None:
+        self.exp = loaded.experiment
+        self.args = self.exp.resource_args
+        self.script_rel = _script_relative(loaded.command, Path(loaded.workingdir))
+        connect(self.args.address, local_cpus=self.exp.n_parallel * self.args.num_cpus,
+                local_gpus=self.exp.n_parallel * self.args.num_gpus, runtime_env=self.args.runtime_env)
 
-    def launch(**kwargs: Any) -> RayTrialProcess:
-        command = kwargs["command"]
-        env = {**exp.runtime_args.env, **{k: v for k, v in kwargs["env"].items() if os.environ.get(k) != v}}
+    def attempt(self, **arguments: Any) -> RayTrialProcess:
+        command = arguments["command"]
+        env = {**self.exp.runtime_args.env,
+               **{k: v for k, v in arguments["env"].items() if os.environ.get(k) != v}}
         env.pop("CUDA_VISIBLE_DEVICES", None)
         job_config = _read_job(Path(command[-1]))
         folder = job_config.get("folder_name") if job_config.get("save_model") else None
-        return RayTrialProcess(**{**kwargs, "env": env}, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-                               script_rel=script_rel, python=command[0] == sys.executable,
+        return RayTrialProcess(**{**arguments, "env": env}, num_cpus=self.args.num_cpus, num_gpus=self.args.num_gpus,
+                               script_rel=self.script_rel, python=command[0] == sys.executable,
                                return_dirs=[f"aup_models/{folder}"] if folder else [])
 
-    launch.end_leftovers = end_leftovers  # type: ignore[attr-defined]  # used by resume (recovery)
-    return launch
+    def end_leftovers(self, leftovers: Sequence[Leftover]) -> int:
+        """On every live node of the cluster (by process key), then on this host."""
+        keys = [item.process_key for item in leftovers if item.process_key]
+        ended = end_leftovers(keys) if keys else 0
+        return ended + super().end_leftovers(leftovers)
 
 
 def end_leftovers(keys: Sequence[str], timeout: float = 60.0) -> int:

@@ -6,40 +6,40 @@ configuration is queued again, so ``aup resume`` re-runs exactly the unfinished 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from aup import store
 from aup.config import LoadedExperiment, validate_experiment
 from aup.errors import UserError
-from aup.runner.orphans import kill_orphans
+from aup.runner.contracts import Leftover
 from aup.runner.state import INTERRUPTED, PROCESS_KEY
 
 if TYPE_CHECKING:
     import optuna
 
     from aup.proposer_ext.contract import ProposerContract
+    from aup.runner.contracts import ExecutionResource
 
 
 
-def recover_interrupted(study: "optuna.Study", keep: frozenset[str] = frozenset(),
-                        end_elsewhere: Callable[[Sequence[str]], Any] | None = None) -> list[tuple[int, dict[str, Any]]]:
+def recover_interrupted(study: "optuna.Study", resource: "ExecutionResource",
+                        keep: frozenset[str] = frozenset()) -> list[tuple[int, dict[str, Any]]]:
     """Trials left RUNNING by a killed runner: stop leftovers, mark FAIL "interrupted".
 
     Returns (number, params) of each, to be queued again once the proposer exists. Trials whose
     ``runner`` (``host:pid``) is in ``keep`` belong to live workers on the same study and are left alone.
-    Leftovers are ended on this host and, through ``end_elsewhere`` (the resource's own way, e.g. a
-    task on every Ray node, given the trials' process keys), wherever else the trials ran.
+    Leftover processes are ended by the execution resource, wherever it ran them
+    (``ExecutionResource.end_leftovers``: this host, or a task on every Ray node too).
     """
     from optuna.trial import TrialState
 
     requeue = []
     running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                if t.user_attrs.get("runner") not in keep]
-    keys = [t.user_attrs[PROCESS_KEY] for t in running if t.user_attrs.get(PROCESS_KEY)]
-    if end_elsewhere is not None and keys:
-        end_elsewhere(keys)
+    leftovers = [Leftover(t.user_attrs.get("job_config_path"), t.user_attrs.get(PROCESS_KEY)) for t in running]
+    if leftovers:
+        resource.end_leftovers(leftovers)
     for trial in running:
-        kill_orphans(trial.user_attrs.get("job_config_path"), trial.user_attrs.get(PROCESS_KEY))
         store.set_trial_user_attrs(study, trial, {"status_reason": INTERRUPTED, INTERRUPTED: True})
         study.tell(trial.number, state=TrialState.FAIL)
         requeue.append((trial.number, dict(trial.params)))

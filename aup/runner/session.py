@@ -10,7 +10,7 @@ import hashlib
 import os
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from aup import store
 from aup.errors import UserError
@@ -21,6 +21,7 @@ from aup.runner.recovery import recover_interrupted, requeue
 if TYPE_CHECKING:
     import optuna
 
+    from aup.runner.contracts import ExecutionResource
     from aup.runner.prepare import Prepared
     from aup.proposer_ext.contract import ProposerContract
 
@@ -51,10 +52,10 @@ def resumed_seed(seed: int, n_trials: int) -> int:
 
 
 def open_session(prepared: "Prepared", storage_url: str, resume_study: str | None,
-                 end_elsewhere: Callable[[Sequence[str]], Any] | None = None) -> Session:
+                 resource: "ExecutionResource") -> Session:
     """Create or load the study, take its lease, recover a killed run's leftovers, build the proposer.
 
-    ``end_elsewhere`` ends a killed run's trial processes on the resource's other machines (Ray nodes)."""
+    ``resource`` ends a killed run's trial processes wherever it ran them (this host, Ray nodes)."""
     import aup.proposer_ext as ext
 
     exp = prepared.loaded.experiment
@@ -72,15 +73,14 @@ def open_session(prepared: "Prepared", storage_url: str, resume_study: str | Non
             lease.release()
             raise UserError(f"experiment {resume_study!r} already finished; nothing to resume")
         study.sampler = prepared.sampler_factory(resumed_seed(exp.random_seed, len(study.trials)))
-        requeued = recover_interrupted(study, keep=frozenset(join.live_workers(storage, study.study_name)),
-                                       end_elsewhere=end_elsewhere)
+        requeued = recover_interrupted(study, resource, keep=frozenset(join.live_workers(storage, study.study_name)))
         study.set_user_attr("resumed", [*study.user_attrs.get("resumed", []), store.now_iso()])
     study.set_user_attr(store.ATTR_STATUS, "running")
     study.set_user_attr(store.ATTR_ENDED, None)
     study.set_user_attr("runner", {"pid": os.getpid(), "host": socket.gethostname()})
-    proposer = ext.build_proposer(exp.proposer.lower(), exp.proposer_options, prepared.builder.space, study,
-                                  exp.n_samples, exp.random_seed)
-    proposer = join.shared_budget(proposer, study, exp, storage_url)  # other runners may join
+    own = ext.build_proposer((exp.proposer or "").lower(), exp.proposer_options, prepared.builder.space, study,
+                             exp.n_samples, exp.random_seed)
+    proposer = join.shared_budget(own, study, exp, storage_url)  # other runners may join
     for number, params in requeued:
         requeue(study, proposer, number, params)
     return Session(study, proposer, lease)
@@ -101,7 +101,7 @@ def join_session(prepared: "Prepared", storage_url: str, study_name: str) -> Ses
     lease.acquire()
     study.sampler = prepared.sampler_factory(join.worker_seed())
     join.register_worker(study)
-    proposer = ext.build_proposer(exp.proposer.lower(), exp.proposer_options, prepared.builder.space, study,
+    proposer = ext.build_proposer((exp.proposer or "").lower(), exp.proposer_options, prepared.builder.space, study,
                                   exp.n_samples, exp.random_seed)
     return Session(study, join.shared_budget(proposer, study, exp, storage_url), lease)
 

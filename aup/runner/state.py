@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aup.runner.launcher import TrialProcess
+from aup.runner.contracts import TrialAttempt
 from aup.runner.orphans import PROCESS_KEY_ENV  # the same key in the environment of the trial and its children
 
 INTERRUPTED = "interrupted"
@@ -31,7 +31,7 @@ class ActiveTrial:
     trial_id: str
     job_config: dict[str, Any]
     job_path: Path
-    process: TrialProcess
+    process: TrialAttempt
     device: str | None
     attempt: int = 0
     attempts: list[dict[str, Any]] = field(default_factory=list)

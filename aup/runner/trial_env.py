@@ -4,7 +4,8 @@ The base environment is built once per run: the runner's own environment, the ex
 ``runtime_args.env``, ``KERAS_HOME`` and ``MPLCONFIGDIR`` under the working directory unless set
 (Keras writes ``keras.json`` there on import, never into ``~/.keras``; matplotlib, which TensorFlow
 imports, its font cache and config, never into ``~/.cache`` / ``~/.config``), and no visible GPU for ``"resource":
-"cpu"``. Each attempt adds the variables that name it (``AUP_TRIAL``, ``AUP_EXPERIMENT``, the
+"cpu"`` (the resource's row in ``aup.resources`` says how its trials see GPUs). Each attempt adds
+the variables that name it (``AUP_TRIAL``, ``AUP_EXPERIMENT``, the
 process key by which a resumed runner finds orphans) and its GPU for ``"resource": "gpu"``.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from aup import channel
+from aup.resources import resource_row
 from aup.runner.launcher import KERAS_HOME_REL, MPLCONFIGDIR_REL
 from aup.runner.state import PROCESS_KEY_ENV, ActiveTrial
 
@@ -53,8 +55,9 @@ class TrialEnvironment:
 
 
 def device_pool(exp: "Experiment") -> list[str]:
-    """GPU ids to hand out, one per running trial (an id listed twice runs two trials on it)."""
-    if exp.resource != "gpu":
+    """GPU ids to hand out, one per running trial (an id listed twice runs two trials on it), for a
+    resource whose row hands out a pool (``gpu``)."""
+    if resource_row(exp.resource).devices != "pool":
         return []
     gpus = exp.resource_args.gpus
     if gpus is None:
@@ -69,7 +72,7 @@ def base_env(exp: "Experiment", workingdir: Path) -> dict[str, str]:
     env.update(exp.runtime_args.env)
     env.setdefault("KERAS_HOME", str(workingdir / KERAS_HOME_REL))
     env.setdefault("MPLCONFIGDIR", str(workingdir / MPLCONFIGDIR_REL))
-    if exp.resource == "cpu":
+    if resource_row(exp.resource).devices == "hidden":
         env["CUDA_VISIBLE_DEVICES"] = ""
     if exp.resource_args.early_stop is not None and len(exp.objectives) > 1:
         env[channel.EARLY_SIZE_ENV] = "1"  # rungs rank by size: compressors report it at once
