@@ -7,7 +7,7 @@ the user meant. Here every section is a pydantic model with ``extra="forbid"`` a
 raised as one :class:`~aup.errors.ConfigError` (exit status 2, nothing written to the database).
 
 This module is imported by the CLI, so it stays free of optuna/torch imports; the proposer-specific
-keys come from ``aup.proposer_ext.PROPOSER_OPTIONS`` (imported lazily, see ``proposer_options``).
+keys come from the proposer registry rows (``aup.proposer_ext.registry``, imported lazily, see ``proposer_options``).
 """
 from __future__ import annotations
 
@@ -52,9 +52,9 @@ class LoadedExperiment:
 
 def proposer_options() -> dict[str, frozenset[str]]:
     """The proposer names and their specific keys, from the proposer module (lazy: it imports optuna)."""
-    from aup.proposer_ext import PROPOSER_OPTIONS
+    from aup.proposer_ext.registry import proposer_options as registered
 
-    return {name.lower(): frozenset(keys) for name, keys in PROPOSER_OPTIONS.items()}
+    return {name.lower(): frozenset(keys) for name, keys in registered().items()}
 
 
 def load_experiment(path: str | os.PathLike[str], *, base_dir: str | os.PathLike[str] | None = None) -> LoadedExperiment:

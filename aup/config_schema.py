@@ -248,9 +248,15 @@ class Experiment(_Section):
         stages = self.compression if isinstance(self.compression, list) else [self.compression]
         seeded = any(isinstance(stage, dict) and isinstance(stage.get("allocation"), dict)
                      and stage["allocation"].get("mode") == "seed" for stage in stages)
-        if seeded and self.proposer in ("sequence", "hyperband", "bohb"):
-            raise ProblemError("compression.allocation.mode", f"\"seed\" queues trials for a sampler (random, tpe, "
-                               f"gp, cmaes, qmc, nsga2); proposer {self.proposer!r} makes its own")
+        if not seeded or not isinstance(self.proposer, str):
+            return self
+        from aup.proposer_ext.registry import ROWS  # lazy: it imports optuna
+
+        row = ROWS.get(self.proposer.lower())
+        if row is not None and row.own_schedule:
+            samplers = ", ".join(name for name, other in ROWS.items() if other.joinable)
+            raise ProblemError("compression.allocation.mode", f"\"seed\" queues trials for a sampler ({samplers}); "
+                               f"proposer {self.proposer!r} makes its own")
         return self
 
     @model_validator(mode="after")

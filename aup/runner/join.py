@@ -32,12 +32,12 @@ from aup import store
 from aup.errors import UserError
 from aup.proposer_ext.common import WAIT, Proposal, Wait
 from aup.proposer_ext.contract import ProposerContract, Value
+from aup.proposer_ext.registry import ROWS
 from aup.safe_text import shell_command
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from optuna.trial import TrialState
 
-JOINABLE = frozenset({"random", "tpe", "hyperopt", "gp", "spearmint", "cmaes", "qmc", "nsga2"})
 EXCESS_REASON = "not run: n_samples was reached by other runners"
 WORKERS_ATTR = "workers"
 
@@ -50,9 +50,19 @@ def is_shared(url: str) -> bool:
 def check_joinable(proposer: str, url: str) -> None:
     """UserError (one line) when runners cannot join this experiment."""
     check_shared(url)
-    if proposer.lower() not in JOINABLE:
+    if not joinable(proposer):
         raise UserError(f"the {proposer!r} proposer keeps its state in the runner that started the experiment, "
-                        f"so other runners cannot join it (joinable: {', '.join(sorted(JOINABLE))})")
+                        f"so other runners cannot join it (joinable: {', '.join(sorted(joinable_names()))})")
+
+
+def joinable_names() -> list[str]:
+    """The proposers other runners can join (their registry row: every state in the study)."""
+    return [name for name, row in ROWS.items() if row.joinable]
+
+
+def joinable(proposer: str) -> bool:
+    row = ROWS.get(proposer.lower())
+    return row is not None and row.joinable
 
 
 def check_shared(url: str) -> None:
@@ -108,7 +118,7 @@ def live_workers(storage: Any, study_name: str) -> set[str]:
 
 def shared_budget(proposer: ProposerContract, study: Any, exp: Any, url: str) -> ProposerContract:
     """``proposer`` counting ``n_samples`` over every runner, where runners can join; else as is."""
-    if is_shared(url) and (exp.proposer or "").lower() in JOINABLE and exp.n_samples:
+    if is_shared(url) and joinable(exp.proposer or "") and exp.n_samples:
         return SharedBudget(proposer, study, exp.n_samples)
     return proposer
 

@@ -78,13 +78,15 @@ def check_named_model(source: str, builder: JobConfigBuilder, workingdir: Path) 
 
 
 def _check_budgets(source: str, proposer: str, options: dict[str, Any], space: Any) -> None:
-    """Refuse, before anything is built, a grid or a budget too large to ever finish (with the number)."""
+    """Refuse, before anything is built, a grid or a budget too large to ever finish (with the number).
+    Called after the sampler was built, so ``proposer`` is a known, supported name."""
+    from aup.proposer_ext.registry import row_of
+
     max_iter = options.get("max_iter")
     if isinstance(max_iter, (int, float)) and max_iter > MAX_ITER:
         raise ConfigError(problems=[Problem("max_iter", f"expected at most {MAX_ITER:,} (the largest budget of "
                                                         f"one configuration), got {max_iter:g}")], source=source)
-    grid = proposer == "sequence" or (proposer in ("hyperband", "bohb") and options.get("engine") == "sequence")
-    if not grid:
+    if not row_of(proposer).uses_grid(options):
         return
     sizes = [(dim.name, grid_count(dim)) for dim in space.dimensions]
     points = math.prod(count for _, count in sizes)
