@@ -140,10 +140,11 @@ class _Bracket:
         if below is None or any(c not in self.runs[rung - 1] or self.runs[rung - 1][c].state not in
                                 FINISHED_STATES for c in below):
             return None
-        scored = [(self.runs[rung - 1][c].value, k, c) for k, c in enumerate(below)
-                  if self.runs[rung - 1][c].state == TrialState.COMPLETE
-                  and self.runs[rung - 1][c].value is not None
-                  and not math.isnan(self.runs[rung - 1][c].value)]
+        scored: list[tuple[float, int, str]] = []
+        for k, c in enumerate(below):
+            run = self.runs[rung - 1][c]
+            if run.state == TrialState.COMPLETE and run.value is not None and not math.isnan(run.value):
+                scored.append((run.value, k, c))
         scored.sort(key=lambda item: ((-item[0] if maximize else item[0]), item[1]))
         return [c for _, _, c in scored[: self.rungs[rung].size]]
 

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aup import channel
-from aup.runner.attempt_output import (DEFAULT_LOG_LIMIT, MAX_LINE, AttemptOutcome, AttemptOutput, Result,
-                                       last_output_line)
+from aup.runner.attempt_output import DEFAULT_LOG_LIMIT, MAX_LINE, AttemptOutcome, AttemptOutput, Result
 from aup.runner.contracts import ExecutionResource
 from aup.runner.orphans import pid_alive
-from aup.runner.trial_output import TAIL_BYTES
+from aup.runner.trial_output import TAIL_BYTES, last_output_line
 
 if TYPE_CHECKING:
     from aup.config import LoadedExperiment
@@ -56,7 +55,7 @@ class TrialProcess(AttemptOutput):
             )
         self.started = time.time()
         try:
-            self._exit_fd = os.pidfd_open(self._process.pid)  # type: ignore[attr-defined]
+            self._exit_fd = os.pidfd_open(self._process.pid)
         except (AttributeError, OSError):  # not Linux >= 5.3: the runner's loop polls on a timer
             self._exit_fd = None
 

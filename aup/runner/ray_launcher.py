@@ -46,7 +46,8 @@ from typing import Any, Sequence
 from aup.errors import UserError
 from aup.runner.attempt_output import AttemptOutcome, AttemptOutput
 from aup.runner.contracts import ExecutionResource, Leftover
-from aup.runner.ray_node import CHUNK_LIMIT, SCRATCH_PREFIX, STREAM_EVERY_S, run_on_node, end_attempts
+from aup.runner.orphans import SCRATCH_PREFIX
+from aup.runner.ray_node import CHUNK_LIMIT, STREAM_EVERY_S, end_attempts, run_on_node
 
 __all__ = ["CHUNK_LIMIT", "SCRATCH_PREFIX", "STREAM_EVERY_S", "RayResource", "RayTrialProcess", "connect",
            "end_leftovers"]
