@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 from aup.errors import UserError
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from aup.runner.contracts import ExecutionResource
 
 #: How trials of a resource see GPUs: ``hidden`` (``CUDA_VISIBLE_DEVICES`` empty), ``pool`` (the
 #: runner hands each running trial one id of ``resource_args.gpus``) or ``resource`` (the resource
@@ -31,19 +28,22 @@ class ResourceRow:
     """One execution resource: its name, its class and the facts the layers above read."""
 
     name: str
-    resource: "str | type[ExecutionResource]"  # "module:Class", imported when a run opens it, or the class
+    # the class implementing aup.runner.contracts.ExecutionResource (not imported here: the runner sits
+    # above this module), as "module:Class", imported when a run opens it, or the class itself
+    resource: str | type[Any]
     devices: Devices
     summary: str  # one line for messages and the documentation
     package: str | None = None  # a Python package it needs (refused with its install hint when missing)
     install: str | None = None  # how to get that package
     args: frozenset[str] = frozenset()  # resource_args keys that only this resource uses
 
-    def resource_class(self) -> "type[ExecutionResource]":
-        """The class implementing ``aup.runner.contracts.ExecutionResource`` for this row."""
+    def resource_class(self) -> type[Any]:
+        """The class of this row (``aup.runner.launcher.open_resource`` checks that it implements
+        ``aup.runner.contracts.ExecutionResource``)."""
         if not isinstance(self.resource, str):
             return self.resource
         module, _, name = self.resource.partition(":")
-        cls: type[ExecutionResource] = getattr(importlib.import_module(module), name)
+        cls: type[Any] = getattr(importlib.import_module(module), name)
         return cls
 
 

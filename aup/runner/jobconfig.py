@@ -17,8 +17,12 @@ from aup.errors import ConfigError, Problem
 
 if TYPE_CHECKING:
     from aup.config import Experiment
+    from aup.compression.allocation import Allocation
     from aup.proposer_ext.space import SearchSpace
-    from aup.runner.seeding import Plan
+
+#: Seed-mode allocation stages: per stage its allocation and ``(dimension, layer, low, high)`` of each
+#: searched per-layer sparsity (``aup.runner.seeding`` queues the seeded trials from it).
+Plan = list[tuple["Allocation", list[tuple[str, str, float, float]]]]
 
 @runtime_checkable
 class JobConfigBuilder(Protocol):

@@ -139,4 +139,9 @@ def open_resource(loaded: "LoadedExperiment") -> ExecutionResource:
     opened for one run: connecting to a cluster happens here, after every check of the experiment."""
     from aup.resources import resource_row
 
-    return resource_row(loaded.experiment.resource).resource_class()(loaded)
+    cls = resource_row(loaded.experiment.resource).resource_class()
+    if not (isinstance(cls, type) and issubclass(cls, ExecutionResource)):
+        raise TypeError(f"resource {loaded.experiment.resource!r}: {cls!r} does not implement "
+                        "aup.runner.contracts.ExecutionResource")
+    resource: ExecutionResource = cls(loaded)
+    return resource

@@ -14,16 +14,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from aup.compression.allocation import PROFILE_ATTR, Allocation, allocate, seed_targets
+from aup.runner.jobconfig import JobConfigBuilder, Plan
 
 if TYPE_CHECKING:
     import optuna
 
-    from aup.runner.jobconfig import JobConfigBuilder
 
 SEEDED_ATTR = "allocation_seeded"
 SEED_ATTR = "allocation_seed"  # on each seeded trial: its global target
 
-Plan = list[tuple[Allocation, list[tuple[str, str, float, float]]]]
 
 
 def seed_plan(builder: "JobConfigBuilder") -> Plan:
