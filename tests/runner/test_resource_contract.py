@@ -142,6 +142,7 @@ def test_end_leftovers_ends_what_a_killed_runner_left(resource: ExecutionResourc
     assert resource.end_leftovers([Leftover(None, uuid.uuid4().hex)]) == 0  # nothing else was touched
 
 
+@pytest.mark.slow  # a whole experiment with two trial processes
 def test_a_registered_resource_runs_an_experiment_end_to_end(tmp_path: Path) -> None:
     """One class and one row: the experiment's "resource" accepts it and the runner uses it."""
     from aup.runner.experiment import run_experiment
