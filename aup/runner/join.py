@@ -142,6 +142,7 @@ class SharedBudget(ProposerContract):
     def __init__(self, inner: ProposerContract, study: Any, n_samples: int) -> None:
         self.inner, self.study, self.n_samples = inner, study, n_samples
         self.name = inner.name
+        self._running: set[int] = set()  # this runner's proposed trials not yet completed
 
     @property
     def total(self) -> int | None:
@@ -149,13 +150,18 @@ class SharedBudget(ProposerContract):
 
     @property
     def finished(self) -> bool:
-        return self.inner.finished
+        """The wrapped proposer is done, or the runners together used up ``n_samples`` (and none of
+        this runner's trials is still running)."""
+        if self._running:
+            return False
+        return self.inner.finished or store.trials_in_budget(self.study) >= self.n_samples
 
     @property
     def requeues_interrupted(self) -> bool:
         return self.inner.requeues_interrupted
 
     def complete(self, trial_number: int, state: "TrialState", value: Value) -> None:
+        self._running.discard(trial_number)
         self.inner.complete(trial_number, state, value)
 
     def propose(self) -> Proposal | Wait | None:
@@ -169,6 +175,7 @@ class SharedBudget(ProposerContract):
         if store.trials_in_budget(self.study, below_number=trial.number) >= self.n_samples:
             self._drop(trial)  # another runner asked for the last slot between our count and our ask
             return None
+        self._running.add(trial.number)
         return proposal
 
     def _drop(self, trial: Any) -> None:
