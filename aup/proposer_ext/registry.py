@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeGuard
 
 import optuna
 
@@ -132,11 +132,11 @@ def row_of(name: Any) -> ProposerRow:
 
 
 # ---- validation ---------------------------------------------------------------------------------
-def _num(value: Any) -> bool:
+def _num(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _int(value: Any) -> bool:
+def _int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -278,6 +278,18 @@ def _bohb_budgets(options: Options) -> list[str]:
     return []
 
 
+MAX_ITER = 100_000  # hyperband's largest budget per configuration
+
+
+def _hyperband_budget(options: Options) -> list[str]:
+    """A budget too large to ever finish is refused before anything is built (with the number)."""
+    max_iter = options.get("max_iter")
+    if _num(max_iter) and max_iter > MAX_ITER:
+        return [f"max_iter: expected at most {MAX_ITER:,} (the largest budget of one configuration), "
+                f"got {max_iter:g}"]
+    return []
+
+
 def _sampled(space: "SearchSpace", study: optuna.Study, n_samples: int | None, seed: int | None,
              options: Options) -> ProposerContract:
     return SamplerProposer(space, study, n_samples, seed, options)
@@ -318,7 +330,7 @@ for _row in (
     ProposerRow("hyperband", "successive halving over brackets", samplers.build_hyperband, hyperband_proposer,
                 frozenset({"max_iter", "eta", "skip_last", "engine"}), needs_n_samples=False,
                 several_objectives=False, own_schedule=True, engines=("random", "tpe", "sequence"),
-                reserved=_BANDIT_RESERVED,
+                check=_hyperband_budget, reserved=_BANDIT_RESERVED,
                 uses_grid=lambda options: str(options.get("engine", "")).lower() == "sequence"),
     ProposerRow("bohb", "hyperband brackets with TPE mixed with random", samplers.build_bohb, bohb_proposer,
                 frozenset({"n_iterations", "min_budget", "max_budget", "eta", "min_points_in_model",
@@ -363,7 +375,7 @@ NEEDS_N_SAMPLES = needs_n_samples()  # the built-in ones (a live answer: needs_n
 #: The built-in proposer names (``eas`` included: it is known, and refused with its reason).
 PROPOSERS: tuple[str, ...] = tuple(ROWS)
 
-__all__ = ["NEEDS_N_SAMPLES", "OPTION_RULES", "PROPOSER_OPTIONS", "PROPOSERS", "ProposerBuilder", "ProposerRow", "ROWS",
+__all__ = ["MAX_ITER", "NEEDS_N_SAMPLES", "OPTION_RULES", "PROPOSER_OPTIONS", "PROPOSERS", "ProposerBuilder", "ProposerRow", "ROWS",
            "Rule", "SamplerBuilder", "build_proposer", "build_sampler", "canonical_name", "check_options",
            "needs_n_samples", "proposer_options", "register_proposer", "row_of", "supported", "unregister_proposer",
            "validate_options"]

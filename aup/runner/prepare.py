@@ -17,7 +17,6 @@ from aup.errors import ConfigError, Problem
 from aup.runner.jobconfig import JobConfigBuilder, check_builder, job_config_builder
 
 MAX_GRID_POINTS = 100_000  # a grid is listed in memory before the first trial
-MAX_ITER = 100_000  # hyperband's largest budget per configuration
 MAX_TRIALS = 1_000_000  # trials a proposer's schedule may plan
 
 
@@ -51,7 +50,7 @@ def prepare(loaded: LoadedExperiment, builder: JobConfigBuilder | None = None) -
         return ext.build_sampler(proposer, options, seed, len(exp.objectives), space=builder.space)
 
     located(source, sampler_factory, "proposer")  # fail early on bad sampler options
-    _check_budgets(source, proposer, options, builder.space)
+    _check_grid(source, proposer, options, builder.space)
     probe = optuna.create_study(directions=exp.directions, sampler=sampler_factory(), pruner=pruner)
     built = located(source, lambda: ext.build_proposer(proposer, options, builder.space, probe, exp.n_samples,
                                                        exp.random_seed), "proposer")
@@ -77,15 +76,11 @@ def check_named_model(source: str, builder: JobConfigBuilder, workingdir: Path) 
         print(f"aup: warning: {source}: {line}", file=sys.stderr)
 
 
-def _check_budgets(source: str, proposer: str, options: dict[str, Any], space: Any) -> None:
-    """Refuse, before anything is built, a grid or a budget too large to ever finish (with the number).
+def _check_grid(source: str, proposer: str, options: dict[str, Any], space: Any) -> None:
+    """Refuse, before anything is built, a grid too large to ever finish (with the number).
     Called after the sampler was built, so ``proposer`` is a known, supported name."""
     from aup.proposer_ext.registry import row_of
 
-    max_iter = options.get("max_iter")
-    if isinstance(max_iter, (int, float)) and max_iter > MAX_ITER:
-        raise ConfigError(problems=[Problem("max_iter", f"expected at most {MAX_ITER:,} (the largest budget of "
-                                                        f"one configuration), got {max_iter:g}")], source=source)
     if not row_of(proposer).uses_grid(options):
         return
     sizes = [(dim.name, grid_count(dim)) for dim in space.dimensions]
