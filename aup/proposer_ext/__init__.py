@@ -5,8 +5,9 @@ See ``docs/architecture.md`` ("Runner <-> proposers"). Importing this package im
 from __future__ import annotations
 
 from aup.proposer_ext.common import WAIT, Proposal, ProposerError
-from aup.proposer_ext.hyperband import (SuccessiveHalvingProposer, bohb_proposer, bohb_schedule,
-                                        hyperband_proposer, hyperband_schedule, schedule_runs)
+from aup.proposer_ext.contract import ProposerContract
+from aup.proposer_ext.hyperband import (SuccessiveHalvingProposer, bohb_schedule, hyperband_schedule,
+                                        schedule_runs)
 from aup.proposer_ext.proposers import INTERRUPTED_ATTR, GridProposer, Proposer, SamplerProposer
 from aup.proposer_ext.early_stopping import BanditPruner, build_pruner, build_stop_policy, validate_early_stop
 from aup.proposer_ext.pareto_halving import RUNG_ATTR, Decision, ParetoHalving
@@ -15,13 +16,12 @@ from aup.proposer_ext.registry import (NEEDS_N_SAMPLES, PROPOSER_OPTIONS, PROPOS
                                        register_proposer, row_of, unregister_proposer, validate_options)
 from aup.proposer_ext.samplers import EAS_REASON
 from aup.proposer_ext.space import Dimension, SearchSpace
-from aup.proposer_ext.contract import ProposerContract
-
 
 __all__ = [
-    "Dimension", "SearchSpace", "Proposal", "WAIT", "ProposerError", "Proposer", "build_proposer",
-    "build_sampler", "build_pruner", "build_stop_policy", "ParetoHalving", "Decision", "RUNG_ATTR", "validate_options", "validate_early_stop", "PROPOSER_OPTIONS", "PROPOSERS",
-    "NEEDS_N_SAMPLES", "needs_n_samples", "EAS_REASON", "ProposerContract", "ProposerRow", "register_proposer",
-    "unregister_proposer", "row_of", "check_options", "proposer_options", "INTERRUPTED_ATTR", "BanditPruner", "hyperband_schedule", "bohb_schedule",
-    "schedule_runs", "SuccessiveHalvingProposer", "GridProposer", "SamplerProposer",
+    "Dimension", "SearchSpace", "Proposal", "WAIT", "ProposerError", "Proposer", "ProposerContract", "ProposerRow",
+    "build_proposer", "build_sampler", "build_pruner", "build_stop_policy", "ParetoHalving", "Decision", "RUNG_ATTR",
+    "validate_options", "validate_early_stop", "check_options", "PROPOSER_OPTIONS", "PROPOSERS", "proposer_options",
+    "NEEDS_N_SAMPLES", "needs_n_samples", "register_proposer", "unregister_proposer", "row_of", "EAS_REASON",
+    "INTERRUPTED_ATTR", "BanditPruner", "hyperband_schedule", "bohb_schedule", "schedule_runs",
+    "SuccessiveHalvingProposer", "GridProposer", "SamplerProposer",
 ]

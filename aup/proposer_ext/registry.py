@@ -375,7 +375,7 @@ NEEDS_N_SAMPLES = needs_n_samples()  # the built-in ones (a live answer: needs_n
 #: The built-in proposer names (``eas`` included: it is known, and refused with its reason).
 PROPOSERS: tuple[str, ...] = tuple(ROWS)
 
-__all__ = ["MAX_ITER", "NEEDS_N_SAMPLES", "OPTION_RULES", "PROPOSER_OPTIONS", "PROPOSERS", "ProposerBuilder", "ProposerRow", "ROWS",
-           "Rule", "SamplerBuilder", "build_proposer", "build_sampler", "canonical_name", "check_options",
+__all__ = ["MAX_ITER", "NEEDS_N_SAMPLES", "OPTION_RULES", "PROPOSER_OPTIONS", "PROPOSERS", "ProposerBuilder",
+           "ProposerRow", "ROWS", "Rule", "SamplerBuilder", "build_proposer", "build_sampler", "canonical_name", "check_options",
            "needs_n_samples", "proposer_options", "register_proposer", "row_of", "supported", "unregister_proposer",
            "validate_options"]
