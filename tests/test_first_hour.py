@@ -93,7 +93,8 @@ def test_a_worker_that_is_done_says_so_while_trials_run_elsewhere(tmp_path: Path
     exp = SimpleNamespace(resource_args=SimpleNamespace(save_model=False), objectives=["score"], n_samples=3,
                           directions=["maximize"], constraints=None, recommend=None, stop="budget")
     out = io.StringIO()
-    result = finish_run(study, exp, None, status="finished", reason=None, shared=True, joined=True, single=True,
+    proposer = SimpleNamespace(total=None)  # the runner's proposer; only its planned total is read here
+    result = finish_run(study, exp, proposer, status="finished", reason=None, shared=True, joined=True, single=True,
                         workingdir=tmp_path, console=Console(file=out, width=200), storage_url="postgresql://x/y")
     text = out.getvalue()
     assert result.exit_code == 0
