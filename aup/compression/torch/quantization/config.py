@@ -62,11 +62,14 @@ def resolve_bits(name: str, entry: Mapping[str, Any], quant_type: str, index: in
 
 
 def default_entries(name: str, config_list: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Entries actually applied: the naive quantizer's empty list means "all weighted layers, 8 bit".
+    """Entries actually applied: where the catalog says so (``empty_means_all``, the naive quantizer),
+    an empty list means "all weighted layers at the default width".
 
     The seed documents ``"compressor": "naive", "config_list": []``; in NNI that quantized nothing,
     which no user intends.
     """
-    if not config_list and name == "naive":
-        return [{"quant_types": ["weight"], "quant_bits": 8, "op_types": ["default"]}]
+    entry = catalog.get("torch", "quantization", name)
+    quant = entry.quant if entry is not None else None
+    if not config_list and quant is not None and quant.empty_means_all:
+        return [{"quant_types": list(quant.types), "quant_bits": quant.default_bits, "op_types": ["default"]}]
     return [dict(entry) for entry in config_list]
