@@ -25,6 +25,7 @@ from aup.compression.lifecycle import TrainingLifecycle
 from aup.compression.torch.deploy.baseline import baseline_artifact, baseline_metrics, snapshot_baseline
 from aup.compression.torch.deploy.settings import CalibrationRecorder, DeploySettings
 from aup.compression.torch.deploy.metrics import deployed_file_metrics
+from aup.compression.torch.masking import pruned_channels
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class Compressor(TrainingLifecycle):
         for name, entry in masks.items():
             weight = entry.get("weight") if isinstance(entry, dict) else None
             if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
-                kept[name] = weight.reshape(weight.shape[0], -1).ne(0).any(1).nonzero().flatten()
+                kept[name] = (~pruned_channels(weight)).nonzero().flatten()
         return kept
 
     def enable_distillation(self, alpha: float = 0.5, temperature: float = 4.0, layers: Any = (),

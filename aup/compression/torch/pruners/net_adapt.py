@@ -39,6 +39,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import torch
 from torch import nn
 
+from aup.compression.torch.masking import pruned_channels
 from aup.compression.torch.pruners._search import (
     SearchPruner, check_callable, check_choice, check_number, is_better, is_structured, layer_units, progress, prune_copy,
     units_to_sparsity, working_dir, write_json,
@@ -89,7 +90,7 @@ class NetAdaptPruner(SearchPruner):
         if mask is None:
             return 0
         if structured:
-            return int((mask.flatten(1).abs().sum(1) == 0).sum())
+            return int(pruned_channels(mask).sum())
         return int((mask == 0).sum())
 
     def proposals(self, masks: Mapping[str, Mapping[str, Any]], delta: int) -> dict[str, dict[str, float]]:

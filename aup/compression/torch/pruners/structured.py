@@ -23,7 +23,7 @@ from torch import nn
 
 from aup.compression.torch.pruners.base import Pruner
 from aup.compression.torch.graph.dependency import conv_dependency_sets
-from aup.compression.torch.masking import filter_mask, per_filter
+from aup.compression.torch.masking import filter_mask, pruned_channels
 
 __all__ = ["FilterPruner"]
 
@@ -74,8 +74,7 @@ class FilterPruner(Pruner):
         built = self._kept_filters.get(name)
         if built is not None and built[0] is mask:  # the stored mask is the one calc_mask built
             return ~built[1]
-        low, high = torch.aminmax(per_filter(mask.detach()), dim=1)  # one read of the mask, no copy
-        return ((low == 0) & (high == 0)).cpu()
+        return pruned_channels(mask.detach()).cpu()
 
     # ------------------------------------------------------------------ masks
     def update_masks(self, sparsities: dict[str, float] | None = None) -> None:
