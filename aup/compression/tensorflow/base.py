@@ -12,6 +12,7 @@ after fine-tuning). The dense model is measured once, when the pruner is created
 """
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import warnings
@@ -73,9 +74,9 @@ class KerasPruner(TrainingLifecycle):
             return "it has no kernel to prune"
         return None
 
+    @abc.abstractmethod
     def calc_mask(self, name: str, weight: np.ndarray, sparsity: float) -> np.ndarray:
-        """A 0/1 array shaped like ``weight`` pruning ``sparsity`` of it (the criterion)."""
-        raise NotImplementedError
+        """A 0/1 array shaped like ``weight`` pruning ``sparsity`` of it (contracts.KerasPruner)."""
 
     def layer_sparsities(self) -> dict[str, float]:
         """Target sparsity per layer from the config_list."""

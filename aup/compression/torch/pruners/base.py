@@ -75,8 +75,12 @@ class Pruner(Compressor):
         return None
 
     def calc_mask(self, name: str, module: nn.Module, sparsity: float, **context: Any) -> dict[str, torch.Tensor | None]:
-        """``{"weight": mask, "bias": mask or None}`` pruning ``sparsity`` of ``module`` (criterion)."""
-        raise NotImplementedError
+        """``{"weight": mask, "bias": mask or None}`` pruning ``sparsity`` of ``module``.
+
+        The criterion's hook (contracts.MaskCriterion); schedules and searches override
+        :meth:`calc_masks` instead, so this one is not abstract."""
+        raise NotImplementedError(f"{self.compressor_name}: a pruner implements calc_mask (a criterion) or "
+                                  "overrides calc_masks (a schedule); see aup.compression.contracts")
 
     def layer_sparsities(self) -> dict[str, float]:
         """Target sparsity per layer from the config_list (schedules override or pass their own)."""

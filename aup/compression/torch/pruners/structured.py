@@ -16,6 +16,7 @@ so the others prune on their own. Grouped convolutions lose the same number of f
 """
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar
 
 import torch
@@ -55,9 +56,9 @@ class FilterPruner(Pruner):
         self._kept_filters: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name: (mask built, keep vector)
 
     # ------------------------------------------------------------------ criterion
+    @abc.abstractmethod
     def filter_importance(self, name: str, module: nn.Module) -> torch.Tensor:
-        """One score per output filter; the lowest-scored filters are pruned."""
-        raise NotImplementedError
+        """One score per output filter; the lowest-scored filters are pruned (contracts.FilterCriterion)."""
 
     def masked_weight(self, name: str, module: nn.Module) -> torch.Tensor:
         """The layer's weight with its current mask applied (detached; read-only for the criteria)."""

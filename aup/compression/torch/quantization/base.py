@@ -7,6 +7,7 @@ layers from ``config_list`` (NNI 2.0 semantics), attaches the quantization witho
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import warnings
@@ -88,10 +89,11 @@ class Quantizer(Compressor):
         return layers
 
     # ------------------------------------------------------------------ subclass API
+    @abc.abstractmethod
     def quantize_weight(self, layer: QuantLayer, weight: torch.Tensor, *, export: bool = False
                         ) -> tuple[torch.Tensor, QuantSpec]:
-        """Fake-quantized weight and its integer grid; ``export`` means "final value, no state change"."""
-        raise NotImplementedError
+        """Fake-quantized weight and its integer grid; ``export`` means "final value, no state change"
+        (contracts.Quantizer)."""
 
     def quantize_activation(self, layer: QuantLayer, kind: str, x: torch.Tensor) -> torch.Tensor:
         """Fake-quantized input (``kind="input"``) or output (``"output"``) of ``layer``."""
