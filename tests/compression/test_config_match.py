@@ -47,3 +47,15 @@ def test_imports_neither_torch_nor_keras() -> None:
     code = "import sys, aup.compression.config_match; print('torch' in sys.modules, 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_bit_widths_are_checked_with_the_schema_before_any_trial() -> None:
+    """The quantizers' "a bit width for every quant type" rule runs in the one torch-free check the
+    experiment validator uses, not only when the quantizer is built inside a trial."""
+    from aup.compression import schemas
+
+    config = [{"quant_types": ["weight", "output"], "quant_bits": {"weight": 8}, "op_types": ["Conv2d"]}]
+    with pytest.raises(FieldError) as caught:
+        schemas.validate_config_list("torch", "quantization", "qat", config)
+    assert str(caught.value).startswith("config_list[0].quant_bits: no bit width for 'output'")
+    schemas.validate_config_list("torch", "quantization", "qat", [dict(config[0], quant_bits=8)])
