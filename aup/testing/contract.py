@@ -90,7 +90,7 @@ def sparsity_tolerance(entry: catalog.Entry, compressor: Any) -> float:
         return 0.01
     units = [layer.module.weight[0].numel() for layer in compressor.layers.values()]
     dense = sum(compressor.dense_weight_numel.values())
-    return max(0.01, max(units, default=0) / dense)
+    return float(max(0.01, max(units, default=0) / dense))
 
 
 class Harness:
@@ -117,7 +117,7 @@ class Harness:
     def evaluator(self, *args: Any) -> float:
         model = next((a for a in args if isinstance(a, nn.Module)), self.model)
         self.evaluations += 1
-        return zoo.evaluate(model, self.x, self.y)
+        return float(zoo.evaluate(model, self.x, self.y))
 
     def trainer(self, model: nn.Module, optimizer: Any, criterion: Any, epoch: int, callback: Any = None) -> None:
         model.train()
