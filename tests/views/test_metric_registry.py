@@ -33,10 +33,10 @@ def toy_metric() -> Iterator[M.Metric]:
     M.unregister(TOY.name)
 
 
-@pytest.fixture
-def toy_store(tmp_path: Path) -> str:
+@pytest.fixture(scope="module")
+def toy_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Three trials reporting the toy metric and its dense baseline; trial 2 is worse on both axes."""
-    url = f"sqlite:///{tmp_path / 'toy.db'}"
+    url = f"sqlite:///{tmp_path_factory.mktemp('toy') / 'toy.db'}"
     study = optuna.create_study(study_name="toy", storage=url, direction="maximize")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
