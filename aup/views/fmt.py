@@ -16,13 +16,9 @@ from aup.numbers import is_finite_number
 _OWN_UNITS = {"duration_s": "s"}
 
 
-def is_size(name: str) -> bool:
-    """Bytes or counts (the registry's ``show``): log axes and k/M/G ticks."""
-    return M.show(name) in ("bytes", "count")
-
-
 def log_scale(name: str) -> bool:
-    """Metrics whose natural scale is logarithmic: sizes span orders of magnitude across compressions."""
+    """Sizes and counts (the registry's ``show``): sizes span orders of magnitude across compressions,
+    so they get log axes and ticks that read 40 kB, 60 kB, 100 kB."""
     row = M.get(name)
     return row is not None and row.log_scale
 

@@ -210,7 +210,7 @@ def _draw_tradeoff(ax: Any, data: PlotData) -> None:
     if data.log_x:
         ax.set_xscale("log")
         _size_ticks(ax.xaxis, data.x or "", [p["x"] for p in data.points] + [data.baseline.get("x", math.nan)])
-    elif fmt.is_size(data.x or ""):
+    elif fmt.log_scale(data.x or ""):
         _size_ticks(ax.xaxis, data.x or "", [])
     ax.set_xlabel(_size_label(data.x or "", data.log_x))
     ax.set_ylabel(f"{fmt.axis_label(data.y)} ({'higher' if data.y_direction == 'max' else 'lower'} is better)")
@@ -235,7 +235,7 @@ def _draw_baseline(ax: Any, data: PlotData, *, point: bool = False) -> None:
 
 def _size_label(name: str, log: bool) -> str:
     """``model size (log scale)``: the unit is in every tick label (``60 kB``)."""
-    if fmt.is_size(name):
+    if fmt.log_scale(name):
         return f"{M.label(name)}{' (log scale)' if log else ''}"
     return fmt.axis_label(name) + (" (log scale)" if log else "")
 

@@ -26,6 +26,7 @@ LAYER_PREFIXES = {M.LAYER_SPARSITY: "sparsity", M.LAYER_BITS: "bits"}
 # Bookkeeping attributes that are not metrics: kept out of the flat row (job_config repeats the params).
 NON_METRIC_ATTRS = frozenset({"job_config"})
 METRIC_NAMES_KEY = "study:metric_names"  # where optuna's ``study.set_metric_names`` keeps objective names
+# the built-in metrics and the row's own columns (param_key also asks the registry, which may have grown)
 RESERVED_COLUMNS = frozenset({*M.names(), "number", "state", "duration_s"})
 
 
@@ -108,7 +109,7 @@ def param_key(name: str, objective_names: Sequence[str] = ()) -> str:
     ``sparsity`` is ``param:sparsity`` in every row, failed trials included.
     """
     reserved = RESERVED_COLUMNS.union(objective_names)
-    return f"param:{name}" if name in reserved else name
+    return f"param:{name}" if name in reserved or M.get(name) is not None else name
 
 
 def _ratio(value: Any, baseline: Any) -> float | None:

@@ -100,3 +100,9 @@ def test_toy_metric_labels_the_plot_axis(toy_metric: M.Metric, toy_store: str) -
     experiment, trials = open_store(toy_store).load("toy")
     data = plot_data(experiment, trials, x="energy_mj")
     assert data.log_x and sorted(p["x"] for p in data.front) == [1000.0, 3000.0]
+
+
+def test_a_hyperparameter_named_like_the_toy_metric_is_a_param_column(toy_metric: M.Metric) -> None:
+    from aup.views.rows import param_key
+
+    assert param_key("energy_mj", ["score"]) == "param:energy_mj" and param_key("lr", ["score"]) == "lr"
