@@ -53,17 +53,18 @@ def select(layers: Iterable[tuple[str, L]], config_list: Sequence[Mapping[str, A
     return picked
 
 
-def unknown_op_name(names: Sequence[str], config_list: Sequence[Mapping[str, Any]],
-                    what: str = "module") -> FieldError | None:
-    """The first ``op_names`` entry that is no layer of the model, as an error listing the layers."""
+def unknown_op_name(names: Sequence[str], config_list: Sequence[Mapping[str, Any]], what: str = "module",
+                    *, list_layers: bool = True) -> FieldError | None:
+    """The first ``op_names`` entry that is no layer of the model, as an error listing the layers (up
+    to 30; ``list_layers=False`` for a report that carries the layers separately)."""
     known = set(names)
     for index, entry in enumerate(config_list):
         for op_name in entry.get("op_names", ()):
             if op_name not in known:
                 shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
-                return FieldError(f"no {what} named {op_name!r} in the model{did_you_mean(op_name, names)}; "
-                                  f"{what}s: {shown}", entry=index, key="op_names",
-                                  expected=f"a {what} name of the model", got=op_name)
+                listing = f"; {what}s: {shown}" if list_layers else ""
+                return FieldError(f"no {what} named {op_name!r} in the model{did_you_mean(op_name, names)}{listing}",
+                                  entry=index, key="op_names", expected=f"a {what} name of the model", got=op_name)
     return None
 
 

@@ -82,10 +82,11 @@ def check_op_names(model: nn.Module, config_list: Sequence[Mapping[str, Any]], c
     Inside an aup trial the mismatch also goes to the runner (a ``model_mismatch`` channel record
     with the model's layers), which stops the experiment instead of failing every trial.
     """
-    error = config_match.unknown_op_name([name for name, _ in model.named_modules() if name], config_list)
-    if error is not None:
-        _report_mismatch(model, compressor, FieldError(error.reason.partition("; modules: ")[0], entry=error.entry,
-                                                       key="op_names"))
+    names = [name for name, _ in model.named_modules() if name]
+    error = config_match.unknown_op_name(names, config_list)
+    if error is not None:  # the runner's record carries the layers itself
+        _report_mismatch(model, compressor, config_match.unknown_op_name(names, config_list, list_layers=False)
+                         or error)
         raise error
 
 
