@@ -1,7 +1,7 @@
 """Adding a metric is one registry row: a toy metric registered here flows to every view.
 
 The toy ``energy_mj`` (lower is better, shown as a count, with a ratio to the dense baseline) is
-registered by the fixture only; no view module names it, yet ``aup compare`` shows it with its
+registered by the fixture only; no view module names it, yet ``aup show`` and ``aup compare`` show it with its
 ratio, ``aup export`` has both columns, ``aup pareto`` minimises it, the plot labels its axis with
 the row's label and unit, and constraints treat a bare number as its upper bound.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -76,10 +77,12 @@ def test_registering_a_known_name_with_other_facts_is_refused() -> None:
         M.register(M.Metric(M.MODEL_BYTES, "max"))
 
 
-def test_toy_metric_in_compare_export_and_pareto(toy_metric: M.Metric, toy_store: str, tmp_path: Path,
+def test_toy_metric_in_show_compare_export_and_pareto(toy_metric: M.Metric, toy_store: str, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     rows = json.loads(_run(capsys, "compare", "toy", "--storage", toy_store, "--json"))
     assert [r["energy_mj_ratio"] for r in rows] == pytest.approx([0.3, 0.1, 0.5])
+    shown = _run(capsys, "show", "toy", "--storage", toy_store)
+    assert re.search(r"energy_mj\s.*3k \(0\.3x\)", shown)  # the best trial's value and ratio
     side = _run(capsys, "compare", "toy", "0", "1", "--storage", toy_store)
     assert "3k (0.3x)" in side and "1k (0.1x)" in side
     out = tmp_path / "toy.csv"
