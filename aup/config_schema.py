@@ -6,13 +6,13 @@ the user meant. Here every section is closed (``extra="forbid"``) with strict ty
 """
 from __future__ import annotations
 
+import math
 import unicodedata
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aup.errors import ProblemError
-from aup.numbers import is_finite_number
 
 # Keys the runner writes into every job config; a hyperparameter may not shadow them.
 RESERVED_PARAMETER_NAMES = frozenset({"tid", "n_iterations", "save_model", "folder_name", "job_id"})
@@ -65,7 +65,7 @@ class Parameter(_Section):
             raise ProblemError("range", f"expected [min, max] for a {self.type} parameter, got {self.range!r}")
         low, high = self.range
         for bound in (low, high):
-            if not is_finite_number(bound):
+            if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
                 raise ProblemError("range", f"expected two finite numbers, got {self.range!r}")
             if self.type == "int" and not float(bound).is_integer():
                 raise ProblemError("range", f"expected two integers for an int parameter, got {self.range!r}")
