@@ -12,7 +12,7 @@
 The right-hand side is arithmetic (``+ - * /``, parentheses, numbers) over metric names: any user
 attribute of the trial (``score``, the size metrics, ``baseline_*`` reported by the compressor, what
 the script logged). A bare number is an upper bound for metrics where lower is better
-(``aup.metrics.LOWER_IS_BETTER``) and a lower bound otherwise (``score``, ``accuracy``...).
+(their ``aup.metrics`` row's direction is ``min``) and a lower bound otherwise (``score``, ``accuracy``...).
 
 The runner turns each condition into an optuna constraint value (feasible when <= 0) with
 ``trial.set_constraint`` before telling the study, so TPE / NSGA-II / GP sample towards feasible
@@ -124,7 +124,8 @@ def parse_constraints(raw: Mapping[str, Any]) -> list[Constraint]:
                     out.append(_make(f"{metric} {bound}", metric, op, repr(number)))
             continue
         if _number(spec) is not None:
-            op = "<=" if metric in M.LOWER_IS_BETTER else ">="
+            row = M.get(metric)
+            op = "<=" if row is not None and row.direction == "min" else ">="
             out.append(_make(metric, metric, op, repr(float(spec))))
             continue
         if not isinstance(spec, str):

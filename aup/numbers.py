@@ -19,3 +19,19 @@ def is_number(value: Any) -> bool:
 def is_finite_number(value: Any) -> bool:
     """A real number that is not a bool, NaN or an infinity."""
     return is_number(value) and math.isfinite(value)
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` unless it is a NaN or infinite float, which becomes None ("not measured")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_safe(data: Any) -> Any:
+    """``data`` with every non-finite float (at any depth) replaced by None: NaN is not JSON."""
+    if isinstance(data, dict):
+        return {key: json_safe(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(value) for value in data]
+    return finite_or_none(data)

@@ -20,12 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import aup.compression.catalog as catalog
+
 METHODS = ("sensitivity", "uniform")
 GRID = tuple(round(0.1 * i, 2) for i in range(1, 10))  # the profile's sparsities
 DEFAULT_MAX_SPARSITY = 0.9
-# one-shot pruners whose config_list entries hold a plain ``sparsity`` per layer
-PRUNERS = ("level", "l1_filter", "l2_filter", "fpgm", "taylor_fo_weight_filter", "activation_apoz_rank_filter",
-           "activation_mean_rank_filter")
+# one-shot pruners whose config_list entries hold a plain ``sparsity`` per layer: the catalog's criteria
+# (a base criterion of schedules) whose sparsity may differ per entry (not slim's one global sparsity)
+PRUNERS = tuple(e.name for e in catalog.entries("torch", "pruning")
+                if e.nni_alias is not None and "sparsity" not in e.schema.same_value)
 JOB_KEY = "compression_allocation"  # where the job config carries the option to the trial
 ATTR = "allocated_sparsity"  # the trial attribute holding {layer: sparsity used}
 _MIN_SPARSITY = 0.005  # below this a layer is left dense (a sparsity of 0 is not a legal config value)

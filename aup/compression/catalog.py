@@ -10,7 +10,12 @@ its own table reads an :class:`Entry` here:
 - the quantizers' rules (``quant``: which quant types, default and only-allowed bit widths),
 - the base-criterion tables of AGP, ADMM, the sensitivity pruner and the search pruners
   (``nni_alias``: NNI 2.0's short name such as ``"l1"``; ``scores``: what the criterion reads),
-- the pipeline's "can this stage be shrunk before the quantizer" test (``structured``).
+- the pipeline's "can this stage be shrunk before the quantizer" test and the searches' "does this
+  base criterion remove whole filters" test (``structured``, via :func:`base_entry`),
+- AGP's "update every layer at once" (``ranks_together``), the quantizers' "an empty config_list
+  means every weighted layer" (``Quantization.empty_means_all``).
+
+Code never compares a compressor's name to decide what kind it is: it asks its entry.
 
 Adding a compressor is one class plus one :class:`Entry` below.
 """
@@ -40,6 +45,9 @@ class Quantization:
     types: tuple[str, ...]
     default_bits: int | None = None
     fixed_bits: int | None = None
+    # an empty config_list quantizes every weighted layer at ``default_bits`` (NNI's seed example
+    # ``"compressor": "naive", "config_list": []``, which in NNI quantized nothing, which no user intends)
+    empty_means_all: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,8 @@ class Entry:
     (within rounding to whole units); False where the algorithm defines its target otherwise
     (NNI's NetAdapt counts its steps against every Conv2d/Linear weight and the next layer's inputs
     and stops on nominal progress, so it prunes less of the configured layers).
+    ``ranks_together``: the criterion ranks all its configured layers against each other (slim's
+    BatchNorm scales), so a schedule over it must update every layer whenever one is due.
     ``model_family``: the models it applies to, ``"cnn"`` (convolutions, linear layers) or
     ``"transformer"`` (attention heads and MLP channels), so that tests and examples pick a model.
     ``implemented``: False while the class does not exist in this build; the name stays
@@ -76,6 +86,7 @@ class Entry:
     implemented: bool = True
     model_family: str = "cnn"
     exact_sparsity: bool = True
+    ranks_together: bool = False
 
     @property
     def module(self) -> str:
@@ -132,7 +143,7 @@ ENTRIES: tuple[Entry, ...] = (
     _pruner("level", "magnitude:LevelPruner", Schema(SPARSITY_KEYS), nni_alias="level", scores="weights"),
     _pruner("slim", "slim:SlimPruner",
             Schema(SPARSITY_KEYS, op_types=("BatchNorm2d",), same_value=("sparsity",)),
-            structured=True, nni_alias="slim", scores="bn"),
+            structured=True, nni_alias="slim", scores="bn", ranks_together=True),
     _filter("l1_filter", "filter_norm:L1FilterPruner", "l1", "weights"),
     _filter("l2_filter", "filter_norm:L2FilterPruner", "l2", "weights"),
     _filter("fpgm", "fpgm:FPGMPruner", "fpgm", "weights"),
@@ -166,7 +177,7 @@ ENTRIES: tuple[Entry, ...] = (
     _pruner("wanda", "wanda:WandaPruner", _ONE_SHOT, scores="activations"),
     _pruner("sparsegpt", "sparsegpt:SparseGPTPruner", _ONE_SHOT, scores="activations"),
     # ---- torch quantization
-    _quantizer("naive", "naive:NaiveQuantizer", Quantization(("weight",), default_bits=8, fixed_bits=8),
+    _quantizer("naive", "naive:NaiveQuantizer", Quantization(("weight",), default_bits=8, fixed_bits=8, empty_means_all=True),
                Schema({**quant_keys(("weight",), 8, _NAIVE_WHY), **COMMON}, required=(), allow_empty=True)),
     _quantizer("qat", "qat:QATQuantizer", Quantization(QUANT_TYPES),
                Schema({**quant_keys(QUANT_TYPES), "quant_start_step": EPOCH, **COMMON},
@@ -267,6 +278,17 @@ def is_structured(framework: str, compression_type: str, name: str) -> bool:
     """Whether the compressor removes whole filters/channels (physically shrinkable)."""
     entry = _INDEX.get((canonical_framework(framework), compression_type, name))
     return bool(entry and entry.structured)
+
+
+def get(framework: str, compression_type: str, name: str) -> Entry | None:
+    """The entry, or None for a name the catalog does not have (callers that must refuse use lookup)."""
+    return _INDEX.get((canonical_framework(framework), compression_type, name))
+
+
+def base_entry(name: str, framework: str = "torch") -> Entry:
+    """The pruning entry of a base criterion given by NNI's short name (``"l1"``) or aup's
+    (``"l1_filter"``), for schedules and searches that ask what their criterion is."""
+    return lookup(framework, "pruning", base_algos(framework).get(name, name))
 
 
 def find_types(name: str) -> list[tuple[str, str]]:

@@ -7,13 +7,17 @@ them.  Torch-free and Keras-free, so both framework bases can inherit it.
 """
 from __future__ import annotations
 
+import abc
 from typing import Sequence
 
 __all__ = ["TrainingLifecycle"]
 
 
-class TrainingLifecycle:
-    """Defaults of a one-shot compressor: the epoch is remembered, nothing runs per step or round."""
+class TrainingLifecycle(abc.ABC):
+    """Defaults of a one-shot compressor: the epoch is remembered, nothing runs per step or round.
+
+    An abstract base: the framework bases mark their plugin hooks abstract (the contracts of
+    :mod:`aup.compression.contracts`), so a compressor missing its hook fails when it is built."""
 
     epoch: int = 0
 

@@ -24,7 +24,7 @@ from aup.compression.keyspec import QUANT_TYPES, KeySpec, Schema
 from aup.errors import FieldError, did_you_mean
 
 __all__ = ["QUANT_TYPES", "KeySpec", "Schema", "SCHEMAS", "get_schema", "entry_keys", "check_value",
-           "validate_config_list"]
+           "validate_config_list", "quant_types_of", "resolve_bits"]
 
 # {(framework, type, name): Schema}, a read-only view of the catalog
 SCHEMAS: dict[tuple[str, str, str], Schema] = {
@@ -90,6 +90,17 @@ def validate_config_list(
     for index, entry in enumerate(config_list):
         _validate_entry(schema, name, index, entry, tolerated)
     _validate_cross_entry(schema, name, config_list)
+    if catalog.lookup(framework, compression_type, name).quant is not None:
+        _validate_bits(name, config_list)
+
+
+def _validate_bits(name: str, config_list: Sequence[Mapping[str, Any]]) -> None:
+    """Every quant type an entry lists gets a bit width (given, per type, or the quantizer's default)."""
+    for index, entry in enumerate(config_list):
+        if entry.get("exclude") is True:
+            continue
+        for quant_type in quant_types_of(name, entry, index):
+            resolve_bits(name, entry, quant_type, index)
 
 
 def _validate_entry(schema: Schema, name: str, index: int, entry: Any, tolerated: set[str]) -> None:
@@ -154,3 +165,34 @@ def _validate_cross_entry(schema: Schema, name: str, config_list: Sequence[Mappi
                 f"(for automatic search set \"expand_op_names\": false)",
                 entry=i1, key=key, expected=repr(first), got=second,
             )
+
+
+def _error(reason: str, name: str, index: int | None, key: str, expected: str) -> FieldError:
+    """Located at ``config_list[index].key``, or at ``<name>.key`` when no entry index is known."""
+    if index is None:
+        return FieldError(reason, field=f"{name}.{key}", expected=expected)
+    return FieldError(reason, entry=index, key=key, expected=expected)
+
+
+def quant_types_of(name: str, entry: Mapping[str, Any], index: int | None = None) -> list[str]:
+    """The entry's quant types; a weight-only quantizer defaults to ``["weight"]``."""
+    if "quant_types" in entry:
+        return list(entry["quant_types"])
+    types = catalog.quantization(name).types
+    if len(types) == 1:
+        return list(types)
+    expected = f"a list from {list(types)}"
+    raise _error(f"required by {name!r} ({expected})", name, index, "quant_types", expected)
+
+
+def resolve_bits(name: str, entry: Mapping[str, Any], quant_type: str, index: int | None = None) -> int:
+    """Bit width of ``quant_type`` in ``entry``: the int, the per-type dict value, or the default."""
+    bits: Any = entry.get("quant_bits")
+    if isinstance(bits, Mapping):
+        bits = bits.get(quant_type)
+    if bits is None:
+        bits = catalog.quantization(name).default_bits
+    if bits is None:
+        expected = f"an integer in [1, 32] or {{\"{quant_type}\": integer}}"
+        raise _error(f"no bit width for {quant_type!r}; give {expected}", name, index, "quant_bits", expected)
+    return int(bits)

@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from aup import metrics as M
 from aup.safe_text import escape, output_console, printable, shell_command, shown_url
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ def failure_lines(trials: Sequence[Any], limit: int = FAILED_SHOWN) -> list[str]
 
 
 # Size metrics shown next to the objectives in the end-of-run table, when the trials recorded them.
-SUMMARY_METRICS = ("param_count", "model_bytes", "macs")
+SUMMARY_METRICS = M.ranked("summary")
 
 
 _fmt_metric = number
@@ -187,7 +188,7 @@ def print_summary(console: Console, *, study_name: str, status: str, trials: Seq
     if best:
         pareto = len(objectives) > 1
         shown = list(best)[: max(limit, 10) if pareto else limit]
-        metrics = [m for m in SUMMARY_METRICS
+        metrics = [m for m in M.ranked("summary")
                    if m not in objectives and any(m in getattr(t, "user_attrs", {}) for t in shown)]
         title = "Pareto front" if pareto else ("best trials" if len(best) > 1 else "best trial")
         if any(t.user_attrs.get("feasible") is False for t in shown[:1]):

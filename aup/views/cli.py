@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from aup.errors import UserError
+from aup.numbers import json_safe
 from aup.safe_text import shown_url
 
 DEFAULT_LIMIT = 40  # rows of a terminal table when no trials are named; more is a wall of text
@@ -122,17 +122,7 @@ def _console() -> Any:
 def _print_json(data: Any) -> None:
     """JSON for scripts: non-finite numbers become null (NaN/Infinity are not JSON)."""
     indent = 1 if sys.stdout.isatty() else None  # the indenting encoder is pure Python: 5x slower
-    sys.stdout.write(json.dumps(_finite(data), indent=indent, default=str, allow_nan=False) + "\n")
-
-
-def _finite(data: Any) -> Any:
-    if isinstance(data, float) and not math.isfinite(data):
-        return None
-    if isinstance(data, dict):
-        return {key: _finite(value) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_finite(value) for value in data]
-    return data
+    sys.stdout.write(json.dumps(json_safe(data), indent=indent, default=str, allow_nan=False) + "\n")
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from typing import Any, Sequence
 
 from aup import metrics as M
+from aup.numbers import finite_or_none
 from aup.views.records import StudyRecord, TrialRow
 
 TAIL = ("duration_s", "attempts", "status_reason", "log_path", "job_config_path", "budget", "grid_index")
@@ -35,16 +35,10 @@ def export_columns(experiment: StudyRecord, trials: Sequence[TrialRow], rows: Se
     return [k for k in dict.fromkeys(ordered) if k in seen]
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def to_records(experiment: StudyRecord, trials: Sequence[TrialRow]) -> tuple[list[str], list[dict[str, Any]]]:
     rows = [trial.flat() for trial in trials]
     columns = export_columns(experiment, trials, rows)
-    return columns, [{c: _clean(row.get(c)) for c in columns} for row in rows]
+    return columns, [{c: finite_or_none(row.get(c)) for c in columns} for row in rows]
 
 
 def to_csv(columns: Sequence[str], records: Sequence[dict[str, Any]]) -> str:

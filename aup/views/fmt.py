@@ -1,7 +1,8 @@
 """How metric values read to a human: units, magnitudes and ratios to the baseline.
 
 One place for it so the terminal tables and the plot axes agree (``model_bytes`` is "18.3 kB" in
-a table and "model size (bytes)" on a log axis).
+a table and "model size (bytes)" on a log axis); the facts (unit, label, how a value reads) are the
+metric's row in the registry (aup.metrics), so a new metric needs no table here.
 """
 from __future__ import annotations
 
@@ -9,31 +10,26 @@ import math
 from typing import Any
 
 from aup import metrics as M
+from aup.numbers import is_finite_number
 
-BYTES = frozenset({M.MODEL_BYTES, M.MODEL_BYTES_GZIP, M.MODEL_BYTES_PACKED})
-COUNTS = frozenset({M.PARAM_COUNT, M.NONZERO_PARAMS, M.MACS})
-UNITS = {M.MODEL_BYTES: "bytes", M.MODEL_BYTES_GZIP: "bytes", M.PARAM_COUNT: "parameters",
-         M.NONZERO_PARAMS: "non-zero parameters", M.MACS: "MACs per sample", M.LATENCY_MS: "ms",
-         M.LATENCY_MS_TORCH: "ms", M.MODEL_BYTES_PACKED: "bytes",
-         M.WEIGHT_BITS: "bits per weight", M.SPARSITY: "fraction of zeros", "duration_s": "s"}
-LABELS = {M.MODEL_BYTES: "model size", M.MODEL_BYTES_GZIP: "gzipped model size", M.PARAM_COUNT: "parameters",
-          M.NONZERO_PARAMS: "non-zero parameters", M.MACS: "MACs", M.LATENCY_MS: "CPU latency (batch 1)",
-          M.LATENCY_MS_TORCH: "torch eager latency (batch 1)", M.MODEL_BYTES_PACKED: "packed torch artifact",
-          M.DEPLOY_AGREEMENT: "deployed vs in-memory agreement",
-          M.WEIGHT_BITS: "weight bits", M.SPARSITY: "sparsity", M.SCORE: "score",
-          M.LATENCY_MS_RATIO_IQR: "spread (IQR) of the side-by-side latency ratio",
-          M.PERPLEXITY: "perplexity (lower is better)"}
-# Metrics whose natural scale is logarithmic: sizes span orders of magnitude across compressions.
-LOG_SCALE = BYTES | COUNTS
+# Bookkeeping columns that read like metrics but are not in the registry (aup.metrics).
+_OWN_UNITS = {"duration_s": "s"}
+
+
+def log_scale(name: str) -> bool:
+    """Sizes and counts (the registry's ``show``): sizes span orders of magnitude across compressions,
+    so they get log axes and ticks that read 40 kB, 60 kB, 100 kB."""
+    row = M.get(name)
+    return row is not None and row.log_scale
 
 
 def axis_label(name: str) -> str:
     """``model_bytes`` -> ``model size [bytes]``; unknown metrics keep their own name."""
     base = name[:-len("_ratio")] if name.endswith("_ratio") else name
     if name.endswith("_ratio"):
-        return f"{LABELS.get(base, base)} / uncompressed"
-    unit = UNITS.get(name)
-    label = LABELS.get(name, name)
+        return f"{M.label(base)} / uncompressed"
+    unit = M.unit(name) or _OWN_UNITS.get(name)
+    label = M.label(name)
     return f"{label} [{unit}]" if unit and unit != label else label
 
 
@@ -57,11 +53,12 @@ def value(name: str, raw: Any) -> str:
         return str(raw)
     if isinstance(raw, float) and not math.isfinite(raw):
         return str(raw)
-    if name in BYTES:
+    show = M.show(name)
+    if show == "bytes":
         return _si(float(raw), (" B", " kB", " MB", " GB"), 1000.0)
-    if name in COUNTS:
+    if show == "count":
         return _si(float(raw), ("", "k", "M", "G"), 1000.0)
-    if name in (M.LATENCY_MS, M.LATENCY_MS_TORCH):
+    if show == "ms":
         return f"{raw:.3g} ms"
     if name == "duration_s":
         return f"{raw:.1f} s"
@@ -72,7 +69,7 @@ def value(name: str, raw: Any) -> str:
 
 def ratio(raw: Any) -> str:
     """A ratio to the uncompressed model, e.g. ``0.038x`` (26x smaller)."""
-    if not isinstance(raw, (int, float)) or not math.isfinite(raw):
+    if not is_finite_number(raw):
         return ""
     return f"{raw:.2g}x"
 
@@ -92,5 +89,4 @@ def cell(name: str, row: dict[str, Any]) -> str:
 def within_noise(r: Any, spread: Any) -> bool:
     """Whether a ratio's measured spread (the IQR of a side-by-side latency's rounds) is larger than
     its distance from 1: the difference it shows is noise. Such cells read ``~0.8x +-0.3``."""
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (r, spread))
-    return numbers and spread > abs(r - 1.0)
+    return is_finite_number(r) and is_finite_number(spread) and spread > abs(r - 1.0)

@@ -47,8 +47,7 @@ def default_direction(name: str, study_directions: Mapping[str, str] | None = No
     """The study's direction for its objectives, ``min`` for size/latency metrics, else ``max``."""
     if study_directions and name in study_directions:
         return "max" if study_directions[name].startswith("max") else "min"
-    base = name[:-len("_ratio")] if name.endswith("_ratio") else name
-    return "min" if base in M.LOWER_IS_BETTER else "max"
+    return M.direction(name)
 
 
 def parse_objectives(spec: str, study_directions: Mapping[str, str] | None = None) -> list[Objective]:
@@ -80,7 +79,7 @@ def default_objectives(objective_names: Sequence[str], directions: Sequence[str]
     """
     objectives = [Objective(n, "max" if d.startswith("max") else "min") for n, d in zip(objective_names, directions)]
     if len(objectives) == 1:
-        for size in (M.MODEL_BYTES, M.NONZERO_PARAMS, M.PARAM_COUNT):
+        for size in M.ranked("front"):
             if size != objectives[0].name and any(is_finite_number(r.get(size)) for r in rows):
                 objectives.append(Objective(size, "min"))
                 break

@@ -18,11 +18,11 @@ from typing import Any, Sequence
 from aup import metrics as M
 from aup.caches import aup_cache_dir
 from aup.errors import UserError
+from aup.numbers import is_finite_number as _num
 from aup.views import fmt
 from aup.views.pareto import VIOLATION, Objective, default_direction, pareto_front, row_violation
 from aup.views.records import StudyRecord, TrialRow
 
-SIZE_CANDIDATES = (M.MODEL_BYTES, M.NONZERO_PARAMS, M.PARAM_COUNT, M.MACS, M.LATENCY_MS)
 TRIAL_COLOUR = "#4C72B0"
 FRONT_COLOUR = "#D62728"
 BEST_COLOUR = "#2CA02C"
@@ -51,7 +51,7 @@ class PlotData:
 
     @property
     def log_x(self) -> bool:
-        return self.x in fmt.LOG_SCALE and all(p["x"] > 0 for p in self.points)
+        return fmt.log_scale(self.x or "") and all(p["x"] > 0 for p in self.points)
 
     @property
     def infeasible(self) -> list[dict[str, Any]]:
@@ -62,10 +62,6 @@ class PlotData:
         if len(self.points) <= LABEL_ALL_UP_TO:
             return {p["number"] for p in self.points}
         return {p["number"] for p in self.front}
-
-
-def _num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def plot_data(experiment: StudyRecord, trials: Sequence[TrialRow], x: str | None = None,
@@ -80,7 +76,7 @@ def plot_data(experiment: StudyRecord, trials: Sequence[TrialRow], x: str | None
     y = y or experiment.objective_names[0]
     y_direction = default_direction(y, experiment.objective_directions())
     if x is None:
-        x = next((m for m in SIZE_CANDIDATES if m != y and any(_num(r.get(m)) for r in complete)), None)
+        x = next((m for m in M.ranked("size_axis") if m != y and any(_num(r.get(m)) for r in complete)), None)
     points = [{"number": r["number"], "x": float(r[x]), "y": float(r[y]), "violation": row_violation(r)}
               for r in complete if x and _num(r.get(x)) and _num(r.get(y))]
     front: list[dict[str, Any]] = []
@@ -214,7 +210,7 @@ def _draw_tradeoff(ax: Any, data: PlotData) -> None:
     if data.log_x:
         ax.set_xscale("log")
         _size_ticks(ax.xaxis, data.x or "", [p["x"] for p in data.points] + [data.baseline.get("x", math.nan)])
-    elif data.x in fmt.BYTES | fmt.COUNTS:
+    elif fmt.log_scale(data.x or ""):
         _size_ticks(ax.xaxis, data.x or "", [])
     ax.set_xlabel(_size_label(data.x or "", data.log_x))
     ax.set_ylabel(f"{fmt.axis_label(data.y)} ({'higher' if data.y_direction == 'max' else 'lower'} is better)")
@@ -239,8 +235,8 @@ def _draw_baseline(ax: Any, data: PlotData, *, point: bool = False) -> None:
 
 def _size_label(name: str, log: bool) -> str:
     """``model size (log scale)``: the unit is in every tick label (``60 kB``)."""
-    if name in fmt.BYTES | fmt.COUNTS:
-        return f"{fmt.LABELS.get(name, name)}{' (log scale)' if log else ''}"
+    if fmt.log_scale(name):
+        return f"{M.label(name)}{' (log scale)' if log else ''}"
     return fmt.axis_label(name) + (" (log scale)" if log else "")
 
 

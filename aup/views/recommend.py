@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
 from aup.constraints import INFEASIBLE, Constraint, parse_constraints
+from aup.numbers import is_finite_number
 from aup.views import fmt
 from aup.views.pareto import violation
 from aup.views.rows import StudyRecord, TrialRow
@@ -106,8 +107,7 @@ def for_study(experiment: StudyRecord, trials: Sequence[TrialRow]) -> Recommenda
 
 
 def _usable(values: Sequence[float] | None, n: int) -> bool:
-    return bool(values) and len(values) == n and all(  # type: ignore[arg-type]
-        isinstance(v, (int, float)) and math.isfinite(v) for v in values)  # type: ignore[union-attr]
+    return values is not None and len(values) == n > 0 and all(is_finite_number(v) for v in values)
 
 
 def _violation(constraints: Sequence[Constraint], values: Mapping[str, Any]) -> float:

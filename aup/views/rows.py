@@ -21,14 +21,13 @@ __all__ = ["STATES", "RATIO_METRICS", "LAYER_PREFIXES", "NON_METRIC_ATTRS", "MET
            "TrialRow", "StudyRecord", "param_key", "objective_names_for"]
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-RATIO_METRICS = (M.SCORE, M.PARAM_COUNT, M.NONZERO_PARAMS, M.MACS, M.MODEL_BYTES, M.MODEL_BYTES_GZIP, M.LATENCY_MS,
-                 M.LATENCY_MS_TORCH, M.MODEL_BYTES_PACKED,
-                 "accuracy")
+RATIO_METRICS = M.ratio_metrics()  # the built-in rows' (flat() asks the registry, which may have grown)
 LAYER_PREFIXES = {M.LAYER_SPARSITY: "sparsity", M.LAYER_BITS: "bits"}
 # Bookkeeping attributes that are not metrics: kept out of the flat row (job_config repeats the params).
 NON_METRIC_ATTRS = frozenset({"job_config"})
 METRIC_NAMES_KEY = "study:metric_names"  # where optuna's ``study.set_metric_names`` keeps objective names
-RESERVED_COLUMNS = frozenset({*M.ALL_METRICS, "accuracy", "number", "state", "duration_s"})
+# the built-in metrics and the row's own columns (param_key also asks the registry, which may have grown)
+RESERVED_COLUMNS = frozenset({*M.names(), "number", "state", "duration_s"})
 
 
 @dataclass
@@ -75,10 +74,10 @@ class TrialRow:
 
             row["violation"] = violation(self.constraints)
             row.setdefault("feasible", row["violation"] <= 0)
-        for metric in RATIO_METRICS:
+        for metric in M.ratio_metrics():
             ratio = _ratio(row.get(metric), self.attrs.get(M.BASELINE_PREFIX + metric))
-            if ratio is not None and f"{metric}_ratio" not in row:  # a ratio measured side by side wins
-                row[f"{metric}_ratio"] = ratio
+            if ratio is not None and metric + M.RATIO_SUFFIX not in row:  # a ratio measured side by side wins
+                row[metric + M.RATIO_SUFFIX] = ratio
         for name, value in self.params.items():
             row[param_key(name, self.objective_names) if name not in row else f"param:{name}"] = value
         row["duration_s"] = self.duration_s
@@ -110,7 +109,7 @@ def param_key(name: str, objective_names: Sequence[str] = ()) -> str:
     ``sparsity`` is ``param:sparsity`` in every row, failed trials included.
     """
     reserved = RESERVED_COLUMNS.union(objective_names)
-    return f"param:{name}" if name in reserved else name
+    return f"param:{name}" if name in reserved or M.get(name) is not None else name
 
 
 def _ratio(value: Any, baseline: Any) -> float | None:

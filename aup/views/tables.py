@@ -16,9 +16,8 @@ from aup.views import counts, fmt
 from aup.views.pareto import FEASIBLE, VIOLATION, Objective, default_objectives, pareto_front
 from aup.views.records import StudyRecord, TrialRow, param_key
 
-# Metrics shown by compare, in this order, when a trial recorded them.
-COMPARE_METRICS = (M.SCORE, "accuracy", M.PARAM_COUNT, M.NONZERO_PARAMS, M.MACS, M.MODEL_BYTES, M.LATENCY_MS,
-                   M.LATENCY_MS_TORCH, M.DEPLOY_AGREEMENT, M.SPARSITY, M.WEIGHT_BITS)
+# Metrics shown by compare, in this order, when a trial recorded them (the registry's compare ranks).
+COMPARE_METRICS = M.ranked("compare")
 # Attributes that describe the run of a trial rather than the model: never shown as metrics.
 BOOKKEEPING = frozenset({"number", FEASIBLE, VIOLATION, "n_iterations", "runner", "bracket", "rung", "config_id", "state", "attempts", "log_path", "status_reason", "duration_s", "job_config",
                          "job_config_path", "budget", "grid_index", M.MODEL_BYTES_GZIP})
@@ -133,7 +132,7 @@ def compare_columns(experiment: StudyRecord, rows: Sequence[dict[str, Any]], par
     columns += [name for name in experiment.objective_names if name in present]
     columns += [FEASIBLE] if FEASIBLE in present else []  # the front puts feasible trials first
     columns += [BUDGET] if BUDGET in present else []  # same configuration, other budget: other score
-    columns += [m for m in COMPARE_METRICS if m in present and m not in columns]
+    columns += [m for m in M.ranked("compare") if m in present and m not in columns]
     columns += sorted(k for k in present if _is_extra_metric(k, rows, params) and k not in columns)
     columns += [p for p in params if p in present and (all_params or len(rows) < 2 or _differs(rows, p))]
     columns += [RUNNER] if RUNNER in present else []  # joined runners: which one ran the trial
@@ -161,7 +160,7 @@ def _is_extra_metric(key: str, rows: Sequence[dict[str, Any]], params: Sequence[
     """Script metrics beyond the standard ones (e.g. ``f1``), so that any recorded metric can be compared."""
     if key in BOOKKEEPING or key in params or key.startswith((M.BASELINE_PREFIX, "param:")) or key.endswith("_ratio"):
         return False
-    if key.startswith(("sparsity[", "bits[")) or key in M.ALL_METRICS:
+    if key.startswith(("sparsity[", "bits[")) or M.get(key) is not None:
         return False
     return any(isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool) for row in rows)
 

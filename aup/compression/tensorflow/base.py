@@ -12,6 +12,7 @@ after fine-tuning). The dense model is measured once, when the pruner is created
 """
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import warnings
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 
+from aup import metrics as M
 from aup.compression.lifecycle import TrainingLifecycle
 from aup.compression.tensorflow import artifact, measure
 from aup.compression.tensorflow.config_list import LayerConfig, layer_weight, to_numpy, validate_against_model
@@ -72,9 +74,9 @@ class KerasPruner(TrainingLifecycle):
             return "it has no kernel to prune"
         return None
 
+    @abc.abstractmethod
     def calc_mask(self, name: str, weight: np.ndarray, sparsity: float) -> np.ndarray:
-        """A 0/1 array shaped like ``weight`` pruning ``sparsity`` of it (the criterion)."""
-        raise NotImplementedError
+        """A 0/1 array shaped like ``weight`` pruning ``sparsity`` of it (contracts.KerasPruner)."""
 
     def layer_sparsities(self) -> dict[str, float]:
         """Target sparsity per layer from the config_list."""
@@ -143,7 +145,7 @@ class KerasPruner(TrainingLifecycle):
 
     def extra_metrics(self) -> dict[str, Any]:
         """Per-layer sparsity, reported next to the size metrics."""
-        return {"layer_sparsity": self.layer_sparsity()}
+        return {M.LAYER_SPARSITY: self.layer_sparsity()}
 
     def _measure_baseline(self) -> None:
         from aup import channel
@@ -157,7 +159,7 @@ class KerasPruner(TrainingLifecycle):
             return
         from aup.metrics import BASELINE_PREFIX
 
-        self._baseline = {f"{BASELINE_PREFIX}{k}": v for k, v in measured.items() if k != "sparsity"}
+        self._baseline = {f"{BASELINE_PREFIX}{k}": v for k, v in measured.items() if k != M.SPARSITY}
 
     def report_metrics(self, artifact_path: str | None = None, example_input: Any = None) -> dict[str, Any] | None:
         """Inside an aup trial, send the measured metrics to the runner (trial attributes in the store).
@@ -181,7 +183,7 @@ class KerasPruner(TrainingLifecycle):
     def _meta(self) -> dict[str, Any]:
         return {"compressor": self.compressor_name, "framework": self.framework,
                 "compression_type": self.compression_type, "config_list": self.config_list,
-                "layer_sparsity": self.layer_sparsity()}
+                M.LAYER_SPARSITY: self.layer_sparsity()}
 
     def export_model(self, model_path: str, mask_path: str | None = None, folder_name: str = ".",
                      speedup: bool = False, dummy_input: Any = None, format: str | None = None,

@@ -1,4 +1,4 @@
-"""NNI 2.0 ``config_list`` matching on a Keras 3 model, and the model-dependent checks.
+"""NNI 2.0 ``config_list`` matching on a Keras 3 model (the rules: :mod:`aup.compression.config_match`).
 
 Layers are named by their Keras ``name`` (``conv2d``, ``conv2d_1``, ``dense``... for auto-named
 layers); a layer inside a nested model is ``<outer>/<inner>``. For every layer the *last* entry
@@ -12,13 +12,13 @@ model (did you mean 'conv2d_1'?); layers: conv2d, conv2d_1, dense``.
 """
 from __future__ import annotations
 
-import difflib
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import keras
 import numpy as np
+
+from aup.compression import config_match
 
 # Weights the level pruner can mask, in the order they are looked for on a layer. ``"default"``
 # selects only layers with a ``kernel``; the others are pruned when a layer type is named explicitly.
@@ -94,56 +94,21 @@ def _type_matches(layer: keras.layers.Layer, op_types: Sequence[str]) -> bool:
     return False
 
 
-def _matches(name: str, layer: keras.layers.Layer, entry: Mapping[str, Any]) -> bool:
-    if "op_types" in entry and not _type_matches(layer, entry["op_types"]):
-        return False
-    if "op_names" in entry and name not in entry["op_names"]:
-        return False
-    return True
-
-
 def match_layer(name: str, layer: keras.layers.Layer, config_list: Sequence[Mapping[str, Any]]) -> tuple[int, dict] | None:
     """The winning ``(entry index, entry)`` for a layer, or None (no match or excluded)."""
-    winner: tuple[int, dict] | None = None
-    for index, entry in enumerate(config_list):
-        if _matches(name, layer, entry):
-            winner = (index, dict(entry))
-    if winner is None or winner[1].get("exclude") is True:
-        return None
-    return winner
+    return config_match.match_entry(name, layer, config_list, _type_matches)
 
 
 def select_layers(model: keras.layers.Layer, config_list: Sequence[Mapping[str, Any]]) -> list[LayerConfig]:
     """All layers the config_list picks, in model order (no validation)."""
-    selected = []
-    for name, layer in iter_layers(model):
-        match = match_layer(name, layer, config_list)
-        if match is not None:
-            selected.append(LayerConfig(name, layer, match[0], match[1]))
-    return selected
+    return [LayerConfig(*picked) for picked in config_match.select(iter_layers(model), config_list, _type_matches)]
 
 
 def check_op_names(model: keras.layers.Layer, config_list: Sequence[Mapping[str, Any]]) -> None:
     """Every ``op_names`` entry must be a layer of the model (ValueError listing the layers)."""
-    names = [name for name, _ in iter_layers(model)]
-    known = set(names)
-    for index, entry in enumerate(config_list):
-        for op_name in entry.get("op_names", ()):
-            if op_name not in known:
-                close = difflib.get_close_matches(op_name, names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
-                raise ValueError(
-                    f"config_list[{index}].op_names: no layer named {op_name!r} in the model{hint}; layers: {shown}"
-                )
-
-
-def _warn_unmatched_types(model: keras.layers.Layer, config_list: Sequence[Mapping[str, Any]]) -> None:
-    present = {type(layer).__name__.lower() for _, layer in iter_layers(model)}
-    for index, entry in enumerate(config_list):
-        for op_type in entry.get("op_types", ()):
-            if op_type != "default" and op_type.lower() not in present:
-                warnings.warn(f"config_list[{index}].op_types: the model has no {op_type!r} layer", stacklevel=3)
+    error = config_match.unknown_op_name([name for name, _ in iter_layers(model)], config_list, what="layer")
+    if error is not None:
+        raise error
 
 
 def validate_against_model(
@@ -166,17 +131,14 @@ def validate_against_model(
         raise ValueError("model: the Keras model is not built yet (give it an Input, call build(), or run it "
                          "on one batch before create_compressor)")
     check_op_names(model, config_list)
-    _warn_unmatched_types(model, config_list)
+    present = {type(layer).__name__.lower() for _, layer in iter_layers(model)}
+    config_match.warn_unmatched_types(present, config_list, 2)
     selected = select_layers(model, config_list)
     for layer in selected:
-        reason = check(layer.name, layer.layer) if check is not None else None
-        if reason:
-            raise ValueError(
-                f"config_list[{layer.entry_index}]: {compressor!r} cannot compress {layer.name!r} "
-                f"({layer.type_name}): {reason}"
-            )
+        error = config_match.refusal(compressor, layer.name, layer.type_name, layer.entry_index,
+                                     check(layer.name, layer.layer) if check is not None else None)
+        if error is not None:
+            raise error
     if not selected and config_list:
-        types = sorted({type(layer).__name__ for _, layer in iter_layers(model)})
-        raise ValueError(f"config_list: no layer of the model matches any entry for {compressor!r}; "
-                         f"layer types present: {', '.join(types)}")
+        raise config_match.nothing_selected(compressor, (type(layer).__name__ for _, layer in iter_layers(model)))
     return selected

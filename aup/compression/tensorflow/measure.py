@@ -28,6 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from aup import metrics as M
 from aup.compression.tensorflow.config_list import iter_layers, layer_weight, to_numpy
 
 __all__ = ["measure_model", "count_flops_params", "layer_sparsity", "example_input_for", "latency_ms"]
@@ -170,7 +171,7 @@ def _weight_bits(model: keras.Model) -> float:
 def _file_sizes(path: str | os.PathLike) -> dict[str, float]:
     with open(path, "rb") as handle:
         data = handle.read()
-    return {"model_bytes": float(len(data)), "model_bytes_gzip": float(len(gzip.compress(data, 6, mtime=0)))}
+    return {M.MODEL_BYTES: float(len(data)), M.MODEL_BYTES_GZIP: float(len(gzip.compress(data, 6, mtime=0)))}
 
 
 def latency_ms(model: keras.Model, example: Any, runs: int = 20, warmup: int = 10) -> float:
@@ -204,13 +205,13 @@ def measure_model(model: keras.Model, example_input: Any = None, *, compressed: 
                 compressed[name] = found[1]
     example = example_input_for(model, example_input)
     metrics: dict[str, float] = {
-        "param_count": float(model.count_params()),
-        "nonzero_params": float(_nonzero(model)),
-        "sparsity": _sparsity(compressed),
-        "weight_bits": _weight_bits(model),
+        M.PARAM_COUNT: float(model.count_params()),
+        M.NONZERO_PARAMS: float(_nonzero(model)),
+        M.SPARSITY: _sparsity(compressed),
+        M.WEIGHT_BITS: _weight_bits(model),
     }
     if example is not None:
-        metrics["macs"] = count_flops_params(model, example)[0]
+        metrics[M.MACS] = count_flops_params(model, example)[0]
     if artifact_path is not None:
         metrics.update(_file_sizes(artifact_path))
     else:
@@ -219,6 +220,6 @@ def measure_model(model: keras.Model, example_input: Any = None, *, compressed: 
             save_artifact(path, model, meta=meta)
             metrics.update(_file_sizes(path))
     if latency and example is not None:
-        metrics["latency_ms"] = latency_ms(model, example)
+        metrics[M.LATENCY_MS] = latency_ms(model, example)
     return metrics
 

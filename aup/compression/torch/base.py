@@ -18,12 +18,14 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
+from aup import metrics as M
 from aup.metrics import SIZE_MISSING
 
 from aup.compression.lifecycle import TrainingLifecycle
 from aup.compression.torch.deploy.baseline import baseline_artifact, baseline_metrics, snapshot_baseline
 from aup.compression.torch.deploy.settings import CalibrationRecorder, DeploySettings
 from aup.compression.torch.deploy.metrics import deployed_file_metrics
+from aup.compression.torch.masking import pruned_channels
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +125,7 @@ class Compressor(TrainingLifecycle):
         for name, entry in masks.items():
             weight = entry.get("weight") if isinstance(entry, dict) else None
             if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
-                kept[name] = weight.reshape(weight.shape[0], -1).ne(0).any(1).nonzero().flatten()
+                kept[name] = (~pruned_channels(weight)).nonzero().flatten()
         return kept
 
     def enable_distillation(self, alpha: float = 0.5, temperature: float = 4.0, layers: Any = (),
@@ -280,7 +282,7 @@ class Compressor(TrainingLifecycle):
             entry = shipped.setdefault(module, {"asked": bits, "shipped": 32, "as": "float"})
             if entry.get("asked") is None:
                 entry["asked"] = bits
-        return {"layers": shipped, "weight_bits": shipped_weight_bits(model.named_parameters, shipped),
+        return {"layers": shipped, M.WEIGHT_BITS: shipped_weight_bits(model.named_parameters, shipped),
                 "note": precision_note(shipped)}
 
     @contextlib.contextmanager
@@ -345,20 +347,20 @@ class Compressor(TrainingLifecycle):
         except Exception as exc:  # noqa: BLE001 - metrics must never kill a finished trial
             size_missing(f"measuring the compressed model failed: {type(exc).__name__}: {_one_line(exc)}")
             return None
-        torch_latency = metrics.pop("latency_ms", None)
+        torch_latency = metrics.pop(M.LATENCY_MS, None)
         if torch_latency is not None:
-            metrics["latency_ms_torch"] = torch_latency
+            metrics[M.LATENCY_MS_TORCH] = torch_latency
         settings = self.effective_deploy()
         deployed = self._deployed_metrics(deployed_path, settings, example)
         if deployed:
-            metrics["model_bytes_packed"] = metrics.get("model_bytes")
+            metrics[M.MODEL_BYTES_PACKED] = metrics.get(M.MODEL_BYTES)
             metrics.update(deployed)
             metrics.update(self._shipped_metrics())
         elif self.quantizes():
             if example is not None:
                 print(self._no_latency_note(), flush=True)
         elif torch_latency is not None:
-            metrics["latency_ms"] = torch_latency
+            metrics[M.LATENCY_MS] = torch_latency
         metrics = {**metrics, **self.extra_metrics(), **self.distill_metrics(),
                    **baseline_metrics(example, (settings or DeploySettings()) if deployed else None)}
         from aup.metrics import BASELINE_PREFIX, LATENCY_SIDE_BY_SIDE
@@ -394,10 +396,10 @@ class Compressor(TrainingLifecycle):
         record = getattr(self, "shipped_precision", None)
         if not record:
             return {}
-        out: dict[str, Any] = {"weight_bits": record["weight_bits"],
-                               "layer_bits_shipped": {m: e["shipped"] for m, e in record["layers"].items()}}
+        out: dict[str, Any] = {M.WEIGHT_BITS: record[M.WEIGHT_BITS],
+                               M.LAYER_BITS_SHIPPED: {m: e["shipped"] for m, e in record["layers"].items()}}
         if record.get("note"):
-            out["precision_note"] = record["note"]
+            out[M.PRECISION_NOTE] = record["note"]
             print(f"aup: {record['note']}", flush=True)
         return out
 
@@ -426,12 +428,12 @@ class Compressor(TrainingLifecycle):
                                         compressed_modules=self.compressed_module_names())
                 settings = self.effective_deploy()
                 if settings is not None:
-                    metrics.pop("model_bytes_gzip", None)
+                    metrics.pop(M.MODEL_BYTES_GZIP, None)
                     deployed = self._early_deployed_bytes(settings)
                     if deployed is None:
-                        metrics.pop("model_bytes", None)
+                        metrics.pop(M.MODEL_BYTES, None)
                     else:
-                        metrics["model_bytes_packed"], metrics["model_bytes"] = metrics["model_bytes"], deployed
+                        metrics[M.MODEL_BYTES_PACKED], metrics[M.MODEL_BYTES] = metrics[M.MODEL_BYTES], deployed
         except Exception as exc:  # noqa: BLE001 - an early report is a hint; the final one still runs
             logger.debug("aup: no early size report: %s: %s", type(exc).__name__, exc)
             return None

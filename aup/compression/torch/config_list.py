@@ -1,4 +1,4 @@
-"""NNI 2.0 ``config_list`` matching on a torch model, and the model-dependent checks.
+"""NNI 2.0 ``config_list`` matching on a torch model (the rules: :mod:`aup.compression.config_match`).
 
 For every module of ``model.named_modules()`` the *last* entry whose ``op_types`` and ``op_names``
 both match wins (a missing key matches everything); if that entry has ``exclude: true`` the module is
@@ -8,13 +8,13 @@ quantization needs them, and Auptimizer wrongly rejected them by looking at ``st
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from torch import nn
 
-from aup.errors import FieldError, did_you_mean
+from aup.compression import config_match
+from aup.errors import FieldError
 
 DEFAULT_OP_TYPES: tuple[str, ...] = (
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
@@ -62,33 +62,18 @@ def type_names(module: nn.Module) -> set[str]:
     return names | {alias.lower() for alias in getattr(type(module), "aup_op_types", ())}
 
 
-def _matches(name: str, module: nn.Module, entry: Mapping[str, Any]) -> bool:
-    if "op_types" in entry and not type_names(module) & expand_op_types(entry["op_types"]):
-        return False
-    if "op_names" in entry and name not in entry["op_names"]:
-        return False
-    return True
+def _type_match(module: nn.Module, op_types: Sequence[str]) -> bool:
+    return bool(type_names(module) & expand_op_types(op_types))
 
 
 def match_module(name: str, module: nn.Module, config_list: Sequence[Mapping[str, Any]]) -> tuple[int, dict] | None:
     """The winning ``(entry index, entry)`` for a module, or None (no match or excluded)."""
-    winner: tuple[int, dict] | None = None
-    for index, entry in enumerate(config_list):
-        if _matches(name, module, entry):
-            winner = (index, dict(entry))
-    if winner is None or winner[1].get("exclude") is True:
-        return None
-    return winner
+    return config_match.match_entry(name, module, config_list, _type_match)
 
 
 def select_modules(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -> list[LayerConfig]:
     """All modules the config_list picks, in ``named_modules()`` order (no validation)."""
-    selected = []
-    for name, module in model.named_modules():
-        match = match_module(name, module, config_list)
-        if match is not None:
-            selected.append(LayerConfig(name, module, match[0], match[1]))
-    return selected
+    return [LayerConfig(*picked) for picked in config_match.select(model.named_modules(), config_list, _type_match)]
 
 
 def check_op_names(model: nn.Module, config_list: Sequence[Mapping[str, Any]], compressor: str = "") -> None:
@@ -98,16 +83,11 @@ def check_op_names(model: nn.Module, config_list: Sequence[Mapping[str, Any]], c
     with the model's layers), which stops the experiment instead of failing every trial.
     """
     names = [name for name, _ in model.named_modules() if name]
-    known = set(names)
-    for index, entry in enumerate(config_list):
-        for op_name in entry.get("op_names", ()):
-            if op_name not in known:
-                hint = did_you_mean(op_name, names)
-                _report_mismatch(model, compressor, FieldError(f"no module named {op_name!r} in the model{hint}",
-                                                               entry=index, key="op_names"))
-                shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
-                raise FieldError(f"no module named {op_name!r} in the model{hint}; modules: {shown}",
-                                 entry=index, key="op_names", expected="a module name of the model", got=op_name)
+    error = config_match.unknown_op_name(names, config_list)
+    if error is not None:  # the runner's record carries the layers itself
+        _report_mismatch(model, compressor, config_match.unknown_op_name(names, config_list, list_layers=False)
+                         or error)
+        raise error
 
 
 def _report_mismatch(model: nn.Module, compressor: str, error: FieldError) -> None:
@@ -116,16 +96,6 @@ def _report_mismatch(model: nn.Module, compressor: str, error: FieldError) -> No
 
     layers = [(name, type(module).__name__) for name, module in model.named_modules() if name]
     report_mismatch(compressor, error.entry, str(error), layers)
-
-
-def _warn_unmatched_types(model: nn.Module, config_list: Sequence[Mapping[str, Any]]) -> None:
-    present = set().union(*(type_names(m) for m in model.modules()))
-    for index, entry in enumerate(config_list):
-        for op_type in entry.get("op_types", ()):
-            if op_type != "default" and op_type.lower() not in present:
-                warnings.warn(
-                    f"config_list[{index}].op_types: the model has no {op_type!r} layer", stacklevel=3
-                )
 
 
 def validate_against_model(
@@ -145,19 +115,16 @@ def validate_against_model(
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     check_op_names(model, config_list, compressor)
-    _warn_unmatched_types(model, config_list)
+    config_match.warn_unmatched_types(set().union(*(type_names(m) for m in model.modules())), config_list, 2)
     selected = select_modules(model, config_list)
     for layer in selected:
-        reason = check(layer.name, layer.module) if check is not None else None
-        if reason:
-            error = FieldError(f"{compressor!r} cannot compress {layer.name!r} ({layer.type_name}): {reason}",
-                               entry=layer.entry_index, got=layer.name)
+        error = config_match.refusal(compressor, layer.name, layer.type_name, layer.entry_index,
+                                     check(layer.name, layer.module) if check is not None else None)
+        if error is not None:
             _report_mismatch(model, compressor, error)
             raise error
     if require_any and not selected and config_list:
-        present = ", ".join(sorted({type(m).__name__ for m in model.modules()}))
-        error = FieldError(f"no layer of the model matches any entry for {compressor!r}; layer types present: {present}",
-                           expected="an entry matching a layer of the model")
+        error = config_match.nothing_selected(compressor, (type(m).__name__ for m in model.modules()))
         _report_mismatch(model, compressor, error)
         raise error
     return selected

@@ -71,6 +71,23 @@ def per_filter(mask: torch.Tensor) -> torch.Tensor:
     return mask.flatten(1)
 
 
+def pruned_channels(mask: torch.Tensor) -> torch.Tensor:
+    """Per output channel (dim 0) of a weight mask: True where the whole filter is masked out.
+
+    The one answer to "which channels are pruned" for criteria, schedules, searches and shrink: a
+    1-D mask (a bias or BatchNorm scale) is per channel already; a mask built by :func:`filter_mask`
+    is read once per filter, without a copy; a fine-grained mask counts a channel only when every
+    element of its filter is zero. Masks are on the tensor's own device; the result is too.
+    """
+    if mask.dim() <= 1:
+        return mask == 0
+    rows = per_filter(mask)
+    if rows.dtype == torch.bool:
+        return ~rows.any(dim=1)
+    low, high = torch.aminmax(rows, dim=1)  # one read of the mask, no copy (masks may hold any sign)
+    return (low == 0) & (high == 0)
+
+
 class MaskStore:
     """Masks of the compressed modules (by their ``named_modules()`` name) and the hooks enforcing them."""
 

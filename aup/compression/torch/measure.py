@@ -38,6 +38,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import torch
 from torch import nn
 
+from aup import metrics as M
 from aup.compression.torch.artifact.files import call_model  # noqa: F401 - also this module's name for it
 
 __all__ = ["LATENCY_THREADS", "measure_model", "count_flops_params", "layer_macs", "latency_ms"]
@@ -67,17 +68,17 @@ def measure_model(model: nn.Module, example_input: Any, *, masks: Masks | None =
     if unknown:
         raise ValueError(f"measure_model: masks name modules that are not in the model: {unknown[:5]}")
     metrics: dict[str, float] = {
-        "param_count": float(sum(p.numel() for p in model.parameters())),
-        "nonzero_params": float(_nonzero_params(model, masks)),
+        M.PARAM_COUNT: float(sum(p.numel() for p in model.parameters())),
+        M.NONZERO_PARAMS: float(_nonzero_params(model, masks)),
         **_file_sizes(model, example_input, masks, artifact_path),
-        "sparsity": _sparsity(modules, masks, compressed_modules),
-        "weight_bits": _weight_bits(model, quant_bits or {}),
+        M.SPARSITY: _sparsity(modules, masks, compressed_modules),
+        M.WEIGHT_BITS: _weight_bits(model, quant_bits or {}),
     }
     if example_input is None:  # the model never ran and no dummy input: what needs an input is left out
         return metrics
-    metrics["macs"] = float(_count_macs(model, example_input, masks)[0])
+    metrics[M.MACS] = float(_count_macs(model, example_input, masks)[0])
     if latency:
-        metrics["latency_ms"] = latency_ms(model, example_input, runs=latency_runs)
+        metrics[M.LATENCY_MS] = latency_ms(model, example_input, runs=latency_runs)
     return metrics
 
 
@@ -314,7 +315,7 @@ def _file_sizes(model: nn.Module, example_input: Any, masks: Masks,
 def sizes_of(path: str | os.PathLike) -> dict[str, float]:
     with open(path, "rb") as fh:
         data = fh.read()
-    return {"model_bytes": float(len(data)), "model_bytes_gzip": float(len(gzip.compress(data, 6, mtime=0)))}
+    return {M.MODEL_BYTES: float(len(data)), M.MODEL_BYTES_GZIP: float(len(gzip.compress(data, 6, mtime=0)))}
 
 
 # ----------------------------------------------------------------------------- latency

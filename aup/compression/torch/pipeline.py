@@ -27,6 +27,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
+from aup import metrics as M
 from aup.compression.spec import CompressionSpec, build_stage, resolve_class
 
 from aup.compression.torch.base import Compressor, ignore_export_arguments
@@ -168,8 +169,8 @@ class PipelineCompressor(Compressor):
                        if "weight" in k) if module is not None else 0
             per_layer[name] = round(1.0 - kept / numel, 6) if numel else 0.0
         total = sum(dense.values())
-        metrics["sparsity"] = sum(per_layer[n] * dense[n] for n in dense) / total if total else 0.0
-        metrics["layer_sparsity"] = per_layer
+        metrics[M.SPARSITY] = sum(per_layer[n] * dense[n] for n in dense) / total if total else 0.0
+        metrics[M.LAYER_SPARSITY] = per_layer
         return metrics
 
     def example_input(self, dummy_input: Any = None) -> Any:
@@ -251,7 +252,7 @@ class PipelineCompressor(Compressor):
         with quantizer.exported_view() as (quant, specs):  # type: ignore[attr-defined]
             bits = {key: spec["bits"] for key, spec in quant.items()}
             meta["activation_quant"] = specs
-            meta["weight_bits"] = quantizer._weight_bits(bits)  # type: ignore[attr-defined]
+            meta[M.WEIGHT_BITS] = quantizer._weight_bits(bits)  # type: ignore[attr-defined]
             save_artifact(path, self.model, example_input=example, masks=masks or None, quant=quant, meta=meta)
         return bits
 

@@ -22,11 +22,12 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from aup import metrics as M
 from aup.compression.torch.quantization.primitives import quantize_affine
 
 __all__ = ["quantization_sensitivity", "quantization_sensitivity_once", "profile_file"]
 
-METRIC = "quant_sensitivity"
+METRIC = M.QUANT_SENSITIVITY
 
 
 def _weighted_layers(model: nn.Module) -> dict[str, str]:

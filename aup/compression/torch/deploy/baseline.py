@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from aup import metrics as M
 from aup.compression.torch.deploy.settings import DeploySettings
 
 logger = logging.getLogger(__name__)
@@ -255,10 +256,10 @@ def _measure(example: Any, settings: DeploySettings | None) -> dict[str, float]:
         return {}
     try:
         measured = measure_model(model, example)
-        measured.pop("sparsity", None)
-        measured["latency_ms_torch"] = measured.pop("latency_ms")
+        measured.pop(M.SPARSITY, None)
+        measured[M.LATENCY_MS_TORCH] = measured.pop(M.LATENCY_MS)
         if settings is None:
-            measured["latency_ms"] = measured["latency_ms_torch"]
+            measured[M.LATENCY_MS] = measured[M.LATENCY_MS_TORCH]
         else:
             from aup.compression.torch.deploy.metrics import deployed_file_metrics
             from aup.compression.torch.deploy.settings import export_onnx
@@ -266,7 +267,7 @@ def _measure(example: Any, settings: DeploySettings | None) -> dict[str, float]:
             with tempfile.TemporaryDirectory(prefix="aup-baseline-") as tmp:
                 artifact = baseline_artifact(example, settings)  # the cached file, exported once
                 path = artifact[1] if artifact else export_onnx(model, example[:1], os.path.join(tmp, "dense.onnx"))
-                measured["model_bytes_packed"] = measured["model_bytes"]
+                measured[M.MODEL_BYTES_PACKED] = measured[M.MODEL_BYTES]
                 measured.update(deployed_file_metrics(path, None, example, []))
     except Exception as exc:  # noqa: BLE001 - never break the trial over the baseline
         logger.warning("aup: could not measure the uncompressed baseline: %s", exc)

@@ -11,6 +11,8 @@ from typing import Any, Callable, Sequence
 
 from torch import nn
 
+from aup import metrics as M
+
 __all__ = ["deployed_file_metrics"]
 
 
@@ -31,12 +33,12 @@ def deployed_file_metrics(path: str, model: nn.Module | None, example: Any, batc
     deployed = load_deployed(path, threads=LATENCY_THREADS)
     metrics = {**sizes_of(path)}
     if baseline is None:
-        metrics["latency_ms"] = ort_latency_ms(deployed, example)
+        metrics[M.LATENCY_MS] = ort_latency_ms(deployed, example)
     else:
         dense = load_deployed(baseline, threads=LATENCY_THREADS)
-        metrics.update(interleaved(ort_caller(deployed, example), ort_caller(dense, example)).metrics("latency_ms"))
+        metrics.update(interleaved(ort_caller(deployed, example), ort_caller(dense, example)).metrics(M.LATENCY_MS))
     if model is not None:
         fitting = fitting_batches(batches, deployed.input_names, deployed.input_shapes, example)
         with paused():
-            metrics["deploy_agreement"] = agreement(deployed, model, fitting)
+            metrics[M.DEPLOY_AGREEMENT] = agreement(deployed, model, fitting)
     return metrics

@@ -11,6 +11,7 @@ with the smallest mean. Running sums give the same numbers as NNI's concatenate-
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 from typing import Any, Callable, ClassVar, Iterator
 
@@ -60,9 +61,10 @@ class ActivationFilterPruner(FilterPruner):
         self._statistics_off = False
 
     # ------------------------------------------------------------------ statistics
+    @abc.abstractmethod
     def channel_statistic(self, activated: torch.Tensor) -> torch.Tensor:
-        """Per-channel sum over batch and positions of what the criterion averages."""
-        raise NotImplementedError
+        """Per-channel sum over batch and positions of what the criterion averages
+        (contracts.ActivationStatistic)."""
 
     def _attach_training_hooks(self) -> None:
         if self._stat_handles or self.masks_calculated:

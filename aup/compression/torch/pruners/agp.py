@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 from torch import nn
 
+import aup.compression.catalog as catalog
 from aup.compression.torch.analysis import BASE_ALGOS, base_pruner_class
 from aup.compression.torch.pruners.base import Pruner
 from aup.compression.torch.pruners.schedule import CriterionSchedule
@@ -107,8 +108,8 @@ class AGPPruner(CriterionSchedule):
             for name, layer in self.layers.items()
             if is_pruning_epoch(layer.config, self.now_epoch) and self.applied.get(name) != self.target_sparsity(name)
         }
-        if due and BASE_ALGOS.get(self.pruning_algorithm, self.pruning_algorithm) == "slim":
-            due = self.layer_sparsities()  # slim ranks all its BN layers together
+        if due and catalog.base_entry(self.pruning_algorithm).ranks_together:
+            due = self.layer_sparsities()  # e.g. slim ranks all its BN layers together
         return due
 
     def _schedule(self) -> None:

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from aup.compression.torch.pruners._search import (
-    SearchPruner, check_callable, check_number, make_base_pruner, mask_with, progress, working_dir, write_json,
+    SearchPruner, check_callable, check_number, is_structured, make_base_pruner, mask_with, progress, working_dir,
+    write_json,
 )
 from aup.compression.torch.pruners.admm import admm_optimize
 from aup.compression.torch.pruners.simulated_annealing import SimulatedAnnealingPruner
@@ -101,7 +102,7 @@ class AutoCompressPruner(SearchPruner):
                      self.num_iterations, self.sparsity(), score, time.perf_counter() - started)
         torch.save(self.model.state_dict(), os.path.join(self.experiment_data_dir, "model_compressed.pth"))
         self.masks_calculated = True
-        self.speedup_applied = self.base_algo != "level"  # level keeps element masks (no shrink possible)
+        self.speedup_applied = is_structured(self.base_algo)  # element masks cannot be shrunk
         return self.model
 
     def _round(self, index: int) -> dict[str, float]:
@@ -121,7 +122,7 @@ class AutoCompressPruner(SearchPruner):
         pruner.masks.apply_all()
         pruner.masks.detach()
         torch.save(masks, os.path.join(round_dir, "mask.pth"))
-        if self.base_algo != "level":
+        if is_structured(self.base_algo):
             from aup.compression.torch.shrink.core import shrink_model
 
             self.shrink_report = shrink_model(self.model, masks, self.dummy_input)

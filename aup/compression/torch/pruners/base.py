@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
+from aup import metrics as M
 from aup.compression.torch.base import Compressor, ignore_export_arguments
 from aup.compression.torch.config_list import LayerConfig, validate_against_model
 from aup.compression.torch.deploy.settings import clean_copy
@@ -74,8 +75,12 @@ class Pruner(Compressor):
         return None
 
     def calc_mask(self, name: str, module: nn.Module, sparsity: float, **context: Any) -> dict[str, torch.Tensor | None]:
-        """``{"weight": mask, "bias": mask or None}`` pruning ``sparsity`` of ``module`` (criterion)."""
-        raise NotImplementedError
+        """``{"weight": mask, "bias": mask or None}`` pruning ``sparsity`` of ``module``.
+
+        The criterion's hook (contracts.MaskCriterion); schedules and searches override
+        :meth:`calc_masks` instead, so this one is not abstract."""
+        raise NotImplementedError(f"{self.compressor_name}: a pruner implements calc_mask (a criterion) or "
+                                  "overrides calc_masks (a schedule); see aup.compression.contracts")
 
     def layer_sparsities(self) -> dict[str, float]:
         """Target sparsity per layer from the config_list (schedules override or pass their own)."""
@@ -217,7 +222,7 @@ class Pruner(Compressor):
         per_layer = self.layer_sparsity()
         dense = sum(self.dense_weight_numel.values())
         pruned = sum(per_layer[n] * self.dense_weight_numel[n] for n in per_layer)
-        return {"sparsity": pruned / dense if dense else 0.0, "layer_sparsity": per_layer}
+        return {M.SPARSITY: pruned / dense if dense else 0.0, M.LAYER_SPARSITY: per_layer}
 
     # ------------------------------------------------------------------ speedup / export
     def apply_speedup(self, dummy_input: Any) -> nn.Module:

@@ -39,8 +39,9 @@ from typing import Any, Callable, ClassVar, Mapping
 import torch
 from torch import nn
 
+from aup.compression.torch.masking import pruned_channels
 from aup.compression.torch.pruners._search import (
-    SearchPruner, check_callable, check_choice, check_number, is_better, layer_units, progress, prune_copy,
+    SearchPruner, check_callable, check_choice, check_number, is_better, is_structured, layer_units, progress, prune_copy,
     units_to_sparsity, working_dir, write_json,
 )
 
@@ -89,12 +90,12 @@ class NetAdaptPruner(SearchPruner):
         if mask is None:
             return 0
         if structured:
-            return int((mask.flatten(1).abs().sum(1) == 0).sum())
+            return int(pruned_channels(mask).sum())
         return int((mask == 0).sum())
 
     def proposals(self, masks: Mapping[str, Mapping[str, Any]], delta: int) -> dict[str, dict[str, float]]:
         """Per layer, the sparsities that remove at least ``delta`` more weights from that layer alone."""
-        structured = self.base_algo != "level"
+        structured = is_structured(self.base_algo)
         pruned = {n: self._pruned_units(masks, n, units[0], structured) for n, units in self._unit_sizes.items()}
         current = {n: units_to_sparsity(pruned[n], self._unit_sizes[n][0]) for n in self._unit_sizes}
         proposals = {}
@@ -214,7 +215,7 @@ class NetAdaptPruner(SearchPruner):
             progress("net_adapt: iteration %d pruned %s, %d/%d weights left, score %.4f (%.1fs)", iteration, layer,
                      remaining, total, score, time.perf_counter() - started)
         self._final_model, self._final_masks = current_model, masks
-        return {n: units_to_sparsity(self._pruned_units(masks, n, u[0], self.base_algo != "level"), u[0])
+        return {n: units_to_sparsity(self._pruned_units(masks, n, u[0], is_structured(self.base_algo)), u[0])
                 for n, u in self._unit_sizes.items()}
 
     def _best_candidate(self, model: nn.Module, masks: Mapping[str, Mapping[str, Any]],

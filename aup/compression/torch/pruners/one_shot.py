@@ -9,6 +9,7 @@ inputs produced by the already-pruned layers before it (:mod:`aup.compression.to
 """
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -56,10 +57,11 @@ class OneShotPruner(Pruner):
     def statistics_ready(self) -> bool:
         return self.calibration.ready()
 
+    @abc.abstractmethod
     def prune_layer(self, weight: torch.Tensor, stats: InputStats, sparsity: float | str
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(new weight [out, in], mask [out, in])`` of one layer from its input statistics."""
-        raise NotImplementedError
+        """``(new weight [out, in], mask [out, in])`` of one layer from its input statistics
+        (contracts.LayerwisePruner)."""
 
     def calc_masks(self, sparsities: dict[str, Any]) -> dict[str, dict[str, torch.Tensor | None]]:
         batches = self.calibration.batches()

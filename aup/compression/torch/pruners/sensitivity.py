@@ -36,7 +36,9 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import torch
 from torch import nn
 
+import aup.compression.catalog as catalog
 from aup.compression.torch.analysis import WEIGHT_ALGOS, SensitivityAnalysis, as_metric, base_pruner_class
+from aup.compression.torch.masking import pruned_channels
 from aup.compression.torch.pruners.schedule import CriterionSchedule
 
 __all__ = ["SensitivityPruner", "max_prune_ratio", "MAX_PRUNE_RATIO_PER_ITER"]
@@ -218,10 +220,10 @@ class SensitivityPruner(CriterionSchedule):
     def _units(self, name: str) -> tuple[int, int]:
         """``(units, pruned units)`` of a layer: filters for filter criteria, elements for level."""
         mask = self.masks.masks[name]["weight"]
-        if self.base_algo == "level" or mask is None:
+        if not catalog.base_entry(self.base_algo).structured or mask is None:
             size = self.layers[name].module.weight.numel()
             return size, 0 if mask is None else int((mask == 0).sum())
-        return mask.shape[0], int((mask.flatten(1).abs().sum(1) == 0).sum())
+        return mask.shape[0], int(pruned_channels(mask).sum())
 
     def _most_robust_with_a_unit_left(self, proportion: Mapping[str, float]) -> str | None:
         candidates = [n for n in self.layers if proportion.get(n, 0) > 0 and self._units(n)[1] + 1 < self._units(n)[0]]

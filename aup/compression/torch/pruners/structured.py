@@ -16,6 +16,7 @@ so the others prune on their own. Grouped convolutions lose the same number of f
 """
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar
 
 import torch
@@ -23,7 +24,7 @@ from torch import nn
 
 from aup.compression.torch.pruners.base import Pruner
 from aup.compression.torch.graph.dependency import conv_dependency_sets
-from aup.compression.torch.masking import filter_mask, per_filter
+from aup.compression.torch.masking import filter_mask, pruned_channels
 
 __all__ = ["FilterPruner"]
 
@@ -55,9 +56,9 @@ class FilterPruner(Pruner):
         self._kept_filters: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name: (mask built, keep vector)
 
     # ------------------------------------------------------------------ criterion
+    @abc.abstractmethod
     def filter_importance(self, name: str, module: nn.Module) -> torch.Tensor:
-        """One score per output filter; the lowest-scored filters are pruned."""
-        raise NotImplementedError
+        """One score per output filter; the lowest-scored filters are pruned (contracts.FilterCriterion)."""
 
     def masked_weight(self, name: str, module: nn.Module) -> torch.Tensor:
         """The layer's weight with its current mask applied (detached; read-only for the criteria)."""
@@ -74,8 +75,7 @@ class FilterPruner(Pruner):
         built = self._kept_filters.get(name)
         if built is not None and built[0] is mask:  # the stored mask is the one calc_mask built
             return ~built[1]
-        low, high = torch.aminmax(per_filter(mask.detach()), dim=1)  # one read of the mask, no copy
-        return ((low == 0) & (high == 0)).cpu()
+        return pruned_channels(mask.detach()).cpu()
 
     # ------------------------------------------------------------------ masks
     def update_masks(self, sparsities: dict[str, float] | None = None) -> None:

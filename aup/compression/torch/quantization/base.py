@@ -7,6 +7,7 @@ layers from ``config_list`` (NNI 2.0 semantics), attaches the quantization witho
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import warnings
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 import torch
 from torch import nn
 
+from aup import metrics as M
 from aup.compression.torch.base import Compressor, ignore_export_arguments
 from aup.compression.torch.config_list import validate_against_model
 from aup.compression.torch.quantization.config import default_entries, quant_types_of, resolve_bits, validate_quant_config_list
@@ -87,10 +89,11 @@ class Quantizer(Compressor):
         return layers
 
     # ------------------------------------------------------------------ subclass API
+    @abc.abstractmethod
     def quantize_weight(self, layer: QuantLayer, weight: torch.Tensor, *, export: bool = False
                         ) -> tuple[torch.Tensor, QuantSpec]:
-        """Fake-quantized weight and its integer grid; ``export`` means "final value, no state change"."""
-        raise NotImplementedError
+        """Fake-quantized weight and its integer grid; ``export`` means "final value, no state change"
+        (contracts.Quantizer)."""
 
     def quantize_activation(self, layer: QuantLayer, kind: str, x: torch.Tensor) -> torch.Tensor:
         """Fake-quantized input (``kind="input"``) or output (``"output"``) of ``layer``."""
@@ -248,7 +251,7 @@ class Quantizer(Compressor):
         return asked
 
     def extra_metrics(self) -> dict[str, Any]:
-        return {"layer_bits": self.layer_bits()}
+        return {M.LAYER_BITS: self.layer_bits()}
 
     def export_model(self, model_path: str, mask_path: str | None = None, folder_name: str = ".",
                      speedup: bool = False, dummy_input: Any = None, format: str | None = None,
@@ -275,7 +278,7 @@ class Quantizer(Compressor):
             bits = {key: spec["bits"] for key, spec in quant.items()}
             meta = {"compressor": self.compressor_name, "framework": self.framework,
                     "compression_type": self.compression_type, "config_list": self.config_list,
-                    "activation_quant": specs, "weight_bits": self._weight_bits(bits)}
+                    "activation_quant": specs, M.WEIGHT_BITS: self._weight_bits(bits)}
             from aup.compression.torch.artifact.files import save_artifact
 
             save_artifact(path, self.model, example_input=example, quant=quant, meta=meta)

@@ -39,7 +39,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from aup.compression.torch.masking import per_filter
+from aup.compression.torch.masking import pruned_channels
 from aup.compression.torch.measure import call_model, first_tensor
 from aup.compression.torch.shrink.module_state import snapshot_modules
 from aup.compression.torch.shrink.check import verify
@@ -226,7 +226,7 @@ def _masked_out_local(module: nn.Module, masks: Masks, name: str | None) -> list
     if key not in _MASKED_CACHE:
         if isinstance(module, nn.modules.conv._ConvTransposeNd):
             mask = mask.transpose(0, 1)
-        flags = (per_filter(mask).amax(1) == 0) if mask.dim() > 1 else (mask == 0)
+        flags = pruned_channels(mask)
         _MASKED_CACHE[key] = flags.tolist()
     return _MASKED_CACHE[key]
 

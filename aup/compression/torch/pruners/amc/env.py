@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from aup.compression.torch.masking import pruned_channels
+
 __all__ = ["PrunableLayer", "ChannelPruningEnv", "analyse_model", "ChannelScore", "next_layer_magnitude"]
 
 
@@ -303,7 +305,7 @@ class ChannelPruningEnv:
             mask = masks.get(layer.name, {}).get("weight")
             if mask is None:
                 continue
-            dropped = (mask.flatten(1).abs().sum(1) == 0).nonzero().flatten().tolist()
+            dropped = pruned_channels(mask).nonzero().flatten().tolist()
             for consumer, per_channel in layer.consumers.items():
                 self._refit(modules[consumer], consumer, [i for c in dropped for i in per_channel[c]])
 

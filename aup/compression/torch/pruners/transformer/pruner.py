@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Iterator, Mapping
 import torch
 from torch import nn
 
+from aup import metrics as M
 from aup.compression.torch.base import Compressor, ignore_export_arguments
 from aup.compression.torch.config_list import match_module
 from aup.compression.torch.pruners.transformer.blocks import HeadBlock, MlpBlock, Piece, block_key, find_blocks, pieces_of
@@ -147,7 +148,7 @@ class TransformerPruner(Compressor):
     # ------------------------------------------------------------------ metrics
     def sparsity(self) -> float:
         """Achieved fraction of removed or zero weights over the pruned projections' original sizes."""
-        return float(self.extra_metrics()["sparsity"])
+        return float(self.extra_metrics()[M.SPARSITY])
 
     def extra_metrics(self) -> dict[str, Any]:
         """Achieved ``sparsity`` over the pruned projections (removed + zero vs their dense size)."""
@@ -159,7 +160,7 @@ class TransformerPruner(Compressor):
         dense = sum(self.dense_numel.values())
         pruned = sum(per_layer[n] * self.dense_numel[n] for n in per_layer)
         heads = {n.rpartition("#")[0]: len(r) for n, r in self.removed.items() if n.endswith("#heads")}
-        return {"sparsity": pruned / dense if dense else 0.0, "layer_sparsity": per_layer, "heads_removed": heads}
+        return {M.SPARSITY: pruned / dense if dense else 0.0, M.LAYER_SPARSITY: per_layer, "heads_removed": heads}
 
     # ------------------------------------------------------------------ shrink
     def apply_speedup(self, dummy_input: Any) -> nn.Module:
