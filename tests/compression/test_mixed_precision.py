@@ -68,6 +68,11 @@ def _initializers(path) -> dict[str, onnx.TensorProto]:
     return {i.name: i for i in onnx.load(path).graph.initializer}
 
 
+def _nbits_width(node) -> int:
+    """A MatMulNBits node's ``bits`` (the file leaves out attributes equal to the default, 4)."""
+    return next((a.i for a in node.attribute if a.name == "bits"), 4)
+
+
 def _max_logit_error(path, model, x) -> float:
     with torch.no_grad():
         expected = model(x)
@@ -115,7 +120,7 @@ def test_one_layer_at_each_of_32_8_4_bits_ships_those_types(digits, pretrained, 
     assert by_type["fc1_q4"] == TP.UINT8 and by_type["fc2_q4"] == TP.UINT8  # 4: packed 4-bit codes
     graph = onnx.load(path).graph
     nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
-    assert len(nbits) == 2 and all(a.i == 4 for n in nbits for a in n.attribute if a.name == "bits")
+    assert len(nbits) == 2 and all(_nbits_width(n) == 4 for n in nbits)
     assert not any(n.op_type == "Gemm" for n in graph.node)
     assert {m: e["shipped"] for m, e in quantizer.shipped_precision["layers"].items()} == bits
     deployed = load_deployed(path)
@@ -159,7 +164,7 @@ def test_two_and_three_bit_asks_ship_as_documented(digits, pretrained, tmp_path,
     layers = quantizer.shipped_precision["layers"]
     assert {m: e["shipped"] for m, e in layers.items()} == {"conv1": 4, "conv2": 8, "fc1": 4, "fc2": 2}
     graph = onnx.load(path).graph
-    widths = sorted(a.i for n in graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits")
+    widths = sorted(_nbits_width(n) for n in graph.node if n.op_type == "MatMulNBits")
     assert widths == [2, 4]  # fc2 in 2-bit storage, fc1's 3-bit grid in 4-bit storage
     codes = np.frombuffer(_initializers(path)["fc1_q4"].raw_data, np.uint8)
     assert max(int((codes & 0xF).max()), int((codes >> 4).max())) < 8  # a 3-bit grid: 8 levels
