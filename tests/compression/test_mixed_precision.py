@@ -155,6 +155,36 @@ def test_a_linear_asked_for_4_bits_is_never_left_fp32(tmp_path):
         assert torch.allclose(load_deployed(path)(x), model(x), atol=0.15)  # 4-bit RTN of random weights
 
 
+def test_attention_projections_asked_for_4_bits_are_never_left_fp32(tmp_path):
+    """nn.MultiheadAttention's packed q/k/v weight is read through a Transpose by a 3-D MatMul (and its
+    bias by a separate Add): it ships as one 4-bit MatMulNBits like every other linear, none left float."""
+    torch.manual_seed(0)
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(4, 16)
+            self.layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.layer(self.embed(x)).mean(1))
+
+    model = Encoder().eval()
+    modules = ["embed", "layer.self_attn", "layer.self_attn.out_proj", "layer.linear1", "layer.linear2", "head"]
+    shipped: dict = {}
+    x = torch.randn(8, 4, 4)
+    path = export_onnx(model, x[:1], tmp_path / "m.onnx", int8_modules=[], low_bits={m: 4 for m in modules},
+                       shipped=shipped)
+    graph = onnx.load(path).graph
+    assert {m: e["shipped"] for m, e in shipped.items()} == {m: 4 for m in modules}
+    assert sum(n.op_type == "MatMulNBits" for n in graph.node) == len(modules)
+    assert not [i.name for i in graph.initializer if i.data_type == TP.FLOAT and len(i.dims) == 2]
+    with torch.no_grad():
+        expected = model(x)
+        assert float((load_deployed(path)(x) - expected).abs().max() / expected.abs().max()) < 0.25  # RTN
+
+
 def test_two_and_three_bit_asks_ship_as_documented(digits, pretrained, tmp_path, monkeypatch, capsys):
     channel = tmp_path / "exp-0.channel.jsonl"
     monkeypatch.setenv("AUP_CHANNEL", str(channel))
