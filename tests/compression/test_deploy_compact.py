@@ -99,3 +99,58 @@ def test_exported_files_carry_no_default_attributes_unused_domains_or_copies(tmp
         expected = model(x).numpy()
     error = np.abs(_run(path, x.numpy()) - expected).max() / np.abs(expected).max()
     assert error < (0.05 if bits == 8 else 0.25)  # int8 activations / 4-bit RTN of untrained weights
+
+
+def test_shape_arithmetic_of_an_attention_block_is_folded_and_batches_still_work(tmp_path):
+    """The exporter's Shape -> Gather -> Concat -> Reshape chains of nn.MultiheadAttention become constants
+    (a -1 where the batch goes); outputs at batch sizes the fold never saw (3, 7) still match torch."""
+    torch.manual_seed(0)
+    model = TinyEncoder().eval()
+    x = torch.randn(7, 4, 4)
+    path = export_onnx(model, x[:1], tmp_path / "m.onnx")
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert ops.count("Shape") <= 1 and ops.count("Gather") < 4, ops  # 8 Shape and 9 Gather unfolded
+    with torch.no_grad():
+        for batch in (3, 7):
+            assert np.allclose(_run(path, x[:batch].numpy()), model(x[:batch]).numpy(), atol=1e-5)
+
+
+def _batch_graph(target_from_batch: bool) -> onnx.ModelProto:
+    """x (batch, 6) reshaped to [2 * batch, 3] or [2, 3, batch], the target computed from Shape(x), then summed."""
+    consts = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+              [("/zero", [0]), ("/one", [1]), ("/two", [2]), ("/three", [3])]]
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "/zero"], ["b"], axis=0),
+             helper.make_node("Mul", ["b", "/two"], ["b2"]),
+             helper.make_node("Gather", ["s", "/one"], ["six"], axis=0),
+             helper.make_node("Div", ["six", "/two"], ["three"]),
+             helper.make_node("Concat", ["b2", "three"] if target_from_batch else ["/two", "three", "b"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("ReduceSum", ["r", "/one"], ["y"], keepdims=0)]
+    out_shape = ["n"] if target_from_batch else [2, "b"]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, ["b", 6])],
+                              [helper.make_tensor_value_info("y", TP.FLOAT, out_shape)], consts)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_folding_replaces_only_batch_free_values_and_checks_itself(monkeypatch):
+    from aup.compression.torch.deploy import compact
+
+    model = _batch_graph(target_from_batch=True)
+    x = np.random.default_rng(1).standard_normal((4, 6)).astype(np.float32)
+    before = _run(model, x)
+    assert compact.fold_shape_arithmetic(model) > 0
+    ops = [n.op_type for n in model.graph.node]
+    assert ops == ["Reshape", "ReduceSum"]
+    target = next(numpy_helper.to_array(i) for i in model.graph.initializer if i.name == model.graph.node[0].input[1])
+    assert target.tolist() == [-1, 3]
+    assert np.array_equal(_run(model, x), before)
+    other = _batch_graph(target_from_batch=False)  # [2, 3, batch]: the batch goes last
+    assert compact.fold_shape_arithmetic(other) > 0
+    target = next(numpy_helper.to_array(i) for i in other.graph.initializer if i.name == other.graph.node[0].input[1])
+    assert target.tolist() == [2, 3, -1]
+    assert np.array_equal(_run(other, x), _run(_batch_graph(target_from_batch=False), x))
+    untouched = _batch_graph(target_from_batch=True)  # when the rewritten graph disagrees, nothing changes
+    monkeypatch.setattr(compact, "_same", lambda a, b: False)
+    assert compact.fold_shape_arithmetic(untouched) == 0
+    assert untouched == _batch_graph(target_from_batch=True)

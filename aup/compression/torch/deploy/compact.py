@@ -1,19 +1,21 @@
 """Lossless size passes over an exported ONNX graph: what the file carries that ONNX Runtime does not need.
 
-Why: ORT's quantization pre-processing saves every attribute it knows, defaults included
-(``Reshape.allowzero=0``, ``Shape.start=0``, ``LayerNormalization``'s ``axis``/``epsilon``/``stash_type``,
-``MatMulNBits``' ``accuracy_level``/``weight_prepacked``), declares nine operator domains of which a
-graph uses two, and the exporter writes the same small constant (a shape index, a zero point) under
-several names. None of that changes what the graph computes; on the digits transformer it was
-1-2 kB of a 29-48 kB file. Called by :func:`.onnx_export._compact` on every exported file (dense,
-int8 and mixed alike, so ratios between them stay fair).
+Why: the TorchScript exporter computes every ``Reshape`` target of an attention block at run time from
+``Shape`` of a tensor whose batch is dynamic (:func:`fold_shape_arithmetic`); ORT's quantization
+pre-processing saves every attribute it knows, defaults included (``Reshape.allowzero=0``,
+``Shape.start=0``, ``LayerNormalization``'s ``axis``/``epsilon``/``stash_type``, ``MatMulNBits``'
+``accuracy_level``/``weight_prepacked``) and declares nine operator domains of which a graph uses two;
+the exporter writes the same small constant (a shape index, a zero point) under several names. None of
+that changes what the graph computes; on the digits transformer it was 10 kB of its 45 kB int8 file
+and 4.5 kB of its 26.6 kB all-4-bit file. Called by :func:`.onnx_export._compact` on every exported
+file (dense, int8 and mixed alike, so ratios between them stay fair).
 """
 from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any, Collection
 
-__all__ = ["drop_default_attributes", "drop_unused_opsets", "share_duplicate_initializers"]
+__all__ = ["drop_default_attributes", "drop_unused_opsets", "fold_shape_arithmetic", "share_duplicate_initializers"]
 
 
 @lru_cache(maxsize=1)
@@ -100,3 +102,147 @@ def share_duplicate_initializers(graph: Any, protected: Collection[str] = ()) ->
             if name in renamed:
                 node.input[index] = renamed[name]
     return len(renamed)
+
+
+_FOLD_BATCHES = (1, 2, 5)
+_FOLD_MAX_ELEMENTS = 16  # a folded shape value is a few integers; a batch-free mask is not stored instead
+
+
+def fold_shape_arithmetic(model: Any) -> int:
+    """Replace the shape computations that do not depend on the batch size by constants; returns how many
+    nodes went.
+
+    Why: the TorchScript exporter computes every ``Reshape`` target of an attention block at run time
+    from ``Shape`` of its input (batch is dynamic), some 90 small nodes on a two-layer encoder; ORT's
+    constant folding cannot fold ``Shape`` of a tensor whose batch is unknown. How: the values derived
+    from ``Shape``/``Size`` (through nodes reading only such values and initializers) are computed by ORT
+    at batch sizes 1, 2 and 5; a value equal at all three becomes an initializer, and a ``Reshape``
+    target that differs in one position only (and holds no -1 or 0 of its own) becomes a constant with ``-1`` there (ONNX infers it from
+    the element count, so it is the batch-dependent size). The rewritten graph must give the original's
+    outputs at those batch sizes (:func:`_same`), else the model is left as it was.
+    """
+    import copy
+
+    from onnx import numpy_helper
+
+    graph = model.graph
+    derived = _shape_derived(graph)
+    if not derived:
+        return 0
+    try:
+        values = _evaluate(model, sorted(derived))
+    except Exception:  # noqa: BLE001 - an input ORT cannot build or a graph it cannot run: leave it alone
+        return 0
+    folded = copy.deepcopy(model)
+    constants: dict[str, Any] = {}
+    for name in sorted(derived):
+        runs = [v[name] for v in values]
+        if runs[0].size <= _FOLD_MAX_ELEMENTS and all(r.shape == runs[0].shape and (r == runs[0]).all() for r in runs):
+            constants[name] = runs[0]
+    for node in folded.graph.node:
+        if node.op_type == "Reshape" and node.input[1] in derived and node.input[1] not in constants:
+            runs = [v[node.input[1]] for v in values]
+            differs = [i for i in range(runs[0].size) if any(r.shape != runs[0].shape or r[i] != runs[0][i] for r in runs)]
+            if len(differs) == 1 and runs[0].ndim == 1 and all((r > 0).all() for r in runs):
+                target = runs[0].copy()
+                target[differs[0]] = -1
+                name = f"{node.input[1]}_folded"
+                constants[name] = target
+                node.input[1] = name
+    producers = {out: node for node in folded.graph.node for out in node.output}
+    for name, value in constants.items():
+        if name in producers:
+            producers[name].output[list(producers[name].output).index(name)] = f"{name}_unused"
+        folded.graph.initializer.append(numpy_helper.from_array(value, name))
+    removed = _drop_dead_nodes(folded.graph)
+    if not removed:
+        return 0
+    try:
+        same = all(_same(a, b) for a, b in zip(_evaluate(model, []), _evaluate(folded, [])))
+    except Exception:  # noqa: BLE001
+        same = False
+    if not same:
+        return 0
+    model.CopyFrom(folded)
+    return removed
+
+
+def _shape_derived(graph: Any) -> set[str]:
+    """Tensors computed from ``Shape``/``Size`` outputs and constants only (initializers, ``Constant``
+    nodes): their values depend on the inputs' shapes, not on their data."""
+    constant = {init.name for init in graph.initializer} | {""}
+    derived: set[str] = set()
+    for node in graph.node:  # nodes are in topological order
+        if node.op_type in ("Shape", "Size"):
+            derived.update(node.output)
+        elif all(i in constant for i in node.input):  # Constant nodes, and what reads only constants
+            constant.update(node.output)
+        elif node.input and all(i in derived or i in constant for i in node.input) and any(i in derived for i in node.input):
+            derived.update(o for o in node.output if o)
+    return derived
+
+
+def _evaluate(model: Any, extra: list[str]) -> list[dict[str, Any]]:
+    """``{tensor: value}`` of the graph outputs and the ``extra`` tensors at each of :data:`_FOLD_BATCHES`
+    (float inputs random, integer and boolean inputs ones)."""
+    import copy
+
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    probe = copy.deepcopy(model)
+    outputs = [o.name for o in probe.graph.output]
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in extra if name not in outputs)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    rng = np.random.default_rng(0)
+    results = []
+    for batch in _FOLD_BATCHES:
+        feeds = {}
+        for value in probe.graph.input:
+            if value.name in {init.name for init in probe.graph.initializer}:
+                continue
+            tensor = value.type.tensor_type
+            shape = [d.dim_value if d.HasField("dim_value") else batch for d in tensor.shape.dim]
+            dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+            floating = tensor.elem_type in (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
+            feeds[value.name] = rng.standard_normal(shape).astype(dtype) if floating else np.ones(shape, dtype)
+        results.append(dict(zip(names, session.run(names, feeds))))
+    return results
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal outputs: integers exactly, floats to 1e-5 of their largest magnitude (a constant scale lets ORT
+    fuse a ``Mul`` into the ``MatMul`` before it, which rounds differently; a wrong shape is far off)."""
+    import numpy as np
+
+    def close(x: Any, y: Any) -> bool:
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        if x.dtype.kind != "f":
+            return bool(np.array_equal(x, y))
+        scale = float(np.nanmax(np.abs(x))) if x.size and not np.isnan(x).all() else 0.0
+        return bool(np.allclose(x, y, rtol=0, atol=1e-5 * max(scale, 1e-30), equal_nan=True))
+
+    return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+
+
+def _drop_dead_nodes(graph: Any) -> int:
+    """Remove nodes no graph output depends on, then initializers nothing reads; returns the nodes removed."""
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(node.input)
+    removed = len(graph.node) - len(keep)
+    if removed:
+        del graph.node[:]
+        graph.node.extend(reversed(keep))
+    for init in list(graph.initializer):
+        if init.name not in needed:
+            graph.initializer.remove(init)
+    return removed
