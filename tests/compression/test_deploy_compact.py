@@ -124,7 +124,8 @@ def _batch_graph(target_from_batch: bool) -> onnx.ModelProto:
              helper.make_node("Mul", ["b", "/two"], ["b2"]),
              helper.make_node("Gather", ["s", "/one"], ["six"], axis=0),
              helper.make_node("Div", ["six", "/two"], ["three"]),
-             helper.make_node("Concat", ["b2", "three"] if target_from_batch else ["/two", "three", "b"], ["shape"], axis=0),
+             helper.make_node("Concat", ["b2", "three"] if target_from_batch else ["/two", "three", "b"], ["shape"],
+                              axis=0),
              helper.make_node("Reshape", ["x", "shape"], ["r"]),
              helper.make_node("ReduceSum", ["r", "/one"], ["y"], keepdims=0)]
     out_shape = ["n"] if target_from_batch else [2, "b"]

@@ -13,7 +13,7 @@ file (dense, int8 and mixed alike, so ratios between them stay fair).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Collection
+from typing import Any, Iterable
 
 __all__ = ["drop_default_attributes", "drop_unused_opsets", "fold_shape_arithmetic", "share_duplicate_initializers"]
 
@@ -76,7 +76,7 @@ def drop_unused_opsets(model: Any) -> None:
             model.opset_import.remove(opset)
 
 
-def share_duplicate_initializers(graph: Any, protected: Collection[str] = ()) -> int:
+def share_duplicate_initializers(graph: Any, protected: Iterable[str] = ()) -> int:
     """Store equal constant tensors once: an initializer equal (type, shape and bytes) to an earlier one is
     removed and its readers read that one. ``protected`` names (the model's parameters, graph inputs and
     outputs) are never removed, so every parameter stays findable by name. Returns how many were removed."""
@@ -113,20 +113,20 @@ def fold_shape_arithmetic(model: Any) -> int:
     nodes went.
 
     Why: the TorchScript exporter computes every ``Reshape`` target of an attention block at run time
-    from ``Shape`` of its input (batch is dynamic), some 90 small nodes on a two-layer encoder; ORT's
+    from ``Shape`` of its input (batch is dynamic), some 80 small nodes on a two-layer encoder; ORT's
     constant folding cannot fold ``Shape`` of a tensor whose batch is unknown. How: the values derived
-    from ``Shape``/``Size`` (through nodes reading only such values and initializers) are computed by ORT
+    from ``Shape``/``Size`` (through nodes reading only such values and constants) are computed by ORT
     at batch sizes 1, 2 and 5; a value equal at all three becomes an initializer, and a ``Reshape``
-    target that differs in one position only (and holds no -1 or 0 of its own) becomes a constant with ``-1`` there (ONNX infers it from
-    the element count, so it is the batch-dependent size). The rewritten graph must give the original's
-    outputs at those batch sizes (:func:`_same`), else the model is left as it was.
+    target that differs in one position only (and holds no -1 or 0 of its own) becomes a constant with
+    ``-1`` there (ONNX infers it from the element count, so it is the batch-dependent size). The
+    rewritten graph must give the original's outputs at those batch sizes (:func:`_same`), else the
+    model is left as it was.
     """
     import copy
 
     from onnx import numpy_helper
 
-    graph = model.graph
-    derived = _shape_derived(graph)
+    derived = _shape_derived(model.graph)
     if not derived:
         return 0
     try:
@@ -137,21 +137,12 @@ def fold_shape_arithmetic(model: Any) -> int:
     constants: dict[str, Any] = {}
     for name in sorted(derived):
         runs = [v[name] for v in values]
-        if runs[0].size <= _FOLD_MAX_ELEMENTS and all(r.shape == runs[0].shape and (r == runs[0]).all() for r in runs):
+        if runs[0].size <= _FOLD_MAX_ELEMENTS and _constant(runs):
             constants[name] = runs[0]
-    for node in folded.graph.node:
-        if node.op_type == "Reshape" and node.input[1] in derived and node.input[1] not in constants:
-            runs = [v[node.input[1]] for v in values]
-            differs = [i for i in range(runs[0].size) if any(r.shape != runs[0].shape or r[i] != runs[0][i] for r in runs)]
-            if len(differs) == 1 and runs[0].ndim == 1 and all((r > 0).all() for r in runs):
-                target = runs[0].copy()
-                target[differs[0]] = -1
-                name = f"{node.input[1]}_folded"
-                constants[name] = target
-                node.input[1] = name
+    constants.update(_reshape_targets(folded.graph, derived, constants, values))
     producers = {out: node for node in folded.graph.node for out in node.output}
     for name, value in constants.items():
-        if name in producers:
+        if name in producers:  # its node is now dead and goes below
             producers[name].output[list(producers[name].output).index(name)] = f"{name}_unused"
         folded.graph.initializer.append(numpy_helper.from_array(value, name))
     removed = _drop_dead_nodes(folded.graph)
@@ -167,6 +158,32 @@ def fold_shape_arithmetic(model: Any) -> int:
     return removed
 
 
+def _constant(runs: list[Any]) -> bool:
+    """The same array at every batch size."""
+    return all(r.shape == runs[0].shape and (r == runs[0]).all() for r in runs)
+
+
+def _reshape_targets(graph: Any, derived: set[str], constants: dict[str, Any], values: list[dict[str, Any]]
+                     ) -> dict[str, Any]:
+    """``{new initializer: target}`` for the ``Reshape`` nodes (rewired in place) whose computed target
+    varies with the batch in exactly one position: that position becomes -1."""
+    targets: dict[str, Any] = {}
+    for node in graph.node:
+        if node.op_type != "Reshape" or node.input[1] not in derived or node.input[1] in constants:
+            continue
+        runs = [v[node.input[1]] for v in values]
+        if runs[0].ndim != 1 or any(r.shape != runs[0].shape or (r <= 0).any() for r in runs):
+            continue
+        differs = [i for i in range(runs[0].size) if any(r[i] != runs[0][i] for r in runs)]
+        if len(differs) == 1:
+            target = runs[0].copy()
+            target[differs[0]] = -1
+            name = f"{node.input[1]}_folded"
+            targets[name] = target
+            node.input[1] = name
+    return targets
+
+
 def _shape_derived(graph: Any) -> set[str]:
     """Tensors computed from ``Shape``/``Size`` outputs and constants only (initializers, ``Constant``
     nodes): their values depend on the inputs' shapes, not on their data."""
@@ -177,7 +194,7 @@ def _shape_derived(graph: Any) -> set[str]:
             derived.update(node.output)
         elif all(i in constant for i in node.input):  # Constant nodes, and what reads only constants
             constant.update(node.output)
-        elif node.input and all(i in derived or i in constant for i in node.input) and any(i in derived for i in node.input):
+        elif all(i in derived or i in constant for i in node.input) and any(i in derived for i in node.input):
             derived.update(o for o in node.output if o)
     return derived
 
@@ -242,6 +259,7 @@ def _drop_dead_nodes(graph: Any) -> int:
     if removed:
         del graph.node[:]
         graph.node.extend(reversed(keep))
+    needed.update(v.name for v in graph.input)  # an initializer listed as an input stays its default value
     for init in list(graph.initializer):
         if init.name not in needed:
             graph.initializer.remove(init)
