@@ -155,3 +155,31 @@ def test_folding_replaces_only_batch_free_values_and_checks_itself(monkeypatch):
     monkeypatch.setattr(compact, "_same", lambda a, b: False)
     assert compact.fold_shape_arithmetic(untouched) == 0
     assert untouched == _batch_graph(target_from_batch=True)
+
+
+def test_flatten_by_view_of_the_batch_size_is_folded_to_a_copied_dimension(tmp_path):
+    """``x.view(x.size(0), -1)``: the target already holds its -1, so the batch position becomes 0 (copy
+    the input's dimension) and the Shape -> Gather -> Concat chain goes."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+            self.fc = nn.Linear(4 * 6 * 6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.conv(x))
+            return self.fc(y.view(y.size(0), -1))
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    x = torch.randn(7, 1, 8, 8)
+    path = export_onnx(model, x[:1], tmp_path / "m.onnx")
+    graph = onnx.load(path).graph
+    assert not [n.op_type for n in graph.node if n.op_type in ("Shape", "Gather", "Concat")]
+    reshape = next(n for n in graph.node if n.op_type == "Reshape")
+    target = next(numpy_helper.to_array(i) for i in graph.initializer if i.name == reshape.input[1])
+    assert target.tolist() == [0, -1]
+    with torch.no_grad():
+        for batch in (3, 7):
+            assert np.allclose(_run(path, x[:batch].numpy()), model(x[:batch]).numpy(), atol=1e-5)

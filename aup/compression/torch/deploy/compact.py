@@ -129,8 +129,9 @@ def fold_shape_arithmetic(model: Any) -> int:
     derived = _shape_derived(model.graph)
     if not derived:
         return 0
+    reshaped = {n.input[0] for n in model.graph.node if n.op_type == "Reshape" and n.input[1] in derived}
     try:
-        values = _evaluate(model, sorted(derived))
+        values = _evaluate(model, sorted(derived | reshaped))
     except Exception:  # noqa: BLE001 - an input ORT cannot build or a graph it cannot run: leave it alone
         return 0
     folded = copy.deepcopy(model)
@@ -166,21 +167,32 @@ def _constant(runs: list[Any]) -> bool:
 def _reshape_targets(graph: Any, derived: set[str], constants: dict[str, Any], values: list[dict[str, Any]]
                      ) -> dict[str, Any]:
     """``{new initializer: target}`` for the ``Reshape`` nodes (rewired in place) whose computed target
-    varies with the batch in exactly one position: that position becomes -1."""
+    varies with the batch in exactly one position: that position becomes -1 (inferred from the element
+    count), or 0 (copied from the input's dimension there, ``allowzero`` 0) when the target already has
+    its -1, as ``x.view(x.size(0), -1)`` writes."""
     targets: dict[str, Any] = {}
     for node in graph.node:
         if node.op_type != "Reshape" or node.input[1] not in derived or node.input[1] in constants:
             continue
         runs = [v[node.input[1]] for v in values]
-        if runs[0].ndim != 1 or any(r.shape != runs[0].shape or (r <= 0).any() for r in runs):
+        if runs[0].ndim != 1 or not _constant([r < 0 for r in runs]) or any((r == 0).any() for r in runs):
             continue
         differs = [i for i in range(runs[0].size) if any(r[i] != runs[0][i] for r in runs)]
-        if len(differs) == 1:
-            target = runs[0].copy()
-            target[differs[0]] = -1
-            name = f"{node.input[1]}_folded"
-            targets[name] = target
-            node.input[1] = name
+        if len(differs) != 1:
+            continue
+        at, target = differs[0], runs[0].copy()
+        copies = not any(a.name == "allowzero" and a.i for a in node.attribute) and all(
+            node.input[0] in v and v[node.input[0]].ndim > at and v[node.input[0]].shape[at] == r[at]
+            for v, r in zip(values, runs))
+        if (target < 0).sum() == 0:
+            target[at] = -1
+        elif (target < 0).sum() == 1 and copies:
+            target[at] = 0
+        else:
+            continue
+        name = f"{node.input[1]}_folded"
+        targets[name] = target
+        node.input[1] = name
     return targets
 
 
@@ -200,8 +212,8 @@ def _shape_derived(graph: Any) -> set[str]:
 
 
 def _evaluate(model: Any, extra: list[str]) -> list[dict[str, Any]]:
-    """``{tensor: value}`` of the graph outputs and the ``extra`` tensors at each of :data:`_FOLD_BATCHES`
-    (float inputs random, integer and boolean inputs ones)."""
+    """``{tensor: value}`` of the graph outputs and the ``extra`` tensors (graph inputs among them: the
+    feeds) at each of :data:`_FOLD_BATCHES` (float inputs random, integer and boolean inputs ones)."""
     import copy
 
     import numpy as np
@@ -210,7 +222,9 @@ def _evaluate(model: Any, extra: list[str]) -> list[dict[str, Any]]:
 
     probe = copy.deepcopy(model)
     outputs = [o.name for o in probe.graph.output]
-    probe.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in extra if name not in outputs)
+    inputs = {value.name for value in probe.graph.input}
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in extra
+                              if name not in outputs and name not in inputs)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -227,7 +241,7 @@ def _evaluate(model: Any, extra: list[str]) -> list[dict[str, Any]]:
             dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type)
             floating = tensor.elem_type in (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
             feeds[value.name] = rng.standard_normal(shape).astype(dtype) if floating else np.ones(shape, dtype)
-        results.append(dict(zip(names, session.run(names, feeds))))
+        results.append({**(feeds if extra else {}), **dict(zip(names, session.run(names, feeds)))})
     return results
 
 
