@@ -6,8 +6,8 @@ pre-processing saves every attribute it knows, defaults included (``Reshape.allo
 ``Shape.start=0``, ``LayerNormalization``'s ``axis``/``epsilon``/``stash_type``, ``MatMulNBits``'
 ``accuracy_level``/``weight_prepacked``) and declares nine operator domains of which a graph uses two;
 the exporter writes the same small constant (a shape index, a zero point) under several names. None of
-that changes what the graph computes; on the digits transformer it was 10 kB of its 45 kB int8 file
-and 4.5 kB of its 26.6 kB all-4-bit file. Called by :func:`.onnx_export._compact` on every exported
+that changes what the graph computes; on the digits transformer it was about 8 kB of its 48 kB int8
+file and 7 kB of its 29 kB all-4-bit file (docs/mixed-precision.md). Called by :func:`.onnx_export._compact` on every exported
 file (dense, int8 and mixed alike, so ratios between them stay fair).
 """
 from __future__ import annotations
