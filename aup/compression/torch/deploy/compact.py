@@ -7,8 +7,9 @@ pre-processing saves every attribute it knows, defaults included (``Reshape.allo
 ``accuracy_level``/``weight_prepacked``) and declares nine operator domains of which a graph uses two;
 the exporter writes the same small constant (a shape index, a zero point) under several names. None of
 that changes what the graph computes; on the digits transformer it was about 8 kB of its 48 kB int8
-file and 7 kB of its 29 kB all-4-bit file (docs/mixed-precision.md). Called by :func:`.onnx_export._compact` on every exported
-file (dense, int8 and mixed alike, so ratios between them stay fair).
+file and 7 kB of its 29 kB all-4-bit file (docs/mixed-precision.md). Called by
+:func:`.onnx_export._compact` on every exported file (dense, int8 and mixed alike, so ratios between
+them stay fair).
 """
 from __future__ import annotations
 
