@@ -22,11 +22,16 @@ from the layer sizes). ``--mixed MODEL=JSON`` replaces them, e.g.
 Targets (issue 24): the transformer's all-4-bit file <= 0.6x its all-int8 file; at least one mixed
 configuration dominates uniform int8 (smaller file, accuracy equal or better).
 
-Run:  python benchmarks/mixed_precision.py [--rounds 7] [--runs 30] [--threads 1] [--epochs 1]
+``--unfolded`` adds the uniform int8 and int4 files written without the shape-arithmetic folding of
+``aup/compression/torch/deploy/compact.py`` (same weights, same interleaved timing), to measure what
+that pass does.
+
+Run:  python benchmarks/mixed_precision.py [--rounds 7] [--runs 30] [--threads 1] [--epochs 1] [--unfolded]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -35,6 +40,7 @@ import tempfile
 import time
 import warnings
 from typing import Any, Callable
+from unittest import mock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -46,6 +52,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import aup  # noqa: E402
 from aup.compression.torch import zoo  # noqa: E402
+from aup.compression.torch.deploy import onnx_export  # noqa: E402
 from aup.compression.torch.deploy.settings import export_onnx, load_deployed  # noqa: E402
 
 TRANSFORMER_LAYERS = ["embed", "encoder.layers.0.self_attn", "encoder.layers.0.self_attn.out_proj",
@@ -113,8 +120,9 @@ def accuracy(model: Any, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def deploy(build: Callable[[], torch.nn.Module], bits: dict[str, int], x_train: torch.Tensor, y_train: torch.Tensor,
-           epochs: int, path: str) -> dict[str, Any]:
-    """The file a trial with these per-layer bits ships, and its shipped-precision record."""
+           epochs: int, path: str, fold: bool = True) -> dict[str, Any]:
+    """The file a trial with these per-layer bits ships (``fold=False``: without folding its shape
+    arithmetic), and its shipped-precision record."""
     model = build()
     entries = [{"quant_types": ["weight"], "quant_bits": b, "op_names": [name]} for name, b in bits.items()]
     quantizer = aup.create_compressor(model, {"compression_framework": "torch", "compression_type": "quantization",
@@ -125,7 +133,9 @@ def deploy(build: Callable[[], torch.nn.Module], bits: dict[str, int], x_train: 
         zoo.train_epoch(model, x_train, y_train, optimizer, seed=epoch)
     quantizer.step()
     folder, name = os.path.split(path)
-    quantizer.export_model(name, folder_name=folder, format="onnx", dummy_input=x_train[:1])
+    unfolded = mock.patch.object(onnx_export, "fold_shape_arithmetic", lambda model: 0)
+    with contextlib.nullcontext() if fold else unfolded:
+        quantizer.export_model(name, folder_name=folder, format="onnx", dummy_input=x_train[:1])
     record = quantizer.shipped_precision
     return {"path": path, "weight_bits": record["weight_bits"], "note": record["note"]}
 
@@ -155,9 +165,12 @@ def bench(name: str, args: argparse.Namespace, digits: zoo.DigitsData, tmp: str)
         zoo.train_epoch(dense, x_train, digits.y_train, optimizer, seed=epoch)
     fp32 = export_onnx(dense.eval(), x_test[:1], os.path.join(tmp, f"{size}_{len(layers)}_fp32.onnx"))
     variants["uniform fp32"] = {"path": fp32, "weight_bits": 32.0, "note": None, "how": "", "bits": {}}
-    for label, (how, bits) in configs.items():
+    runs = [(label, how, bits, True) for label, (how, bits) in configs.items()]
+    if args.unfolded:
+        runs += [(f"{label} unfolded", "", configs[label][1], False) for label in ("uniform int8", "uniform int4")]
+    for label, how, bits, fold in runs:
         path = os.path.join(tmp, f"{name.split()[0]}_{label.replace(' ', '_')}.onnx")
-        variants[label] = {**deploy(build, bits, x_train, digits.y_train, args.epochs, path), "how": how,
+        variants[label] = {**deploy(build, bits, x_train, digits.y_train, args.epochs, path, fold), "how": how,
                            "bits": bits}
     sessions = {label: load_deployed(v["path"], threads=args.threads) for label, v in variants.items()}
     sample = x_test[:1]
@@ -187,11 +200,11 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     int8 = variants["uniform int8"]
     print(f"\n{result['name']} ({result['params']:,} parameters), batch 1, {args.threads} thread(s), median of "
           f"{args.rounds} interleaved rounds x {args.runs} runs, {args.epochs} QAT epoch(s) per quantized variant")
-    print(f"  {'variant':14} {'file bytes':>10} {'/int8':>6} {'w.bits':>6} {'lat ms':>8} {'/int8':>6} "
+    print(f"  {'variant':23} {'file bytes':>10} {'/int8':>6} {'w.bits':>6} {'lat ms':>8} {'/int8':>6} "
           f"{'accuracy':>8}  layers (count x bits)")
     for label, v in variants.items():
         how = f" [{v['how']}]" if v["how"] else ""
-        print(f"  {label:14} {v['bytes']:>10,} {v['bytes'] / int8['bytes']:>6.2f} {v['weight_bits']:>6.2f} "
+        print(f"  {label:23} {v['bytes']:>10,} {v['bytes'] / int8['bytes']:>6.2f} {v['weight_bits']:>6.2f} "
               f"{v['latency']:>8.4f} {v['latency'] / int8['latency']:>6.2f} {v['accuracy']:>8.4f}  "
               f"{_short(v['bits']) or 'all float'}{how}")
     dominating = [label for label, v in variants.items() if label.startswith("mixed")
@@ -214,6 +227,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="QAT fine-tuning epochs per quantized variant")
     parser.add_argument("--resnet-epochs", type=int, default=3, help="pre-training epochs of the ResNet-style CNN")
     parser.add_argument("--models", default="digits CNN,ResNet-style 32x32,digits transformer")
+    parser.add_argument("--unfolded", action="store_true",
+                        help="also time the uniform int8/int4 files without the shape-arithmetic folding")
     parser.add_argument("--mixed", action="append", default=[], metavar="MODEL=JSON",
                         help="replace the mixed configurations of MODEL by this {layer: bits} (repeatable)")
     args = parser.parse_args()

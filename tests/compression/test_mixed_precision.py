@@ -68,6 +68,11 @@ def _initializers(path) -> dict[str, onnx.TensorProto]:
     return {i.name: i for i in onnx.load(path).graph.initializer}
 
 
+def _nbits_width(node) -> int:
+    """A MatMulNBits node's ``bits`` (the file leaves out attributes equal to the default, 4)."""
+    return next((a.i for a in node.attribute if a.name == "bits"), 4)
+
+
 def _max_logit_error(path, model, x) -> float:
     with torch.no_grad():
         expected = model(x)
@@ -115,7 +120,7 @@ def test_one_layer_at_each_of_32_8_4_bits_ships_those_types(digits, pretrained, 
     assert by_type["fc1_q4"] == TP.UINT8 and by_type["fc2_q4"] == TP.UINT8  # 4: packed 4-bit codes
     graph = onnx.load(path).graph
     nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
-    assert len(nbits) == 2 and all(a.i == 4 for n in nbits for a in n.attribute if a.name == "bits")
+    assert len(nbits) == 2 and all(_nbits_width(n) == 4 for n in nbits)
     assert not any(n.op_type == "Gemm" for n in graph.node)
     assert {m: e["shipped"] for m, e in quantizer.shipped_precision["layers"].items()} == bits
     deployed = load_deployed(path)
@@ -150,6 +155,36 @@ def test_a_linear_asked_for_4_bits_is_never_left_fp32(tmp_path):
         assert torch.allclose(load_deployed(path)(x), model(x), atol=0.15)  # 4-bit RTN of random weights
 
 
+def test_attention_projections_asked_for_4_bits_are_never_left_fp32(tmp_path):
+    """nn.MultiheadAttention's packed q/k/v weight is read through a Transpose by a 3-D MatMul (and its
+    bias by a separate Add): it ships as one 4-bit MatMulNBits like every other linear, none left float."""
+    torch.manual_seed(0)
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(4, 16)
+            self.layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.layer(self.embed(x)).mean(1))
+
+    model = Encoder().eval()
+    modules = ["embed", "layer.self_attn", "layer.self_attn.out_proj", "layer.linear1", "layer.linear2", "head"]
+    shipped: dict = {}
+    x = torch.randn(8, 4, 4)
+    path = export_onnx(model, x[:1], tmp_path / "m.onnx", int8_modules=[], low_bits={m: 4 for m in modules},
+                       shipped=shipped)
+    graph = onnx.load(path).graph
+    assert {m: e["shipped"] for m, e in shipped.items()} == {m: 4 for m in modules}
+    assert sum(n.op_type == "MatMulNBits" for n in graph.node) == len(modules)
+    assert not [i.name for i in graph.initializer if i.data_type == TP.FLOAT and len(i.dims) == 2]
+    with torch.no_grad():
+        expected = model(x)
+        assert float((load_deployed(path)(x) - expected).abs().max() / expected.abs().max()) < 0.25  # RTN
+
+
 def test_two_and_three_bit_asks_ship_as_documented(digits, pretrained, tmp_path, monkeypatch, capsys):
     channel = tmp_path / "exp-0.channel.jsonl"
     monkeypatch.setenv("AUP_CHANNEL", str(channel))
@@ -159,7 +194,7 @@ def test_two_and_three_bit_asks_ship_as_documented(digits, pretrained, tmp_path,
     layers = quantizer.shipped_precision["layers"]
     assert {m: e["shipped"] for m, e in layers.items()} == {"conv1": 4, "conv2": 8, "fc1": 4, "fc2": 2}
     graph = onnx.load(path).graph
-    widths = sorted(a.i for n in graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits")
+    widths = sorted(_nbits_width(n) for n in graph.node if n.op_type == "MatMulNBits")
     assert widths == [2, 4]  # fc2 in 2-bit storage, fc1's 3-bit grid in 4-bit storage
     codes = np.frombuffer(_initializers(path)["fc1_q4"].raw_data, np.uint8)
     assert max(int((codes & 0xF).max()), int((codes >> 4).max())) < 8  # a 3-bit grid: 8 levels

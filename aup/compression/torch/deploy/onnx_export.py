@@ -16,6 +16,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from aup.compression.torch.deploy.compact import (drop_default_attributes, drop_unused_opsets, fold_shape_arithmetic,
+                                                  share_duplicate_initializers)
 from aup.compression.torch.deploy.nbits import WeightGrid
 from aup.compression.torch.deploy.quantize import quantize_static_qdq, weight_only_int8
 from aup.compression.torch.deploy.runtime import as_args, fitting_batches, onnx_input_names
@@ -114,17 +116,20 @@ def export_onnx(model: nn.Module, example_input: Any, path: str | os.PathLike, *
                                  if weight_only else quantize_static_qdq(src, path, modules, batches, names,
                                                                       per_channel, tmp),
                                  shipped)
-        _compact(path)
+        _compact(path, protected=exported.state_dict().keys())
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
         model.train(was_training)
     return path
 
 
-def _compact(path: str) -> None:
+def _compact(path: str, protected: Iterable[str] = ()) -> None:
     """Drop what ONNX Runtime does not need from the file: node names and doc strings, stored shape
     annotations (``value_info``, re-inferred at load), and long intermediate tensor names (renamed
-    ``t<i>``). Graph inputs, outputs and initializers keep their names. On a small transformer the
+    ``t<i>``); shape arithmetic that does not depend on the batch size, attributes equal to their default,
+    unused operator domains, and second copies of equal constants other than the ``protected``
+    parameters (:mod:`.compact`). Graph inputs, outputs and
+    initializers keep their names. On a small transformer the
     names and annotations were a third to a half of the file (the exporter's scope paths, ORT's
     pre-processing); the same rule applies to every exported file, dense ones included, so ratios
     between them stay fair. Graphs with subgraphs or external data are left as they are.
@@ -151,6 +156,10 @@ def _compact(path: str) -> None:
                 node.input[index] = renamed[name]
     del graph.value_info[:]
     model.doc_string = graph.doc_string = ""
+    fold_shape_arithmetic(model)
+    share_duplicate_initializers(model.graph, protected)
+    drop_default_attributes(model)
+    drop_unused_opsets(model)
     onnx.save(model, path)
 
 
