@@ -30,7 +30,7 @@ def test_every_contract_module_is_checked_strictly() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
     strict = next(o["module"] for o in config["overrides"] if o.get("disallow_untyped_defs"))
     contracts = ["aup.proposer_ext.contract", "aup.proposer_ext.registry", "aup.runner.contracts", "aup.resources",
-                 "aup.runner.jobconfig"]
+                 "aup.runner.jobconfig", "aup.compression.contracts", "aup.metrics"]
     assert set(contracts) <= set(strict)
     files = {Path(f).with_suffix("").as_posix().replace("/", ".") for f in config["files"]}
     assert set(strict) <= files  # strict modules are also checked, not only read
