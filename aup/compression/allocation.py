@@ -36,6 +36,9 @@ _MIN_SPARSITY = 0.005  # below this a layer is left dense (a sparsity of 0 is no
 
 MODES = ("global", "seed")
 MAX_SEEDS = 20
+# seed mode's queued trials: 5 gave the largest front share at 10 and 20 trials of 3, 5, 8 and 10
+# (benchmarks/search_efficiency.py, docs/search-efficiency.md)
+DEFAULT_SEEDS = 5
 PROFILE_ATTR = "allocation_profile"  # seed mode: the trial attribute holding the profile the runner seeds from
 
 
@@ -51,7 +54,7 @@ class Allocation:
     method: str
     max_sparsity: float = DEFAULT_MAX_SPARSITY
     mode: str = "global"
-    seeds: int = 3
+    seeds: int = DEFAULT_SEEDS
 
     def to_job(self) -> dict[str, Any]:
         return {"method": self.method, "max_sparsity": self.max_sparsity, "mode": self.mode}
@@ -81,7 +84,7 @@ def parse_allocation(value: Any, where: str = "compression.allocation") -> Alloc
     if mode not in MODES:
         raise ValueError(f"{where}.mode: expected \"global\" (one searched sparsity per entry) or \"seed\" (one per "
                          f"layer, seeded with the allocation), got {mode!r}")
-    seeds = value.get("seeds", 3)
+    seeds = value.get("seeds", DEFAULT_SEEDS)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
         raise ValueError(f"{where}.seeds: expected an integer from 1 to {MAX_SEEDS}, got {seeds!r}")
     if "seeds" in value and mode != "seed":
