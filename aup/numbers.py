@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from numbers import Real
-from typing import Any
+from typing import Any, TypeGuard
 
 
 def is_number(value: Any) -> bool:
@@ -16,7 +16,7 @@ def is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
-def is_finite_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> TypeGuard[float]:
     """A real number that is not a bool, NaN or an infinity."""
     return is_number(value) and math.isfinite(value)
 

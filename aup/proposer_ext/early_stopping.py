@@ -42,6 +42,7 @@ from optuna.pruners import BasePruner
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from aup.numbers import is_finite_number
 from aup.proposer_ext.common import ProposerError
 from aup.proposer_ext.pareto_halving import TIE_BREAKS, ParetoHalving, build_pareto_halving
 
@@ -62,9 +63,6 @@ CURVE_FITTING_REASON = (
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
-
-def _is_num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def validate_early_stop(early_stop: Any, n_objectives: int = 1) -> list[str]:
@@ -88,8 +86,8 @@ def validate_early_stop(early_stop: Any, n_objectives: int = 1) -> list[str]:
         "warmup": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
         "n_startup_trials": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
         "n_min_trials": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-        "bandit_factor": (lambda v: _is_num(v) and 0 < v <= 1, "a factor in (0, 1]"),
-        "truncation_percentage": (lambda v: _is_num(v) and 0 < v < 1, "a fraction in (0, 1)"),
+        "bandit_factor": (lambda v: is_finite_number(v) and 0 < v <= 1, "a factor in (0, 1]"),
+        "truncation_percentage": (lambda v: is_finite_number(v) and 0 < v < 1, "a fraction in (0, 1)"),
         "reduction_factor": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
         "tie_break": (lambda v: v in TIE_BREAKS, f"one of {', '.join(TIE_BREAKS)}"),
         "max_steps": (lambda v: _is_int(v) and v >= 2, "an integer >= 2 (the results of a full trial)"),

@@ -34,6 +34,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from aup.numbers import is_finite_number
 from aup.proposer_ext.common import ProposerError
 
 RUNG_ATTR = "rung_values"
@@ -133,7 +134,7 @@ class ParetoHalving:
         columns = []
         for j, maximize in enumerate(self.maximize):
             raw = [v[j] if j < len(v) else None for v in vectors]
-            vals = [(-x if maximize else x) if _usable(x) else None for x in raw]
+            vals = [(-x if maximize else x) if is_finite_number(x) else None for x in raw]
             present = [x for x in vals if x is not None]
             if not present:
                 continue
@@ -219,13 +220,10 @@ def hypervolume(points: Sequence[Sequence[float]], ref: Sequence[float]) -> floa
     return volume
 
 
-def _usable(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
 
 def _plain(value: Any) -> float | None:
     """A JSON-storable number (None for a missing or non-finite value)."""
-    return float(value) if _usable(value) else None
+    return float(value) if is_finite_number(value) else None
 
 
 def build_pareto_halving(early_stop: Mapping[str, Any], maximize: Sequence[bool]) -> ParetoHalving:

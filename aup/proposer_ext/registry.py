@@ -27,12 +27,12 @@ eas                  refused (``EAS_REASON``)
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeGuard
 
 import optuna
 
+from aup.numbers import is_finite_number
 from aup.errors import did_you_mean
 from aup.proposer_ext import samplers
 from aup.proposer_ext.common import ProposerError
@@ -132,9 +132,6 @@ def row_of(name: Any) -> ProposerRow:
 
 
 # ---- validation ---------------------------------------------------------------------------------
-def _num(value: Any) -> TypeGuard[float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
 
 def _int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -145,27 +142,27 @@ OPTION_RULES: dict[str, Rule] = {
     "n_startup_trials": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
     "multivariate": (lambda v: isinstance(v, bool), "true or false"),
     "deterministic_objective": (lambda v: isinstance(v, bool), "true or false"),
-    "max_iter": (lambda v: _num(v) and v >= 1, "a number >= 1 (maximum budget per configuration)"),
-    "eta": (lambda v: _num(v) and v >= 2, "a number >= 2 (the halving rate)"),
+    "max_iter": (lambda v: is_finite_number(v) and v >= 1, "a number >= 1 (maximum budget per configuration)"),
+    "eta": (lambda v: is_finite_number(v) and v >= 2, "a number >= 2 (the halving rate)"),
     "skip_last": (lambda v: (isinstance(v, bool) or _int(v)) and v >= 0, "0 or 1 (skip each bracket's last rung)"),
     "n_iterations": (lambda v: _int(v) and v >= 1, "an integer >= 1 (number of successive-halving brackets)"),
-    "min_budget": (lambda v: _num(v) and v > 0, "a number > 0"),
-    "max_budget": (lambda v: _num(v) and v > 0, "a number > 0"),
+    "min_budget": (lambda v: is_finite_number(v) and v > 0, "a number > 0"),
+    "max_budget": (lambda v: is_finite_number(v) and v > 0, "a number > 0"),
     "min_points_in_model": (lambda v: v is None or (_int(v) and v >= 1), "an integer >= 1 or null"),
-    "top_n_percent": (lambda v: _num(v) and 0 < v < 100, "a percentage between 0 and 100"),
+    "top_n_percent": (lambda v: is_finite_number(v) and 0 < v < 100, "a percentage between 0 and 100"),
     "num_samples": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "random_fraction": (lambda v: _num(v) and 0 <= v <= 1, "a fraction between 0 and 1"),
-    "bandwidth_factor": (lambda v: _num(v) and v > 0, "a number > 0"),
-    "min_bandwidth": (lambda v: _num(v) and v > 0, "a number > 0"),
-    "sigma0": (lambda v: v is None or (_num(v) and v > 0), "a number > 0"),
+    "random_fraction": (lambda v: is_finite_number(v) and 0 <= v <= 1, "a fraction between 0 and 1"),
+    "bandwidth_factor": (lambda v: is_finite_number(v) and v > 0, "a number > 0"),
+    "min_bandwidth": (lambda v: is_finite_number(v) and v > 0, "a number > 0"),
+    "sigma0": (lambda v: v is None or (is_finite_number(v) and v > 0), "a number > 0"),
     "popsize": (lambda v: v is None or (_int(v) and v >= 2), "an integer >= 2"),
     "restart_strategy": (lambda v: v in (None, "ipop", "bipop"), "'ipop', 'bipop' or null"),
     "qmc_type": (lambda v: v in ("sobol", "halton"), "'sobol' or 'halton'"),
     "scramble": (lambda v: isinstance(v, bool), "true or false"),
     "population_size": (lambda v: _int(v) and v >= 2, "an integer >= 2"),
-    "mutation_prob": (lambda v: v is None or (_num(v) and 0 <= v <= 1), "a probability between 0 and 1"),
-    "crossover_prob": (lambda v: _num(v) and 0 <= v <= 1, "a probability between 0 and 1"),
-    "swapping_prob": (lambda v: _num(v) and 0 <= v <= 1, "a probability between 0 and 1"),
+    "mutation_prob": (lambda v: v is None or (is_finite_number(v) and 0 <= v <= 1), "a probability between 0 and 1"),
+    "crossover_prob": (lambda v: is_finite_number(v) and 0 <= v <= 1, "a probability between 0 and 1"),
+    "swapping_prob": (lambda v: is_finite_number(v) and 0 <= v <= 1, "a probability between 0 and 1"),
     "engine_config": (lambda v: isinstance(v, dict), "an object"),
     "grid_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "spearmint_dir": (lambda v: isinstance(v, str), "a path"),
@@ -273,7 +270,7 @@ def build_proposer(name: str, options: Options | None, space: "SearchSpace", stu
 # ---- the rows -----------------------------------------------------------------------------------
 def _bohb_budgets(options: Options) -> list[str]:
     low, high = options.get("min_budget", 0.01), options.get("max_budget", 1)
-    if _num(low) and _num(high) and low >= high:
+    if is_finite_number(low) and is_finite_number(high) and low >= high:
         return [f"min_budget: expected min_budget < max_budget, got {low!r} >= {high!r}"]
     return []
 
@@ -284,7 +281,7 @@ MAX_ITER = 100_000  # hyperband's largest budget per configuration
 def _hyperband_budget(options: Options) -> list[str]:
     """A budget too large to ever finish is refused before anything is built (with the number)."""
     max_iter = options.get("max_iter")
-    if _num(max_iter) and max_iter > MAX_ITER:
+    if is_finite_number(max_iter) and max_iter > MAX_ITER:
         return [f"max_iter: expected at most {MAX_ITER:,} (the largest budget of one configuration), "
                 f"got {max_iter:g}"]
     return []
