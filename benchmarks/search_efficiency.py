@@ -284,7 +284,8 @@ def search(setting: Setting, seed: int, n_trials: int, trials: Trials, dense_byt
     """``n_trials`` trials; with early stopping, more until it spent the epochs of ``n_trials`` full trials
     (at most 3 x ``n_trials``), so that settings compare at the same epoch budget too."""
     n_trials = setting.trials or n_trials
-    sampler = build_sampler(setting.proposer, {}, seed, 2)
+    name, _, variant = setting.proposer.partition("-")  # "tpe-mv": multivariate TPE (a tried variant)
+    sampler = build_sampler(name, {"multivariate": True} if variant == "mv" else {}, seed, 2)
     study = optuna.create_study(directions=DIRECTIONS, sampler=sampler)
     if setting.allocation == "seeds":  # as the runner does: the sampler fills pruner and lr
         for values in seeds:
@@ -400,7 +401,10 @@ def print_table(rows: list[dict[str, Any]], baseline: str) -> None:
 
 def settings_for(args: argparse.Namespace) -> list[Setting]:
     allocations = ("",) if args.no_allocation else ALLOCATIONS
-    out = [Setting(p, es, al) for al in allocations for p in args.proposers for es in (False, True)
+    if args.allocations:
+        allocations = tuple("" if a == "none" else a for a in args.allocations)
+    stops = (False,) if args.no_early_stop else (False, True)
+    out = [Setting(p, es, al) for al in allocations for p in args.proposers for es in stops
            if not (al and p == "nsga2")]  # NSGA-II draws random's trials: its allocation rows would be random's
     if args.random_trials > args.trials:
         out.append(Setting("random", trials=args.random_trials))
@@ -420,8 +424,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs of a trial that is not stopped")
-    parser.add_argument("--proposers", nargs="+", default=["random", "tpe", "gp", "nsga2"])
+    parser.add_argument("--proposers", nargs="+", default=["random", "tpe", "gp", "nsga2"],
+                        help="aup proposer names; tpe-mv is multivariate TPE")
     parser.add_argument("--no-allocation", action="store_true", help="leave out the per-layer allocation settings")
+    parser.add_argument("--allocations", nargs="+", choices=[a or "none" for a in ALLOCATIONS],
+                        help="only these allocation settings (default: all)")
+    parser.add_argument("--no-early-stop", action="store_true", help="leave out the early-stopping settings")
+    parser.add_argument("--seed-count", type=int, default=DEFAULT_SEEDS, help="trials the seeded settings queue")
     parser.add_argument("--random-trials", type=int, default=120,
                         help="a longer random search, for the epochs random needs to reach each share")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
@@ -435,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"dense model: accuracy {dense_acc:.4f}, {dense_bytes:.0f} bytes; {args.seeds} seeds x {args.trials} "
           f"trials x up to {args.epochs} fine-tuning epochs", flush=True)
     trials = Trials(dense, data, args.epochs)
-    seeds = allocation_seeds(dense, data)
+    seeds = allocation_seeds(dense, data, args.seed_count)
     settings = settings_for(args)
     runs: dict[str, list[Run]] = {s.name: [] for s in settings}
     for seed in range(args.seeds):  # interleaved: every setting's seed s before any seed s + 1
