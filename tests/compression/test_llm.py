@@ -49,7 +49,7 @@ def _pruned_error(name: str, sparsity: Any, x: torch.Tensor) -> float:
     dense = _layer()
     model = _layer()
     if name == "level":
-        mask = obs.magnitude_mask(model[0].weight, sparsity)  # per-row magnitude, the papers' baseline
+        mask = obs.magnitude_mask(model[0].weight, sparsity)  # per-row magnitude (Wanda's comparison group)
         with torch.no_grad():
             model[0].weight.mul_(mask)
     else:
@@ -63,6 +63,27 @@ def test_sparsegpt_reconstructs_better_than_wanda_and_magnitude(sparsity: Any) -
     x = _correlated_inputs()
     errors = {name: _pruned_error(name, sparsity, x) for name in ("level", "wanda", "sparsegpt")}
     assert errors["sparsegpt"] < errors["wanda"] < errors["level"], errors
+
+
+def test_wanda_is_blind_to_outlier_features_that_mislead_magnitude() -> None:
+    """Wanda's premise (Sun et al.): LLM inputs have a few features far larger than the rest with small
+    weights reading them. Rescaling feature j by s and column j by 1/s keeps the function and Wanda's
+    mask; magnitude pruning then removes exactly those columns."""
+    x = _correlated_inputs()
+    masks: dict[str, list[torch.Tensor]] = {"wanda": [], "level": []}
+    for scale in (1.0, 50.0):
+        inputs = x.clone()
+        inputs[:, :4] *= scale
+        for name in masks:
+            model = _layer()
+            with torch.no_grad():
+                model[0].weight[:, :4] /= scale
+            kwargs = {"calibration": [inputs]} if name == "wanda" else {}
+            pruner = _create(model, name, [{"sparsity": 0.5, "op_types": ["Linear"]}], "pruning", **kwargs)
+            pruner.compress()
+            masks[name].append(pruner.get_masks()["0"]["weight"])
+    assert torch.equal(masks["wanda"][0], masks["wanda"][1])
+    assert bool((masks["level"][1][:, :4] == 0).all()) and not bool((masks["level"][0][:, :4] == 0).all())
 
 
 def test_gptq_int4_layer_error_below_rtn() -> None:
