@@ -22,8 +22,18 @@ per-round medians, as a ratio to the dense file in the same run) and the deploye
 perplexity. ``packed`` is aup's sparse/k-bit encoding of the weights (what an unstructured-sparse
 model would need to store; ONNX stores pruned weights densely).
 
-Run:  python benchmarks/llm_compression.py [--seeds 3] [--heldout-bytes 16384] [--calibration 32]
+``--model gpt2`` runs the GPT-2-style model instead (its projections are transformers' ``Conv1D``).
+``--diagnose`` asks why Wanda loses to magnitude here: per layer, the spread of the input-feature
+norms (max / median of ``||X_j||``; LLM outlier features are tens to hundreds of times the typical
+one) and Wanda's layer output error against magnitude's; then each projection type pruned alone.
+``--outliers K`` first gives the model K hand-made outlier features per norm layer (the K
+largest-gain channels multiplied by ``--outlier-scale``, the projections reading them divided by it:
+the same function, the same dense perplexity), the situation Wanda was designed for.
+
+Run:  python benchmarks/llm_compression.py [--model llama|gpt2] [--seeds 3] [--heldout-bytes 16384] [--calibration 32]
       python benchmarks/llm_compression.py --model-seeds 0 1   (training seed-to-seed spread; trains seed 1)
+      python benchmarks/llm_compression.py --diagnose [--model gpt2]
+      python benchmarks/llm_compression.py --model-seeds 0 --outliers 4
 """
 from __future__ import annotations
 
@@ -106,7 +116,8 @@ def _encode(key: str, tensor: torch.Tensor, quant: dict[str, Any]) -> dict:
     spec = quant.get(key)
     if spec is None:
         return encode_tensor(tensor)
-    return encode_tensor(tensor, bits=spec["bits"], scale=spec["scale"], zero_point=spec["zero_point"])
+    return encode_tensor(tensor, bits=spec["bits"], scale=spec["scale"], zero_point=spec["zero_point"],
+                         group_axis=spec.get("group_axis", 1))
 
 
 def write_onnx(model: nn.Module, compressor: Any, example: torch.Tensor, path: str) -> str:
@@ -277,6 +288,7 @@ def main() -> None:
     parser.add_argument("--outliers", type=int, default=0,
                         help="give the model this many hand-made outlier features per norm (function-preserving)")
     parser.add_argument("--outlier-scale", type=float, default=20.0)
+    parser.add_argument("--methods", nargs="*", default=None, help="only these methods (and dense), e.g. rtn gptq")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     spec = lm_data.SPECS[args.model]
@@ -304,6 +316,7 @@ def main() -> None:
     plan += [(m, s) for s in SPARSITIES for m in ("magnitude", "magnitude-row", "wanda", "sparsegpt")
              if not (m == "magnitude-row" and isinstance(s, str))]
     plan += [("rtn", 4), ("gptq", 4)]
+    plan = [(m, s) for m, s in plan if m == "dense" or not args.methods or m in args.methods]
     for method, setting in plan:
         seeded = method in ("wanda", "sparsegpt", "gptq")
         scores, packed = [], 0

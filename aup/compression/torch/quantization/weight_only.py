@@ -1,10 +1,10 @@
 """``WeightOnlyQuantizer``: the shared part of ``rtn`` and ``gptq`` (k-bit weights in groups, for LLMs).
 
 Each selected ``Linear`` (or transformers' GPT-2 ``Conv1D``, whose weight is stored transposed,
-``[in, out]``: its groups run along the inputs all the same) stores its weight on a group-wise integer grid: ``group_size`` consecutive
-input columns of a row share one scale (and, when asymmetric, one integer zero point), ``value =
-(q - zero) * scale`` with ``q`` in ``[0, 2**bits)``; symmetric grids use ``zero = 2**(bits-1)`` (the
-layout of ONNX Runtime's ``MatMulNBits``). Activations stay float. ``weight_grid(name)`` hands the
+``[in, out]``: its groups run along the inputs all the same) stores its weight on a group-wise
+integer grid: ``group_size`` consecutive input columns of a row share one scale (and, when
+asymmetric, one integer zero point), ``value = (q - zero) * scale`` with ``q`` in ``[0, 2**bits)``;
+symmetric grids use ``zero = 2**(bits-1)`` (the layout of ONNX Runtime's ``MatMulNBits``). Activations stay float. ``weight_grid(name)`` hands the
 grid to the deployment writer (:mod:`..ort_mixed`), so the deployed ``MatMulNBits`` holds exactly the
 in-memory weights (4-bit storage for 2-4 bits, 8-bit storage for 5-8 bits; group sizes 16-256 run
 on ORT's CPU kernels, one group per row always does).
