@@ -24,8 +24,9 @@ model would need to store; ONNX stores pruned weights densely).
 
 ``--model gpt2`` runs the GPT-2-style model instead (its projections are transformers' ``Conv1D``).
 ``--diagnose`` asks why Wanda loses to magnitude here: per layer, the spread of the input-feature
-norms (max / median of ``||X_j||``; LLM outlier features are tens to hundreds of times the typical
-one) and Wanda's layer output error against magnitude's; then each projection type pruned alone.
+norms (max / median of ``||X_j||``; LLM outlier features are tens of times the typical one) and
+Wanda's layer output error against magnitude's; then each projection type pruned alone; and Wanda in
+the authors' calibration order (a whole block at once) next to aup's.
 ``--outliers K`` first gives the model K hand-made outlier features per norm layer (the K
 largest-gain channels multiplied by ``--outlier-scale``, the projections reading them divided by it:
 the same function, the same dense perplexity), the situation Wanda was designed for.
@@ -231,10 +232,37 @@ def _layer_mask(weight: torch.Tensor, setting: float) -> torch.Tensor:
     return (weight.abs() > threshold).to(weight.dtype)
 
 
+def wanda_block_at_once(model: nn.Module, calibration: list, setting: float) -> nn.Module:
+    """Wanda in the authors' order (locuslab/wanda ``prune_wanda``): the input norms of all projections
+    of one block gathered in one pass on the outputs of the already-pruned blocks, then the block pruned."""
+    blocks = model.transformer.h if hasattr(model, "transformer") else model.model.layers
+    for block in blocks:
+        layers = {n: m for n, m in block.named_modules() if is_linear(m)}
+        sq: dict[str, torch.Tensor] = {}
+
+        def add(name: str, x: torch.Tensor) -> None:
+            x = x.detach().reshape(-1, x.shape[-1]).double()
+            sq[name] = sq[name] + (x * x).sum(0) if name in sq else (x * x).sum(0)
+
+        handles = [m.register_forward_pre_hook(lambda _m, a, n=n: add(n, a[0])) for n, m in layers.items()]
+        with torch.no_grad():
+            for batch in calibration:
+                model(**batch)
+        for handle in handles:
+            handle.remove()
+        for layer, module in layers.items():
+            weight = get_weight(module)
+            set_weight(module, weight * obs.wanda_mask(weight, sq[layer], setting))
+    return model
+
+
 def diagnose(name: str, dense: nn.Module, ppl: Callable[[Any], float], calibration: list, setting: float) -> None:
     """Per layer: the spread of the input-feature norms (max / median of ||X_j||) and the layer's output
     error ``||(W - W*mask) X||^2`` of Wanda's mask over magnitude's; then each projection type pruned
     alone (magnitude, magnitude-row, Wanda on the dense model's inputs) and the held-out perplexity."""
+    orders = {"aup's wanda (true sequential)": compress(name, dense, "wanda", setting, calibration)[0],
+              "the authors' order (block at once)": wanda_block_at_once(_fresh(name, dense), calibration, setting)}
+    print(f"\nWanda at {setting:.0%}: " + ", ".join(f"{k} {ppl(m):.4f}" for k, m in orders.items()))
     xxt = _dense_inputs(dense, calibration)
     modules = dict(dense.named_modules())
     print(f"\nPer layer at {setting:.0%} (calibration inputs of the dense model):")
