@@ -22,8 +22,19 @@ per-round medians, as a ratio to the dense file in the same run) and the deploye
 perplexity. ``packed`` is aup's sparse/k-bit encoding of the weights (what an unstructured-sparse
 model would need to store; ONNX stores pruned weights densely).
 
-Run:  python benchmarks/llm_compression.py [--seeds 3] [--heldout-bytes 16384] [--calibration 32]
+``--model gpt2`` runs the GPT-2-style model instead (its projections are transformers' ``Conv1D``).
+``--diagnose`` asks why Wanda loses to magnitude here: per layer, the spread of the input-feature
+norms (max / median of ``||X_j||``; LLM outlier features are tens of times the typical one) and
+Wanda's layer output error against magnitude's; then each projection type pruned alone; and Wanda in
+the authors' calibration order (a whole block at once) next to aup's.
+``--outliers K`` first gives the model K hand-made outlier features per norm layer (the K
+largest-gain channels multiplied by ``--outlier-scale``, the projections reading them divided by it:
+the same function, the same dense perplexity), the situation Wanda was designed for.
+
+Run:  python benchmarks/llm_compression.py [--model llama|gpt2] [--seeds 3] [--heldout-bytes 16384] [--calibration 32]
       python benchmarks/llm_compression.py --model-seeds 0 1   (training seed-to-seed spread; trains seed 1)
+      python benchmarks/llm_compression.py --diagnose [--model gpt2]
+      python benchmarks/llm_compression.py --model-seeds 0 --outliers 4
 """
 from __future__ import annotations
 
@@ -106,7 +117,8 @@ def _encode(key: str, tensor: torch.Tensor, quant: dict[str, Any]) -> dict:
     spec = quant.get(key)
     if spec is None:
         return encode_tensor(tensor)
-    return encode_tensor(tensor, bits=spec["bits"], scale=spec["scale"], zero_point=spec["zero_point"])
+    return encode_tensor(tensor, bits=spec["bits"], scale=spec["scale"], zero_point=spec["zero_point"],
+                         group_axis=spec.get("group_axis", 1))
 
 
 def write_onnx(model: nn.Module, compressor: Any, example: torch.Tensor, path: str) -> str:
@@ -144,16 +156,14 @@ def _fmt(values: list[float]) -> str:
 
 
 def model_seed_table(name: str, seeds: list[int], ppl: Callable[[Any], float], context: int,
-                     n_calibration: int) -> None:
+                     n_calibration: int, outliers: int = 0, outlier_scale: float = 20.0) -> None:
     """The headline settings on models trained from other seeds (training seed-to-seed spread)."""
     settings = [("dense", None), ("magnitude", 0.5), ("wanda", 0.5), ("sparsegpt", 0.5), ("magnitude", "2:4"),
                 ("wanda", "2:4"), ("sparsegpt", "2:4"), ("rtn", 4), ("gptq", 4)]
-    if lm_data.SPECS[name].arch == "gpt2":  # RTN/GPTQ quantize Linear layers; GPT-2's are Conv1D
-        settings = [s for s in settings if s[0] not in ("rtn", "gptq")]
     calibration = lm_data.calibration_batches(context, n_calibration, seed=0, batch=8)
     results: dict[tuple[str, Any], list[float]] = {s: [] for s in settings}
     for seed in seeds:
-        dense = lm_data.pretrained_lm(name, seed=seed)
+        dense = with_outliers(lm_data.pretrained_lm(name, seed=seed), outliers, outlier_scale)
         for method, setting in settings:
             model, _compressor = compress(name, dense, method, setting, calibration)
             results[(method, setting)].append(ppl(model))
@@ -167,6 +177,128 @@ def model_seed_table(name: str, seeds: list[int], ppl: Callable[[Any], float], c
               + " |")
 
 
+# ------------------------------------------------------------------------- why Wanda loses here (--diagnose)
+def _norm_readers(model: nn.Module) -> list[tuple[nn.Module, list[nn.Module]]]:
+    """Each block's normalisation layers and the projections reading their output (Llama, GPT-2)."""
+    if hasattr(model, "transformer"):  # GPT-2: ln_1 -> c_attn, ln_2 -> c_fc
+        return [pair for h in model.transformer.h for pair in ((h.ln_1, [h.attn.c_attn]), (h.ln_2, [h.mlp.c_fc]))]
+    return [pair for layer in model.model.layers for pair in (
+        (layer.input_layernorm, [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]),
+        (layer.post_attention_layernorm, [layer.mlp.gate_proj, layer.mlp.up_proj]))]
+
+
+def with_outliers(model: nn.Module, channels: int, scale: float) -> nn.Module:
+    """The same function with outlier features: in every block the ``channels`` largest-gain channels of
+    each norm's output are multiplied by ``scale`` and the projections reading them divide those input
+    columns by ``scale`` (the large-magnitude features of LLMs, Dettmers et al. 2022, made by hand).
+    Wanda's score ``|W_ij| ||X_j||`` cannot see the change; magnitude prunes those columns first."""
+    if channels <= 0:
+        return model
+    with torch.no_grad():
+        for norm, readers in _norm_readers(model):
+            picked = norm.weight.abs().argsort(descending=True)[:channels]
+            norm.weight[picked] *= scale
+            if getattr(norm, "bias", None) is not None:
+                norm.bias[picked] *= scale
+            for reader in readers:
+                weight = get_weight(reader).clone()
+                weight[:, picked] /= scale
+                set_weight(reader, weight)
+    return model
+
+
+def _dense_inputs(model: nn.Module, calibration: list) -> dict[str, torch.Tensor]:
+    """``sum x x^T`` of every block projection's input on the calibration batches (dense model)."""
+    layers = {n: m for n, m in model.named_modules() if is_linear(m) and n != "lm_head"}
+    xxt: dict[str, torch.Tensor] = {}
+
+    def add(name: str, x: torch.Tensor) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).double()
+        xxt[name] = xxt[name] + x.t() @ x if name in xxt else x.t() @ x
+
+    handles = [m.register_forward_pre_hook(lambda _m, a, n=n: add(n, a[0])) for n, m in layers.items()]
+    with torch.no_grad():
+        for batch in calibration:
+            model(**batch)
+    for handle in handles:
+        handle.remove()
+    return xxt
+
+
+def _layer_mask(weight: torch.Tensor, setting: float) -> torch.Tensor:
+    """aup's ``level``: the smallest |w| of the whole layer."""
+    k = int(weight.numel() * setting)
+    threshold = weight.abs().flatten().kthvalue(k).values if k else -1.0
+    return (weight.abs() > threshold).to(weight.dtype)
+
+
+def wanda_block_at_once(model: nn.Module, calibration: list, setting: float) -> nn.Module:
+    """Wanda in the authors' order (locuslab/wanda ``prune_wanda``): the input norms of all projections
+    of one block gathered in one pass on the outputs of the already-pruned blocks, then the block pruned."""
+    blocks = model.transformer.h if hasattr(model, "transformer") else model.model.layers
+    for block in blocks:
+        layers = {n: m for n, m in block.named_modules() if is_linear(m)}
+        sq: dict[str, torch.Tensor] = {}
+
+        def add(name: str, x: torch.Tensor) -> None:
+            x = x.detach().reshape(-1, x.shape[-1]).double()
+            sq[name] = sq[name] + (x * x).sum(0) if name in sq else (x * x).sum(0)
+
+        handles = [m.register_forward_pre_hook(lambda _m, a, n=n: add(n, a[0])) for n, m in layers.items()]
+        with torch.no_grad():
+            for batch in calibration:
+                model(**batch)
+        for handle in handles:
+            handle.remove()
+        for layer, module in layers.items():
+            weight = get_weight(module)
+            set_weight(module, weight * obs.wanda_mask(weight, sq[layer], setting))
+    return model
+
+
+def diagnose(name: str, dense: nn.Module, ppl: Callable[[Any], float], calibration: list, setting: float) -> None:
+    """Per layer: the spread of the input-feature norms (max / median of ||X_j||) and the layer's output
+    error ``||(W - W*mask) X||^2`` of Wanda's mask over magnitude's; then each projection type pruned
+    alone (magnitude, magnitude-row, Wanda on the dense model's inputs) and the held-out perplexity."""
+    orders = {"aup's wanda (true sequential)": compress(name, dense, "wanda", setting, calibration)[0],
+              "the authors' order (block at once)": wanda_block_at_once(_fresh(name, dense), calibration, setting)}
+    print(f"\nWanda at {setting:.0%}: " + ", ".join(f"{k} {ppl(m):.4f}" for k, m in orders.items()))
+    xxt = _dense_inputs(dense, calibration)
+    modules = dict(dense.named_modules())
+    print(f"\nPer layer at {setting:.0%} (calibration inputs of the dense model):")
+    print("| layer | max/median ||X_j|| | output error Wanda / magnitude-row | Wanda / magnitude |")
+    print("|---|---|---|---|")
+    spreads, wins = [], 0
+    for layer, h in xxt.items():
+        weight = get_weight(modules[layer]).double()
+        norms = torch.diag(h).sqrt()
+        masks = {"wanda": obs.wanda_mask(weight, torch.diag(h), setting), "row": obs.magnitude_mask(weight, setting),
+                 "layer": _layer_mask(weight, setting)}
+        err = {k: float(torch.einsum("ij,jk,ik->", weight * (1 - m.double()), h, weight * (1 - m.double())))
+               for k, m in masks.items()}
+        spreads.append(float(norms.max() / norms.median()))
+        wins += err["wanda"] < err["row"]
+        print(f"| {layer} | {spreads[-1]:.2f} | {err['wanda'] / err['row']:.3f} | {err['wanda'] / err['layer']:.3f} |")
+    print(f"median spread {statistics.median(spreads):.2f}, max {max(spreads):.2f}; Wanda's output error below "
+          f"magnitude-row's in {wins} of {len(spreads)} layers")
+    kinds = sorted({layer.rsplit(".", 1)[-1] for layer in xxt})
+    print(f"\nOne projection type pruned at {setting:.0%} (dense {ppl(dense):.4f}):")
+    print("| projection | magnitude | magnitude-row | Wanda |")
+    print("|---|---|---|---|")
+    for kind in kinds:
+        row = []
+        for method in ("layer", "row", "wanda"):
+            model = _fresh(name, dense)
+            for layer, module in model.named_modules():
+                if layer in xxt and layer.endswith("." + kind):
+                    weight = get_weight(module)
+                    mask = (_layer_mask(weight, setting) if method == "layer" else obs.magnitude_mask(weight, setting)
+                            if method == "row" else obs.wanda_mask(weight, torch.diag(xxt[layer]), setting))
+                    set_weight(module, weight * mask)
+            row.append(f"{ppl(model):.4f}")
+        print(f"| {kind} | " + " | ".join(row) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="llama", choices=sorted(lm_data.SPECS))
@@ -178,12 +310,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--model-seeds", type=int, nargs="*", default=None,
                         help="only the headline settings, on models trained from these seeds (e.g. 0 1)")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="only the per-layer input-norm spread, Wanda/magnitude output errors and per-projection "
+                             "ablation at 50 %%")
+    parser.add_argument("--outliers", type=int, default=0,
+                        help="give the model this many hand-made outlier features per norm (function-preserving)")
+    parser.add_argument("--outlier-scale", type=float, default=20.0)
+    parser.add_argument("--methods", nargs="*", default=None, help="only these methods (and dense), e.g. rtn gptq")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     spec = lm_data.SPECS[args.model]
     context, stride = spec.context, spec.context * 3 // 4
     started = time.time()
-    dense = lm_data.pretrained_lm(args.model)
+    dense = with_outliers(lm_data.pretrained_lm(args.model), args.outliers, args.outlier_scale)
     print(f"model {args.model}: {sum(p.numel() for p in dense.parameters()):,} parameters "
           f"(ready after {time.time() - started:.0f} s); held-out: first {args.heldout_bytes} bytes of "
           f"{len(lm_data.corpus_files('heldout'))} files; context {context}, stride {stride}", flush=True)
@@ -193,7 +332,11 @@ def main() -> None:
         return lm_data.perplexity(model, held_out, context=context, stride=stride)
 
     if args.model_seeds:
-        model_seed_table(args.model, args.model_seeds, ppl, context, args.calibration)
+        model_seed_table(args.model, args.model_seeds, ppl, context, args.calibration, args.outliers,
+                         args.outlier_scale)
+        return
+    if args.diagnose:
+        diagnose(args.model, dense, ppl, lm_data.calibration_batches(context, args.calibration, seed=0, batch=8), 0.5)
         return
     rows: list[tuple[str, str, list[float], int]] = []
     kept: dict[str, tuple[nn.Module, Any]] = {}
@@ -201,6 +344,7 @@ def main() -> None:
     plan += [(m, s) for s in SPARSITIES for m in ("magnitude", "magnitude-row", "wanda", "sparsegpt")
              if not (m == "magnitude-row" and isinstance(s, str))]
     plan += [("rtn", 4), ("gptq", 4)]
+    plan = [(m, s) for m, s in plan if m == "dense" or not args.methods or m in args.methods]
     for method, setting in plan:
         seeded = method in ("wanda", "sparsegpt", "gptq")
         scores, packed = [], 0

@@ -121,8 +121,8 @@ _KERAS_SPARSITY_KEYS = {
     "exclude": EXCLUDE,
 }
 
-# One-shot LLM compressors (Wanda, SparseGPT, RTN, GPTQ): Linear layers (and transformers' Conv1D for the
-# pruners), sparsity as a fraction or an "n:m" pattern, weight-only k-bit grids in groups of input columns.
+# One-shot LLM compressors (Wanda, SparseGPT, RTN, GPTQ): Linear layers (and transformers' Conv1D, GPT-2),
+# sparsity as a fraction or an "n:m" pattern, weight-only k-bit grids in groups of input columns.
 _ONE_SHOT = Schema({"sparsity": SPARSITY_NM, **COMMON}, op_types=("Linear", "Conv1D"))
 _BOOL = KeySpec("bool", "true or false")
 _WEIGHT_ONLY_KEYS = {
@@ -189,9 +189,9 @@ ENTRIES: tuple[Entry, ...] = (
                       required=("quant_types", "quant_bits"))),
     # ---- torch quantization: weight-only k-bit grids for language models
     _quantizer("rtn", "rtn:RTNQuantizer", _WEIGHT_ONLY,
-               Schema(_WEIGHT_ONLY_KEYS, required=(), op_types=("Linear",))),
+               Schema(_WEIGHT_ONLY_KEYS, required=(), op_types=("Linear", "Conv1D"))),
     _quantizer("gptq", "gptq:GPTQQuantizer", _WEIGHT_ONLY,
-               Schema({**_WEIGHT_ONLY_KEYS, "act_order": _BOOL}, required=(), op_types=("Linear",))),
+               Schema({**_WEIGHT_ONLY_KEYS, "act_order": _BOOL}, required=(), op_types=("Linear", "Conv1D"))),
     # ---- tensorflow (Keras 3)
     Entry("tensorflow", "pruning", "level", "aup.compression.tensorflow.pruners:LevelPruner",
           Schema(_KERAS_SPARSITY_KEYS), nni_alias="level", scores="weights"),

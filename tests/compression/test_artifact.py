@@ -54,6 +54,25 @@ def test_quantized_tensors_round_trip_exactly_and_pack_densely():
     assert dc["per_channel"] and torch.equal(decode_tensor(dc), tc)
 
 
+def test_group_wise_grid_of_a_transposed_weight_round_trips():
+    """RTN/GPTQ on GPT-2's Conv1D: the weight is stored [in, out] while the grid is [out, n_groups] of
+    consecutive inputs (``group_axis=0``); the codes decode to the same tensor, bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    scale = torch.rand(6, 4, generator=g).double() + 0.01  # 6 outputs, 4 groups of 8 inputs
+    zero = torch.randint(0, 16, (6, 4), generator=g).double()
+    codes = torch.randint(0, 16, (6, 32), generator=g).double()
+    out_in = ((codes - zero.repeat_interleave(8, 1)) * scale.repeat_interleave(8, 1)).float()
+    stored = out_in.t().contiguous()  # [in, out]
+    encoded = encode_tensor(stored, bits=4, scale=scale, zero_point=zero, group_axis=0)
+    assert encoded["group_axis"] == 0 and encoded["group_size"] == 8
+    assert torch.equal(decode_tensor(encoded), stored)
+    assert "group_axis" not in encode_tensor(out_in, bits=4, scale=scale, zero_point=zero)
+    with pytest.raises(ValueError, match="does not fit"):
+        encode_tensor(out_in, bits=4, scale=scale, zero_point=zero, group_axis=0)
+    with pytest.raises(ValueError, match="group_axis"):
+        decode_tensor({**encoded, "group_axis": 2})
+
+
 def test_sparse_storage_when_smaller_and_exact():
     t = torch.randn(128, 64)
     assert encode_tensor(t)["enc"] == "dense"

@@ -49,7 +49,7 @@ def _pruned_error(name: str, sparsity: Any, x: torch.Tensor) -> float:
     dense = _layer()
     model = _layer()
     if name == "level":
-        mask = obs.magnitude_mask(model[0].weight, sparsity)  # per-row magnitude, the papers' baseline
+        mask = obs.magnitude_mask(model[0].weight, sparsity)  # per-row magnitude (Wanda's comparison group)
         with torch.no_grad():
             model[0].weight.mul_(mask)
     else:
@@ -63,6 +63,27 @@ def test_sparsegpt_reconstructs_better_than_wanda_and_magnitude(sparsity: Any) -
     x = _correlated_inputs()
     errors = {name: _pruned_error(name, sparsity, x) for name in ("level", "wanda", "sparsegpt")}
     assert errors["sparsegpt"] < errors["wanda"] < errors["level"], errors
+
+
+def test_wanda_is_blind_to_outlier_features_that_mislead_magnitude() -> None:
+    """Wanda's premise (Sun et al.): LLM inputs have a few features far larger than the rest with small
+    weights reading them. Rescaling feature j by s and column j by 1/s keeps the function and Wanda's
+    mask; magnitude pruning then removes exactly those columns."""
+    x = _correlated_inputs()
+    masks: dict[str, list[torch.Tensor]] = {"wanda": [], "level": []}
+    for scale in (1.0, 50.0):
+        inputs = x.clone()
+        inputs[:, :4] *= scale
+        for name in masks:
+            model = _layer()
+            with torch.no_grad():
+                model[0].weight[:, :4] /= scale
+            kwargs = {"calibration": [inputs]} if name == "wanda" else {}
+            pruner = _create(model, name, [{"sparsity": 0.5, "op_types": ["Linear"]}], "pruning", **kwargs)
+            pruner.compress()
+            masks[name].append(pruner.get_masks()["0"]["weight"])
+    assert torch.equal(masks["wanda"][0], masks["wanda"][1])
+    assert bool((masks["level"][1][:, :4] == 0).all()) and not bool((masks["level"][0][:, :4] == 0).all())
 
 
 def test_gptq_int4_layer_error_below_rtn() -> None:
@@ -314,6 +335,75 @@ def test_gpt2_conv1d_layers_are_pruned_along_their_inputs(name: str) -> None:
         assert mask["weight"].shape == weight.shape  # [in, out]
         kept = (mask["weight"].t() != 0).reshape(weight.shape[1], -1, 4).sum(-1)
         assert bool((kept == 2).all()), layer
+
+
+def _conv1d_twin(seed: int = 1) -> tuple[nn.Module, nn.Module]:
+    """The same layer twice: a ``Linear`` and transformers' ``Conv1D`` holding its weight transposed."""
+    from transformers.pytorch_utils import Conv1D
+
+    linear = _layer(seed)
+    conv = nn.Sequential(Conv1D(32, 64))
+    with torch.no_grad():
+        conv[0].weight.copy_(linear[0].weight.t())
+        conv[0].bias.zero_()
+    return linear, conv
+
+
+@pytest.mark.parametrize("name", ["rtn", "gptq"])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_conv1d_is_quantized_along_its_inputs_like_the_same_linear(name: str, symmetric: bool) -> None:
+    """GPT-2's Conv1D stores [in, out]: its groups run along the inputs, so it quantizes exactly like the
+    Linear holding the transposed weight (same grid, same GPTQ compensation)."""
+    x = _correlated_inputs()
+    kwargs = {"calibration": [x[i:i + 256] for i in range(0, len(x), 256)]} if name == "gptq" else {}
+    weights, grids = {}, {}
+    for op_type, model in zip(("Linear", "Conv1D"), _conv1d_twin()):
+        quantizer = _create(model, name, [{"quant_bits": 4, "group_size": 16, "symmetric": symmetric,
+                                           "op_types": [op_type]}], "quantization", **kwargs)
+        quantizer.compress()
+        with torch.no_grad():
+            weights[op_type] = model[0](torch.eye(64)) - (model[0].bias if op_type == "Conv1D" else 0)  # [in, out]
+        grids[op_type] = quantizer.weight_grid("0")
+    assert grids["Conv1D"].scales.shape == (32, 4)  # [out, n_groups]
+    torch.testing.assert_close(grids["Conv1D"].scales, grids["Linear"].scales)
+    torch.testing.assert_close(weights["Conv1D"], weights["Linear"], atol=1e-6, rtol=0)
+    levels = [len(weights["Conv1D"][16 * g:16 * g + 16, o].unique()) for o in range(32) for g in range(4)]
+    assert max(levels) <= 16  # each group of 16 inputs of an output on one 4-bit grid
+
+
+@pytest.mark.parametrize("name", ["rtn", "gptq"])
+def test_gpt2_conv1d_ships_matmulnbits_and_agrees(name: str, tmp_path: Any) -> None:
+    """GPT-2 (random weights, built from its config): every Conv1D becomes a 4-bit MatMulNBits on the
+    quantizer's grid; the deployed file and aup's packed artifact compute what the model computes."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from aup.compression import load_compressed, load_deployed
+
+    model = lm_data.build_lm(lm_data.SPECS["gpt2-tiny"]).eval()
+    calibration = lm_data.calibration_batches(context=64, count=8, seed=0, batch=8)
+    dense = {n: p.detach().clone() for n, p in model.named_parameters()}
+    kwargs = {"calibration": calibration} if name == "gptq" else {}
+    quantizer = _create(model, name, [{"quant_bits": 4, "group_size": 32, "op_types": ["Conv1D"]}],
+                        "quantization", **kwargs)
+    quantizer.compress()
+    example = calibration[0]["input_ids"][:2]
+    path = str(tmp_path / "model.onnx")
+    quantizer.export_model(path, format="onnx", dummy_input=example)
+    quantizer.export_model(str(tmp_path / "model.pt"), dummy_input=example)
+    with torch.no_grad():
+        expected = model(example).logits
+        with quantizer.exported_view():
+            changed = [n for n, p in model.named_parameters() if not torch.equal(p, dense[n])]
+    assert sorted(changed) == sorted(n for n in dense if n.endswith((".c_attn.weight", ".c_proj.weight",
+                                                                     ".c_fc.weight")))
+    restored = load_compressed(str(tmp_path / "model.pt"))
+    with torch.no_grad():
+        torch.testing.assert_close(restored(example).logits, expected, atol=1e-5, rtol=1e-5)
+    nodes = [n for n in onnx.load(path).graph.node if n.op_type == "MatMulNBits"]
+    assert len(nodes) == 8 and all(next(a.i for a in n.attribute if a.name == "bits") == 4 for n in nodes)
+    got = torch.as_tensor(lm_data._logits(load_deployed(path)(example)))
+    torch.testing.assert_close(got, expected, atol=2e-3, rtol=1e-3)
 
 
 def test_search_ranges_over_sparsity_and_nm_patterns_are_checked_before_any_trial() -> None:

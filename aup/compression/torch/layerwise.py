@@ -21,13 +21,18 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-__all__ = ["is_linear", "get_weight", "set_weight", "InputStats", "run_batches", "sequential", "layer_groups",
-           "linear_check"]
+__all__ = ["is_linear", "stores_transposed", "get_weight", "set_weight", "InputStats", "run_batches", "sequential",
+           "layer_groups", "linear_check"]
 
 
 def is_linear(module: nn.Module) -> bool:
     """``nn.Linear`` or Hugging Face's ``Conv1D`` (a transposed linear layer)."""
     return isinstance(module, nn.Linear) or _is_hf_conv1d(module)
+
+
+def stores_transposed(module: nn.Module) -> bool:
+    """Whether the layer keeps its weight as ``[in, out]`` (Hugging Face's ``Conv1D``)."""
+    return _is_hf_conv1d(module)
 
 
 def _is_hf_conv1d(module: nn.Module) -> bool:

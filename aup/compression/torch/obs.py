@@ -57,7 +57,8 @@ def _select(score: torch.Tensor, sparsity: float | str) -> torch.Tensor:
 
 
 def magnitude_mask(weight: torch.Tensor, sparsity: float | str) -> torch.Tensor:
-    """``|W|`` compared per output row (the per-row magnitude baseline Wanda's paper reports)."""
+    """``|W|`` compared per output row (Wanda's comparison group without the activations; the Wanda
+    paper's own magnitude baseline compares a whole layer, aup's ``level`` pruner, except for n:m)."""
     return _select(weight.detach().abs().float(), sparsity)
 
 

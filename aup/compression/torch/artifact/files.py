@@ -229,7 +229,7 @@ def _encode_tensors(tensors: Mapping[str, torch.Tensor], keys: Mapping[str, str]
         spec = quant.get(state_key)
         if spec is not None:
             enc = encode_tensor(value, bits=int(spec["bits"]), scale=spec["scale"],
-                                zero_point=spec.get("zero_point", 0.0))
+                                zero_point=spec.get("zero_point", 0.0), group_axis=spec.get("group_axis", 1))
         else:
             enc = encode_tensor(value)
         doc = {}

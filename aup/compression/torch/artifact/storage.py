@@ -7,7 +7,9 @@ follow the compression:
 - ``bits`` given: ``q = round(t / scale + zero_point)`` clamped to ``[0, 2**bits)``, packed densely
   into uint8 (two 4-bit codes per byte, eight 1-bit codes per byte, any width 1..16 bit-packed),
   with ``scale`` / ``zero_point`` per tensor, per output channel (dim 0), or per group of consecutive
-  columns of a 2-D weight (``[rows, n_groups]``, the weight-only LLM quantizers).  Decoding gives
+  columns of a 2-D weight (``[rows, n_groups]``, the weight-only LLM quantizers; with ``group_axis=0``
+  the groups run down the rows of a weight stored transposed, ``[in, out]`` like GPT-2's ``Conv1D``,
+  and ``scale`` is ``[out, n_groups]``).  Decoding gives
   ``(q - zero_point) * scale`` (computed in float64, like the quantizers' export), so a tensor
   already on the quantization grid round-trips bit for bit.
 - zeros (unstructured pruning): a 1-bit-per-element bitmap plus the non-zero values (or codes),
@@ -75,17 +77,21 @@ def unpack_bits(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- encode / decode
 
 
-def encode_tensor(t: torch.Tensor, *, bits: int | None = None, scale: Any = None, zero_point: Any = None) -> dict:
+def encode_tensor(t: torch.Tensor, *, bits: int | None = None, scale: Any = None, zero_point: Any = None,
+                  group_axis: int = 1) -> dict:
     """Encode one tensor in the smallest exact form (see the module docstring).
 
-    ``scale`` / ``zero_point``: numbers (per tensor) or 1-D sequences/tensors of length
-    ``t.shape[0]`` (per output channel).  ``zero_point`` defaults to 0.
+    ``scale`` / ``zero_point``: numbers (per tensor), 1-D sequences/tensors of length ``t.shape[0]``
+    (per output channel), or 2-D ``[out, n_groups]`` (group-wise; ``group_axis`` 1 when ``t`` is
+    ``[out, in]``, 0 when it is stored ``[in, out]``).  ``zero_point`` defaults to 0.
     """
     t = t.detach().cpu()
+    if group_axis not in (0, 1):
+        raise ValueError(f"encode_tensor: group_axis must be 0 or 1, got {group_axis!r}")
     if bits is not None:
         if scale is None:
             raise ValueError("encode_tensor: bits given without scale")
-        return _encode_quantized(t, int(bits), scale, 0.0 if zero_point is None else zero_point)
+        return _encode_quantized(t, int(bits), scale, 0.0 if zero_point is None else zero_point, group_axis)
     return _encode_float(t)
 
 
@@ -157,12 +163,12 @@ def _encode_float(t: torch.Tensor) -> dict:
             "values": t.reshape(-1)[nz].clone()}
 
 
-def _encode_quantized(t: torch.Tensor, bits: int, scale: Any, zero_point: Any) -> dict:
+def _encode_quantized(t: torch.Tensor, bits: int, scale: Any, zero_point: Any, group_axis: int = 1) -> dict:
     if not 1 <= bits <= 16:
         raise ValueError(f"encode_tensor: bits must be in 1..16, got {bits}")
     shape = tuple(t.shape)
     if _is_matrix(scale):
-        return _finish_quantized(t, bits, _group_params(shape, scale, zero_point))
+        return _finish_quantized(t, bits, _group_params(shape, scale, zero_point, group_axis))
     per_channel = _is_vector(scale) or _is_vector(zero_point)
     scale_t = torch.as_tensor(scale, dtype=torch.float64).reshape(-1)
     zp_t = torch.as_tensor(zero_point, dtype=torch.float64).reshape(-1)
@@ -175,16 +181,19 @@ def _encode_quantized(t: torch.Tensor, bits: int, scale: Any, zero_point: Any) -
     return _finish_quantized(t, bits, base)
 
 
-def _group_params(shape: tuple[int, ...], scale: Any, zero_point: Any) -> dict:
-    """Group-wise grid of a 2-D weight: ``scale``/``zero_point`` ``[rows, n_groups]``, each group being
-    ``cols / n_groups`` consecutive columns (weight-only LLM quantizers: RTN, GPTQ)."""
+def _group_params(shape: tuple[int, ...], scale: Any, zero_point: Any, group_axis: int = 1) -> dict:
+    """Group-wise grid of a 2-D weight: ``scale``/``zero_point`` ``[out, n_groups]``, each group being
+    ``in / n_groups`` consecutive inputs (weight-only LLM quantizers: RTN, GPTQ); the inputs are the
+    columns (``group_axis=1``, ``[out, in]``) or the rows (``group_axis=0``, a transposed weight)."""
     scale_t = torch.as_tensor(scale, dtype=torch.float64)
     zp_t = torch.as_tensor(zero_point, dtype=torch.float64).expand_as(scale_t).clone()
-    if len(shape) != 2 or scale_t.shape[0] != shape[0] or shape[1] % scale_t.shape[1]:
+    out, inputs = (shape if group_axis == 1 else shape[::-1]) if len(shape) == 2 else (-1, -1)
+    if len(shape) != 2 or scale_t.shape[0] != out or inputs % scale_t.shape[1]:
         raise ValueError(f"encode_tensor: group-wise scale {tuple(scale_t.shape)} does not fit a weight of "
-                         f"shape {shape}")
+                         f"shape {shape}" + (" stored [in, out]" if group_axis == 0 else ""))
+    axis = {} if group_axis == 1 else {"group_axis": 0}  # files written before it existed stay readable
     return {"v": _FORMAT, "shape": list(shape), "bits": None, "dtype": None, "per_channel": True,
-            "group_size": shape[1] // scale_t.shape[1], "scale": scale_t, "zero_point": zp_t}
+            "group_size": inputs // scale_t.shape[1], **axis, "scale": scale_t, "zero_point": zp_t}
 
 
 def _finish_quantized(t: torch.Tensor, bits: int, base: dict) -> dict:
@@ -263,11 +272,15 @@ def _broadcast_params(d: dict, shape: tuple[int, ...]) -> tuple[torch.Tensor, to
                     f"{field} is not a number")
     scale = torch.as_tensor(d["scale"], dtype=torch.float64)
     zp = torch.as_tensor(d["zero_point"], dtype=torch.float64)
-    if group:  # [rows, n_groups], each group `group` consecutive columns
+    if group:  # [out, n_groups], each group `group` consecutive inputs (columns, or rows when transposed)
+        axis = d.get("group_axis", 1)
+        _expect(axis in (0, 1) and not isinstance(axis, bool), f"group_axis {str(axis)[:40]} is not 0 or 1")
         if len(shape) != 2 or scale.shape != zp.shape or scale.numel() * int(group) != shape[0] * shape[1]:
             raise ValueError("group-wise scale/zero_point do not fit the tensor's shape")
-        return (scale.reshape(shape[0], -1).repeat_interleave(int(group), dim=1),
-                zp.reshape(shape[0], -1).repeat_interleave(int(group), dim=1))
+        out = shape[0] if axis == 1 else shape[1]
+        scale_b = scale.reshape(out, -1).repeat_interleave(int(group), dim=1)
+        zp_b = zp.reshape(out, -1).repeat_interleave(int(group), dim=1)
+        return (scale_b, zp_b) if axis == 1 else (scale_b.t(), zp_b.t())
     if d.get("per_channel"):
         view = (-1,) + (1,) * (len(shape) - 1)
         scale = scale.reshape(view) if scale.numel() > 1 else scale.reshape(())

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from aup.compression.torch.calibration_set import CalibrationSource, eval_mode
-from aup.compression.torch.layerwise import InputStats, sequential
+from aup.compression.torch.layerwise import InputStats, get_weight, sequential, set_weight
 from aup.compression.torch.obs import Grid, gptq_quantize
 from aup.compression.torch.quantization.base import QuantLayer
 from aup.compression.torch.quantization.weight_only import WeightOnlyQuantizer
@@ -64,11 +64,10 @@ class GPTQQuantizer(WeightOnlyQuantizer):
         def process(name: str, module: nn.Module, stats: InputStats) -> None:
             layer = by_name[name]
             quantized, grid = gptq_quantize(
-                module.weight.detach(), stats.hessian_matrix(), layer.bits["weight"], self.group_sizes[name],
+                get_weight(module), stats.hessian_matrix(), layer.bits["weight"], self.group_sizes[name],
                 self.symmetric(layer), damp=self.damp, act_order=bool(layer.config.get("act_order", False)),
                 block_size=self.block_size)
-            with torch.no_grad():
-                module.weight.copy_(quantized)
+            set_weight(module, quantized)
             self.fitted[name] = grid
 
         with self._paused(), eval_mode(self.model):

@@ -1,9 +1,10 @@
 """``WeightOnlyQuantizer``: the shared part of ``rtn`` and ``gptq`` (k-bit weights in groups, for LLMs).
 
-Each selected ``Linear`` stores its weight on a group-wise integer grid: ``group_size`` consecutive
-input columns of a row share one scale (and, when asymmetric, one integer zero point), ``value =
-(q - zero) * scale`` with ``q`` in ``[0, 2**bits)``; symmetric grids use ``zero = 2**(bits-1)`` (the
-layout of ONNX Runtime's ``MatMulNBits``). Activations stay float. ``weight_grid(name)`` hands the
+Each selected ``Linear`` (or transformers' GPT-2 ``Conv1D``, whose weight is stored transposed,
+``[in, out]``: its groups run along the inputs all the same) stores its weight on a group-wise
+integer grid: ``group_size`` consecutive input columns of a row share one scale (and, when
+asymmetric, one integer zero point), ``value = (q - zero) * scale`` with ``q`` in ``[0, 2**bits)``;
+symmetric grids use ``zero = 2**(bits-1)`` (the layout of ONNX Runtime's ``MatMulNBits``). Activations stay float. ``weight_grid(name)`` hands the
 grid to the deployment writer (:mod:`..ort_mixed`), so the deployed ``MatMulNBits`` holds exactly the
 in-memory weights (4-bit storage for 2-4 bits, 8-bit storage for 5-8 bits; group sizes 16-256 run
 on ORT's CPU kernels, one group per row always does).
@@ -21,6 +22,7 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
+from aup.compression.torch.layerwise import get_weight, is_linear, stores_transposed
 from aup.compression.torch.obs import Grid, grid_for, quantize_on_grid
 from aup.compression.torch.quantization.base import QuantLayer, Quantizer
 
@@ -31,23 +33,34 @@ DEFAULT_GROUP_SIZE = 32
 
 @dataclass(frozen=True)
 class GroupSpec:
-    """A :class:`~.primitives.QuantSpec` for group-wise grids (same interface, tensor scale/zero)."""
+    """A :class:`~.primitives.QuantSpec` for group-wise grids (same interface, tensor scale/zero).
+
+    ``transposed``: the weight is stored ``[in, out]`` (GPT-2's ``Conv1D``); ``codes`` and ``dequantize``
+    take and give that layout, the grid stays ``[out, n_groups]`` and the artifact is told
+    (``group_axis`` 0)."""
 
     grid: Grid
+    transposed: bool = False
 
     @property
     def bits(self) -> int:
         return self.grid.bits
 
     def as_dict(self) -> dict[str, Any]:
-        return {"bits": self.grid.bits, "scale": self.grid.scale.clone(), "zero_point": self.grid.zero.clone()}
+        axis = {"group_axis": 0} if self.transposed else {}
+        return {"bits": self.grid.bits, "scale": self.grid.scale.clone(), "zero_point": self.grid.zero.clone(), **axis}
+
+    def _stored(self, out_in: torch.Tensor) -> torch.Tensor:
+        return out_in.t() if self.transposed else out_in
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
-        q = torch.round(x.detach().double() / self.grid.expand(self.grid.scale) + self.grid.expand(self.grid.zero))
-        return q.clamp_(0, 2 ** self.grid.bits - 1).to(torch.int64)
+        w = self._stored(x.detach().double())
+        q = torch.round(w / self.grid.expand(self.grid.scale) + self.grid.expand(self.grid.zero))
+        return self._stored(q.clamp_(0, 2 ** self.grid.bits - 1).to(torch.int64))
 
     def dequantize(self, q: torch.Tensor) -> torch.Tensor:
-        return ((q.double() - self.grid.expand(self.grid.zero)) * self.grid.expand(self.grid.scale)).float()
+        q = self._stored(q.double())
+        return self._stored((q - self.grid.expand(self.grid.zero)) * self.grid.expand(self.grid.scale)).float()
 
 
 class WeightOnlyQuantizer(Quantizer):
@@ -63,14 +76,14 @@ class WeightOnlyQuantizer(Quantizer):
             if "input" in layer.quant_types or "output" in layer.quant_types:
                 raise ValueError(f"{self.compressor_name}: quantizes weights only; {layer.name!r} asks for "
                                  f"{list(layer.quant_types)}")
-            if not isinstance(layer.module, nn.Linear):
-                raise ValueError(f"{self.compressor_name}: quantizes Linear layers only; {layer.name!r} is a "
-                                 f"{type(layer.module).__name__}")
+            if not is_linear(layer.module):
+                raise ValueError(f"{self.compressor_name}: quantizes Linear layers (and transformers' Conv1D) "
+                                 f"only; {layer.name!r} is a {type(layer.module).__name__}")
             self.group_sizes[layer.name] = self._group_size(layer)
         self._cache: dict[str, tuple[Any, torch.Tensor]] = {}
 
     def _group_size(self, layer: QuantLayer) -> int:
-        columns = layer.module.weight.shape[1]
+        columns = get_weight(layer.module).shape[1]
         size = int(layer.config.get("group_size", DEFAULT_GROUP_SIZE))
         if size == 0 or size >= columns:
             return columns
@@ -92,10 +105,13 @@ class WeightOnlyQuantizer(Quantizer):
         cached = self._cache.get(layer.name)
         if cached is not None and cached[0][0] == key and not (torch.is_grad_enabled() and weight.requires_grad):
             return cached[1], cached[0][1]
-        grid = self.grid_of(layer, weight.detach())
-        rounded = quantize_on_grid(weight.detach(), grid)
+        transposed = stores_transposed(layer.module)  # Conv1D: [in, out]
+        out_in = weight.detach().t() if transposed else weight.detach()
+        grid = self.grid_of(layer, out_in)
+        rounded = quantize_on_grid(out_in, grid)
+        rounded = rounded.t() if transposed else rounded
         fake = weight + (rounded - weight).detach()  # straight-through: the gradient reaches the float weight
-        spec = GroupSpec(grid)
+        spec = GroupSpec(grid, transposed)
         self._cache[layer.name] = ((key, spec), rounded)
         return fake, spec
 
@@ -107,7 +123,7 @@ class WeightOnlyQuantizer(Quantizer):
             return None
         from aup.compression.torch.deploy.nbits import WeightGrid
 
-        grid = self.grid_of(layer, layer.module.weight.detach())
+        grid = self.grid_of(layer, get_weight(layer.module))
         return WeightGrid(bits=grid.bits, group_size=grid.group_size, scales=grid.scale.float(),
                           zero_points=None if grid.symmetric else grid.zero.to(torch.uint8),
                           symmetric=grid.symmetric)
