@@ -401,7 +401,7 @@ def test_gpt2_conv1d_ships_matmulnbits_and_agrees(name: str, tmp_path: Any) -> N
     with torch.no_grad():
         torch.testing.assert_close(restored(example).logits, expected, atol=1e-5, rtol=1e-5)
     nodes = [n for n in onnx.load(path).graph.node if n.op_type == "MatMulNBits"]
-    assert len(nodes) == 8 and all(next(a.i for a in n.attribute if a.name == "bits") == 4 for n in nodes)
+    assert len(nodes) == 8 and all(next((a.i for a in n.attribute if a.name == "bits"), 4) == 4 for n in nodes)
     got = torch.as_tensor(lm_data._logits(load_deployed(path)(example)))
     torch.testing.assert_close(got, expected, atol=2e-3, rtol=1e-3)
 
