@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeGuard
 
 import optuna
 
-from aup.numbers import is_finite_number
 from aup.errors import did_you_mean
+from aup.numbers import is_finite_number
 from aup.proposer_ext import samplers
 from aup.proposer_ext.common import ProposerError
 from aup.proposer_ext.contract import ProposerContract
