@@ -99,6 +99,7 @@ class RayTrialProcess(AttemptOutput):
     _exit: int | None = None
     _lost: str | None = None
     _done: bool = False
+    _cancelled: bool = False  # ray.cancel was sent: the stream may end before the task does
 
     def start(self) -> None:
         self._open_files()
@@ -136,6 +137,10 @@ class RayTrialProcess(AttemptOutput):
         import ray
         from ray.exceptions import RayError
 
+        if self._cancelled and not ray.wait([self._generator.completed()], timeout=0)[0]:
+            # After a cancel Ray may call the stream finished while the task still runs (it is ending
+            # its script); next_ready() would then block in ray.get until the task ends. Wait for it.
+            return
         while not self._done:
             if self._generator.next_ready():
                 try:
@@ -181,6 +186,7 @@ class RayTrialProcess(AttemptOutput):
         import ray
 
         if self._generator is not None and not self._done:
+            self._cancelled = True
             try:
                 ray.cancel(self._generator, force=force)
             except Exception:  # already finished, or the cluster is gone
