@@ -36,7 +36,7 @@ _MIN_SPARSITY = 0.005  # below this a layer is left dense (a sparsity of 0 is no
 
 MODES = ("global", "seed")
 MAX_SEEDS = 20
-# seed mode's queued trials: 5 gave the largest front share at 10 and 20 trials of 3, 5, 8 and 10
+# seed mode's queued trials: 3 gave a smaller front share at 10 and 20 trials than 5, 8 and 10 no larger
 # (benchmarks/search_efficiency.py, docs/search-efficiency.md)
 DEFAULT_SEEDS = 5
 PROFILE_ATTR = "allocation_profile"  # seed mode: the trial attribute holding the profile the runner seeds from
