@@ -292,7 +292,7 @@ def test_achieved_sparsity_is_within_one_point_of_the_target(cfg, name):
 
 @pytest.mark.slow
 def test_end_to_end_digits_compress_half_and_fine_tune(pretrained_digits, capsys):
-    state, data, dense_acc = pretrained_digits
+    state, data, dense_acc = pretrained_digits.state, pretrained_digits.data, pretrained_digits.accuracy
     model = zoo.DigitsCNN(width=8)
     model.load_state_dict(state)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -320,7 +320,7 @@ def test_end_to_end_digits_compress_half_and_fine_tune(pretrained_digits, capsys
 @pytest.mark.parametrize("name", ALL_ONE_SHOT)
 def test_every_pruner_end_to_end_on_digits_at_half_sparsity(cfg, name, pretrained_digits, capsys):
     """Compress the trained CNN at 50%, fine-tune two epochs, shrink what is structured; report accuracy."""
-    state, data, dense_acc = pretrained_digits
+    state, data, dense_acc = pretrained_digits.state, pretrained_digits.data, pretrained_digits.accuracy
     model = zoo.DigitsCNN(width=8)
     model.load_state_dict(state)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
