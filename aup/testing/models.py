@@ -13,7 +13,7 @@ from torch import nn
 
 from aup.compression.torch.zoo import DigitsCNN
 
-__all__ = ["DigitsCNN", "NNITestModel", "TokenClassifier", "model_for"]
+__all__ = ["DigitsCNN", "NNITestModel", "TinyEncoder", "TokenClassifier", "model_for"]
 
 
 class NNITestModel(nn.Module):
@@ -37,6 +37,20 @@ class NNITestModel(nn.Module):
         x = F.max_pool2d(self.relu2(self.bn2(self.conv2(x))), 2, 2)
         x = self.relu3(self.fc1(x.flatten(1)))
         return F.log_softmax(self.fc2(x), dim=1)
+
+
+class TinyEncoder(nn.Module):
+    """Four 4-feature tokens through one encoder layer (attention, LayerNorms, MLP) and a linear head:
+    the smallest model whose ONNX export has attention's shape arithmetic and packed q/k/v weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(4, 16)
+        self.layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layer(self.embed(x)).mean(1))
 
 
 class TokenClassifier(nn.Module):

@@ -18,19 +18,9 @@ from onnx import TensorProto as TP, helper, numpy_helper  # noqa: E402
 from aup.compression.torch.deploy.compact import (drop_default_attributes, drop_unused_opsets,  # noqa: E402
                                                   share_duplicate_initializers)
 from aup.compression.torch.deploy.settings import export_onnx  # noqa: E402
+from aup.testing.models import TinyEncoder  # noqa: E402
 
 
-class TinyEncoder(nn.Module):
-    """Four 4-feature tokens through one encoder layer (attention, LayerNorms, MLP) and a linear head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = nn.Linear(4, 16)
-        self.layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
-        self.head = nn.Linear(16, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.layer(self.embed(x)).mean(1))
 
 
 def _run(model_or_path, x: np.ndarray) -> np.ndarray:

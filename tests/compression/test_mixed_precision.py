@@ -23,6 +23,7 @@ from aup.compression import load_deployed  # noqa: E402
 from aup.compression.torch import base as base_module  # noqa: E402
 from aup.compression.torch import zoo  # noqa: E402
 from aup.compression.torch.deploy.settings import agreement, export_onnx  # noqa: E402
+from aup.testing.models import TinyEncoder  # noqa: E402
 from aup.compression.torch.deploy.nbits import WeightGrid, matmul_nbits_nodes, per_row_grid  # noqa: E402
 
 TP = onnx.TensorProto
@@ -160,17 +161,8 @@ def test_attention_projections_asked_for_4_bits_are_never_left_fp32(tmp_path):
     bias by a separate Add): it ships as one 4-bit MatMulNBits like every other linear, none left float."""
     torch.manual_seed(0)
 
-    class Encoder(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = nn.Linear(4, 16)
-            self.layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
-            self.head = nn.Linear(16, 3)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head(self.layer(self.embed(x)).mean(1))
-
-    model = Encoder().eval()
+    model = TinyEncoder().eval()
     modules = ["embed", "layer.self_attn", "layer.self_attn.out_proj", "layer.linear1", "layer.linear2", "head"]
     shipped: dict = {}
     x = torch.randn(8, 4, 4)
