@@ -227,6 +227,7 @@ def test_grid_resume_after_sigkill_runs_each_point_once(tmp_path: Path) -> None:
     assert any(t.user_attrs.get("status_reason") == "interrupted" and t.params for t in failed)
 
 
+@pytest.mark.slow  # a subprocess or timed waits; still in CI (fast suite budget)
 def test_quick_exit_keeps_output_exit_code_and_the_store_intact(tmp_path: Path) -> None:
     """``python -m aup`` ends with os._exit after main: every line still arrives, the exit code is
     main's, no SQLite WAL file is left behind and the results are all in the store."""

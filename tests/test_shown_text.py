@@ -103,6 +103,7 @@ def test_shell_command_round_trips_through_bash(tmp_path: Path) -> None:
     assert done.stdout == HOSTILE and not (tmp_path / "X").exists()
 
 
+@pytest.mark.slow  # a subprocess or timed waits; still in CI (fast suite budget)
 def test_printed_show_and_resume_commands_are_shell_quoted(tmp_path: Path) -> None:
     """A run with the hostile name, interrupted: both printed commands give back the exact name."""
     gate = tmp_path / "never"

@@ -92,6 +92,7 @@ def test_specified_layers_may_name_other_prunable_layers_and_errors_are_clear():
         compression.SensitivityAnalysis(model, lambda: 1.0, early_stop_mode="dropped")
 
 
+@pytest.mark.slow  # a subprocess or timed waits; still in CI (fast suite budget)
 def test_channel_dependency_ties_residual_convs_and_exports_csv(tmp_path):
     model = zoo.resnet_small(in_channels=1)
     dependency = compression.ChannelDependency(model, torch.zeros(1, 1, 8, 8))

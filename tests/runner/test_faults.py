@@ -442,6 +442,7 @@ def test_a_lock_held_past_the_busy_timeout_is_waited_out(tmp_path: Path) -> None
     assert_complete_without_repeats(load(folder, "f"), 6)
 
 
+@pytest.mark.slow  # a subprocess or timed waits; still in CI (fast suite budget)
 def test_lease_is_exclusive_renewable_and_taken_over_when_stale(tmp_path: Path) -> None:
     from aup import store
     from aup.runner.lease import Lease

@@ -212,6 +212,7 @@ def test_save_model_keeps_only_the_best_trials_model(tmp_path: Path) -> None:
     assert "best model (trial" in output
 
 
+@pytest.mark.slow  # a subprocess or timed waits; still in CI (fast suite budget)
 def test_gpu_trials_get_their_own_device_without_touching_the_runner_env(tmp_path: Path) -> None:
     before = os.environ.get("CUDA_VISIBLE_DEVICES")
     exp = experiment(tmp_path, "objective.py", resource="gpu", n_samples=4, n_parallel=3,
@@ -322,6 +323,7 @@ def test_constraints_mark_infeasible_trials(tmp_path: Path) -> None:
         assert study.best_trial.number == max(feasible, key=lambda t: t.value).number
 
 
+@pytest.mark.slow  # a subprocess or timed waits; still in CI (fast suite budget)
 def test_at_most_n_parallel_trials_run_at_once(tmp_path: Path) -> None:
     exp = experiment(tmp_path, "objective.py", n_samples=5, n_parallel=2, runtime_args={"env": {"AUP_TEST_SLEEP": "0.3"}})
     _, study, _ = run(tmp_path, exp)

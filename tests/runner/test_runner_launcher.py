@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from aup.runner.orphans import kill_orphans as _kill_orphans
 from aup.runner.launcher import TrialProcess, last_output_line
 
@@ -70,6 +72,7 @@ def test_failure_reasons(tmp_path: Path) -> None:
     assert process.outcome().reason == "result is nan"
 
 
+@pytest.mark.slow  # a subprocess or timed waits; still in CI (fast suite budget)
 def test_timeout_and_stop(tmp_path: Path) -> None:
     process = launch(tmp_path, "import time\ntime.sleep(30)\n", timeout=0.2)
     start = time.time()
