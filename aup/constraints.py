@@ -80,8 +80,10 @@ def _number(value: Any) -> float | None:
 
 
 def _evaluate(node: ast.expr, values: Mapping[str, Any]) -> float:
-    if isinstance(node, ast.Constant) and _number(node.value) is not None:
-        return float(node.value)
+    if isinstance(node, ast.Constant):
+        constant = _number(node.value)
+        if constant is not None:
+            return constant
     if isinstance(node, ast.Name):
         number = _number(values.get(node.id))
         if number is None:
@@ -146,7 +148,7 @@ def _make(key: str, metric: str, op: str, text: str, where: str | None = None) -
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError:
         raise ValueError(f"{where}: cannot read the expression {text.strip()!r}") from None
-    problem = _check_tree(tree)
+    problem = _check_tree(tree.body)
     if problem:
         raise ValueError(f"{where}: {problem}")
     return Constraint(key, metric, op, tree.body, f"{metric} {op} {text.strip()}")

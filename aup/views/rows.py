@@ -141,7 +141,7 @@ class StudyRecord:
         from aup.views.pareto import constrained_front
 
         signs = [-1.0 if d == "maximize" else 1.0 for d in self.directions]
-        usable = [(n, list(v)) for n, v in completed
+        usable = [(n, [float(x) for x in v if x is not None]) for n, v in completed
                   if len(v) == len(signs) and all(x is not None and not math.isnan(x) for x in v)]
         points = [[x * s for x, s in zip(v, signs)] for _, v in usable]
         front = constrained_front(points, [(violations or {}).get(n, 0.0) for n, _ in usable])
