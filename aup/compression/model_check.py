@@ -22,9 +22,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from aup.errors import did_you_mean
+
+if TYPE_CHECKING:  # typing only: the builder is the compression section's
+    from aup.compression.search_space import CompressionJobConfigBuilder
 
 # NNI's "default" op types per framework (compared case-insensitively)
 DEFAULT_OP_TYPES = {
@@ -131,9 +134,10 @@ def check_entries(builder: Any, layers: Layers, model: str) -> tuple[list[str], 
     return list(problems), list(warnings)
 
 
-def check_model(builder: Any, workingdir: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
+def check_model(builder: "CompressionJobConfigBuilder",
+                workingdir: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
     """(problems, warnings) when the compression section names its model; nothing to check otherwise."""
-    reference = getattr(builder, "model_ref", None)
+    reference = builder.model_ref
     if not reference:
         return [], []
     where = next(f"{s.where}.model" for s in builder.stages if s.model)

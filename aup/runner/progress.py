@@ -189,13 +189,13 @@ def print_summary(console: Console, *, study_name: str, status: str, trials: Seq
         pareto = len(objectives) > 1
         shown = list(best)[: max(limit, 10) if pareto else limit]
         metrics = [m for m in M.ranked("summary")
-                   if m not in objectives and any(m in getattr(t, "user_attrs", {}) for t in shown)]
+                   if m not in objectives and any(m in t.user_attrs for t in shown)]
         title = "Pareto front" if pareto else ("best trials" if len(best) > 1 else "best trial")
         if any(t.user_attrs.get("feasible") is False for t in shown[:1]):
             title += " (no trial met the constraints: the least-violating trials)"
         table = Table(title=title, title_justify="left")
         table.add_column("trial", justify="right")
-        constrained = any("feasible" in getattr(t, "user_attrs", {}) for t in shown)
+        constrained = any("feasible" in t.user_attrs for t in shown)
         for name in [*objectives, *metrics, *(["feasible"] if constrained else [])]:
             table.add_column(escape(name), justify="right")
         table.add_column("hyperparameters", ratio=1, overflow="fold")
