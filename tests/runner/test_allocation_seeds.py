@@ -1,18 +1,15 @@
 """``"allocation": {"mode": "seed"}``: the runner queues trials split by the first trial's profile."""
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
-from rich.console import Console
 
 from aup.compression.allocation import PROFILE_ATTR, Allocation
-from aup.runner.experiment import run_experiment
 from aup.runner.seeding import SEED_ATTR, SEEDED_ATTR, seed_trials
+from experiment_runs import run_in_process
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "allocated.py"
 DIMS = [(f"sparsity ({n})", n, 0.1, 0.8) for n in ("conv1", "conv2", "conv3")]
@@ -55,17 +52,12 @@ def test_a_run_seeds_after_the_first_trial_within_its_budget(tmp_path: Path) -> 
                            "allocation": {"method": "sensitivity", "mode": "seed", "seeds": 2},
                            "config_list": [{"sparsity": {"type": "float", "range": [0.1, 0.8]},
                                             "op_names": ["conv1", "conv2", "conv3"]}]}}
-    path = tmp_path / "exp.json"
-    path.write_text(json.dumps(exp))
-    url = f"sqlite:///{tmp_path / 'aup.db'}"
-    console = Console(file=io.StringIO(), width=300)
-    result = run_experiment(str(path), url, console=console, live=False)
-    study = optuna.load_study(study_name=result.study_name, storage=url)
+    _, study, printed = run_in_process(tmp_path, exp, width=300)
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     assert SEED_ATTR not in trials[0].user_attrs and PROFILE_ATTR in trials[0].user_attrs
     for trial in trials[1:]:  # the seeded ones: the fragile conv2 gets the least
         assert SEED_ATTR in trial.user_attrs
         assert trial.params["sparsity (conv2)"] < min(trial.params["sparsity (conv1)"], trial.params["sparsity (conv3)"])
-    assert "allocation: queued 2 trials seeded" in console.file.getvalue()
+    assert "allocation: queued 2 trials seeded" in printed
     assert len(list((tmp_path / "jobs").glob("*.sensitivity.json"))) == 1

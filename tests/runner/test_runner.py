@@ -16,6 +16,7 @@ from rich.console import Console
 from aup import store
 from aup.runner.experiment import run_experiment
 from aup.runner.jobconfig import BaseJobConfigBuilder
+from experiment_runs import run_in_process
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -38,13 +39,7 @@ def experiment(tmp_path: Path, script: str, **overrides: Any) -> dict[str, Any]:
 
 
 def run(tmp_path: Path, exp: dict[str, Any]) -> tuple[Any, optuna.Study, str]:
-    path = tmp_path / "experiment.json"
-    path.write_text(json.dumps(exp))
-    url = f"sqlite:///{tmp_path / 'aup.db'}"
-    console = Console(file=io.StringIO(), width=200)
-    result = run_experiment(str(path), url, console=console, live=False)
-    study = optuna.load_study(study_name=result.study_name, storage=url)
-    return result, study, console.file.getvalue()
+    return run_in_process(tmp_path, exp, width=200)
 
 
 def test_trials_are_recorded_completely(tmp_path: Path) -> None:

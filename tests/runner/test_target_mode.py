@@ -13,8 +13,9 @@ from rich.console import Console
 from aup import store
 from aup.cli import main
 from aup.runner.state import INTERRUPTED
-from aup.runner.experiment import STOP_ATTR, resume_experiment, run_experiment
+from aup.runner.experiment import STOP_ATTR, resume_experiment
 from aup.views.recommend import ATTR
+from experiment_runs import run_in_process
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "target.py"
 WITHIN = {"score": ">= baseline_score - 0.1"}  # feasible when x >= 0.9
@@ -32,12 +33,7 @@ def experiment(tmp_path: Path, xs: list[float], **overrides: Any) -> dict[str, A
 
 
 def run(tmp_path: Path, exp: dict[str, Any]) -> tuple[Any, optuna.Study, str]:
-    path = tmp_path / "experiment.json"
-    path.write_text(json.dumps(exp))
-    url = f"sqlite:///{tmp_path / 'aup.db'}"
-    console = Console(file=io.StringIO(), width=300)
-    result = run_experiment(str(path), url, console=console, live=False)
-    return result, optuna.load_study(study_name=result.study_name, storage=url), console.file.getvalue()
+    return run_in_process(tmp_path, exp, width=300)
 
 
 def test_first_feasible_stops_early_and_keeps_that_model(tmp_path: Path) -> None:
