@@ -416,3 +416,23 @@ def test_search_ranges_over_sparsity_and_nm_patterns_are_checked_before_any_tria
         section["config_list"][0]["sparsity"] = bad
         with pytest.raises((CompressionSpaceError, ValueError), match="n:m"):
             CompressionJobConfigBuilder(section)
+
+
+@pytest.mark.parametrize("name, config_list", [
+    ("sparsegpt", [{"sparsity": 0.5, "op_types": ["Linear"]}]),
+    ("gptq", [{"quant_types": ["weight"], "quant_bits": {"weight": 4}, "op_types": ["Linear"]}]),
+])
+@pytest.mark.parametrize("option, message", [
+    ({"damp": 2}, "damp must be a number in (0, 1), got 2"),
+    ({"block_size": 0}, "block_size must be an integer >= 1, got 0"),
+    ({"block_size": True}, "block_size must be an integer >= 1, got True"),
+])
+def test_both_obs_solvers_refuse_bad_solver_options_naming_themselves(name: str, config_list: list[dict[str, Any]],
+                                                                      option: dict[str, Any], message: str) -> None:
+    from aup.compression.torch.pruners.sparsegpt import SparseGPTPruner
+    from aup.compression.torch.quantization.gptq import GPTQQuantizer
+
+    cls = {"sparsegpt": SparseGPTPruner, "gptq": GPTQQuantizer}[name]
+    with pytest.raises(ValueError) as error:
+        cls(nn.Sequential(nn.Linear(4, 4)), config_list, **option)
+    assert str(error.value) == f"{name}: {message}"

@@ -22,13 +22,14 @@ weights in every ``m`` consecutive weights of a row along the inputs (``"2:4"``:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from aup.compression.keyspec import parse_nm
 
 __all__ = ["parse_nm", "magnitude_mask", "wanda_mask", "sparsegpt_prune", "Grid", "grid_for", "quantize_on_grid",
-           "rtn_quantize", "gptq_quantize", "hessian_inverse_factor"]
+           "rtn_quantize", "gptq_quantize", "hessian_inverse_factor", "check_solver_options"]
 
 def _keep_largest_per_row(score: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Mask (1 keep / 0 prune) pruning the ``int(sparsity * in)`` lowest scores of every row."""
@@ -69,6 +70,14 @@ def wanda_mask(weight: torch.Tensor, input_sq_norm: torch.Tensor, sparsity: floa
     """
     score = weight.detach().abs().float() * input_sq_norm.float().clamp_min(0).sqrt()[None, :]
     return _select(score, sparsity)
+
+
+def check_solver_options(compressor: str, damp: Any, block_size: Any) -> None:
+    """The options both OBS solvers (SparseGPT, GPTQ) take; a one-line ValueError naming ``compressor``."""
+    if not (isinstance(damp, (int, float)) and 0 < damp < 1):
+        raise ValueError(f"{compressor}: damp must be a number in (0, 1), got {damp!r}")
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"{compressor}: block_size must be an integer >= 1, got {block_size!r}")
 
 
 def hessian_inverse_factor(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from aup.compression.torch.layerwise import InputStats
-from aup.compression.torch.obs import sparsegpt_prune
+from aup.compression.torch.obs import check_solver_options, sparsegpt_prune
 from aup.compression.torch.pruners.one_shot import OneShotPruner
 
 __all__ = ["SparseGPTPruner"]
@@ -33,10 +33,7 @@ class SparseGPTPruner(OneShotPruner):
                  optimizer: torch.optim.Optimizer | None = None, dummy_input: Any = None,
                  calibration: Sequence[Any] | None = None, n_calibration_batches: int = 8,
                  damp: float = 0.01, block_size: int = 128) -> None:
-        if not (isinstance(damp, (int, float)) and 0 < damp < 1):
-            raise ValueError(f"sparsegpt: damp must be a number in (0, 1), got {damp!r}")
-        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-            raise ValueError(f"sparsegpt: block_size must be an integer >= 1, got {block_size!r}")
+        check_solver_options(self.compressor_name, damp, block_size)
         super().__init__(model, config_list, optimizer, dummy_input, calibration, n_calibration_batches)
         self.damp, self.block_size = float(damp), block_size
 

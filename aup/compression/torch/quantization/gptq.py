@@ -19,7 +19,7 @@ from torch import nn
 
 from aup.compression.torch.calibration_set import CalibrationSource, eval_mode
 from aup.compression.torch.layerwise import InputStats, get_weight, sequential, set_weight
-from aup.compression.torch.obs import Grid, gptq_quantize
+from aup.compression.torch.obs import Grid, check_solver_options, gptq_quantize
 from aup.compression.torch.quantization.base import QuantLayer
 from aup.compression.torch.quantization.weight_only import WeightOnlyQuantizer
 
@@ -36,10 +36,7 @@ class GPTQQuantizer(WeightOnlyQuantizer):
                  optimizer: torch.optim.Optimizer | None = None, dummy_input: Any = None,
                  calibration: Sequence[Any] | None = None, n_calibration_batches: int = 8,
                  damp: float = 0.01, block_size: int = 128) -> None:
-        if not (isinstance(damp, (int, float)) and 0 < damp < 1):
-            raise ValueError(f"gptq: damp must be a number in (0, 1), got {damp!r}")
-        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-            raise ValueError(f"gptq: block_size must be an integer >= 1, got {block_size!r}")
+        check_solver_options(self.compressor_name, damp, block_size)
         super().__init__(model, config_list, optimizer, dummy_input)
         self.calibration = CalibrationSource(calibration, n_calibration_batches, self._recorder, dummy_input)
         self.damp, self.block_size = float(damp), block_size
