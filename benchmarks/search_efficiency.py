@@ -163,8 +163,9 @@ class Curve:
 class Trials:
     """Runs configurations (pruner, per-conv sparsities, lr) on the pretrained model, with a cache."""
 
-    def __init__(self, dense: nn.Module, data: Data, epochs: int) -> None:
-        self.dense, self.data, self.epochs = dense, data, epochs
+    def __init__(self, dense: nn.Module, data: Data, epochs: int, salt: str = "") -> None:
+        """``salt``: part of every configuration's training seed (another salt: fresh seeds, same configs)."""
+        self.dense, self.data, self.epochs, self.salt = dense, data, epochs, salt
         self.cache: dict[str, Curve] = {}
         self.computed_epochs = 0
 
@@ -190,7 +191,7 @@ class Trials:
         return curve.accuracies[epoch - 1]
 
     def _compress(self, params: dict[str, Any], key: str) -> Curve:
-        seed = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
+        seed = int(hashlib.sha256((key + self.salt).encode()).hexdigest()[:8], 16)
         torch.manual_seed(seed)
         model = copy.deepcopy(self.dense)
         names = conv_op_names(model)
@@ -323,12 +324,10 @@ def noise_ceiling(trials: Trials, best_keys: list[str], dense_bytes: float, best
     so part of it is luck (a lucky fine-tuning, one validation digit more); this says how much."""
     shares = []
     for reseed in range(RESEEDS):
-        points = []
-        for key in best_keys:
-            fresh = Trials(trials.dense, trials.data, trials.epochs)
-            curve = fresh._compress(json.loads(key), f"{key}#reseed{reseed}")
-            fresh.cache[key] = curve
-            points.append((1.0 - fresh.accuracy_after(json.loads(key), trials.epochs), curve.bytes / dense_bytes))
+        fresh = Trials(trials.dense, trials.data, trials.epochs, salt=f"#reseed{reseed}")
+        configurations = [json.loads(key) for key in best_keys]
+        points = [(1.0 - fresh.accuracy_after(params, trials.epochs), fresh.curve(params).bytes / dense_bytes)
+                  for params in configurations]
         shares.append(front_hv(points) / best)
     return shares
 
@@ -455,11 +454,12 @@ def main(argv: list[str] | None = None) -> None:
     best_points = [p for seeds_ in runs.values() for run in seeds_ for p in run.points if p is not None]
     best = front_hv(best_points)
     rows = summarise(runs, best, args.trials, args.epochs)
-    ceiling = noise_ceiling(trials, best_front_keys(runs), dense_bytes, best)
+    front_keys = best_front_keys(runs)
+    ceiling = noise_ceiling(trials, front_keys, dense_bytes, best)
     print(f"best known front: hypervolume {best:.4f} (reference {REFERENCE}); "
           f"{trials.computed_epochs} epochs computed, {len(trials.cache)} configurations, "
           f"{time.perf_counter() - start:.0f} s")
-    print(f"noise ceiling: the best front's {len(best_front_keys(runs))} configurations trained again with "
+    print(f"noise ceiling: the best front's {len(front_keys)} configurations trained again with "
           f"{RESEEDS} fresh seeds reach {', '.join(f'{c:.3f}' for c in ceiling)} of its hypervolume "
           f"(median {statistics.median(ceiling):.3f})")
     baseline = next((s.name for s in settings if s.trials), "random")
