@@ -59,8 +59,10 @@ from aup.proposer_ext import ParetoHalving, build_sampler  # noqa: E402
 from aup.proposer_ext.pareto_halving import hypervolume  # noqa: E402
 
 from aup.compression.allocation import JOB_KEY as ALLOCATION_KEY  # noqa: E402
-from aup.compression.allocation import DEFAULT_SEEDS, Allocation, allocate, seed_targets  # noqa: E402
+from aup.compression.allocation import DEFAULT_SEEDS, PROFILE_ATTR, Allocation  # noqa: E402
 from aup.compression.torch.allocation import criterion_for, sensitivity_profile  # noqa: E402
+from aup.runner.jobconfig import Plan  # noqa: E402
+from aup.runner.seeding import seed_trials  # noqa: E402
 
 PRUNERS = ("l1_filter", "fpgm", "taylor_fo_weight_filter")
 CONVS = tuple(f"conv{i}" for i in range(1, 7))
@@ -248,10 +250,18 @@ def suggest(trial: optuna.Trial, allocation: bool) -> dict[str, Any]:
     return params
 
 
-def allocation_seeds(dense: nn.Module, data: Data, count: int = DEFAULT_SEEDS) -> list[dict[str, float]]:
-    """The per-conv sparsities aup's seed mode queues (``"allocation": {"method": "sensitivity", "mode":
-    "seed"}``): the sensitivity split of ``count`` global targets spread over [0, 0.9], from the same
-    profile (l1 criterion, output change on a training batch) with the same arithmetic as the runner."""
+@dataclass
+class SeedPlan:
+    """What aup's seed mode needs (``"allocation": {"method": "sensitivity", "mode": "seed"}``): the
+    stage's plan and the first trial's reported profile, for :func:`aup.runner.seeding.seed_trials`."""
+
+    plan: Plan
+    reported: list[optuna.trial.FrozenTrial]
+
+
+def allocation_seed_plan(dense: nn.Module, data: Data, count: int = DEFAULT_SEEDS) -> SeedPlan:
+    """The seed mode's plan over the six per-conv dimensions ([0, 0.9]) and the profile the first trial
+    of a run would report (l1 criterion, output change on a training batch)."""
     allocation = Allocation("sensitivity", 0.9, "seed", count)
     model = copy.deepcopy(dense)
     names = conv_op_names(model)
@@ -259,11 +269,11 @@ def allocation_seeds(dense: nn.Module, data: Data, count: int = DEFAULT_SEEDS) -
     layers = list(names.values())
     profile = sensitivity_profile(model, layers, criterion_for("l1_filter"), allocation, data.x_train[:64])
     sizes = {layer: int(modules[layer].weight.numel()) for layer in layers}
-    seeds = []
-    for target in seed_targets(0.0, 0.9, count):
-        split = allocate(allocation, target, sizes, profile)
-        seeds.append({f"sparsity_{conv}": round(min(max(split[names[conv]], 0.0), 0.9), 4) for conv in CONVS})
-    return seeds
+    curves = {layer: {str(s): d for s, d in curve.items()} for layer, curve in profile.items()}
+    reported = optuna.trial.create_trial(values=[0.0, 0.0], user_attrs={PROFILE_ATTR: {"sizes": sizes,
+                                                                                      "curves": curves}})
+    dims = [(f"sparsity_{conv}", names[conv], 0.0, 0.9) for conv in CONVS]
+    return SeedPlan([(allocation, dims)], [reported])
 
 
 @dataclass(frozen=True)
@@ -281,16 +291,15 @@ class Setting:
 
 
 def search(setting: Setting, seed: int, n_trials: int, trials: Trials, dense_bytes: float,
-           seeds: list[dict[str, float]]) -> Run:
+           seeds: SeedPlan) -> Run:
     """``n_trials`` trials; with early stopping, more until it spent the epochs of ``n_trials`` full trials
     (at most 3 x ``n_trials``), so that settings compare at the same epoch budget too."""
     n_trials = setting.trials or n_trials
     name, _, variant = setting.proposer.partition("-")  # "tpe-mv": multivariate TPE (a tried variant)
     sampler = build_sampler(name, {"multivariate": True} if variant == "mv" else {}, seed, 2)
     study = optuna.create_study(directions=DIRECTIONS, sampler=sampler)
-    if setting.allocation == "seeds":  # as the runner does: the sampler fills pruner and lr
-        for values in seeds:
-            study.enqueue_trial(values)
+    if setting.allocation == "seeds":  # the runner's own seeding: the sampler fills pruner and lr
+        seed_trials(study, seeds.plan, seeds.reported)
     policy = ParetoHalving([True, False], min_steps=1, reduction_factor=3, max_steps=trials.epochs) \
         if setting.early_stop else None
     run = Run()
@@ -443,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"dense model: accuracy {dense_acc:.4f}, {dense_bytes:.0f} bytes; {args.seeds} seeds x {args.trials} "
           f"trials x up to {args.epochs} fine-tuning epochs", flush=True)
     trials = Trials(dense, data, args.epochs)
-    seeds = allocation_seeds(dense, data, args.seed_count)
+    seeds = allocation_seed_plan(dense, data, args.seed_count)
     settings = settings_for(args)
     runs: dict[str, list[Run]] = {s.name: [] for s in settings}
     for seed in range(args.seeds):  # interleaved: every setting's seed s before any seed s + 1
